@@ -1,0 +1,245 @@
+"""Plain values that flow between the pipeline stages.
+
+watch -> correlate -> classify -> decide -> sink/retry. Every stage takes and returns these
+frozen dataclasses; none of them holds a Kubernetes client model or a Redis connection, so the
+pure stages (correlate, classify, policy, backoff, decide) are testable from tables.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class FailureClass(enum.StrEnum):
+    """Why a Job failed, as kube-dlq names it. Values are stable: they are metric labels."""
+
+    NODE_LOST = "node_lost"
+    NODE_SHUTDOWN = "node_shutdown"
+    EVICTED = "evicted"
+    API_EVICTION = "api_eviction"
+    PREEMPTED = "preempted"
+    ADMISSION_REJECTED = "admission_rejected"
+    OOM_KILLED = "oom_killed"
+    DEADLINE_EXCEEDED = "deadline_exceeded"
+    IMAGE_PULL = "image_pull"
+    CONFIG_ERROR = "config_error"
+    IO_TIMEOUT = "io_timeout"
+    UNSCHEDULABLE = "unschedulable"
+    APP_ERROR = "app_error"
+    UNKNOWN = "unknown"
+
+    @property
+    def is_infrastructure(self) -> bool:
+        """True when the failure is the platform's fault, not the workload's code or config.
+
+        Infrastructure and application failures have separate retry budgets.
+        """
+        return self in _INFRASTRUCTURE
+
+
+_INFRASTRUCTURE = frozenset(
+    {
+        FailureClass.NODE_LOST,
+        FailureClass.NODE_SHUTDOWN,
+        FailureClass.EVICTED,
+        FailureClass.API_EVICTION,
+        FailureClass.PREEMPTED,
+        FailureClass.ADMISSION_REJECTED,
+        FailureClass.IO_TIMEOUT,
+        FailureClass.UNSCHEDULABLE,
+    }
+)
+
+
+class Action(enum.StrEnum):
+    RETRY = "retry"
+    DEAD_LETTER = "dead_letter"
+
+
+@dataclass(frozen=True, slots=True)
+class JobRef:
+    """Identity of one Job object. The uid changes when a Job is re-created."""
+
+    namespace: str
+    name: str
+    uid: str
+
+
+@dataclass(frozen=True, slots=True)
+class OwnerRef:
+    kind: str
+    name: str
+    uid: str
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """A status condition of a Job, Pod or Node (only the fields we read)."""
+
+    type: str
+    status: str
+    reason: str = ""
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerOutcome:
+    """Last known state of one container (init or main) of a pod."""
+
+    name: str
+    init: bool = False
+    exit_code: int | None = None
+    signal: int | None = None
+    terminated_reason: str = ""
+    terminated_message: str = ""
+    waiting_reason: str = ""
+    waiting_message: str = ""
+    restart_count: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PodSnapshot:
+    """What we keep of a pod: status only, never its spec (memory must not grow with specs)."""
+
+    name: str
+    uid: str
+    phase: str = ""
+    reason: str = ""
+    message: str = ""
+    node_name: str = ""
+    deleted: bool = False
+    conditions: tuple[Condition, ...] = ()
+    containers: tuple[ContainerOutcome, ...] = ()
+    created_at: float | None = None
+
+    def condition(self, type_: str) -> Condition | None:
+        return next((c for c in self.conditions if c.type == type_), None)
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """A core/v1 Event about a Job, one of its pods, or their node."""
+
+    involved_kind: str
+    involved_name: str
+    reason: str
+    message: str = ""
+    type: str = "Normal"
+    count: int = 1
+    last_seen: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NodeState:
+    name: str
+    exists: bool = True
+    ready: str = "True"
+    """The Ready condition's status: "True", "False" or "Unknown"."""
+    reason: str = ""
+    unschedulable: bool = False
+    taints: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class JobSnapshot:
+    """The parts of a Job that classification and policy read."""
+
+    ref: JobRef
+    owner: OwnerRef | None = None
+    labels: tuple[tuple[str, str], ...] = ()
+    annotations: tuple[tuple[str, str], ...] = ()
+    conditions: tuple[Condition, ...] = ()
+    active: int = 0
+    failed: int = 0
+    succeeded: int = 0
+    has_pod_failure_policy: bool = False
+    created_at: float | None = None
+
+    def condition(self, type_: str) -> Condition | None:
+        return next((c for c in self.conditions if c.type == type_ and c.status == "True"), None)
+
+    def annotation(self, key: str) -> str | None:
+        return next((v for k, v in self.annotations if k == key), None)
+
+
+@dataclass(frozen=True, slots=True)
+class FailureReport:
+    """All evidence about one failed (or stuck) Job, joined by correlate."""
+
+    job: JobSnapshot
+    pods: tuple[PodSnapshot, ...] = ()
+    events: tuple[EventRecord, ...] = ()
+    nodes: tuple[NodeState, ...] = ()
+    stuck_for_s: float | None = None
+    """Set when the Job is not failed but its pods have been stuck Pending this long."""
+
+    def node(self, name: str) -> NodeState | None:
+        return next((n for n in self.nodes if n.name == name), None)
+
+
+@dataclass(frozen=True, slots=True)
+class Classification:
+    failure_class: FailureClass
+    reason: str
+    """One short sentence a person can read in a table."""
+    evidence: tuple[str, ...] = ()
+    """The signals that led here, e.g. 'pod x: DisruptionTarget=DeletionByTaintManager'."""
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    """One earlier failed attempt of the same logical Job."""
+
+    attempt: int
+    job_name: str
+    job_uid: str
+    failure_class: FailureClass
+    reason: str
+    failed_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    action: Action
+    reason: str
+    attempt: int
+    """The attempt that failed (1 = the original Job)."""
+    delay_s: float = 0.0
+    """With RETRY: how long to wait before re-creating the Job."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """One entry on a dead-letter queue: everything needed to understand and replay a Job."""
+
+    queue: str
+    job: JobRef
+    failure_class: FailureClass
+    reason: str
+    attempts: int
+    failed_at: float
+    cluster: str
+    evidence: tuple[str, ...] = ()
+    owner: OwnerRef | None = None
+    manifest: dict[str, Any] = field(default_factory=dict)
+    """The cleaned, replayable Job manifest."""
+    history: tuple[AttemptRecord, ...] = ()
+    report: dict[str, Any] = field(default_factory=dict)
+    """Pod statuses, termination messages and Events, captured before Kubernetes drops them."""
+
+
+@dataclass(frozen=True, slots=True)
+class RetryTicket:
+    """A scheduled re-creation of a failed Job, due at `due_at` (unix seconds)."""
+
+    job: JobRef
+    attempt: int
+    """The attempt number the re-created Job will carry (2 = first retry)."""
+    due_at: float
+    failure_class: FailureClass
+    reason: str
+    manifest: dict[str, Any] = field(default_factory=dict)
+    history: tuple[AttemptRecord, ...] = ()
+    avoid_node: str = ""
