@@ -1,0 +1,293 @@
+"""The local control plane produces every failure signal kube-dlq classifies.
+
+Real controllers write these objects (the Job controller, node lifecycle and taint eviction,
+the Eviction API, kwok standing in for kubelets); no daemon is involved yet. Each test
+asserts on what Kubernetes itself wrote, which is what kube-dlq will later read.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from tests.support.kube import (
+    IMAGE_PULL_LABEL,
+    NODE_NOT_READY_LABEL,
+    RUN_FOR,
+    RawObject,
+    condition,
+    eventually,
+    failing_pod,
+    job_manifest,
+    raw,
+    watch_pods,
+)
+from watcher.devcluster.cluster import ClusterState
+
+pytestmark = pytest.mark.cluster
+
+
+async def create_job(api: client.ApiClient, namespace: str, manifest: RawObject) -> RawObject:
+    batch = client.BatchV1Api(api)
+    return await raw(batch.create_namespaced_job(namespace, manifest, _preload_content=False))
+
+
+async def read_job(api: client.ApiClient, namespace: str, name: str) -> RawObject:
+    batch = client.BatchV1Api(api)
+    return await raw(batch.read_namespaced_job(name, namespace, _preload_content=False))
+
+
+async def job_pods(api: client.ApiClient, namespace: str, job: str) -> list[RawObject]:
+    core = client.CoreV1Api(api)
+    listed = await raw(
+        core.list_namespaced_pod(
+            namespace, label_selector=f"job-name={job}", _preload_content=False
+        )
+    )
+    items: list[RawObject] = listed.get("items") or []
+    return items
+
+
+async def wait_job_failed(
+    api: client.ApiClient, namespace: str, name: str, within: float = 60
+) -> RawObject:
+    async def failed() -> RawObject | None:
+        job = await read_job(api, namespace, name)
+        return job if condition(job, "Failed") else None
+
+    return await eventually(failed, within=within, what=f"Job {name} to fail")
+
+
+async def wait_pod_running(api: client.ApiClient, namespace: str, job: str) -> RawObject:
+    async def running() -> RawObject | None:
+        pods = await job_pods(api, namespace, job)
+        return next((p for p in pods if p["status"].get("phase") == "Running"), None)
+
+    return await eventually(running, within=60, what=f"a Running pod of Job {job}")
+
+
+def disruption(versions: list[RawObject], pod_name: str) -> RawObject | None:
+    """The DisruptionTarget condition any recorded version of the pod carried."""
+    for pod in versions:
+        if pod["metadata"]["name"] != pod_name:
+            continue
+        for cond in pod.get("status", {}).get("conditions") or []:
+            if cond.get("type") == "DisruptionTarget":
+                return dict(cond)
+    return None
+
+
+async def test_exit_code_fails_job_with_backoff_limit_exceeded(
+    admin_api: client.ApiClient, namespace: str
+) -> None:
+    # Given a Job whose only pod exits 1 and no retries allowed
+    labels, annotations = failing_pod(1, reason="Error", message="bad input row 17")
+    await create_job(
+        admin_api,
+        namespace,
+        job_manifest("exit-one", pod_labels=labels, pod_annotations=annotations),
+    )
+
+    # When the pod fails, the Job controller fails the Job
+    job = await wait_job_failed(admin_api, namespace, "exit-one")
+
+    # Then the Job says why, and a Warning Event on the Job says it too
+    failed = condition(job, "Failed")
+    assert failed is not None and failed["reason"] == "BackoffLimitExceeded"
+    assert job["status"].get("failed") == 1
+    core = client.CoreV1Api(admin_api)
+
+    async def warning() -> RawObject | None:
+        events = await raw(
+            core.list_namespaced_event(
+                namespace,
+                field_selector="involvedObject.kind=Job,involvedObject.name=exit-one",
+                _preload_content=False,
+            )
+        )
+        return next((e for e in events["items"] if e["reason"] == "BackoffLimitExceeded"), None)
+
+    event = await eventually(warning, within=30, what="BackoffLimitExceeded Event")
+    assert event["type"] == "Warning"
+    pods = await job_pods(admin_api, namespace, "exit-one")
+    terminated = pods[0]["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert (terminated["exitCode"], terminated["message"]) == (1, "bad input row 17")
+
+
+async def test_oom_killed_container_status(admin_api: client.ApiClient, namespace: str) -> None:
+    labels, annotations = failing_pod(137, reason="OOMKilled", message="memory limit 256Mi")
+    await create_job(
+        admin_api, namespace, job_manifest("oom", pod_labels=labels, pod_annotations=annotations)
+    )
+
+    await wait_job_failed(admin_api, namespace, "oom")
+
+    pod = (await job_pods(admin_api, namespace, "oom"))[0]
+    assert pod["status"]["phase"] == "Failed"
+    terminated = pod["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert terminated["reason"] == "OOMKilled"
+    assert terminated["exitCode"] == 137
+
+
+@pytest.fixture
+async def doomed_node(admin_api: client.ApiClient) -> Any:
+    """A kwok node of its own for a test that breaks it, deleted afterwards."""
+    core = client.CoreV1Api(admin_api)
+    name = f"kwok-doomed-{uuid.uuid4().hex[:6]}"
+    await raw(
+        core.create_node(
+            {
+                "metadata": {
+                    "name": name,
+                    "labels": {"kubernetes.io/hostname": name, "type": "kwok"},
+                    "annotations": {"kwok.x-k8s.io/node": "fake"},
+                },
+                "status": {
+                    "allocatable": {"cpu": "8", "memory": "32Gi", "pods": "110"},
+                    "capacity": {"cpu": "8", "memory": "32Gi", "pods": "110"},
+                },
+            },
+            _preload_content=False,
+        )
+    )
+
+    async def ready() -> bool:
+        node = await raw(core.read_node(name, _preload_content=False))
+        return condition(node, "Ready") is not None
+
+    await eventually(ready, within=30, what=f"node {name} Ready")
+    yield name
+    await raw(core.delete_node(name, _preload_content=False))
+
+
+async def test_node_not_ready_evicts_pod_by_taint_manager(
+    admin_api: client.ApiClient, namespace: str, doomed_node: str
+) -> None:
+    # Given a Job's pod running on a node
+    await create_job(
+        admin_api,
+        namespace,
+        job_manifest(
+            "on-doomed-node",
+            pod_annotations={RUN_FOR: "1h"},
+            node_selector={"kubernetes.io/hostname": doomed_node},
+        ),
+    )
+    async with watch_pods(admin_api, namespace) as versions:
+        pod = await wait_pod_running(admin_api, namespace, "on-doomed-node")
+
+        # When the node goes NotReady (its kubelet reports it; kwok's chaos stage)
+        core = client.CoreV1Api(admin_api)
+        await raw(
+            core.patch_node(
+                doomed_node,
+                {"metadata": {"labels": {NODE_NOT_READY_LABEL: "true"}}},
+                _preload_content=False,
+            )
+        )
+
+        # Then node lifecycle taints it, taint eviction deletes the pod with a reason...
+        name = pod["metadata"]["name"]
+
+        async def evicted() -> RawObject | None:
+            return disruption(versions, name)
+
+        cond = await eventually(evicted, within=90, what="DisruptionTarget on the pod")
+    assert cond["reason"] == "DeletionByTaintManager"
+    node = await raw(core.read_node(doomed_node, _preload_content=False))
+    taints = {t["key"] for t in node["spec"].get("taints") or []}
+    assert "node.kubernetes.io/not-ready" in taints
+    # ...and the Job controller records the lost pod as a failure.
+    job = await wait_job_failed(admin_api, namespace, "on-doomed-node")
+    assert job["status"].get("failed", 0) >= 1
+
+
+async def test_active_deadline_fails_job_with_deadline_exceeded(
+    admin_api: client.ApiClient, namespace: str
+) -> None:
+    await create_job(
+        admin_api,
+        namespace,
+        job_manifest("slow", pod_annotations={RUN_FOR: "1h"}, active_deadline_s=3),
+    )
+
+    job = await wait_job_failed(admin_api, namespace, "slow")
+
+    failed = condition(job, "Failed")
+    assert failed is not None and failed["reason"] == "DeadlineExceeded"
+
+
+async def test_eviction_api_marks_disruption_target(
+    admin_api: client.ApiClient, namespace: str
+) -> None:
+    await create_job(admin_api, namespace, job_manifest("drained", pod_annotations={RUN_FOR: "1h"}))
+    async with watch_pods(admin_api, namespace) as versions:
+        pod = await wait_pod_running(admin_api, namespace, "drained")
+        name = pod["metadata"]["name"]
+
+        # When someone drains the node through the Eviction API
+        core = client.CoreV1Api(admin_api)
+        await raw(
+            core.create_namespaced_pod_eviction(
+                name,
+                namespace,
+                {
+                    "apiVersion": "policy/v1",
+                    "kind": "Eviction",
+                    "metadata": {"name": name, "namespace": namespace},
+                },
+                _preload_content=False,
+            )
+        )
+
+        async def evicted() -> RawObject | None:
+            return disruption(versions, name)
+
+        cond = await eventually(evicted, within=30, what="DisruptionTarget on the pod")
+    assert cond["reason"] == "EvictionByEvictionAPI"
+
+
+async def test_unpullable_image_leaves_pod_pending(
+    admin_api: client.ApiClient, namespace: str
+) -> None:
+    await create_job(
+        admin_api,
+        namespace,
+        job_manifest("bad-image", pod_labels={IMAGE_PULL_LABEL: "true"}, backoff_limit=6),
+    )
+
+    async def waiting() -> str | None:
+        for pod in await job_pods(admin_api, namespace, "bad-image"):
+            for status in pod["status"].get("containerStatuses") or []:
+                reason = (status.get("state", {}).get("waiting") or {}).get("reason")
+                if reason in ("ErrImagePull", "ImagePullBackOff"):
+                    return str(reason)
+        return None
+
+    await eventually(waiting, within=30, what="an image-pull waiting reason")
+    # Kubernetes never fails such a Job by itself: that is kube-dlq's job (dwell time).
+    pods = await job_pods(admin_api, namespace, "bad-image")
+    assert [p["status"]["phase"] for p in pods] == ["Pending"]
+    job = await read_job(admin_api, namespace, "bad-image")
+    assert condition(job, "Failed") is None
+
+
+async def test_daemon_identity_is_limited_to_its_rbac(
+    daemon_api: client.ApiClient, cluster: ClusterState, namespace: str
+) -> None:
+    core = client.CoreV1Api(daemon_api)
+    batch = client.BatchV1Api(daemon_api)
+    # What deploy/rbac.yaml grants works...
+    jobs = await raw(batch.list_job_for_all_namespaces(_preload_content=False))
+    assert jobs["kind"] == "JobList"
+    # ...and what it does not is refused with 403.
+    with pytest.raises(ApiException) as denied:
+        await core.list_namespaced_secret(namespace)
+    assert denied.value.status == 403
+    with pytest.raises(ApiException) as denied_delete:
+        await core.delete_namespaced_pod("anything", namespace)
+    assert denied_delete.value.status == 403

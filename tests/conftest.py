@@ -1,0 +1,67 @@
+"""Session-wide real dependencies: one local control plane per test run.
+
+Nothing here skips: when the control plane cannot be built or started the fixture errors,
+naming the component and its log, so a missing real dependency fails the run loudly.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from kubernetes_asyncio import client, config
+
+from tests.support.kube import raw
+from watcher.devcluster.build import ensure_binaries
+from watcher.devcluster.cluster import ClusterState, LocalCluster
+from watcher.devcluster.commands import default_rbac
+from watcher.devcluster.redis_server import RedisServer
+
+RUN_ID = uuid.uuid4().hex[:4]
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterState]:
+    """A real etcd + kube-apiserver + controller-manager + scheduler + kwok, started once."""
+    binaries = ensure_binaries()
+    state_dir: Path = tmp_path_factory.mktemp("cluster")
+    with LocalCluster(state_dir, binaries, rbac_manifest=default_rbac()) as state:
+        yield state
+
+
+@pytest.fixture
+async def admin_api(cluster: ClusterState) -> AsyncIterator[client.ApiClient]:
+    api = await config.new_client_from_config(config_file=cluster.kubeconfig)
+    async with api:
+        yield api
+
+
+@pytest.fixture
+async def daemon_api(cluster: ClusterState) -> AsyncIterator[client.ApiClient]:
+    """The daemon's own identity: only what deploy/rbac.yaml grants."""
+    api = await config.new_client_from_config(config_file=cluster.daemon_kubeconfig)
+    async with api:
+        yield api
+
+
+@pytest.fixture
+async def namespace(
+    admin_api: client.ApiClient, request: pytest.FixtureRequest
+) -> AsyncIterator[str]:
+    """A fresh namespace per test, deleted afterwards (without waiting for it to go)."""
+    slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
+    name = f"t-{RUN_ID}-{slug}-{uuid.uuid4().hex[:4]}"
+    core = client.CoreV1Api(admin_api)
+    await raw(core.create_namespace({"metadata": {"name": name}}, _preload_content=False))
+    yield name
+    await raw(core.delete_namespace(name, _preload_content=False))
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One redis-server for the whole run; tests isolate by FLUSHDB, not by server."""
+    with RedisServer() as server:
+        yield server
