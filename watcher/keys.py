@@ -1,0 +1,112 @@
+"""Every Redis key name, prefix and retention default kube-dlq uses (after arq's constants.py).
+
+Layout for prefix ``kube-dlq`` and cluster ``prod`` (``{prod}`` is a Redis Cluster hash tag)::
+
+    kube-dlq:{prod}:queues               set      names of the dead-letter queues ever written
+    kube-dlq:{prod}:dlq:<queue>          stream   one entry per dead letter, field "data"
+    kube-dlq:{prod}:outcome:<job-uid>    string   exactly-once marker, "dead_letter:<queue>/<id>"
+                                                  or "retry:<ticket-id>"; TTL OUTCOME_TTL_S
+    kube-dlq:{prod}:retry:tickets        hash     ticket id -> encoded RetryTicket
+    kube-dlq:{prod}:retry:due            zset     ticket id, score = due time (unix ms)
+    kube-dlq:{prod}:retry:inflight       zset     claimed ticket id, score = lease expiry (unix ms)
+    kube-dlq:{prod}:retry:corrupt        hash     ticket id -> raw body that failed to decode
+
+Hash tags: every key of one (prefix, cluster) carries the same ``{cluster}`` tag, so each Lua
+script's keys live in one slot and the scripts run unchanged on Redis Cluster. The price is
+that one cluster's kube-dlq data sits on one shard; dead-letter streams are capped and retry
+tickets are few, so that is far below a shard's capacity. Several clusters sharing one Redis
+spread over slots by cluster name.
+
+TTLs: outcome markers expire (OUTCOME_TTL_S); streams are trimmed by length and age instead of
+expiring as a whole. Retry tickets have no TTL on purpose: they are a work queue, removed by
+ack, and a TTL would silently drop a scheduled retry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+__all__ = [
+    "DEFAULT_CLUSTER",
+    "DEFAULT_PREFIX",
+    "DLQ_MAX_AGE_S",
+    "DLQ_MAX_LEN",
+    "OUTCOME_TTL_S",
+    "STREAM_FIELD",
+    "Keys",
+]
+
+DEFAULT_PREFIX: Final = "kube-dlq"
+DEFAULT_CLUSTER: Final = "default"
+
+OUTCOME_TTL_S: Final = 30 * 24 * 3600
+"""How long the exactly-once marker of a job uid lives. Must outlast every replay source:
+watch relists, restarts and a Job kept by ttlSecondsAfterFinished; 30 days covers them with
+room to spare and costs ~100 bytes per failed Job."""
+
+DLQ_MAX_LEN: Final = 10_000
+"""Approximate cap on entries per dead-letter stream (MAXLEN ~). Entries carry manifests and
+pod reports (a few KiB each), so 10k entries keep one queue in the tens of MiB."""
+
+DLQ_MAX_AGE_S: Final = 30 * 24 * 3600
+"""Dead letters older than this are trimmed (MINID ~) on the next write to their queue; same as
+the outcome TTL, so a job's marker never outlives the time its letter can still be inspected
+by much."""
+
+STREAM_FIELD: Final = "data"
+"""The single field of a dead-letter stream entry; its value is a codec envelope."""
+
+_FORBIDDEN = frozenset("{}")
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Key names for one kube-dlq installation (prefix) watching one Kubernetes cluster."""
+
+    prefix: str = DEFAULT_PREFIX
+    cluster: str = DEFAULT_CLUSTER
+
+    def __post_init__(self) -> None:
+        for name, value in (("prefix", self.prefix), ("cluster", self.cluster)):
+            if not value or _FORBIDDEN & set(value):
+                raise ValueError(f"redis key {name} must be non-empty without braces: {value!r}")
+
+    @property
+    def base(self) -> str:
+        """``<prefix>:{<cluster>}``: the start of every key, with the cluster as hash tag."""
+        return f"{self.prefix}:{{{self.cluster}}}"
+
+    @property
+    def queues(self) -> str:
+        return f"{self.base}:queues"
+
+    @property
+    def dlq_prefix(self) -> str:
+        return f"{self.base}:dlq:"
+
+    def dlq(self, queue: str) -> str:
+        if not queue:
+            raise ValueError("dead-letter queue name must not be empty")
+        return f"{self.dlq_prefix}{queue}"
+
+    def outcome(self, job_uid: str) -> str:
+        if not job_uid:
+            raise ValueError("job uid must not be empty")
+        return f"{self.base}:outcome:{job_uid}"
+
+    @property
+    def retry_tickets(self) -> str:
+        return f"{self.base}:retry:tickets"
+
+    @property
+    def retry_due(self) -> str:
+        return f"{self.base}:retry:due"
+
+    @property
+    def retry_inflight(self) -> str:
+        return f"{self.base}:retry:inflight"
+
+    @property
+    def retry_corrupt(self) -> str:
+        return f"{self.base}:retry:corrupt"
