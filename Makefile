@@ -1,0 +1,31 @@
+# The two commands README.md starts with: `make demo` and `make test`.
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: deps demo test check pytest binaries clean
+
+deps:
+	@scripts/install-deps.sh
+
+## Run kube-dlq on an embedded default: local control plane + redis + a demo workload.
+demo: deps
+	$(PY) -m watcher demo
+
+## The whole suite: lint, types, unit, integration (real redis) and cluster tests.
+test: deps check pytest
+
+check:
+	$(VENV)/bin/ruff check watcher tests bench
+	$(VENV)/bin/ruff format --check watcher tests bench
+	$(VENV)/bin/mypy watcher
+
+pytest:
+	$(PY) -m watcher dev build
+	$(PY) -m pytest -p no:cacheprovider
+
+## Build (once) the control-plane binaries into ~/.cache/kube-dlq.
+binaries: deps
+	$(PY) -m watcher dev build
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache
