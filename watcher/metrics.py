@@ -1,0 +1,125 @@
+"""Every Prometheus metric kube-dlq exports, with its name and labels, in one place.
+
+Labels are bounded: resource kinds, failure classes, actions, queue names (configured, few),
+outcomes. Never a Job name, namespace or uid: those belong in logs and dead letters.
+Counters change at stage boundaries in the adapters and the app, not in pure functions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+PREFIX = "kube_dlq"
+
+
+@dataclass
+class Metrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.failures = Counter(
+            f"{PREFIX}_failures_total",
+            "Failed (or stuck) Jobs handled, by failure class and the action taken.",
+            ["failure_class", "action"],
+            registry=r,
+        )
+        self.dead_letter_depth = Gauge(
+            f"{PREFIX}_dead_letter_queue_depth",
+            "Entries in each dead-letter queue (Redis stream length).",
+            ["queue"],
+            registry=r,
+        )
+        self.dead_letter_oldest_age = Gauge(
+            f"{PREFIX}_dead_letter_oldest_age_seconds",
+            "Age of the oldest entry in each dead-letter queue.",
+            ["queue"],
+            registry=r,
+        )
+        self.dead_letters_written = Counter(
+            f"{PREFIX}_dead_letters_total",
+            "Dead letters written (not counting replays that found one already written).",
+            ["queue", "failure_class"],
+            registry=r,
+        )
+        self.duplicates_suppressed = Counter(
+            f"{PREFIX}_duplicates_suppressed_total",
+            "Failures seen again (replay, relist, restart, another replica) and not rewritten.",
+            registry=r,
+        )
+        self.retries_scheduled = Counter(
+            f"{PREFIX}_retries_scheduled_total",
+            "Retries scheduled in Redis, by failure class.",
+            ["failure_class"],
+            registry=r,
+        )
+        self.retries_fired = Counter(
+            f"{PREFIX}_retries_fired_total",
+            "Scheduled retries acted on: Job re-created, already existed, or failed to create.",
+            ["outcome"],
+            registry=r,
+        )
+        self.retries_pending = Gauge(
+            f"{PREFIX}_retries_pending",
+            "Retries scheduled and not yet fired.",
+            registry=r,
+        )
+        self.watch_events = Counter(
+            f"{PREFIX}_watch_events_total",
+            "Watch events received, by resource and event type.",
+            ["resource", "type"],
+            registry=r,
+        )
+        self.watch_restarts = Counter(
+            f"{PREFIX}_watch_restarts_total",
+            "Watch streams restarted, by resource and reason (expired, error, timeout, closed).",
+            ["resource", "reason"],
+            registry=r,
+        )
+        self.watch_last_event = Gauge(
+            f"{PREFIX}_watch_last_event_timestamp_seconds",
+            "Unix time of the last event or bookmark received, by resource.",
+            ["resource"],
+            registry=r,
+        )
+        self.watch_synced = Gauge(
+            f"{PREFIX}_watch_synced",
+            "1 once the resource's initial list is done and its watch is running.",
+            ["resource"],
+            registry=r,
+        )
+        self.malformed = Counter(
+            f"{PREFIX}_malformed_input_total",
+            "Objects, annotations or stored entries that could not be read; reported, skipped.",
+            ["source"],
+            registry=r,
+        )
+        self.decision_latency = Histogram(
+            f"{PREFIX}_decision_latency_seconds",
+            "From seeing a Job fail to its dead letter or retry being durably written.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=r,
+        )
+        self.redis_errors = Counter(
+            f"{PREFIX}_redis_errors_total",
+            "Redis operations that failed (they are retried; work is kept, not dropped).",
+            ["operation"],
+            registry=r,
+        )
+        self.backlog = Gauge(
+            f"{PREFIX}_pending_writes",
+            "Failures decided but not yet durably written (grows while Redis is down).",
+            registry=r,
+        )
+        self.tracked_jobs = Gauge(
+            f"{PREFIX}_tracked_jobs",
+            "Jobs whose pods and events are held in memory.",
+            registry=r,
+        )
+        self.leader = Gauge(
+            f"{PREFIX}_leader",
+            "1 while this replica holds the leader Lease.",
+            registry=r,
+        )
