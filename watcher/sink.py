@@ -37,6 +37,7 @@ from redis.exceptions import RedisError
 
 from watcher import codec
 from watcher.codec import CorruptEntry
+from watcher.errors import SinkError
 from watcher.keys import DLQ_MAX_AGE_S, DLQ_MAX_LEN, OUTCOME_TTL_S, STREAM_FIELD, Keys
 from watcher.model import Action, DeadLetter, RetryTicket
 
@@ -55,11 +56,6 @@ the next calls, so one claim never blocks Redis for long after a long outage."""
 
 OP_TIMEOUT_S: Final = 10.0
 """Upper bound on one sink call, on top of the client's socket timeouts and retries."""
-
-
-# TODO(errors.py): move into watcher/errors.py under WatcherError once that module lands.
-class SinkError(Exception):
-    """Redis could not be reached, timed out, or refused a command."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,178 @@
+"""The correlator joins evidence that arrives in any order, and forgets what it should."""
+
+from __future__ import annotations
+
+import pytest
+
+from watcher.correlate import Correlator, Limits
+from watcher.model import (
+    Condition,
+    ContainerOutcome,
+    EventRecord,
+    JobRef,
+    JobSnapshot,
+    NodeState,
+    PodSnapshot,
+)
+
+NS = "batch"
+
+
+def job(uid: str = "job-uid", name: str = "nightly", *conditions: Condition) -> JobSnapshot:
+    return JobSnapshot(ref=JobRef(NS, name, uid), conditions=conditions)
+
+
+def pod(name: str = "nightly-abc", uid: str = "pod-uid", **kw: object) -> PodSnapshot:
+    return PodSnapshot(name=name, uid=uid, **kw)  # type: ignore[arg-type]
+
+
+def event(kind: str, name: str, reason: str, count: int = 1) -> EventRecord:
+    return EventRecord(involved_kind=kind, involved_name=name, reason=reason, count=count)
+
+
+ORDERS = {
+    "job, pod, events": ("job", "pod", "pod_event", "job_event"),
+    "events first": ("pod_event", "job_event", "job", "pod"),
+    "pod event before pod": ("job", "pod_event", "pod", "job_event"),
+}
+
+
+@pytest.mark.parametrize("order", list(ORDERS.values()), ids=list(ORDERS))
+def test_report_joins_evidence_in_any_arrival_order(order: tuple[str, ...]) -> None:
+    c = Correlator()
+    steps = {
+        "job": lambda: c.observe_job(job()),
+        "pod": lambda: c.observe_pod("job-uid", NS, pod(node_name="n1")),
+        "pod_event": lambda: c.observe_event(NS, event("Pod", "nightly-abc", "Evicted")),
+        "job_event": lambda: c.observe_event(NS, event("Job", "nightly", "BackoffLimitExceeded")),
+    }
+    for step in order:
+        steps[step]()
+
+    report = c.report("job-uid")
+
+    assert report is not None
+    assert [p.name for p in report.pods] == ["nightly-abc"]
+    assert sorted(e.reason for e in report.events) == ["BackoffLimitExceeded", "Evicted"]
+    assert [n.name for n in report.nodes] == ["n1"]
+
+
+def test_aggregated_event_keeps_newest_count() -> None:
+    c = Correlator()
+    c.observe_job(job())
+    c.observe_event(NS, event("Job", "nightly", "BackoffLimitExceeded", count=1))
+    c.observe_event(NS, event("Job", "nightly", "BackoffLimitExceeded", count=4))
+    report = c.report("job-uid")
+    assert report is not None
+    assert [e.count for e in report.events] == [4]
+
+
+def test_node_events_and_deletion_reach_reports_of_pods_on_that_node() -> None:
+    c = Correlator()
+    c.observe_job(job())
+    c.observe_node(NodeState("n1"))
+    c.observe_pod("job-uid", NS, pod(node_name="n1", phase="Running"))
+    c.observe_event("", event("Node", "n1", "NodeNotReady"))
+    c.node_deleted("n1")
+    report = c.report("job-uid")
+    assert report is not None
+    assert report.nodes == (NodeState("n1", exists=False, ready="Unknown"),)
+    assert [e.reason for e in report.events] == ["NodeNotReady"]
+
+
+def test_pods_of_unknown_jobs_are_ignored() -> None:
+    c = Correlator()
+    c.observe_pod("other-uid", NS, pod())
+    assert len(c) == 0
+    assert c.report("other-uid") is None
+
+
+def test_pods_per_job_are_bounded_newest_kept() -> None:
+    c = Correlator(Limits(max_pods_per_job=3))
+    c.observe_job(job())
+    for i in range(10):
+        c.observe_pod("job-uid", NS, pod(name=f"p{i}", uid=f"u{i}"))
+    report = c.report("job-uid")
+    assert report is not None
+    assert [p.name for p in report.pods] == ["p7", "p8", "p9"]
+
+
+def test_jobs_beyond_the_limit_evict_least_recently_updated() -> None:
+    c = Correlator(Limits(max_jobs=2))
+    c.observe_job(job("a", "a"))
+    c.observe_job(job("b", "b"))
+    c.observe_job(job("a", "a"))  # a updated: b is now the oldest
+    c.observe_job(job("c", "c"))
+    assert c.job("b") is None
+    assert c.job("a") is not None and c.job("c") is not None
+    assert c.evicted_jobs == 1
+
+
+def test_orphan_events_are_bounded() -> None:
+    c = Correlator(Limits(max_orphan_objects=2))
+    for i in range(5):
+        c.observe_event(NS, event("Pod", f"p{i}", "Failed"))
+    c.observe_job(job())
+    c.observe_pod("job-uid", NS, pod(name="p0"))  # its Event was dropped: only 2 held
+    c.observe_pod("job-uid", NS, pod(name="p4", uid="u4"))
+    report = c.report("job-uid")
+    assert report is not None
+    assert [e.involved_name for e in report.events] == ["p4"]
+
+
+def test_forget_and_retain_only_drop_all_state() -> None:
+    c = Correlator()
+    c.observe_job(job("a", "a"))
+    c.observe_job(job("b", "b"))
+    c.observe_pod("a", NS, pod(name="a-1", uid="pa"))
+    assert c.retain_only(frozenset({"b"})) == ["a"]
+    # a's pod name no longer routes Events to a forgotten Job
+    c.observe_event(NS, event("Pod", "a-1", "Evicted"))
+    c.observe_job(job("a", "a"))
+    report = c.report("a")
+    assert report is not None
+    assert report.pods == ()
+
+
+PULL = ContainerOutcome("main", waiting_reason="ImagePullBackOff")
+RUNNING = ContainerOutcome("main")
+UNSCHEDULED = (Condition("PodScheduled", "False", "Unschedulable"),)
+STUCK_CASES = {
+    "image pull past dwell": ([pod(phase="Pending", containers=(PULL,), created_at=0)], 600, 1),
+    "image pull within dwell": ([pod(phase="Pending", containers=(PULL,), created_at=0)], 100, 0),
+    "unschedulable past dwell": (
+        [pod(phase="Pending", conditions=UNSCHEDULED, created_at=0)],
+        600,
+        1,
+    ),
+    "running pod": ([pod(phase="Running", containers=(RUNNING,), created_at=0)], 600, 0),
+    "one of two pods stuck": (
+        [
+            pod(phase="Pending", containers=(PULL,), created_at=0),
+            pod(name="b", uid="b", phase="Running", created_at=0),
+        ],
+        600,
+        0,
+    ),
+    "no pods yet": ([], 600, 0),
+}
+
+
+@pytest.mark.parametrize(
+    ("pods", "now", "expected"), list(STUCK_CASES.values()), ids=list(STUCK_CASES)
+)
+def test_stuck_jobs_need_every_pod_waiting_past_dwell(
+    pods: list[PodSnapshot], now: float, expected: int
+) -> None:
+    c = Correlator()
+    c.observe_job(job())
+    for p in pods:
+        c.observe_pod("job-uid", NS, p)
+    assert len(c.stuck_jobs(now, dwell_s=300)) == expected
+
+
+def test_failed_job_is_not_stuck() -> None:
+    c = Correlator()
+    c.observe_job(job("job-uid", "nightly", Condition("Failed", "True", "BackoffLimitExceeded")))
+    c.observe_pod("job-uid", NS, pod(phase="Pending", containers=(PULL,), created_at=0))
+    assert c.stuck_jobs(600, dwell_s=300) == []
