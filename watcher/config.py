@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from watcher.backoff import JITTER_MODES, Jitter
+from watcher.classify import DEFAULT_IO_TIMEOUT_PATTERNS, ClassifyRules
 from watcher.errors import ConfigError
 from watcher.keys import DEFAULT_PREFIX, DLQ_MAX_AGE_S, DLQ_MAX_LEN
 from watcher.model import FailureClass
@@ -146,15 +147,11 @@ class ScopeConfig:
 class ClassifyConfig:
     """Knobs of the failure classifier."""
 
-    io_timeout_patterns: tuple[str, ...] = (
-        "i/o timeout",
-        "connection reset by peer",
-        "TLS handshake timeout",
-        "temporary failure in name resolution",
-    )
-    """Text that, found in a termination message or log tail, marks a failure as io_timeout
-    (retried) rather than app_error. The defaults are network errors that a new pod on another
-    node usually does not see again."""
+    io_timeout_patterns: tuple[str, ...] = DEFAULT_IO_TIMEOUT_PATTERNS
+    """Case-insensitive regexes (plain text matches as a substring): found in a termination
+    message or a Warning Event, they mark a failure as io_timeout (an infrastructure class,
+    retried) rather than app_error. The defaults are network and volume timeouts that a new pod,
+    often on another node, usually does not hit again."""
     stuck_pending_after_s: float = 900.0
     """A pod Pending (unschedulable, image pull, config error) this long makes its Job count as
     failed. 15 min lets cluster autoscaling (2-10 min) and large image pulls finish first."""
@@ -369,11 +366,20 @@ def _parse_namespaces(raw: object, path: str) -> tuple[str, ...]:
     return tuple(names)
 
 
+def _io_timeout_patterns(s: _Section, default: tuple[str, ...]) -> tuple[str, ...]:
+    patterns = s.string_list("io_timeout_patterns", default)
+    try:
+        ClassifyRules(io_timeout_patterns=patterns)
+    except ValueError as exc:
+        raise ConfigError("classify.io_timeout_patterns", str(exc)) from exc
+    return patterns
+
+
 def _parse_classify(raw: object) -> ClassifyConfig:
     s = _Section(raw, "classify", _field_names(ClassifyConfig))
     d = ClassifyConfig()
     return ClassifyConfig(
-        io_timeout_patterns=s.string_list("io_timeout_patterns", d.io_timeout_patterns),
+        io_timeout_patterns=_io_timeout_patterns(s, d.io_timeout_patterns),
         stuck_pending_after_s=s.duration(
             "stuck_pending_after_s", d.stuck_pending_after_s, positive=True
         ),
