@@ -26,8 +26,9 @@ order on the Job)::
 
 Durations are a number with a unit s, m, h or d, or several such (90s, 5m, 1.5h, 1h30m, 2d);
 a bare number is rejected because its unit would be a guess. Keys kube-dlq writes itself
-(``original-uid``, ``original-name``, ``attempt``, ``first-failed-at``) and the scope switch
-``enabled`` are accepted and ignored here; any other ``kube-dlq.io/`` key is reported as unknown.
+(``original-uid``, ``original-name``, ``attempt``, ``first-failed-at``, ``history``) and the
+scope switch ``enabled`` are accepted and ignored here; any other ``kube-dlq.io/`` key is
+reported as unknown.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ __all__ = [
     "ANNOTATION_BUDGET",
     "ANNOTATION_ENABLED",
     "ANNOTATION_FIRST_FAILED_AT",
+    "ANNOTATION_HISTORY",
     "ANNOTATION_INFRA_BUDGET",
     "ANNOTATION_MAX_RETRIES",
     "ANNOTATION_NO_RETRY_CLASSES",
@@ -95,6 +97,8 @@ ANNOTATION_ORIGINAL_UID: Final = ANNOTATION_PREFIX + "original-uid"
 ANNOTATION_ORIGINAL_NAME: Final = ANNOTATION_PREFIX + "original-name"
 ANNOTATION_ATTEMPT: Final = ANNOTATION_PREFIX + "attempt"
 ANNOTATION_FIRST_FAILED_AT: Final = ANNOTATION_PREFIX + "first-failed-at"
+ANNOTATION_HISTORY: Final = ANNOTATION_PREFIX + "history"
+"""Earlier failed attempts of a re-created Job, as compact JSON (see ``watcher.manifest``)."""
 ANNOTATION_ENABLED: Final = ANNOTATION_PREFIX + "enabled"
 """Scope switch (label or annotation): "true" opts a Job in, "false" opts it out."""
 
@@ -115,6 +119,7 @@ _IGNORED_KEYS: Final = frozenset(
         ANNOTATION_ORIGINAL_NAME,
         ANNOTATION_ATTEMPT,
         ANNOTATION_FIRST_FAILED_AT,
+        ANNOTATION_HISTORY,
         ANNOTATION_ENABLED,
     }
 )

@@ -1,0 +1,662 @@
+"""RetryLoop against the real control plane and a real redis-server.
+
+Jobs are created with the daemon's own identity (``daemon_api``, bound to deploy/rbac.yaml),
+so every test here also proves those permissions suffice. Counts and checks go through the
+admin identity.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes_asyncio import client, config
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+from structlog.testing import capture_logs
+
+from tests.support.kube import RawObject, condition, eventually, job_manifest, raw
+from watcher.devcluster.cluster import ClusterState, free_port, kubeconfig_dict
+from watcher.devcluster.redis_server import RedisServer
+from watcher.keys import Keys
+from watcher.logs import get_logger
+from watcher.manifest import manifest_for_ticket, replayable_manifest
+from watcher.metrics import Metrics
+from watcher.model import AttemptRecord, FailureClass, JobRef, RetryTicket
+from watcher.policy import (
+    ANNOTATION_ATTEMPT,
+    ANNOTATION_HISTORY,
+    ANNOTATION_ORIGINAL_NAME,
+    ANNOTATION_ORIGINAL_UID,
+)
+from watcher.retry import RetryLoop, RetrySettings, RetryStore
+from watcher.sink import ClaimedTicket, RedisSink
+
+pytestmark = [pytest.mark.cluster, pytest.mark.redis]
+
+AVOIDED = "kwok-node-0"
+FIRED = "kube_dlq_retries_fired_total"
+
+
+# --- fixtures and helpers ------------------------------------------------------------------------
+
+
+def make_redis(port: int, *, retries: int = 2) -> Redis:
+    return Redis(
+        host="127.0.0.1",
+        port=port,
+        socket_timeout=2,
+        socket_connect_timeout=2,
+        retry=Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.1), retries),
+    )
+
+
+@pytest.fixture
+async def redis(redis_server: RedisServer) -> AsyncIterator[Redis]:
+    conn = make_redis(redis_server.port)
+    await conn.flushdb()
+    try:
+        yield conn
+    finally:
+        await conn.aclose()
+
+
+@pytest.fixture
+def keys() -> Keys:
+    return Keys(prefix="kube-dlq-e2e", cluster="retry")
+
+
+@pytest.fixture
+def sink(redis: Redis, keys: Keys) -> RedisSink:
+    return RedisSink(redis, keys=keys)
+
+
+@pytest.fixture
+def metrics() -> Metrics:
+    return Metrics()
+
+
+def make_loop(
+    sink: RetryStore, api: client.ApiClient, metrics: Metrics, **settings: Any
+) -> RetryLoop:
+    return RetryLoop(
+        sink=sink,
+        api=api,
+        metrics=metrics,
+        logger=get_logger(),
+        settings=RetrySettings(**settings),
+    )
+
+
+def fired(metrics: Metrics, outcome: str) -> float:
+    return metrics.registry.get_sample_value(FIRED, {"outcome": outcome}) or 0.0
+
+
+def ticket_for(
+    namespace: str,
+    name: str,
+    *,
+    manifest: RawObject | None = None,
+    uid: str | None = None,
+    avoid_node: str = "",
+) -> RetryTicket:
+    """A due ticket for attempt 2 of Job `name`, which failed on `AVOIDED` a minute ago."""
+    uid = uid or str(uuid.uuid4())
+    failed_at = time.time() - 60
+    body = manifest or {**job_manifest(name), "metadata": {"name": name, "namespace": namespace}}
+    return RetryTicket(
+        job=JobRef(namespace, name, uid),
+        attempt=2,
+        due_at=time.time() - 1,
+        failure_class=FailureClass.NODE_LOST,
+        reason=f"node {AVOIDED} lost",
+        manifest=replayable_manifest(body),
+        history=(AttemptRecord(1, name, uid, FailureClass.NODE_LOST, "node lost", failed_at),),
+        avoid_node=avoid_node,
+    )
+
+
+async def create_job(api: client.ApiClient, namespace: str, body: RawObject) -> RawObject:
+    created = await raw(
+        client.BatchV1Api(api).create_namespaced_job(namespace, body, _preload_content=False)
+    )
+    assert created.get("kind") == "Job", created
+    return created
+
+
+async def read_job(api: client.ApiClient, namespace: str, name: str) -> RawObject:
+    return await raw(
+        client.BatchV1Api(api).read_namespaced_job(name, namespace, _preload_content=False)
+    )
+
+
+async def list_jobs(api: client.ApiClient, namespace: str) -> list[RawObject]:
+    listed = await raw(
+        client.BatchV1Api(api).list_namespaced_job(namespace, _preload_content=False)
+    )
+    items: list[RawObject] = listed.get("items") or []
+    return items
+
+
+async def create_namespace(api: client.ApiClient, prefix: str) -> str:
+    name = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    core = client.CoreV1Api(api)
+    await raw(core.create_namespace({"metadata": {"name": name}}, _preload_content=False))
+    return name
+
+
+async def namespace_phase(api: client.ApiClient, name: str) -> str:
+    """The namespace's phase, or "Gone" once it no longer exists."""
+    found = await raw(client.CoreV1Api(api).read_namespace(name, _preload_content=False))
+    if found.get("kind") == "Status" and found.get("code") == 404:
+        return "Gone"
+    return str((found.get("status") or {}).get("phase", ""))
+
+
+async def describe(api: client.ApiClient, namespace: str) -> str:
+    """Jobs, pods and Events of `namespace`, for a failure message."""
+    core = client.CoreV1Api(api)
+    pods = await raw(core.list_namespaced_pod(namespace, _preload_content=False))
+    events = await raw(core.list_namespaced_event(namespace, _preload_content=False))
+    lines = [
+        f"job {j['metadata']['name']}: {j.get('status')}" for j in await list_jobs(api, namespace)
+    ]
+    lines += [
+        f"pod {p['metadata']['name']} on {p['spec'].get('nodeName')}: {p.get('status')}"
+        for p in pods.get("items") or []
+    ]
+    lines += [
+        f"event {e['involvedObject'].get('name')}: {e.get('reason')} {e.get('message')}"
+        for e in events.get("items") or []
+    ]
+    return "\n".join(lines)
+
+
+async def due_score(redis: Redis, keys: Keys, ticket_id: str) -> float | None:
+    score = await redis.zscore(keys.retry_due, ticket_id)
+    return None if score is None else float(score) / 1000
+
+
+@pytest.fixture
+async def terminating_namespace(admin_api: client.ApiClient) -> AsyncIterator[str]:
+    """A namespace held in Terminating by a finalizer: creates in it get 403 Forbidden."""
+    core = client.CoreV1Api(admin_api)
+    name = await create_namespace(admin_api, "t-held")
+    hold = {"metadata": {"name": "hold", "finalizers": ["kube-dlq.io/test-hold"]}}
+    await raw(core.create_namespaced_config_map(name, hold, _preload_content=False))
+    await raw(core.delete_namespace(name, _preload_content=False))
+
+    async def terminating() -> bool:
+        return await namespace_phase(admin_api, name) == "Terminating"
+
+    await eventually(terminating, within=30, what=f"namespace {name} to be Terminating")
+    try:
+        yield name
+    finally:
+        release = [{"op": "remove", "path": "/metadata/finalizers"}]
+        await raw(core.patch_namespaced_config_map("hold", name, release, _preload_content=False))
+
+
+@pytest.fixture
+async def bogus_api(cluster: ClusterState, tmp_path: Path) -> AsyncIterator[client.ApiClient]:
+    """A client for the real apiserver with a token it does not know (401 Unauthorized)."""
+    path = tmp_path / "bogus.kubeconfig"
+    path.write_text(
+        yaml.safe_dump(
+            kubeconfig_dict(cluster.api_url, Path(cluster.ca_file), "not-a-token", user="nobody")
+        )
+    )
+    api = await config.new_client_from_config(config_file=str(path))
+    async with api:
+        yield api
+
+
+# --- behaviour -----------------------------------------------------------------------------------
+
+
+async def test_due_ticket_recreates_the_job_which_then_runs(
+    admin_api: client.ApiClient,
+    daemon_api: client.ApiClient,
+    namespace: str,
+    sink: RedisSink,
+    metrics: Metrics,
+) -> None:
+    # Given a Job as the apiserver returns it, and a due retry ticket that avoids its node
+    original = await create_job(
+        admin_api,
+        namespace,
+        job_manifest("report", labels={"team": "data"}, annotations={"owner": "alice"}),
+    )
+    uid = original["metadata"]["uid"]
+    ticket = ticket_for(namespace, "report", manifest=original, uid=uid, avoid_node=AVOIDED)
+    assert (await sink.schedule_retry(ticket)).written
+
+    # When the loop fires due retries as the daemon
+    with capture_logs() as logs:
+        claimed = await make_loop(sink, daemon_api, metrics).fire_due(time.time())
+
+    # Then the Job is re-created under its retry name, with its lineage and node avoidance
+    assert claimed == 1
+    job = await read_job(admin_api, namespace, "report-r2")
+    annotations = job["metadata"]["annotations"]
+    assert annotations["owner"] == "alice"
+    assert annotations[ANNOTATION_ORIGINAL_NAME] == "report"
+    assert annotations[ANNOTATION_ORIGINAL_UID] == uid
+    assert annotations[ANNOTATION_ATTEMPT] == "2"
+    assert '"job":"report"' in annotations[ANNOTATION_HISTORY]
+    assert job["metadata"]["labels"] == {"team": "data"}
+    new_uid = job["metadata"]["uid"]
+    assert job["spec"]["selector"]["matchLabels"] == {"batch.kubernetes.io/controller-uid": new_uid}
+    affinity = job["spec"]["template"]["spec"]["affinity"]["nodeAffinity"]
+    terms = affinity["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert terms == [
+        {
+            "matchExpressions": [
+                {"key": "kubernetes.io/hostname", "operator": "NotIn", "values": [AVOIDED]}
+            ]
+        }
+    ]
+    # And the ticket is gone, counted and logged
+    assert await sink.pending_retries() == 0
+    assert fired(metrics, "created") == 1
+    assert metrics.registry.get_sample_value("kube_dlq_retries_pending") == 0
+    assert [e["event"] for e in logs if e["event"].startswith("retry_")] == ["retry_fired"]
+
+    # And the re-created Job runs to completion on another node
+    async def complete() -> RawObject | None:
+        current = await read_job(admin_api, namespace, "report-r2")
+        return current if condition(current, "Complete") else None
+
+    try:
+        await eventually(complete, within=60, what="Job report-r2 to complete")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{await describe(admin_api, namespace)}") from None
+    pods = await raw(
+        client.CoreV1Api(admin_api).list_namespaced_pod(
+            namespace, label_selector="job-name=report-r2", _preload_content=False
+        )
+    )
+    nodes = {pod["spec"].get("nodeName") for pod in pods["items"]}
+    assert nodes and AVOIDED not in nodes
+
+
+@dataclass
+class Replica:
+    """One daemon replica: its own Redis connection, API client and metrics."""
+
+    sink: RetryStore
+    api: client.ApiClient
+    metrics: Metrics
+
+
+@pytest.fixture
+async def replicas(
+    cluster: ClusterState, redis_server: RedisServer, keys: Keys
+) -> AsyncIterator[list[Replica]]:
+    made: list[Replica] = []
+    conns: list[Redis] = []
+    try:
+        for _ in range(2):
+            conn = make_redis(redis_server.port)
+            conns.append(conn)
+            api = await config.new_client_from_config(config_file=cluster.daemon_kubeconfig)
+            made.append(Replica(RedisSink(conn, keys=keys), api, Metrics()))
+        yield made
+    finally:
+        for replica in made:
+            await replica.api.close()
+        for conn in conns:
+            await conn.aclose()
+
+
+class ClaimSignal:
+    """A RetryStore that passes everything to `inner` and sets `claimed` after each claim."""
+
+    def __init__(self, inner: RetryStore) -> None:
+        self.inner = inner
+        self.claimed = asyncio.Event()
+
+    async def claim_due_retries(
+        self, now: float, *, limit: int, lease_s: float
+    ) -> list[ClaimedTicket]:
+        got = await self.inner.claim_due_retries(now, limit=limit, lease_s=lease_s)
+        self.claimed.set()
+        return got
+
+    async def ack_retry(self, ticket_id: str) -> bool:
+        return await self.inner.ack_retry(ticket_id)
+
+    async def release_retry(self, ticket_id: str, due_at: float) -> bool:
+        return await self.inner.release_retry(ticket_id, due_at)
+
+    async def pending_retries(self) -> int:
+        return await self.inner.pending_retries()
+
+
+def outcome_counts(replicas: list[Replica]) -> dict[str, float]:
+    return {
+        outcome: sum(fired(r.metrics, outcome) for r in replicas)
+        for outcome in ("created", "already_exists", "abandoned", "deferred")
+    }
+
+
+async def assert_each_retry_job_exists_once(
+    api: client.ApiClient, namespace: str, count: int
+) -> None:
+    retried = [j for j in await list_jobs(api, namespace) if j["metadata"]["name"].endswith("-r2")]
+    names = sorted(j["metadata"]["name"] for j in retried)
+    assert names == [f"batch-{i:02d}-r2" for i in range(count)]
+    assert all(j["metadata"]["annotations"][ANNOTATION_ATTEMPT] == "2" for j in retried)
+
+
+async def test_two_loops_holding_the_same_tickets_create_each_job_exactly_once(
+    admin_api: client.ApiClient, namespace: str, sink: RedisSink, replicas: list[Replica]
+) -> None:
+    # Given 20 due tickets that replica A claims with a lease that has run out by the time
+    # replica B claims, so both replicas hold all 20 at once
+    for i in range(20):
+        assert (await sink.schedule_retry(ticket_for(namespace, f"batch-{i:02d}"))).written
+    a, b = replicas
+    signal = ClaimSignal(a.sink)
+    loop_a = make_loop(signal, a.api, a.metrics, batch_size=20, lease_s=1.0)
+    loop_b = make_loop(b.sink, b.api, b.metrics, batch_size=20, lease_s=1.0)
+    now = time.time()
+
+    # When both fire them at the same time
+    fire_a = asyncio.create_task(loop_a.fire_due(now))
+    await signal.claimed.wait()
+    fire_b = asyncio.create_task(loop_b.fire_due(now + 2))
+    claimed = await asyncio.gather(fire_a, fire_b)
+
+    # Then each Job was created once: every ticket was fired twice, once created and once
+    # settled by the 409
+    assert list(claimed) == [20, 20]
+    await assert_each_retry_job_exists_once(admin_api, namespace, 20)
+    counts = outcome_counts(replicas)
+    assert counts == {"created": 20, "already_exists": 20, "abandoned": 0, "deferred": 0}
+    assert await sink.pending_retries() == 0
+
+
+async def test_two_running_loops_with_short_leases_create_each_job_exactly_once(
+    admin_api: client.ApiClient, namespace: str, sink: RedisSink, replicas: list[Replica]
+) -> None:
+    # Given 20 due tickets, and two running replicas whose leases run out almost at once, so
+    # they may re-claim tickets the other one is still creating
+    for i in range(20):
+        assert (await sink.schedule_retry(ticket_for(namespace, f"batch-{i:02d}"))).written
+    settings: dict[str, Any] = {"poll_interval_s": 0.01, "batch_size": 4, "lease_s": 0.005}
+    loops = [make_loop(r.sink, r.api, r.metrics, **settings) for r in replicas]
+    stop = asyncio.Event()
+
+    # When both run until no ticket is left
+    runs = [asyncio.create_task(loop.run(stop)) for loop in loops]
+
+    async def drained() -> bool:
+        return await sink.pending_retries() == 0
+
+    try:
+        await eventually(drained, within=60, what="every ticket to be acked", every=0.05)
+    finally:
+        stop.set()
+        await asyncio.gather(*runs)
+
+    # Then every Job exists once, and exactly 20 creates succeeded over both replicas
+    await assert_each_retry_job_exists_once(admin_api, namespace, 20)
+    counts = outcome_counts(replicas)
+    assert counts["created"] == 20, counts
+    assert counts["abandoned"] == counts["deferred"] == 0, counts
+
+
+async def test_ticket_whose_job_already_exists_is_acked_as_already_exists(
+    admin_api: client.ApiClient,
+    daemon_api: client.ApiClient,
+    namespace: str,
+    sink: RedisSink,
+    metrics: Metrics,
+) -> None:
+    # Given an earlier firing created the retry Job and crashed before acking its ticket
+    ticket = ticket_for(namespace, "ingest")
+    assert (await sink.schedule_retry(ticket)).written
+    existing = await create_job(admin_api, namespace, manifest_for_ticket(ticket))
+
+    # When the ticket is fired again
+    with capture_logs() as logs:
+        claimed = await make_loop(sink, daemon_api, metrics).fire_due(time.time())
+
+    # Then it is acked as already_exists and the existing Job is the only one
+    assert claimed == 1
+    assert fired(metrics, "already_exists") == 1
+    assert fired(metrics, "created") == 0
+    assert await sink.pending_retries() == 0
+    jobs = await list_jobs(admin_api, namespace)
+    assert [j["metadata"]["uid"] for j in jobs] == [existing["metadata"]["uid"]]
+    assert "retry_already_exists" in [e["event"] for e in logs]
+
+
+async def test_foreign_job_holding_the_retry_name_abandons_the_ticket(
+    admin_api: client.ApiClient,
+    daemon_api: client.ApiClient,
+    namespace: str,
+    sink: RedisSink,
+    metrics: Metrics,
+) -> None:
+    # Given someone else's Job already has the name the retry would get
+    foreign = await create_job(admin_api, namespace, job_manifest("ingest-r2"))
+    ticket = ticket_for(namespace, "ingest")
+    assert (await sink.schedule_retry(ticket)).written
+
+    # When the ticket is fired
+    with capture_logs() as logs:
+        await make_loop(sink, daemon_api, metrics).fire_due(time.time())
+
+    # Then the ticket is abandoned with a clear log, and the foreign Job is left alone
+    assert fired(metrics, "abandoned") == 1
+    assert fired(metrics, "already_exists") == 0
+    assert await sink.pending_retries() == 0
+    current = await read_job(admin_api, namespace, "ingest-r2")
+    assert current["metadata"]["uid"] == foreign["metadata"]["uid"]
+    abandoned = [e for e in logs if e["event"] == "retry_abandoned"]
+    assert len(abandoned) == 1
+    assert abandoned[0]["status"] == 409
+    assert "is not this ticket's retry" in abandoned[0]["error"]
+
+
+async def test_ticket_for_a_deleted_namespace_is_abandoned(
+    admin_api: client.ApiClient,
+    daemon_api: client.ApiClient,
+    sink: RedisSink,
+    metrics: Metrics,
+) -> None:
+    # Given a ticket whose namespace has been deleted since the Job failed
+    gone = await create_namespace(admin_api, "t-gone")
+    await raw(client.CoreV1Api(admin_api).delete_namespace(gone, _preload_content=False))
+
+    async def deleted() -> bool:
+        return await namespace_phase(admin_api, gone) == "Gone"
+
+    await eventually(deleted, within=60, what=f"namespace {gone} to be deleted")
+    ticket = ticket_for(gone, "cleanup")
+    assert (await sink.schedule_retry(ticket)).written
+
+    # When it is fired
+    with capture_logs() as logs:
+        await make_loop(sink, daemon_api, metrics).fire_due(time.time())
+
+    # Then it is abandoned (acked, logged with its identity), not retried forever
+    assert fired(metrics, "abandoned") == 1
+    assert await sink.pending_retries() == 0
+    assert await make_loop(sink, daemon_api, metrics).fire_due(time.time() + 3600) == 0
+    abandoned = [e for e in logs if e["event"] == "retry_abandoned"]
+    assert len(abandoned) == 1
+    assert abandoned[0]["status"] == 404
+    assert abandoned[0]["namespace"] == gone
+    assert abandoned[0]["failed_job"] == "cleanup"
+    assert abandoned[0]["failed_job_uid"] == ticket.job.uid
+
+
+async def test_forbidden_create_is_released_and_stays_pending(
+    daemon_api: client.ApiClient,
+    terminating_namespace: str,
+    redis: Redis,
+    keys: Keys,
+    sink: RedisSink,
+    metrics: Metrics,
+) -> None:
+    # Given a ticket for a namespace that is Terminating: the apiserver answers 403 Forbidden
+    ticket = ticket_for(terminating_namespace, "export")
+    assert (await sink.schedule_retry(ticket)).written
+
+    # When it is fired
+    now = time.time()
+    with capture_logs() as logs:
+        loop = make_loop(sink, daemon_api, metrics, defer_base_s=30, defer_cap_s=60)
+        await loop.fire_due(now)
+
+    # Then it is released with a backoff, still pending and not due again yet
+    assert fired(metrics, "deferred") == 1
+    assert await sink.pending_retries() == 1
+    due = await due_score(redis, keys, ticket.job.uid)
+    assert due is not None and now + 15 <= due <= now + 30.5
+    assert await loop.fire_due(now + 1) == 0
+    deferred = [e for e in logs if e["event"] == "retry_deferred"]
+    assert [e["status"] for e in deferred] == [403]
+
+
+async def test_unauthorized_client_defers_without_dropping_the_ticket(
+    bogus_api: client.ApiClient,
+    namespace: str,
+    redis: Redis,
+    keys: Keys,
+    sink: RedisSink,
+    metrics: Metrics,
+) -> None:
+    # Given a loop whose API credentials the apiserver rejects
+    ticket = ticket_for(namespace, "export")
+    assert (await sink.schedule_retry(ticket)).written
+    loop = make_loop(sink, bogus_api, metrics, defer_base_s=10, defer_cap_s=40)
+
+    # When it fires the ticket twice (the second time once its deferral is due)
+    now = time.time()
+    with capture_logs() as logs:
+        await loop.fire_due(now)
+        first_due = await due_score(redis, keys, ticket.job.uid)
+        await loop.fire_due(now + 100)
+        second_due = await due_score(redis, keys, ticket.job.uid)
+
+    # Then both attempts are deferred with a growing delay, and the ticket is still pending
+    assert fired(metrics, "deferred") == 2
+    assert await sink.pending_retries() == 1
+    assert first_due is not None and now + 5 <= first_due <= now + 10.5
+    assert second_due is not None and now + 100 + 10 <= second_due <= now + 100 + 20.5
+    assert [e["status"] for e in logs if e["event"] == "retry_deferred"] == [401, 401]
+
+
+async def test_run_updates_the_pending_gauge_and_stops_promptly(
+    daemon_api: client.ApiClient, namespace: str, sink: RedisSink, metrics: Metrics
+) -> None:
+    # Given one ticket that is not due for an hour, and a running loop
+    later = ticket_for(namespace, "later")
+    assert (
+        await sink.schedule_retry(RetryTicket(**{**_fields(later), "due_at": time.time() + 3600}))
+    ).written
+    stop = asyncio.Event()
+    loop = make_loop(sink, daemon_api, metrics, poll_interval_s=30.0)
+    task = asyncio.create_task(loop.run(stop))
+
+    async def gauge_set() -> bool:
+        return metrics.registry.get_sample_value("kube_dlq_retries_pending") == 1
+
+    await eventually(gauge_set, within=10, what="the pending gauge to show 1", every=0.02)
+
+    # When stop is set in the middle of its 30 s wait
+    started = time.monotonic()
+    stop.set()
+    await asyncio.wait_for(task, timeout=5)
+
+    # Then run returns at once and the ticket was not fired
+    assert time.monotonic() - started < 1.0
+    assert fired(metrics, "created") == 0
+    assert await sink.pending_retries() == 1
+
+
+class StopAfterClaim(ClaimSignal):
+    """Sets `stop` right after a claim, as a SIGTERM arriving at that moment would."""
+
+    def __init__(self, inner: RetryStore, stop: asyncio.Event) -> None:
+        super().__init__(inner)
+        self.stop = stop
+
+    async def claim_due_retries(
+        self, now: float, *, limit: int, lease_s: float
+    ) -> list[ClaimedTicket]:
+        got = await super().claim_due_retries(now, limit=limit, lease_s=lease_s)
+        self.stop.set()
+        return got
+
+
+async def test_stopping_releases_claimed_tickets_not_yet_fired(
+    daemon_api: client.ApiClient,
+    namespace: str,
+    redis: Redis,
+    keys: Keys,
+    sink: RedisSink,
+    metrics: Metrics,
+) -> None:
+    # Given three due tickets, and a stop that arrives just after the loop claimed them
+    tickets = [ticket_for(namespace, f"batch-{i:02d}") for i in range(3)]
+    for ticket in tickets:
+        assert (await sink.schedule_retry(ticket)).written
+    stop = asyncio.Event()
+    loop = make_loop(StopAfterClaim(sink, stop), daemon_api, metrics, lease_s=600)
+
+    # When the loop runs
+    await asyncio.wait_for(loop.run(stop), timeout=5)
+
+    # Then no Job was created and the tickets are due again at once, not after their lease
+    assert fired(metrics, "created") == 0
+    assert await redis.zcard(keys.retry_inflight) == 0
+    for ticket in tickets:
+        due = await due_score(redis, keys, ticket.job.uid)
+        assert due is not None and due <= time.time()
+
+
+async def test_run_survives_redis_being_down(daemon_api: client.ApiClient) -> None:
+    # Given a loop whose Redis refuses connections
+    dead = make_redis(free_port(), retries=0)
+    metrics = Metrics()
+    stop = asyncio.Event()
+    loop = make_loop(
+        RedisSink(dead), daemon_api, metrics, poll_interval_s=0.01, error_backoffs_s=(0.02,)
+    )
+
+    # When it runs for a while
+    with capture_logs() as logs:
+        task = asyncio.create_task(loop.run(stop))
+
+        async def failed_thrice() -> bool:
+            errors = metrics.registry.get_sample_value(
+                "kube_dlq_redis_errors_total", {"operation": "claim_due_retries"}
+            )
+            return (errors or 0) >= 3
+
+        try:
+            await eventually(failed_thrice, within=10, what="three failed claims", every=0.02)
+        finally:
+            # Then it keeps going until told to stop, and stops promptly
+            assert not task.done()
+            stop.set()
+            await asyncio.wait_for(task, timeout=5)
+            await dead.aclose()
+    assert {e["event"] for e in logs} >= {"retry_cycle_failed", "retry_loop_stopped"}
+
+
+def _fields(ticket: RetryTicket) -> dict[str, Any]:
+    return {name: getattr(ticket, name) for name in RetryTicket.__dataclass_fields__}
