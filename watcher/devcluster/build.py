@@ -36,6 +36,8 @@ KWOK_UPSTREAM_STAGES = (
     "node/chaos/node-not-ready.yaml",
 )
 
+UPSTREAM_STAGES = "upstream-stages.yaml"
+
 Progress = Callable[[str], None]
 
 
@@ -52,7 +54,8 @@ class Binaries:
     kubectl: Path
     kwok: Path
     kwok_stages: Path
-    """One multi-document YAML file with every kwok Stage the cluster runs."""
+    """kwok's upstream stages we run, as one multi-document YAML file (the cluster adds the
+    project's own, watcher/devcluster/stages.yaml, when it starts)."""
 
     @property
     def bin_dirs(self) -> tuple[Path, ...]:
@@ -94,17 +97,10 @@ def ensure_binaries(
                 env,
                 output_name="etcd",
             )
-        if not _complete(kwok_dir, ("kwok", "stages.yaml")):
-            _build(
-                root,
-                "kwok",
-                kwok_dir,
-                ["sigs.k8s.io/kwok/cmd/kwok"],
-                "-s -w",
-                progress,
-                env,
-                extra=lambda tmp: _write_kwok_stages(tmp, env),
-            )
+        if not _complete(kwok_dir, ("kwok",)):
+            _build(root, "kwok", kwok_dir, ["sigs.k8s.io/kwok/cmd/kwok"], "-s -w", progress, env)
+        if not _complete(kwok_dir, (UPSTREAM_STAGES,)):
+            _write_kwok_stages(kwok_dir, env)
 
     return Binaries(
         etcd=etcd or etcd_dir / "etcd",
@@ -113,7 +109,7 @@ def ensure_binaries(
         kube_scheduler=k8s_dir / "kube-scheduler",
         kubectl=_assets_kubectl(assets) or k8s_dir / "kubectl",
         kwok=kwok_dir / "kwok",
-        kwok_stages=kwok_dir / "stages.yaml",
+        kwok_stages=kwok_dir / UPSTREAM_STAGES,
     )
 
 
@@ -206,7 +202,6 @@ def _build(
     env: Mapping[str, str],
     *,
     output_name: str | None = None,
-    extra: Callable[[Path], None] | None = None,
 ) -> None:
     component = out_dir.name
     go = _require_go(component, env)
@@ -232,28 +227,35 @@ def _build(
             f"building {component} failed (go exit {result.returncode}); see {log}: "
             + _tail(log, 3)
         )
-    if extra is not None:
-        extra(tmp)
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.rename(out_dir)
     progress(f"built {component} in {time.monotonic() - started:.0f}s -> {out_dir}")
 
 
 def _write_kwok_stages(out_dir: Path, env: Mapping[str, str]) -> None:
-    """Collect kwok's upstream stages (shipped in its module) plus the project's own."""
+    """Collect kwok's upstream stages from its module (they ship inside it, go:embed)."""
     go = _require_go("kwok stages", env)
     modcache = subprocess.run(
         [go, "env", "GOMODCACHE"], capture_output=True, text=True, check=True, env=_go_env(env)
     ).stdout.strip()
     stage_root = Path(modcache) / f"sigs.k8s.io/kwok@{versions.KWOK}" / "kustomize" / "stage"
+    if not stage_root.is_dir():  # module cache cleaned since the build: fetch the module again
+        subprocess.run(
+            [go, "mod", "download", f"sigs.k8s.io/kwok@{versions.KWOK}"],
+            cwd=GOMOD_DIR / "kwok",
+            env=_go_env(env),
+            check=False,
+            capture_output=True,
+        )
     docs = []
     for rel in KWOK_UPSTREAM_STAGES:
         path = stage_root / rel
         if not path.is_file():
             raise BuildError(f"kwok stage {rel} not found under {stage_root}")
-        docs.append(path.read_text())
-    docs.append(STAGES_FILE.read_text())
-    (out_dir / "stages.yaml").write_text("\n---\n".join(d.strip() for d in docs) + "\n")
+        docs.append(path.read_text().strip())
+    tmp = out_dir / (UPSTREAM_STAGES + ".tmp")
+    tmp.write_text("\n---\n".join(docs) + "\n")
+    tmp.replace(out_dir / UPSTREAM_STAGES)
 
 
 def _tail(path: Path, lines: int) -> str:

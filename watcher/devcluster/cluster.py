@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 
 from watcher.devcluster import pki
-from watcher.devcluster.build import Binaries
+from watcher.devcluster.build import STAGES_FILE, Binaries
 
 STATE_FILE = "state.json"
 DEFAULT_NODES = 2
@@ -138,6 +138,7 @@ class LocalCluster:
         rbac_manifest: Path | None = None,
         progress: Progress = _stderr,
         start_timeout_s: float = 90.0,
+        extra_apiserver_args: tuple[str, ...] = (),
     ) -> None:
         self.state_dir = state_dir.resolve()
         self.binaries = binaries
@@ -145,6 +146,8 @@ class LocalCluster:
         self.rbac_manifest = rbac_manifest
         self.progress = progress
         self.start_timeout_s = start_timeout_s
+        self.extra_apiserver_args = tuple(extra_apiserver_args)
+        """Appended to kube-apiserver's flags, e.g. ("--min-request-timeout=3",) in tests."""
         self._procs: list[tuple[ComponentState, subprocess.Popen[bytes]]] = []
         self.state: ClusterState | None = None
 
@@ -274,6 +277,7 @@ class LocalCluster:
                 "--allow-privileged=true",
                 "--profiling=false",
                 "--v=1",
+                *self.extra_apiserver_args,
             ],
             ready=lambda: _http_ok(url, token=token, ca=p / "ca.crt", expect=b"ok"),
         )
@@ -346,19 +350,26 @@ class LocalCluster:
             [
                 f"--kubeconfig={kubeconfig}",
                 "--manage-all-nodes=true",
-                f"--config={self.binaries.kwok_stages}",
+                f"--config={self._stages_file()}",
                 # Leases renewed every 2 s, well inside the controller's 10 s grace period.
                 "--node-lease-duration-seconds=8",
                 "--cidr=10.244.0.0/16",
                 f"--server-address=127.0.0.1:{ports['kwok']}",
             ],
-            ready=lambda: True,
+            ready=None,
         )
         nodes = [_node_manifest(name) for name in self.node_names]
         self.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(nodes))
         self._wait("kwok", self._procs[-1], self._nodes_ready)
 
     # -- helpers --------------------------------------------------------------------------
+
+    def _stages_file(self) -> Path:
+        """kwok's upstream stages plus the project's own, in the state dir."""
+        path = self.state_dir / "kwok-stages.yaml"
+        upstream = self.binaries.kwok_stages.read_text().strip()
+        path.write_text(upstream + "\n---\n" + STAGES_FILE.read_text().strip() + "\n")
+        return path
 
     def _spawn(
         self, name: str, binary: Path, args: list[str], *, ready: Callable[[], bool] | None
