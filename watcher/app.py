@@ -39,6 +39,7 @@ from watcher.sink import RedisSink
 
 GAUGE_INTERVAL_S = 15.0
 STUCK_CHECK_INTERVAL_S = 10.0
+NAMESPACE_REFRESH_S = 30.0
 
 
 @dataclass
@@ -115,6 +116,8 @@ class Daemon:
 
     async def _supervise(self) -> int:
         await self._check_redis()
+        if self.config.scope.namespace_label_selector:
+            await self._refresh_namespaces()
         await self.health.start()
         self.logger.info(
             "daemon_started", cluster=self.config.cluster_name, health_port=self.health.port
@@ -131,6 +134,12 @@ class Daemon:
             ),
             asyncio.create_task(self._every(GAUGE_INTERVAL_S, self._refresh_gauges), name="gauges"),
         ]
+        if self.config.scope.namespace_label_selector:
+            chores.append(
+                asyncio.create_task(
+                    self._every(NAMESPACE_REFRESH_S, self._refresh_namespaces), name="namespaces"
+                )
+            )
         everything = [*watchers.values(), writer, retrier, *chores]
         stopper = asyncio.create_task(self.stop.wait(), name="stop")
         done, _ = await asyncio.wait([stopper, *everything], return_when=asyncio.FIRST_COMPLETED)
@@ -219,11 +228,20 @@ class Daemon:
             started = time.monotonic()
             try:
                 await chore()
-            except (SinkError, KubeAPIError) as exc:
-                self.logger.warning("chore_failed", chore=chore.__name__, error=str(exc))
+            except Exception as exc:  # a chore failing once must not stop the daemon
+                self.logger.warning("chore_failed", chore=chore.__name__, error=repr(exc))
             elapsed = time.monotonic() - started
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop.wait(), timeout=max(0.1, interval_s - elapsed))
+
+    async def _refresh_namespaces(self) -> None:
+        """Namespaces matching scope.namespace_label_selector (labels can change at any time)."""
+        selector = self.config.scope.namespace_label_selector
+        listed = await self.kube.list_raw("/api/v1/namespaces", labelSelector=selector)
+        names = frozenset(str(ns["metadata"]["name"]) for ns in listed["items"])
+        if names != self.pipeline.selected_namespaces:
+            self.logger.info("namespaces_selected", selector=selector, count=len(names))
+        self.pipeline.selected_namespaces = names
 
     async def _check_stuck(self) -> None:
         found = self.pipeline.check_stuck()

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+import aiohttp
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -81,16 +82,21 @@ class KubeAPI:
         items: list[RawObject] = []
         params: dict[str, str] = {"limit": "500", **query}
         while True:
-            resp = await self.api.call_api(
-                path,
-                "GET",
-                query_params=list(params.items()),
-                header_params={"Accept": "application/json"},
-                auth_settings=["BearerToken"],
-                _preload_content=False,
-                _request_timeout=self.timeout,
-            )
-            body = await _json_response(resp[0] if isinstance(resp, tuple) else resp)
+            try:
+                resp = await self.api.call_api(
+                    path,
+                    "GET",
+                    query_params=list(params.items()),
+                    header_params={"Accept": "application/json"},
+                    auth_settings=["BearerToken"],
+                    _preload_content=False,
+                    _request_timeout=self.timeout,
+                )
+                body = await _json_response(resp[0] if isinstance(resp, tuple) else resp)
+            except ApiException as exc:
+                raise KubeAPIError.from_exception(f"listing {path}", exc) from exc
+            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                raise KubeAPIError(f"listing {path}: {exc!r}", status=None) from exc
             items.extend(body.get("items") or [])
             cont = (body.get("metadata") or {}).get("continue")
             if not cont:

@@ -318,11 +318,14 @@ async def replicas(
 
 
 class ClaimSignal:
-    """A RetryStore that passes everything to `inner` and sets `claimed` after each claim."""
+    """A RetryStore that passes everything to `inner`, sets `claimed` after each claim, and
+    holds every ack until `acks_allowed` is set (so a test controls the interleaving)."""
 
     def __init__(self, inner: RetryStore) -> None:
         self.inner = inner
         self.claimed = asyncio.Event()
+        self.acks_allowed = asyncio.Event()
+        self.acks_allowed.set()
 
     async def claim_due_retries(
         self, now: float, *, limit: int, lease_s: float
@@ -332,6 +335,7 @@ class ClaimSignal:
         return got
 
     async def ack_retry(self, ticket_id: str) -> bool:
+        await self.acks_allowed.wait()
         return await self.inner.ack_retry(ticket_id)
 
     async def release_retry(self, ticket_id: str, due_at: float) -> bool:
@@ -365,15 +369,18 @@ async def test_two_loops_holding_the_same_tickets_create_each_job_exactly_once(
     for i in range(20):
         assert (await sink.schedule_retry(ticket_for(namespace, f"batch-{i:02d}"))).written
     a, b = replicas
-    signal = ClaimSignal(a.sink)
-    loop_a = make_loop(signal, a.api, a.metrics, batch_size=20, lease_s=1.0)
-    loop_b = make_loop(b.sink, b.api, b.metrics, batch_size=20, lease_s=1.0)
+    signal_a, signal_b = ClaimSignal(a.sink), ClaimSignal(b.sink)
+    signal_a.acks_allowed.clear()  # A may not ack anything before B has claimed
+    loop_a = make_loop(signal_a, a.api, a.metrics, batch_size=20, lease_s=1.0)
+    loop_b = make_loop(signal_b, b.api, b.metrics, batch_size=20, lease_s=1.0)
     now = time.time()
 
     # When both fire them at the same time
     fire_a = asyncio.create_task(loop_a.fire_due(now))
-    await signal.claimed.wait()
+    await signal_a.claimed.wait()
     fire_b = asyncio.create_task(loop_b.fire_due(now + 2))
+    await signal_b.claimed.wait()
+    signal_a.acks_allowed.set()
     claimed = await asyncio.gather(fire_a, fire_b)
 
     # Then each Job was created once: every ticket was fired twice, once created and once
