@@ -421,11 +421,17 @@ class LocalCluster:
         )
 
     def _nodes_ready(self) -> bool:
+        """Every node Ready and schedulable: the node-lifecycle controller removes the
+        not-ready taint a moment after Ready, and a pod created before that gets a spurious
+        FailedScheduling Event."""
         assert self.state is not None
         for node in self.node_names:
-            obj = api_get(self.state, f"/api/v1/nodes/{node}")
-            conds = (obj or {}).get("status", {}).get("conditions") or []
+            obj = api_get(self.state, f"/api/v1/nodes/{node}") or {}
+            conds = obj.get("status", {}).get("conditions") or []
             if not any(c.get("type") == "Ready" and c.get("status") == "True" for c in conds):
+                return False
+            taints = {t.get("key") for t in obj.get("spec", {}).get("taints") or []}
+            if taints & {"node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"}:
                 return False
         return True
 
