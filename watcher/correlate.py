@@ -33,6 +33,10 @@ class Limits:
     """Newest distinct Events kept per Job, pod or node."""
     max_orphan_objects: int = 4_096
     """Events whose Job or pod has not been seen yet, held until it shows up."""
+    max_orphan_pods: int = 10_000
+    """Pods whose Job has not been seen yet, held until it shows up: the pod watch can be
+    ahead of the Job watch, and after a restart the pods may be listed before the Jobs. Pods
+    of Jobs that never show up (out of scope, handled, finished) age out, oldest Job first."""
 
 
 @dataclass(slots=True)
@@ -51,6 +55,9 @@ class Correlator:
         self._nodes: dict[str, NodeState] = {}
         self._node_events: dict[str, deque[EventRecord]] = {}
         self._orphans: OrderedDict[tuple[str, str, str], list[EventRecord]] = OrderedDict()
+        self._orphan_pods: OrderedDict[str, dict[str, tuple[str, PodSnapshot]]] = OrderedDict()
+        """Job uid -> pod uid -> (namespace, newest version) of pods whose Job is not known."""
+        self._orphan_pod_count = 0
         self.evicted_jobs = 0
         """Jobs dropped because max_jobs was reached (exported as a metric by the app)."""
 
@@ -66,6 +73,7 @@ class Correlator:
             state = self._jobs[uid] = _JobState(job)
             self._job_by_name[(job.ref.namespace, job.ref.name)] = uid
             self._adopt_orphans(job.ref.namespace, "Job", job.ref.name, state)
+            self._adopt_orphan_pods(uid)
             self._enforce_job_limit()
         else:
             state.snapshot = job
@@ -74,7 +82,10 @@ class Correlator:
     def observe_pod(self, job_uid: str, namespace: str, pod: PodSnapshot) -> None:
         state = self._jobs.get(job_uid)
         if state is None:
-            return  # a pod of a Job out of scope (or already handled and forgotten)
+            # Its Job has not been seen yet (or is out of scope, or handled and forgotten):
+            # hold the pod until the Job shows up; forget() or age drops it otherwise.
+            self._hold_orphan_pod(job_uid, namespace, pod)
+            return
         key = (namespace, pod.name)
         self._job_of_pod[key] = job_uid
         state.pods[pod.uid] = pod
@@ -95,7 +106,14 @@ class Correlator:
         if uid is None:
             self._hold_orphan(namespace, event)
             return
-        self._add_event(self._jobs[uid], event)
+        state = self._jobs[uid]
+        self._add_event(state, event)
+        created = _created_pod(event)
+        if created and (namespace, created) not in self._job_of_pod:
+            # The Job controller names each pod it creates. If the pod itself is never seen
+            # (deleted before we started watching), its Events still reach the Job this way.
+            self._job_of_pod[(namespace, created)] = uid
+            self._adopt_orphans(namespace, "Pod", created, state)
 
     def observe_node(self, node: NodeState) -> None:
         self._nodes[node.name] = node
@@ -109,6 +127,7 @@ class Correlator:
 
     def forget(self, job_uid: str) -> None:
         """Drop everything held for a Job (handled, succeeded or deleted)."""
+        self._drop_orphan_pods(job_uid)
         state = self._jobs.pop(job_uid, None)
         if state is None:
             return
@@ -199,11 +218,38 @@ class Correlator:
         for event in self._orphans.pop((namespace, kind, name), ()):
             self._add_event(state, event)
 
+    def _hold_orphan_pod(self, job_uid: str, namespace: str, pod: PodSnapshot) -> None:
+        held = self._orphan_pods.setdefault(job_uid, {})
+        if pod.uid not in held:
+            self._orphan_pod_count += 1
+        held[pod.uid] = (namespace, pod)
+        self._orphan_pods.move_to_end(job_uid)
+        while self._orphan_pod_count > self.limits.max_orphan_pods:
+            _, dropped = self._orphan_pods.popitem(last=False)
+            self._orphan_pod_count -= len(dropped)
+
+    def _drop_orphan_pods(self, job_uid: str) -> dict[str, tuple[str, PodSnapshot]]:
+        held = self._orphan_pods.pop(job_uid, None) or {}
+        self._orphan_pod_count -= len(held)
+        return held
+
+    def _adopt_orphan_pods(self, job_uid: str) -> None:
+        for namespace, pod in self._drop_orphan_pods(job_uid).values():
+            self.observe_pod(job_uid, namespace, pod)
+
     def _enforce_job_limit(self) -> None:
         while len(self._jobs) > self.limits.max_jobs:
             oldest = next(iter(self._jobs))
             self.forget(oldest)
             self.evicted_jobs += 1
+
+
+def _created_pod(event: EventRecord) -> str:
+    """The pod name in a Job's "SuccessfulCreate" Event ("Created pod: nightly-x7k2p")."""
+    if event.involved_kind != "Job" or event.reason != "SuccessfulCreate":
+        return ""
+    _, sep, name = event.message.partition("Created pod: ")
+    return name.strip() if sep else ""
 
 
 def _waiting_to_start(pod: PodSnapshot) -> bool:

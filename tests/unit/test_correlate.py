@@ -176,3 +176,20 @@ def test_failed_job_is_not_stuck() -> None:
     c.observe_job(job("job-uid", "nightly", Condition("Failed", "True", "BackoffLimitExceeded")))
     c.observe_pod("job-uid", NS, pod(phase="Pending", containers=(PULL,), created_at=0))
     assert c.stuck_jobs(600, dwell_s=300) == []
+
+
+def test_events_of_a_pod_never_seen_reach_the_job_through_successful_create() -> None:
+    # Given a pod deleted before the daemon started: only Events remain
+    c = Correlator()
+    c.observe_event(NS, event("Pod", "nightly-x7k2p", "TaintManagerEviction"))
+    c.observe_job(job())
+    created = EventRecord("Job", "nightly", "SuccessfulCreate", "Created pod: nightly-x7k2p")
+    c.observe_event(NS, created)
+    c.observe_event(NS, event("Pod", "nightly-x7k2p", "Killing"))
+    report = c.report("job-uid")
+    assert report is not None
+    assert sorted(e.reason for e in report.events) == [
+        "Killing",
+        "SuccessfulCreate",
+        "TaintManagerEviction",
+    ]
