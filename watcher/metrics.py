@@ -68,13 +68,15 @@ class Metrics:
         )
         self.watch_events = Counter(
             f"{PREFIX}_watch_events_total",
-            "Watch events received, by resource and event type.",
+            "Watch events received, by resource and type (ADDED, MODIFIED, DELETED, BOOKMARK, ERROR, "
+            "and LISTED for objects of a (re)list).",
             ["resource", "type"],
             registry=r,
         )
         self.watch_restarts = Counter(
             f"{PREFIX}_watch_restarts_total",
-            "Watch streams restarted, by resource and reason (expired, error, timeout, closed).",
+            "Watch streams restarted, by resource and reason (closed, timeout, error, expired, "
+            "unauthorized, forbidden).",
             ["resource", "reason"],
             registry=r,
         )

@@ -380,12 +380,13 @@ class Watcher:
 
     async def _get_json(self, query: list[tuple[str, str]]) -> RawJSON:
         resp = await self._request(query, self._list_timeout)
+        raw = b""
         try:
             raw = await resp.read()
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise self._transport_restart("list", exc) from exc
         finally:
-            resp.release()
+            _dispose(resp, complete=bool(raw))
         try:
             body = json.loads(raw)
         except ValueError as exc:
@@ -413,10 +414,12 @@ class Watcher:
         started = self._clock()
         self._metrics.watch_synced.labels(resource=self.resource.name).set(1)
         self._log.debug("watch_started", resource_version=self._rv)
+        ended = False
         try:
             while True:
                 line = await self._readline(resp)
                 if not line:
+                    ended = True
                     return
                 if not line.strip():
                     continue
@@ -425,7 +428,7 @@ class Watcher:
                 if event is not None:
                     yield event
         finally:
-            resp.close()
+            _dispose(resp, complete=ended)
             if self._clock() - started >= self._settings.healthy_after_s:
                 self._healthy = True
 
@@ -483,12 +486,13 @@ class Watcher:
             raise self._transport_restart(what, exc) from exc
         if resp.status == 200:
             return resp
+        body = b""
         try:
             body = await resp.read()  # a small Status object; sock_read still applies
         except (aiohttp.ClientError, OSError, TimeoutError):
-            body = b""
+            pass
         finally:
-            resp.release()
+            _dispose(resp, complete=bool(body))
         status = _status_object(body) or {"code": resp.status, "message": resp.reason or ""}
         status["code"] = resp.status
         raise _status_restart(
@@ -517,6 +521,24 @@ def stream(
         api, resource, metrics=metrics, logger=logger, namespace=namespace, settings=settings
     )
     return watcher.stream()
+
+
+def _dispose(resp: aiohttp.ClientResponse, *, complete: bool) -> None:
+    """Give back a fully read response's connection; abort one abandoned mid-body.
+
+    Closing a TLS connection politely sends close_notify and waits up to 30 s (asyncio's
+    ssl_shutdown_timeout) for the peer's: a dead peer's socket would linger that long, and
+    outlive an event loop that ends meanwhile. Nothing more is read from an abandoned
+    stream (timeout, error, cancellation), so its connection is aborted instead.
+    """
+    if complete:
+        resp.release()
+        return
+    connection = resp.connection
+    transport = connection.transport if connection is not None else None
+    if transport is not None:
+        transport.abort()
+    resp.close()
 
 
 # -- helpers (pure) -------------------------------------------------------------------------
