@@ -68,8 +68,8 @@ class Metrics:
         )
         self.watch_events = Counter(
             f"{PREFIX}_watch_events_total",
-            "Watch events received, by resource and type (ADDED, MODIFIED, DELETED, BOOKMARK, ERROR, "
-            "and LISTED for objects of a (re)list).",
+            "Watch events received, by resource and type (ADDED, MODIFIED, DELETED, BOOKMARK, "
+            "ERROR, and LISTED for objects of a (re)list).",
             ["resource", "type"],
             registry=r,
         )
