@@ -38,6 +38,10 @@ NODE_CLASSES = frozenset({FailureClass.NODE_LOST, FailureClass.NODE_SHUTDOWN, Fa
 
 PolicyErrorReporter = Callable[[FailureReport, PolicyError], Any]
 
+MAX_UNSETTLED = 10_000
+"""Failed writes remembered (one uid each) until a retry returns; bounds what Jobs deleted
+before their retry leave behind."""
+
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
@@ -69,23 +73,15 @@ class FailureHandler:
         self.on_policy_error = on_policy_error
         self.clock = clock
         self.rng = rng or random.Random()
+        self._unsettled: dict[str, None] = {}
+        """Uids whose outcome write raised (Redis down) in this process, until a retry of it
+        returns: such a write may have landed all the same (a timeout)."""
 
     async def handle(self, report: FailureReport, raw_job: Mapping[str, Any]) -> Outcome:
         """Classify, decide and write. Raises SinkError if Redis fails (the caller retries)."""
         now = self.clock()
         classification = classify(report, self.rules)
         policy, errors = policy_for(report.job, self.base_policy)
-        for error in errors:
-            self.metrics.malformed.labels(source="annotation").inc()
-            self.log.warning(
-                "policy_annotation_invalid",
-                annotation=error.key,
-                value=error.value,
-                error=error.message,
-            )
-            if self.on_policy_error is not None:
-                await self.on_policy_error(report, error)
-
         annotations = dict(report.job.annotations)
         attempt = attempt_of(annotations)
         history = history_from_annotations(annotations)
@@ -109,6 +105,9 @@ class FailureHandler:
             failed_at=now,
         )
         manifest = replayable_manifest(raw_job)
+        uid = report.job.ref.uid
+        tried_before = uid in self._unsettled
+        self._remember_unsettled(uid)  # until the write below returns
         if decision.action is Action.RETRY:
             write = await self.sink.schedule_retry(
                 RetryTicket(
@@ -140,7 +139,33 @@ class FailureHandler:
                 )
             )
         self._count(classification, decision, write, policy)
+        self._unsettled.pop(uid, None)
+        if not write.already_handled or tried_before:
+            # Reported once per failed Job, after its outcome is settled, by whoever wrote it:
+            # not on every attempt while Redis is down, nor on replays (restart, relist,
+            # another replica). A write that failed here may have landed all the same (a
+            # timeout), so "already handled" after a failed try still counts as ours.
+            await self._report_policy_errors(report, errors)
         return Outcome(classification, decision, write)
+
+    def _remember_unsettled(self, uid: str) -> None:
+        self._unsettled[uid] = None
+        while len(self._unsettled) > MAX_UNSETTLED:
+            del self._unsettled[next(iter(self._unsettled))]
+
+    async def _report_policy_errors(
+        self, report: FailureReport, errors: tuple[PolicyError, ...]
+    ) -> None:
+        for error in errors:
+            self.metrics.malformed.labels(source="annotation").inc()
+            self.log.warning(
+                "policy_annotation_invalid",
+                annotation=error.key,
+                value=error.value,
+                error=error.message,
+            )
+            if self.on_policy_error is not None:
+                await self.on_policy_error(report, error)
 
     def _count(
         self,

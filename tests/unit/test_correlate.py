@@ -34,6 +34,8 @@ ORDERS = {
     "job, pod, events": ("job", "pod", "pod_event", "job_event"),
     "events first": ("pod_event", "job_event", "job", "pod"),
     "pod event before pod": ("job", "pod_event", "pod", "job_event"),
+    "pod before job": ("pod", "job", "pod_event", "job_event"),
+    "job last": ("pod_event", "pod", "job_event", "job"),
 }
 
 
@@ -80,11 +82,49 @@ def test_node_events_and_deletion_reach_reports_of_pods_on_that_node() -> None:
     assert [e.reason for e in report.events] == ["NodeNotReady"]
 
 
-def test_pods_of_unknown_jobs_are_ignored() -> None:
+def test_pods_of_unknown_jobs_are_held_not_tracked() -> None:
     c = Correlator()
     c.observe_pod("other-uid", NS, pod())
     assert len(c) == 0
     assert c.report("other-uid") is None
+
+
+def test_held_pods_keep_their_newest_version_and_are_bounded() -> None:
+    # A restart relists pods before Jobs: the pods of many Jobs wait for their Jobs
+    c = Correlator(Limits(max_orphan_pods=3))
+    c.observe_pod("a", NS, pod(name="a-1", uid="pa", phase="Running"))
+    c.observe_pod("a", NS, pod(name="a-1", uid="pa", phase="Failed"))
+    for name in ("b", "c", "d"):
+        c.observe_pod(name, NS, pod(name=f"{name}-1", uid=f"p{name}"))
+    for name in ("a", "b", "c", "d"):
+        c.observe_job(job(name, name))
+    reports = {name: c.report(name) for name in ("a", "b", "c", "d")}
+    assert reports["a"] is not None and reports["a"].pods == ()  # aged out: oldest Job first
+    assert [(p.name, p.phase) for r in reports.values() if r for p in r.pods] == [
+        ("b-1", ""),
+        ("c-1", ""),
+        ("d-1", ""),
+    ]
+
+
+def test_held_pod_is_adopted_with_its_newest_version() -> None:
+    c = Correlator()
+    c.observe_pod("job-uid", NS, pod(phase="Running"))
+    c.observe_pod("job-uid", NS, pod(phase="Failed"))
+    c.observe_job(job())
+    report = c.report("job-uid")
+    assert report is not None
+    assert [p.phase for p in report.pods] == ["Failed"]
+
+
+def test_forgetting_a_job_drops_the_pods_held_for_it() -> None:
+    c = Correlator()
+    c.observe_pod("job-uid", NS, pod())
+    c.forget("job-uid")  # e.g. the Job turned out to be out of scope
+    c.observe_job(job())
+    report = c.report("job-uid")
+    assert report is not None
+    assert report.pods == ()
 
 
 def test_pods_per_job_are_bounded_newest_kept() -> None:
