@@ -85,6 +85,8 @@ class FailureHandler:
         annotations = dict(report.job.annotations)
         attempt = attempt_of(annotations)
         history = history_from_annotations(annotations)
+        if history.error is not None:  # reported like a bad annotation; the lineage restarts
+            errors = (*errors, history.error)
         first_failed_at = _float(annotations.get(ANNOTATION_FIRST_FAILED_AT)) or now
         decision = decide(
             classification,

@@ -64,7 +64,10 @@ def failed_report(annotations: tuple[tuple[str, str], ...]) -> FailureReport:
 MALFORMED = (("kube-dlq.io/max-retries", "lots"),)
 
 
-async def attempts(results: tuple[WriteResult | SinkError, ...]) -> tuple[list[str], float]:
+async def attempts(
+    results: tuple[WriteResult | SinkError, ...],
+    annotations: tuple[tuple[str, str], ...] = MALFORMED,
+) -> tuple[list[str], float]:
     """Handle one failed Job until a write returns; (keys reported, malformed metric)."""
     reported: list[str] = []
     metrics = Metrics()
@@ -84,7 +87,7 @@ async def attempts(results: tuple[WriteResult | SinkError, ...]) -> tuple[list[s
     )
     for result in results:
         try:
-            outcome = await handler.handle(failed_report(annotations=MALFORMED), {})
+            outcome = await handler.handle(failed_report(annotations=annotations), {})
         except SinkError:
             assert isinstance(result, SinkError)
             continue
@@ -110,3 +113,15 @@ async def test_malformed_annotation_is_reported_once_by_whoever_wrote_the_outcom
     reported, metric = await attempts(results)
     assert reported == ["kube-dlq.io/max-retries"] * reports
     assert metric == reports
+
+
+async def test_unreadable_history_annotation_is_reported_and_lineage_restarts() -> None:
+    # Given a retried Job whose kube-dlq.io/history annotation was mangled by hand
+    mangled = (("kube-dlq.io/attempt", "2"), ("kube-dlq.io/history", "{not json"))
+
+    # When it fails and its outcome is written
+    reported, metric = await attempts((WRITTEN,), annotations=mangled)
+
+    # Then the bad annotation is reported like any malformed kube-dlq.io/ annotation
+    assert reported == ["kube-dlq.io/history"]
+    assert metric == 1
