@@ -44,46 +44,47 @@ class KubeAPI:
         self.core = client.CoreV1Api(api)
 
     async def get_job(self, namespace: str, name: str) -> RawObject | None:
-        try:
-            return await _json(
-                self.batch.read_namespaced_job(
-                    name, namespace, _preload_content=False, _request_timeout=self.timeout
-                )
-            )
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise KubeAPIError.from_exception(
-                "reading Job", exc, kind="Job", namespace=namespace, name=name
-            ) from exc
+        status, body = await _call(
+            self.batch.read_namespaced_job(
+                name, namespace, _preload_content=False, _request_timeout=self.timeout
+            ),
+            "reading Job",
+            kind="Job",
+            namespace=namespace,
+            name=name,
+        )
+        if status == 404:
+            return None
+        _raise_for_status(status, body, "reading Job", kind="Job", namespace=namespace, name=name)
+        return body
 
     async def delete_job(self, namespace: str, name: str) -> bool:
         """Delete a Job and (in the background) its pods. False if it was already gone."""
-        try:
-            await _json(
-                self.batch.delete_namespaced_job(
-                    name,
-                    namespace,
-                    propagation_policy="Background",
-                    _preload_content=False,
-                    _request_timeout=self.timeout,
-                )
-            )
-            return True
-        except ApiException as exc:
-            if exc.status == 404:
-                return False
-            raise KubeAPIError.from_exception(
-                "deleting Job", exc, kind="Job", namespace=namespace, name=name
-            ) from exc
+        status, body = await _call(
+            self.batch.delete_namespaced_job(
+                name,
+                namespace,
+                propagation_policy="Background",
+                _preload_content=False,
+                _request_timeout=self.timeout,
+            ),
+            "deleting Job",
+            kind="Job",
+            namespace=namespace,
+            name=name,
+        )
+        if status == 404:
+            return False
+        _raise_for_status(status, body, "deleting Job", kind="Job", namespace=namespace, name=name)
+        return True
 
     async def list_raw(self, path: str, **query: str) -> RawObject:
-        """GET a list endpoint as raw JSON (used by the one-shot sweep)."""
+        """GET every page of a list endpoint as raw JSON (used by the one-shot sweep)."""
         items: list[RawObject] = []
         params: dict[str, str] = {"limit": "500", **query}
         while True:
-            try:
-                resp = await self.api.call_api(
+            status, body = await _call(
+                self.api.call_api(
                     path,
                     "GET",
                     query_params=list(params.items()),
@@ -91,12 +92,10 @@ class KubeAPI:
                     auth_settings=["BearerToken"],
                     _preload_content=False,
                     _request_timeout=self.timeout,
-                )
-                body = await _json_response(resp[0] if isinstance(resp, tuple) else resp)
-            except ApiException as exc:
-                raise KubeAPIError.from_exception(f"listing {path}", exc) from exc
-            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-                raise KubeAPIError(f"listing {path}: {exc!r}", status=None) from exc
+                ),
+                f"listing {path}",
+            )
+            _raise_for_status(status, body, f"listing {path}")
             items.extend(body.get("items") or [])
             cont = (body.get("metadata") or {}).get("continue")
             if not cont:
@@ -126,25 +125,70 @@ class KubeAPI:
             "lastTimestamp": now,
             "count": 1,
         }
-        try:
-            await _json(
-                self.core.create_namespaced_event(
-                    job.namespace, body, _preload_content=False, _request_timeout=self.timeout
-                )
-            )
-        except ApiException as exc:
-            raise KubeAPIError.from_exception(
-                "writing Event", exc, kind="Job", namespace=job.namespace, name=job.name
-            ) from exc
+        status, reply = await _call(
+            self.core.create_namespaced_event(
+                job.namespace, body, _preload_content=False, _request_timeout=self.timeout
+            ),
+            "writing Event",
+            kind="Job",
+            namespace=job.namespace,
+            name=job.name,
+        )
+        _raise_for_status(
+            status, reply, "writing Event", kind="Job", namespace=job.namespace, name=job.name
+        )
 
 
-async def _json(call: Any) -> RawObject:
-    return await _json_response(await call)
+async def _call(
+    call: Any, what: str, *, kind: str = "", namespace: str = "", name: str = ""
+) -> tuple[int, RawObject]:
+    """Await a request made with _preload_content=False: (HTTP status, decoded JSON body).
 
-
-async def _json_response(resp: Any) -> RawObject:
+    With _preload_content=False kubernetes_asyncio does not raise for error statuses, so
+    every caller checks the status; transport failures become KubeAPIError here.
+    """
     try:
-        body: Mapping[str, Any] = json.loads(await resp.read())
-        return dict(body)
+        resp = await call
+    except ApiException as exc:
+        raise KubeAPIError.from_exception(
+            what, exc, kind=kind, namespace=namespace, name=name
+        ) from exc
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        raise KubeAPIError(f"{what}: {exc!r}", kind=kind, namespace=namespace, name=name) from exc
+    if isinstance(resp, tuple):  # call_api returns (response, status, headers)
+        resp = resp[0]
+    try:
+        raw = await resp.read()
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        raise KubeAPIError(
+            f"{what}: {exc!r}", status=resp.status, kind=kind, namespace=namespace, name=name
+        ) from exc
     finally:
         resp.release()
+    try:
+        body = json.loads(raw) if raw else {}
+    except ValueError:
+        body = {"message": raw[:200].decode(errors="replace")}
+    return int(resp.status), body if isinstance(body, dict) else {}
+
+
+def _raise_for_status(
+    status: int,
+    body: Mapping[str, Any],
+    what: str,
+    *,
+    kind: str = "",
+    namespace: str = "",
+    name: str = "",
+) -> None:
+    if status < 400:
+        return
+    message = str(body.get("message") or body.get("reason") or "")
+    raise KubeAPIError(
+        f"{what}: HTTP {status}: {message}",
+        status=status,
+        reason=str(body.get("reason") or ""),
+        kind=kind,
+        namespace=namespace,
+        name=name,
+    )
