@@ -30,6 +30,7 @@ from watcher.errors import KubeAPIError, PolicyError, SinkError
 from watcher.handler import FailureHandler
 from watcher.health import HealthServer
 from watcher.kubeapi import KubeAPI, api_client
+from watcher.leader import LeaderElector
 from watcher.logs import get_logger
 from watcher.metrics import Metrics
 from watcher.model import FailureReport
@@ -88,6 +89,14 @@ class Daemon:
             settings=RetrySettings(lease_s=self.config.redis.retry_claim_lease_s),
         )
         self.synced: set[str] = set()
+        self.elector = (
+            LeaderElector.from_config(
+                self.api, self.config.leader_election, metrics=self.metrics, logger=self.logger
+            )
+            if self.config.leader_election.enabled
+            else None
+        )
+        """With leader election on, this replica writes and retries only while it leads."""
         self.health = HealthServer(
             metrics=self.metrics,
             readiness=self.readiness,
@@ -126,8 +135,10 @@ class Daemon:
             name: asyncio.create_task(self._consume(resource, on_event, on_synced), name=name)
             for name, resource, on_event, on_synced in self._watch_plan()
         }
-        writer = asyncio.create_task(self.pipeline.run_writer(self.stop), name="writer")
-        retrier = asyncio.create_task(self.retry_loop.run(self.stop), name="retry-loop")
+        if self.elector is None:
+            duties = self._start_duties(self.stop)
+        else:
+            duties = [asyncio.create_task(self._lead(self.elector), name="leader-duties")]
         chores = [
             asyncio.create_task(
                 self._every(STUCK_CHECK_INTERVAL_S, self._check_stuck), name="stuck-check"
@@ -140,7 +151,7 @@ class Daemon:
                     self._every(NAMESPACE_REFRESH_S, self._refresh_namespaces), name="namespaces"
                 )
             )
-        everything = [*watchers.values(), writer, retrier, *chores]
+        everything = [*watchers.values(), *duties, *chores]
         stopper = asyncio.create_task(self.stop.wait(), name="stop")
         done, _ = await asyncio.wait([stopper, *everything], return_when=asyncio.FIRST_COMPLETED)
         exit_code = 0
@@ -157,7 +168,7 @@ class Daemon:
             )
             exit_code = 1
         self.stop.set()
-        await self._shutdown(list(watchers.values()) + chores, [writer, retrier])
+        await self._shutdown(list(watchers.values()) + chores, duties)
         stopper.cancel()
         self.logger.info("daemon_stopped", exit_code=exit_code)
         return exit_code
@@ -176,6 +187,57 @@ class Daemon:
             task.cancel()
         await asyncio.gather(*graceful, return_exceptions=True)
         await self.health.stop()
+
+    def _start_duties(self, stop: asyncio.Event) -> list[asyncio.Task[None]]:
+        """The outcome writer and the retry loop: the work one replica does for all."""
+        return [
+            asyncio.create_task(self.pipeline.run_writer(stop), name="writer"),
+            asyncio.create_task(self.retry_loop.run(stop), name="retry-loop"),
+        ]
+
+    async def _lead(self, elector: LeaderElector) -> None:
+        """Leader election on: run the duties during this replica's terms as leader only.
+
+        Every replica runs the watches, so a standby's pipeline is current when it takes over,
+        and queued failures carry over from one term to the next. A term ends when leadership
+        is lost or at shutdown; the duties then stop as they do at shutdown (the writer
+        finishes what is due, the retry loop its create in flight; both are exactly-once in
+        Redis, and cancelling the writer mid-write would strand the failure it holds). The
+        Lease is released after they stopped; cancelled (grace expired), it is left to expire.
+        """
+        elector_stop = asyncio.Event()
+        election = asyncio.create_task(elector.run(elector_stop), name="leader-election")
+        try:
+            while not self.stop.is_set():
+                await _first_done(election, elector.is_leader.wait(), self.stop.wait())
+                if election.done():
+                    election.result()  # re-raises what ended it, if anything did
+                    raise RuntimeError("leader election returned before shutdown")
+                if elector.is_leader.is_set() and not self.stop.is_set():
+                    await self._serve_term(elector, election)
+        except asyncio.CancelledError:
+            election.cancel()
+            raise
+        finally:
+            elector_stop.set()
+            await asyncio.gather(election, return_exceptions=True)
+
+    async def _serve_term(self, elector: LeaderElector, election: asyncio.Task[None]) -> None:
+        term_over = asyncio.Event()
+        duties = self._start_duties(term_over)
+        try:
+            await _first_done(*duties, election, elector.lost.wait(), self.stop.wait())
+            ended_early = [task for task in duties if task.done()]
+        except asyncio.CancelledError:
+            for task in duties:
+                task.cancel()
+            raise
+        finally:
+            term_over.set()
+            await asyncio.gather(*duties, return_exceptions=True)
+        for task in ended_early:  # a duty ends only when its term does: anything else is a bug
+            error = None if task.cancelled() else task.exception()
+            raise error or RuntimeError(f"{task.get_name()} returned before its term ended")
 
     def _watch_plan(
         self,
@@ -286,6 +348,18 @@ class Daemon:
             )
         except KubeAPIError as exc:
             self.logger.warning("event_write_failed", error=str(exc))
+
+
+async def _first_done(*waits: Awaitable[Any]) -> None:
+    """Wait until the first of `waits` is done; the others are left running (tasks) or
+    cancelled (anything else, e.g. an Event.wait() coroutine)."""
+    futures = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(futures, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for future, wait in zip(futures, waits, strict=True):
+            if future is not wait:
+                future.cancel()
 
 
 async def run_daemon(config: Config) -> int:
