@@ -171,7 +171,11 @@ async def _submit(kubectl_state: LocalCluster) -> None:
                 "metadata": {
                     "name": FLAKY_NODE,
                     "annotations": {"kwok.x-k8s.io/node": "fake"},
-                    "labels": {"kubernetes.io/hostname": FLAKY_NODE, "type": "kwok"},
+                    "labels": {
+                        "kubernetes.io/hostname": FLAKY_NODE,
+                        "type": "kwok",
+                        "topology.kubernetes.io/zone": "local",
+                    },
                 },
                 "spec": {"taints": [FLAKY_TAINT]},
                 "status": {
@@ -182,6 +186,13 @@ async def _submit(kubectl_state: LocalCluster) -> None:
         ),
     )
     kubectl_state.kubectl("wait", "--for=condition=Ready", f"node/{FLAKY_NODE}", "--timeout=30s")
+    for _ in range(100):  # and schedulable: the not-ready taint goes a moment after Ready
+        taints = kubectl_state.kubectl(
+            "get", "node", FLAKY_NODE, "-o", "jsonpath={.spec.taints[*].key}"
+        )
+        if "node.kubernetes.io/not-ready" not in taints:
+            break
+        await asyncio.sleep(0.2)
     for _, _, manifest in WORKLOAD:
         kubectl_state.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(manifest))
 
@@ -224,6 +235,14 @@ async def _wait_for_outcomes(daemon: Daemon, deadline_s: float) -> None:
     print(f"demo: not every outcome arrived within {deadline_s:.0f}s", file=sys.stderr)
 
 
+def _print_failures(daemon: Daemon) -> None:
+    for family in daemon.metrics.failures.collect():
+        for sample in sorted(family.samples, key=lambda x: sorted(x.labels.items())):
+            if sample.name.endswith("_total") and sample.value:
+                labels = sample.labels
+                print(f"  {labels['failure_class']:<18} {labels['action']:<12} {sample.value:.0f}")
+
+
 async def _run(state_dir: Path, keep: bool) -> int:
     configure("info", "console" if sys.stderr.isatty() else "json")
     binaries = ensure_binaries()
@@ -256,6 +275,8 @@ async def _run(state_dir: Path, keep: bool) -> int:
                 await dlq.list_entries(
                     daemon.sink, queue=None, count=50, output="table", out=sys.stdout
                 )
+                print("\n== kube_dlq_failures_total (from /metrics) ==")
+                _print_failures(daemon)
                 jobs = cluster.kubectl("get", "jobs", "-n", NAMESPACE, "-o", "wide")
                 print("\n== kubectl get jobs -n demo ==\n" + jobs)
                 if keep:
