@@ -45,6 +45,7 @@ from tests.support.workloads import (
     break_node,
     create_job,
     deadline_job,
+    delete_node,
     describe,
     evict,
     failing_job,
@@ -306,6 +307,27 @@ async def test_job_on_a_lost_node_is_retried_elsewhere_and_succeeds(
     # And nothing was dead-lettered, and no retry is left pending
     assert await daemon.dead_letters() == []
     assert await daemon.sink.pending_retries() == 0
+
+
+async def test_job_whose_node_is_deleted_is_retried_as_node_lost(
+    start_daemon: StartDaemon,
+    admin_api: client.ApiClient,
+    namespace: str,
+    node: str,
+) -> None:
+    # Given a daemon, and a Job running on a node of its own
+    daemon = await start_daemon()
+    await create_job(admin_api, namespace, pinned_to(running_job("hourly", "1h"), node))
+    await wait_pod_running(admin_api, namespace, "hourly")
+
+    # When the node vanishes (a VM gone for good): pod GC deletes its pods (DeletionByPodGC)
+    await delete_node(admin_api, node)
+
+    # Then the Job is re-created as node_lost, and nothing is dead-lettered
+    retry = await job_or_describe(admin_api, namespace, "hourly-r2", within=150)
+    history = json.loads(retry["metadata"]["annotations"][ANNOTATION_HISTORY])
+    assert [(h["job"], h["class"]) for h in history] == [("hourly", "node_lost")]
+    assert await daemon.dead_letters() == []
 
 
 async def test_pod_evicted_through_the_eviction_api_is_retried(
