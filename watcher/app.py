@@ -41,6 +41,7 @@ from watcher.sink import RedisSink
 GAUGE_INTERVAL_S = 15.0
 STUCK_CHECK_INTERVAL_S = 10.0
 NAMESPACE_REFRESH_S = 30.0
+STANDBY_PRUNE_S = 15.0
 
 
 @dataclass
@@ -145,6 +146,12 @@ class Daemon:
             ),
             asyncio.create_task(self._every(GAUGE_INTERVAL_S, self._refresh_gauges), name="gauges"),
         ]
+        if self.elector is not None:
+            chores.append(
+                asyncio.create_task(
+                    self._every(STANDBY_PRUNE_S, self._prune_as_standby), name="standby-prune"
+                )
+            )
         if self.config.scope.namespace_label_selector:
             chores.append(
                 asyncio.create_task(
@@ -304,6 +311,12 @@ class Daemon:
         if names != self.pipeline.selected_namespaces:
             self.logger.info("namespaces_selected", selector=selector, count=len(names))
         self.pipeline.selected_namespaces = names
+
+    async def _prune_as_standby(self) -> None:
+        if self.elector is not None and not self.elector.is_leader.is_set():
+            dropped = await self.pipeline.prune_handled(self.sink.handled)
+            if dropped:
+                self.logger.debug("standby_queue_pruned", dropped=dropped)
 
     async def _check_stuck(self) -> None:
         found = self.pipeline.check_stuck()

@@ -267,6 +267,18 @@ class Pipeline:
             found += 1
         return found
 
+    async def prune_handled(self, handled: Callable[[list[str]], Awaitable[set[str]]]) -> int:
+        """Drop queued failures whose outcome someone else already wrote. Returns how many.
+
+        A standby replica (leader election) queues every failure but writes none; without
+        this its queue would grow until back-pressure paused its watches.
+        """
+        queued = sorted(self._queued)
+        done = await handled(queued) if queued else set()
+        for uid in done:
+            self._done(uid)
+        return len(done)
+
     @property
     def pending(self) -> int:
         """Failures queued and not yet written."""

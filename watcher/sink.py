@@ -335,6 +335,16 @@ class RedisSink:
             )
         return bool(reply)
 
+    async def handled(self, job_uids: Sequence[str]) -> set[str]:
+        """The uids among `job_uids` whose outcome is already written (by anyone)."""
+        if not job_uids:
+            return set()
+        async with self._guard("handled"), self._redis.pipeline(transaction=False) as pipe:
+            for uid in job_uids:
+                pipe.exists(self._keys.outcome(uid))
+            found = await pipe.execute()
+        return {uid for uid, hit in zip(job_uids, found, strict=True) if hit}
+
     async def pending_retries(self) -> int:
         """Tickets not yet acked: due or claimed."""
         k = self._keys
