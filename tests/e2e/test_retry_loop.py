@@ -24,6 +24,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 from structlog.testing import capture_logs
 
 from tests.support.kube import RawObject, condition, eventually, job_manifest, raw
+from tests.support.workloads import create_job, describe, list_jobs
 from watcher.devcluster.cluster import ClusterState, free_port, kubeconfig_dict
 from watcher.devcluster.redis_server import RedisServer
 from watcher.keys import Keys
@@ -124,26 +125,10 @@ def ticket_for(
     )
 
 
-async def create_job(api: client.ApiClient, namespace: str, body: RawObject) -> RawObject:
-    created = await raw(
-        client.BatchV1Api(api).create_namespaced_job(namespace, body, _preload_content=False)
-    )
-    assert created.get("kind") == "Job", created
-    return created
-
-
 async def read_job(api: client.ApiClient, namespace: str, name: str) -> RawObject:
     return await raw(
         client.BatchV1Api(api).read_namespaced_job(name, namespace, _preload_content=False)
     )
-
-
-async def list_jobs(api: client.ApiClient, namespace: str) -> list[RawObject]:
-    listed = await raw(
-        client.BatchV1Api(api).list_namespaced_job(namespace, _preload_content=False)
-    )
-    items: list[RawObject] = listed.get("items") or []
-    return items
 
 
 async def create_namespace(api: client.ApiClient, prefix: str) -> str:
@@ -159,25 +144,6 @@ async def namespace_phase(api: client.ApiClient, name: str) -> str:
     if found.get("kind") == "Status" and found.get("code") == 404:
         return "Gone"
     return str((found.get("status") or {}).get("phase", ""))
-
-
-async def describe(api: client.ApiClient, namespace: str) -> str:
-    """Jobs, pods and Events of `namespace`, for a failure message."""
-    core = client.CoreV1Api(api)
-    pods = await raw(core.list_namespaced_pod(namespace, _preload_content=False))
-    events = await raw(core.list_namespaced_event(namespace, _preload_content=False))
-    lines = [
-        f"job {j['metadata']['name']}: {j.get('status')}" for j in await list_jobs(api, namespace)
-    ]
-    lines += [
-        f"pod {p['metadata']['name']} on {p['spec'].get('nodeName')}: {p.get('status')}"
-        for p in pods.get("items") or []
-    ]
-    lines += [
-        f"event {e['involvedObject'].get('name')}: {e.get('reason')} {e.get('message')}"
-        for e in events.get("items") or []
-    ]
-    return "\n".join(lines)
 
 
 async def due_score(redis: Redis, keys: Keys, ticket_id: str) -> float | None:
