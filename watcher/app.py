@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 from structlog.typing import FilteringBoundLogger
 
 from watcher import watch
+from watcher.aio import first_done
 from watcher.classify import ClassifyRules
 from watcher.config import Config
 from watcher.dlq import redis_client, sink_for
@@ -216,7 +217,7 @@ class Daemon:
         election = asyncio.create_task(elector.run(elector_stop), name="leader-election")
         try:
             while not self.stop.is_set():
-                await _first_done(election, elector.is_leader.wait(), self.stop.wait())
+                await first_done(election, elector.is_leader.wait(), self.stop.wait())
                 if election.done():
                     election.result()  # re-raises what ended it, if anything did
                     raise RuntimeError("leader election returned before shutdown")
@@ -233,7 +234,7 @@ class Daemon:
         term_over = asyncio.Event()
         duties = self._start_duties(term_over)
         try:
-            await _first_done(*duties, election, elector.lost.wait(), self.stop.wait())
+            await first_done(*duties, election, elector.lost.wait(), self.stop.wait())
             ended_early = [task for task in duties if task.done()]
         except asyncio.CancelledError:
             for task in duties:
@@ -361,18 +362,6 @@ class Daemon:
             )
         except KubeAPIError as exc:
             self.logger.warning("event_write_failed", error=str(exc))
-
-
-async def _first_done(*waits: Awaitable[Any]) -> None:
-    """Wait until the first of `waits` is done; the others are left running (tasks) or
-    cancelled (anything else, e.g. an Event.wait() coroutine)."""
-    futures = [asyncio.ensure_future(w) for w in waits]
-    try:
-        await asyncio.wait(futures, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for future, wait in zip(futures, waits, strict=True):
-            if future is not wait:
-                future.cancel()
 
 
 async def run_daemon(config: Config) -> int:

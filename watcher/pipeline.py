@@ -22,6 +22,7 @@ from typing import Any
 from structlog.typing import FilteringBoundLogger
 
 from watcher import snapshot
+from watcher.aio import first_done
 from watcher.backoff import compute_delay
 from watcher.correlate import Correlator
 from watcher.errors import KubeAPIError, SinkError
@@ -179,7 +180,7 @@ class Pipeline:
         Nothing is handled before `ready` is set (every watch has done its first list), so a
         failure is never classified before the evidence that was already there arrives.
         """
-        await _first_of(self.ready, stop)
+        await first_done(self.ready.wait(), stop.wait())
         errors_in_a_row = 0
         while not (stop.is_set() and not self._due_now()):
             uid = self._pop_due()
@@ -313,12 +314,7 @@ class Pipeline:
     async def _sleep_until_due(self, stop: asyncio.Event) -> None:
         timeout = max(0.0, self._due[0][0] - self.clock()) if self._due else None
         self._wakeup.clear()
-        waiters = [asyncio.ensure_future(self._wakeup.wait()), asyncio.ensure_future(stop.wait())]
-        try:
-            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
+        await first_done(self._wakeup.wait(), stop.wait(), at_most_s=timeout)
 
     def _done(self, uid: str) -> None:
         self._queued.discard(uid)
@@ -336,12 +332,3 @@ class Pipeline:
     def _malformed(self, source: str, exc: Exception) -> None:
         self.metrics.malformed.labels(source=source).inc()
         self.log.warning("object_malformed", source=source, error=str(exc))
-
-
-async def _first_of(*events: asyncio.Event) -> None:
-    waiters = [asyncio.ensure_future(e.wait()) for e in events]
-    try:
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
