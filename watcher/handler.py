@@ -18,7 +18,12 @@ from structlog.typing import FilteringBoundLogger
 from watcher.classify import ClassifyRules, classify
 from watcher.decide import decide
 from watcher.errors import PolicyError
-from watcher.manifest import attempt_of, history_from_annotations, replayable_manifest
+from watcher.manifest import (
+    attempt_of,
+    first_failed_at_of,
+    history_from_annotations,
+    replayable_manifest,
+)
 from watcher.metrics import Metrics
 from watcher.model import (
     Action,
@@ -30,7 +35,7 @@ from watcher.model import (
     FailureReport,
     RetryTicket,
 )
-from watcher.policy import ANNOTATION_FIRST_FAILED_AT, RetryPolicy, policy_for
+from watcher.policy import RetryPolicy, policy_for
 from watcher.sink import RedisSink, WriteResult
 
 # Classes where the node, not the workload, was at fault: a retry may avoid that node.
@@ -87,7 +92,7 @@ class FailureHandler:
         history = history_from_annotations(annotations)
         if history.error is not None:  # reported like a bad annotation; the lineage restarts
             errors = (*errors, history.error)
-        first_failed_at = _float(annotations.get(ANNOTATION_FIRST_FAILED_AT)) or now
+        first_failed_at = first_failed_at_of(annotations) or now
         decision = decide(
             classification,
             policy,
@@ -232,10 +237,3 @@ def _failed_node(report: FailureReport, classification: Classification, policy: 
         return ""
     failed = [p for p in report.pods if p.node_name and (p.phase == "Failed" or p.deleted)]
     return failed[-1].node_name if failed else ""
-
-
-def _float(value: str | None) -> float | None:
-    try:
-        return float(value) if value else None
-    except ValueError:
-        return None
