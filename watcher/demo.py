@@ -22,7 +22,7 @@ from watcher import dlq
 from watcher.app import Daemon
 from watcher.config import Config, parse_config
 from watcher.devcluster.build import ensure_binaries
-from watcher.devcluster.cluster import LocalCluster, free_port, kubeconfig_dict
+from watcher.devcluster.cluster import LocalCluster, free_port, kubeconfig_dict, node_manifest
 from watcher.devcluster.commands import default_rbac
 from watcher.devcluster.redis_server import RedisServer
 from watcher.kubeapi import api_client
@@ -160,31 +160,8 @@ async def _submit(kubectl_state: LocalCluster) -> None:
     import yaml
 
     kubectl_state.kubectl("create", "namespace", NAMESPACE)
-    kubectl_state.kubectl(
-        "apply",
-        "-f",
-        "-",
-        stdin=yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Node",
-                "metadata": {
-                    "name": FLAKY_NODE,
-                    "annotations": {"kwok.x-k8s.io/node": "fake"},
-                    "labels": {
-                        "kubernetes.io/hostname": FLAKY_NODE,
-                        "type": "kwok",
-                        "topology.kubernetes.io/zone": "local",
-                    },
-                },
-                "spec": {"taints": [FLAKY_TAINT]},
-                "status": {
-                    "allocatable": {"cpu": "8", "memory": "32Gi", "pods": "110"},
-                    "capacity": {"cpu": "8", "memory": "32Gi", "pods": "110"},
-                },
-            }
-        ),
-    )
+    flaky = node_manifest(FLAKY_NODE, taints=(FLAKY_TAINT,))
+    kubectl_state.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(flaky))
     kubectl_state.kubectl("wait", "--for=condition=Ready", f"node/{FLAKY_NODE}", "--timeout=30s")
     for _ in range(100):  # and schedulable: the not-ready taint goes a moment after Ready
         taints = kubectl_state.kubectl(

@@ -26,7 +26,7 @@ from tests.support.kube import (
     raw,
     watch_pods,
 )
-from watcher.devcluster.cluster import ClusterState
+from watcher.devcluster.cluster import ClusterState, node_manifest
 
 pytestmark = pytest.mark.cluster
 
@@ -138,22 +138,7 @@ async def doomed_node(admin_api: client.ApiClient) -> Any:
     """A kwok node of its own for a test that breaks it, deleted afterwards."""
     core = client.CoreV1Api(admin_api)
     name = f"kwok-doomed-{uuid.uuid4().hex[:6]}"
-    await raw(
-        core.create_node(
-            {
-                "metadata": {
-                    "name": name,
-                    "labels": {"kubernetes.io/hostname": name, "type": "kwok"},
-                    "annotations": {"kwok.x-k8s.io/node": "fake"},
-                },
-                "status": {
-                    "allocatable": {"cpu": "8", "memory": "32Gi", "pods": "110"},
-                    "capacity": {"cpu": "8", "memory": "32Gi", "pods": "110"},
-                },
-            },
-            _preload_content=False,
-        )
-    )
+    await raw(core.create_node(node_manifest(name, cpu="8"), _preload_content=False))
 
     async def ready() -> bool:
         node = await raw(core.read_node(name, _preload_content=False))

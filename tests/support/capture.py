@@ -51,6 +51,7 @@ from tests.support.kube import (
 from watcher import snapshot
 from watcher.classify import classify
 from watcher.correlate import Correlator
+from watcher.devcluster.cluster import node_manifest
 from watcher.model import Classification, FailureClass, FailureReport
 
 T = TypeVar("T")
@@ -355,20 +356,8 @@ async def make_node(ctx: Ctx, prefix: str, *, cpu: str = "8", pods: str = "110")
     """A kwok node of the scenario's own, Ready and untainted; deleted at cleanup."""
     name = f"{prefix}-{ctx.suffix}"
     await ctx.rec.follow_node(name)
-    resources = {"cpu": cpu, "memory": "32Gi", "pods": pods}
-    await raw(
-        ctx.core.create_node(
-            {
-                "metadata": {
-                    "name": name,
-                    "labels": {"kubernetes.io/hostname": name, "type": "kwok"},
-                    "annotations": {"kwok.x-k8s.io/node": "fake"},
-                },
-                "status": {"allocatable": resources, "capacity": resources},
-            },
-            _preload_content=False,
-        )
-    )
+    node = node_manifest(name, cpu=cpu, pods=pods)
+    await raw(ctx.core.create_node(node, _preload_content=False))
     ctx.cleanups.append(lambda: _ignore_404(ctx.core.delete_node(name, _preload_content=False)))
 
     async def usable() -> bool:

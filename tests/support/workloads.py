@@ -14,7 +14,6 @@ import contextlib
 import copy
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
 
 from kubernetes_asyncio import client
 
@@ -28,6 +27,7 @@ from tests.support.kube import (
     job_manifest,
     raw,
 )
+from watcher.devcluster.cluster import node_manifest
 
 FAIL_STAGE = "fail.stage.kwok.kube-dlq.io"
 FLAKY_TAINT_KEY = "e2e.kube-dlq.io/flaky"
@@ -247,24 +247,8 @@ async def flaky_node(api: client.ApiClient) -> AsyncIterator[str]:
     when the block ends."""
     core = client.CoreV1Api(api)
     name = f"kwok-flaky-{uuid.uuid4().hex[:6]}"
-    capacity = {"cpu": "32", "memory": "256Gi", "pods": "110"}
-    node: dict[str, Any] = {
-        "metadata": {
-            "name": name,
-            # The session nodes' labels, zone included: a node without the zone would score
-            # low in the scheduler's default topology spreading, against the Job's preference.
-            "labels": {
-                "kubernetes.io/hostname": name,
-                "kubernetes.io/os": "linux",
-                "kubernetes.io/arch": "amd64",
-                "type": "kwok",
-                "topology.kubernetes.io/zone": "local",
-            },
-            "annotations": {"kwok.x-k8s.io/node": "fake"},
-        },
-        "spec": {"taints": [{"key": FLAKY_TAINT_KEY, "value": "true", "effect": "NoSchedule"}]},
-        "status": {"allocatable": capacity, "capacity": capacity},
-    }
+    taint = {"key": FLAKY_TAINT_KEY, "value": "true", "effect": "NoSchedule"}
+    node = node_manifest(name, taints=(taint,))
     await raw(core.create_node(node, _preload_content=False))
     try:
 

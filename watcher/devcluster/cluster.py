@@ -358,7 +358,7 @@ class LocalCluster:
             ],
             ready=None,
         )
-        nodes = [_node_manifest(name) for name in self.node_names]
+        nodes = [node_manifest(name) for name in self.node_names]
         self.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(nodes))
         self._wait("kwok", self._procs[-1], self._nodes_ready)
 
@@ -478,8 +478,13 @@ def run_kubectl(kubectl: Path, kubeconfig: Path, *args: str, stdin: str | None =
     return result.stdout
 
 
-def _node_manifest(name: str) -> dict[str, Any]:
-    return {
+def node_manifest(
+    name: str, *, cpu: str = "32", pods: str = "110", taints: tuple[dict[str, str], ...] = ()
+) -> dict[str, Any]:
+    """A Node for kwok to manage (kwok fills in its status). The zone label matters: the
+    scheduler's default topology spreading scores a node without one low."""
+    resources = {"cpu": cpu, "memory": "256Gi", "pods": pods}
+    node: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "Node",
         "metadata": {
@@ -493,11 +498,11 @@ def _node_manifest(name: str) -> dict[str, Any]:
                 "topology.kubernetes.io/zone": "local",
             },
         },
-        "status": {
-            "allocatable": {"cpu": "32", "memory": "256Gi", "pods": "110"},
-            "capacity": {"cpu": "32", "memory": "256Gi", "pods": "110"},
-        },
+        "status": {"allocatable": resources, "capacity": resources},
     }
+    if taints:
+        node["spec"] = {"taints": list(taints)}
+    return node
 
 
 def api_get(state: ClusterState, path: str) -> dict[str, Any] | None:
