@@ -9,15 +9,15 @@ deps:
 
 ## Run kube-dlq on an embedded default: local control plane + redis + a demo workload.
 demo: deps
-	$(PY) -m watcher demo
+	$(PY) -m devtools demo
 
 ## The whole suite: lint, types, unit, integration (real redis) and cluster tests.
 test: deps check pytest
 
 check:
-	$(VENV)/bin/ruff check watcher tests bench
-	$(VENV)/bin/ruff format --check watcher tests bench
-	$(VENV)/bin/mypy watcher
+	$(VENV)/bin/ruff check watcher devtools tests bench
+	$(VENV)/bin/ruff format --check watcher devtools tests bench
+	$(VENV)/bin/mypy
 
 pytest:
 	$(PY) -m watcher dev build

@@ -27,11 +27,11 @@ from typing import Any
 
 from kubernetes_asyncio.client import ApiClient
 
-from watcher import snapshot
-from watcher.classify import DEFAULT_RULES, classify
-from watcher.correlate import Correlator
-from watcher.decide import decide
-from watcher.policy import RetryPolicy, policy_for
+from watcher.core import snapshot
+from watcher.core.classify import DEFAULT_RULES, classify
+from watcher.core.correlate import Correlator
+from watcher.core.decide import decide
+from watcher.core.policy import RetryPolicy, policy_for
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "captured"
 MODEL = {"jobs": "V1Job", "pods": "V1Pod", "events": "CoreV1Event", "nodes": "V1Node"}

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what kube-dlq's tests and demo need on a fresh Debian machine, idempotently:
-# redis-server and openssl from Debian, the Python package with its dev tools in .venv.
+# redis-server and openssl from Debian; in .venv the Python package with its dev extra and the
+# development tools (devtools/).
 # Go (>= 1.26) must already be on PATH: it builds the local control plane.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,9 +29,11 @@ PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-stamp=.venv/.installed-$(sha1sum pyproject.toml | cut -c1-12)
+# The product with its dev extra, and the development tools (devtools/, their own
+# distribution: the local control plane and the demo are not in the product wheel).
+stamp=.venv/.installed-$(cat pyproject.toml devtools/pyproject.toml | sha1sum | cut -c1-12)
 if [ ! -f "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e '.[dev]'
+  .venv/bin/python -m pip install -q -e '.[dev]' -e ./devtools
   rm -f .venv/.installed-* && touch "$stamp"
 fi

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from kubernetes_asyncio import client, config
 
+from devtools.devcluster.build import ensure_binaries
+from devtools.devcluster.cluster import ClusterState, LocalCluster
+from devtools.devcluster.commands import default_rbac
+from devtools.devcluster.redis_server import RedisServer
 from tests.support.kube import raw
-from watcher.devcluster.build import ensure_binaries
-from watcher.devcluster.cluster import ClusterState, LocalCluster
-from watcher.devcluster.commands import default_rbac
-from watcher.devcluster.redis_server import RedisServer
 
 RUN_ID = uuid.uuid4().hex[:4]
 

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 from kubernetes_asyncio import client
 
+from devtools.devcluster.cluster import ClusterState
 from tests.support.capture import capture, load, nodes_schedulable, replay
-from watcher.devcluster.cluster import ClusterState
 
 pytestmark = pytest.mark.cluster
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from watcher.devcluster import cluster as cluster_mod
-from watcher.devcluster.build import Binaries, BuildError, ensure_binaries
-from watcher.devcluster.cluster import ClusterError, LocalCluster, pid_alive
+from devtools.devcluster import cluster as cluster_mod
+from devtools.devcluster.build import Binaries, BuildError, ensure_binaries
+from devtools.devcluster.cluster import ClusterError, LocalCluster, pid_alive
 
 
 def fake_binaries(folder: Path, **scripts: str) -> Binaries:

@@ -6,9 +6,9 @@ import pytest
 from kubernetes_asyncio import client
 
 from tests.support.kube import job_manifest, raw
-from watcher.errors import KubeAPIError
-from watcher.kubeapi import KubeAPI
-from watcher.model import JobRef
+from watcher.adapters.kube.api import KubeAPI
+from watcher.core.errors import KubeAPIError
+from watcher.core.model import JobRef
 
 pytestmark = pytest.mark.cluster
 

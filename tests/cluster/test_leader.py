@@ -24,6 +24,7 @@ import structlog
 from kubernetes_asyncio import client, config
 from structlog.typing import EventDict, FilteringBoundLogger
 
+from devtools.devcluster.cluster import ClusterState
 from tests.support.daemon import (  # noqa: F401 (fixtures)
     StartDaemon,
     cluster_name,
@@ -33,8 +34,7 @@ from tests.support.daemon import (  # noqa: F401 (fixtures)
 )
 from tests.support.kube import RawObject, eventually, raw
 from tests.support.workloads import create_job, failing_job
-from watcher.devcluster.cluster import ClusterState
-from watcher.leader import ACQUIRE_JITTER, LeaderElector
+from watcher.service.leadership import ACQUIRE_JITTER, LeaderElector
 
 pytestmark = pytest.mark.cluster
 

@@ -14,6 +14,7 @@ import pytest
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from devtools.devcluster.cluster import ClusterState, node_manifest
 from tests.support.kube import (
     IMAGE_PULL_LABEL,
     NODE_NOT_READY_LABEL,
@@ -26,7 +27,6 @@ from tests.support.kube import (
     raw,
     watch_pods,
 )
-from watcher.devcluster.cluster import ClusterState, node_manifest
 
 pytestmark = pytest.mark.cluster
 

@@ -1,4 +1,4 @@
-"""watcher.watch against a real kube-apiserver: list+watch, bookmarks, server-side closes,
+"""watcher.adapters.kube.watch against a real kube-apiserver: list+watch, bookmarks, closes,
 410 Gone, an apiserver crash, a silent connection, and RBAC denial.
 
 The list/watch, bookmark and RBAC tests use the session control plane. The server-close,
@@ -23,6 +23,8 @@ import pytest
 from kubernetes_asyncio import client, config
 from structlog.typing import FilteringBoundLogger
 
+from devtools.devcluster.build import ensure_binaries
+from devtools.devcluster.cluster import ClusterState, LocalCluster
 from tests.support.components import frozen_component, start_component, stop_component
 from tests.support.kube import RawObject, eventually, job_manifest, raw
 from tests.support.watching import (
@@ -33,10 +35,16 @@ from tests.support.watching import (
     lingering_tls_closes,
     sample,
 )
-from watcher.devcluster.build import ensure_binaries
-from watcher.devcluster.cluster import ClusterState, LocalCluster
-from watcher.metrics import Metrics
-from watcher.watch import JOBS, Item, Resource, Synced, Watcher, WatchEvent, WatchSettings
+from watcher.adapters.kube.watch import (
+    JOBS,
+    Item,
+    Resource,
+    Synced,
+    Watcher,
+    WatchEvent,
+    WatchSettings,
+)
+from watcher.kit.metrics import Metrics
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(120)]
 

@@ -22,6 +22,8 @@ import yaml
 from kubernetes_asyncio import client
 from redis.asyncio import Redis
 
+from devtools.devcluster.cluster import ClusterState, kubeconfig_dict
+from devtools.devcluster.redis_server import RedisServer
 from tests.support.daemon import (
     SHUTDOWN_GRACE_S,
     STUCK_DWELL_S,
@@ -60,12 +62,10 @@ from tests.support.workloads import (
     wait_job_condition,
     wait_pod_running,
 )
-from watcher.config import parse_config
-from watcher.devcluster.cluster import ClusterState, kubeconfig_dict
-from watcher.devcluster.redis_server import RedisServer
-from watcher.dlq import sink_for
-from watcher.policy import ANNOTATION_ATTEMPT, ANNOTATION_HISTORY
-from watcher.sink import RedisSink
+from watcher.adapters.redis.sink import RedisSink
+from watcher.app.config import parse_config
+from watcher.cli.dlq import sink_for
+from watcher.core.policy import ANNOTATION_ATTEMPT, ANNOTATION_HISTORY
 
 pytestmark = [pytest.mark.cluster, pytest.mark.redis]
 

@@ -23,23 +23,23 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from structlog.testing import capture_logs
 
+from devtools.devcluster.cluster import ClusterState, free_port, kubeconfig_dict
+from devtools.devcluster.redis_server import RedisServer
 from tests.support.kube import RawObject, condition, eventually, job_manifest, raw
 from tests.support.workloads import create_job, describe, list_jobs
-from watcher.devcluster.cluster import ClusterState, free_port, kubeconfig_dict
-from watcher.devcluster.redis_server import RedisServer
-from watcher.keys import Keys
-from watcher.logs import get_logger
-from watcher.manifest import manifest_for_ticket, replayable_manifest
-from watcher.metrics import Metrics
-from watcher.model import AttemptRecord, FailureClass, JobRef, RetryTicket
-from watcher.policy import (
+from watcher.adapters.redis.keys import Keys
+from watcher.adapters.redis.sink import ClaimedTicket, RedisSink
+from watcher.core.manifest import manifest_for_ticket, replayable_manifest
+from watcher.core.model import AttemptRecord, FailureClass, JobRef, RetryTicket
+from watcher.core.policy import (
     ANNOTATION_ATTEMPT,
     ANNOTATION_HISTORY,
     ANNOTATION_ORIGINAL_NAME,
     ANNOTATION_ORIGINAL_UID,
 )
-from watcher.retry import RetryLoop, RetrySettings, RetryStore
-from watcher.sink import ClaimedTicket, RedisSink
+from watcher.kit.logs import get_logger
+from watcher.kit.metrics import Metrics
+from watcher.service.retrying import RetryLoop, RetrySettings, RetryStore
 
 pytestmark = [pytest.mark.cluster, pytest.mark.redis]
 

@@ -9,9 +9,9 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
-from watcher.devcluster.redis_server import RedisServer
-from watcher.keys import Keys
-from watcher.sink import RedisSink
+from devtools.devcluster.redis_server import RedisServer
+from watcher.adapters.redis.keys import Keys
+from watcher.adapters.redis.sink import RedisSink
 
 # Short timeouts and few retries so a dead Redis fails a test in seconds, not minutes.
 SOCKET_TIMEOUT_S = 0.5

@@ -13,12 +13,13 @@ from redis.asyncio import Redis
 from redis.crc import key_slot
 from redis.typing import EncodableT, FieldT
 
+from devtools.devcluster.redis_server import RedisServer
 from tests.integration.conftest import ClientFactory, make_redis
-from watcher import codec
-from watcher.codec import CorruptEntry
-from watcher.devcluster.redis_server import RedisServer
-from watcher.keys import STREAM_FIELD, Keys
-from watcher.model import (
+from watcher.adapters.redis import codec
+from watcher.adapters.redis.codec import CorruptEntry
+from watcher.adapters.redis.keys import STREAM_FIELD, Keys
+from watcher.adapters.redis.sink import RedisSink, SinkError, WriteResult
+from watcher.core.model import (
     Action,
     AttemptRecord,
     DeadLetter,
@@ -27,7 +28,6 @@ from watcher.model import (
     OwnerRef,
     RetryTicket,
 )
-from watcher.sink import RedisSink, SinkError, WriteResult
 
 pytestmark = pytest.mark.redis
 

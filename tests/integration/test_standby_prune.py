@@ -8,13 +8,13 @@ import pytest
 import structlog
 
 from tests.support.objects import raw_job
-from watcher.classify import ClassifyRules
-from watcher.handler import FailureHandler
-from watcher.metrics import Metrics
-from watcher.model import DeadLetter, FailureClass, JobRef
-from watcher.pipeline import Pipeline, PipelineSettings, Scope
-from watcher.policy import RetryPolicy
-from watcher.sink import RedisSink
+from watcher.adapters.redis.sink import RedisSink
+from watcher.core.classify import ClassifyRules
+from watcher.core.model import DeadLetter, FailureClass, JobRef
+from watcher.core.policy import RetryPolicy
+from watcher.kit.metrics import Metrics
+from watcher.service.handler import FailureHandler
+from watcher.service.pipeline import Pipeline, PipelineSettings, Scope
 
 pytestmark = pytest.mark.redis
 

@@ -14,7 +14,7 @@ starts its own local cluster, runs the scenarios one after another (each in a na
 own, so `--parallel` works too, at the price of scheduler messages that count other scenarios'
 nodes) and writes one pretty-printed JSON file per scenario, keys sorted:
 {"scenario", "expected_class", "kubernetes_version", "captured_at", "watch": [{"resource",
-"type", "object"}, ...]}. `replay` feeds such a record to `watcher.snapshot` and a `Correlator`
+"type", "object"}, ...]}. `replay` feeds such a record to `watcher.core.snapshot` and a `Correlator`
 the way the daemon's pipeline does, and classifies the final report.
 """
 
@@ -37,6 +37,7 @@ from typing import Any, TypeVar
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from devtools.devcluster.cluster import node_manifest
 from tests.support.kube import (
     IMAGE_PULL_LABEL,
     NODE_NOT_READY_LABEL,
@@ -48,11 +49,10 @@ from tests.support.kube import (
     job_manifest,
     raw,
 )
-from watcher import snapshot
-from watcher.classify import classify
-from watcher.correlate import Correlator
-from watcher.devcluster.cluster import node_manifest
-from watcher.model import Classification, FailureClass, FailureReport
+from watcher.core import snapshot
+from watcher.core.classify import classify
+from watcher.core.correlate import Correlator
+from watcher.core.model import Classification, FailureClass, FailureReport
 
 T = TypeVar("T")
 
@@ -783,8 +783,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.kubeconfig:
         outcomes = asyncio.run(_capture_all(args.kubeconfig, names, parallel=args.parallel))
     else:
-        from watcher.devcluster.build import ensure_binaries
-        from watcher.devcluster.cluster import LocalCluster
+        from devtools.devcluster.build import ensure_binaries
+        from devtools.devcluster.cluster import LocalCluster
 
         with (
             tempfile.TemporaryDirectory(prefix="kube-dlq-capture-") as tmp,

@@ -24,7 +24,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from watcher.devcluster.cluster import ClusterError, ComponentState, LocalCluster
+from devtools.devcluster.cluster import ClusterError, ComponentState, LocalCluster
 
 READY_TIMEOUT_S = 60.0
 

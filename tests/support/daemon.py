@@ -2,7 +2,7 @@
 
 Two ways to run it against the session control plane (as its own ServiceAccount identity):
 
-* in-process (`start_daemon` fixture): a `watcher.app.Daemon` built from a config document,
+* in-process (`start_daemon` fixture): a `watcher.app.daemon.Daemon` built from a config document,
   run as a task of the test's event loop, stopped through its `stop` event at teardown (the
   exit code must be 0). Its health server listens on a free port; /readyz and /metrics are
   read over HTTP. Two knobs are turned down for speed: the stuck-Job check interval and the
@@ -38,17 +38,17 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
+from devtools.devcluster.cluster import ClusterState, free_port
+from devtools.devcluster.redis_server import RedisServer
 from tests.support.kube import eventually
-from watcher import app
-from watcher.app import Daemon
-from watcher.config import parse_config
-from watcher.devcluster.cluster import ClusterState, free_port
-from watcher.devcluster.redis_server import RedisServer
-from watcher.dlq import redis_client, sink_for
-from watcher.kubeapi import api_client
-from watcher.model import DeadLetter, FailureClass
-from watcher.retry import RetryLoop, RetrySettings
-from watcher.sink import RedisSink
+from watcher.adapters.kube.api import api_client
+from watcher.adapters.redis.sink import RedisSink
+from watcher.app import daemon as app
+from watcher.app.config import parse_config
+from watcher.app.daemon import Daemon
+from watcher.cli.dlq import redis_client, sink_for
+from watcher.core.model import DeadLetter, FailureClass
+from watcher.service.retrying import RetryLoop, RetrySettings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

@@ -15,8 +15,8 @@ import random
 from collections.abc import Iterable
 from typing import Any
 
-from watcher.model import FailureReport, NodeState
-from watcher.snapshot import event_record, job_snapshot, node_state, pod_snapshot
+from watcher.core.model import FailureReport, NodeState
+from watcher.core.snapshot import event_record, job_snapshot, node_state, pod_snapshot
 
 Raw = dict[str, Any]
 
@@ -433,7 +433,7 @@ def report(
     *,
     stuck_for_s: float | None = None,
 ) -> FailureReport:
-    """Run raw objects through `watcher.snapshot` into the report `classify` takes."""
+    """Run raw objects through `watcher.core.snapshot` into the report `classify` takes."""
     return FailureReport(
         job=job_snapshot(job if job is not None else raw_job()),
         pods=tuple(pod_snapshot(p) for p in pods),

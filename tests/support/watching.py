@@ -1,4 +1,4 @@
-"""Helpers for tests of watcher.watch: a recording consumer, captured logs, metric reads."""
+"""Helpers for tests of the watch adapter: a recording consumer, captured logs, metric reads."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from typing import Any, TypeVar
 import structlog
 from structlog.typing import FilteringBoundLogger
 
-from watcher.metrics import PREFIX, Metrics
-from watcher.watch import Item, Synced, Watcher, WatchEvent
+from watcher.adapters.kube.watch import Item, Synced, Watcher, WatchEvent
+from watcher.kit.metrics import PREFIX, Metrics
 
 T = TypeVar("T")
 

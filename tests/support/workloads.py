@@ -1,6 +1,6 @@
 """Failing batch workloads for end-to-end tests, and the admin-side reads that check on them.
 
-Jobs fail through the project's own kwok stages (watcher/devcluster/stages.yaml), the same way
+Jobs fail through the project's own kwok stages (devtools/devcluster/stages.yaml), the same way
 `kube-dlq demo` makes them fail: `fail.stage.kwok.kube-dlq.io` ends a Running pod with an
 exit code, reason and quoted message of the test's choosing; `run-for` keeps a pod Running;
 the image-pull stage keeps it Pending in ErrImagePull/ImagePullBackOff. A node of the test's
@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 
 from kubernetes_asyncio import client
 
+from devtools.devcluster.cluster import node_manifest
 from tests.support.kube import (
     IMAGE_PULL_LABEL,
     NODE_NOT_READY_LABEL,
@@ -27,7 +28,6 @@ from tests.support.kube import (
     job_manifest,
     raw,
 )
-from watcher.devcluster.cluster import node_manifest
 
 FAIL_STAGE = "fail.stage.kwok.kube-dlq.io"
 FLAKY_TAINT_KEY = "e2e.kube-dlq.io/flaky"

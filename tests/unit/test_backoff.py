@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from watcher.backoff import (
+from watcher.core.backoff import (
     DEFAULT_BASE_S,
     DEFAULT_CAP_S,
     DEFAULT_FACTOR,

@@ -1,7 +1,7 @@
-"""watcher.classify: raw objects -> snapshot -> classify, by precedence.
+"""watcher.core.classify: raw objects -> snapshot -> classify, by precedence.
 
 Each case builds the objects the apiserver (or kwok) would send, runs them through
-`watcher.snapshot` and `classify`, and checks the class plus the words a person reading the
+`watcher.core.snapshot` and `classify`, and checks the class plus the words a person reading the
 dead letter needs: the reason (`says`) names the cause, the evidence (`shows`) names the object
 and the signal that decided.
 """
@@ -19,8 +19,8 @@ import pytest
 
 from tests.support import objects as o
 from tests.support.objects import Raw
-from watcher.classify import DEFAULT_RULES, ClassifyRules, classify
-from watcher.model import (
+from watcher.core.classify import DEFAULT_RULES, ClassifyRules, classify
+from watcher.core.model import (
     Condition,
     ContainerOutcome,
     EventRecord,
@@ -31,7 +31,7 @@ from watcher.model import (
     NodeState,
     PodSnapshot,
 )
-from watcher.snapshot import MalformedObject, event_record, job_snapshot, pod_snapshot
+from watcher.core.snapshot import MalformedObject, event_record, job_snapshot, pod_snapshot
 
 FC = FailureClass
 POD = "report-nightly-abcde"

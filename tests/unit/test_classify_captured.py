@@ -1,9 +1,9 @@
-"""watcher.classify on what a real control plane wrote: the files in tests/data/captured.
+"""watcher.core.classify on what a real control plane wrote: the files in tests/data/captured.
 
 Each file is one failure provoked on the local cluster by `tests.support.capture` (real
 apiserver, Job / pod-GC / node-lifecycle / taint-eviction controllers and scheduler, kwok for
 kubelets), recorded as the watch events kube-dlq receives. Replaying them in arrival order
-through `watcher.snapshot` and a `Correlator` must give the expected class, and the reason and
+through `watcher.core.snapshot` and a `Correlator` must give the expected class, and the reason and
 evidence must cite the signal that decided it. `tests/cluster/test_capture_fresh.py` checks
 that the stored files still look like what Kubernetes writes today.
 """
@@ -26,7 +26,7 @@ from tests.support.capture import (
     replay,
     stored,
 )
-from watcher.model import FailureClass
+from watcher.core.model import FailureClass
 
 CAPTURED = Path(__file__).resolve().parents[1] / "data" / "captured"
 FILES = list(stored(CAPTURED))

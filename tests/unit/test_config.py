@@ -10,16 +10,16 @@ from typing import Any
 import pytest
 import yaml
 
-from watcher.config import (
+from watcher.app.config import (
     Config,
     KubernetesConfig,
     apply_env,
     load_config,
     parse_config,
 )
-from watcher.errors import ConfigError
-from watcher.model import FailureClass
-from watcher.policy import ClassPolicy, RetryPolicy
+from watcher.core.errors import ConfigError
+from watcher.core.model import FailureClass
+from watcher.core.policy import ClassPolicy, RetryPolicy
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 EXAMPLE = CONFIG_DIR / "kube-dlq.yaml"

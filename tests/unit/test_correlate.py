@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from watcher.correlate import Correlator, Limits
-from watcher.model import (
+from watcher.core.correlate import Correlator, Limits
+from watcher.core.model import (
     Condition,
     ContainerOutcome,
     EventRecord,

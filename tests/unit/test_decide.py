@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from watcher.backoff import compute_delay
-from watcher.decide import decide
-from watcher.model import Action, AttemptRecord, Classification, Decision, FailureClass
-from watcher.policy import ClassPolicy, RetryPolicy
+from watcher.core.backoff import compute_delay
+from watcher.core.decide import decide
+from watcher.core.model import Action, AttemptRecord, Classification, Decision, FailureClass
+from watcher.core.policy import ClassPolicy, RetryPolicy
 
 FC = FailureClass
 NOW = 1_800_000_000.0

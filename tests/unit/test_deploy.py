@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from watcher.config import parse_config
+from watcher.app.config import parse_config
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 

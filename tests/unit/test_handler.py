@@ -8,11 +8,10 @@ import random
 import pytest
 import structlog
 
-from watcher.classify import ClassifyRules
-from watcher.errors import PolicyError, SinkError
-from watcher.handler import FailureHandler
-from watcher.metrics import Metrics
-from watcher.model import (
+from watcher.adapters.redis.sink import WriteResult
+from watcher.core.classify import ClassifyRules
+from watcher.core.errors import PolicyError, SinkError
+from watcher.core.model import (
     Action,
     Condition,
     ContainerOutcome,
@@ -22,8 +21,9 @@ from watcher.model import (
     JobSnapshot,
     PodSnapshot,
 )
-from watcher.policy import RetryPolicy
-from watcher.sink import WriteResult
+from watcher.core.policy import RetryPolicy
+from watcher.kit.metrics import Metrics
+from watcher.service.handler import FailureHandler
 
 WRITTEN = WriteResult(True, Action.DEAD_LETTER, "default/1-0")
 ALREADY = WriteResult(False, Action.DEAD_LETTER, "default/1-0")

@@ -1,4 +1,4 @@
-"""watcher.manifest: clean a Job for replay, name and annotate its retry, read the lineage back."""
+"""watcher.core.manifest: clean a Job for replay, name and annotate its retry, read lineage back."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from watcher.errors import PolicyError
-from watcher.manifest import (
+from watcher.core.errors import PolicyError
+from watcher.core.manifest import (
     CONTROLLER_LABELS,
     MAX_JOB_NAME,
     REASON_MAX_CHARS,
@@ -23,8 +23,8 @@ from watcher.manifest import (
     retry_job_name,
     retry_manifest,
 )
-from watcher.model import AttemptRecord, FailureClass, JobRef, JobSnapshot, RetryTicket
-from watcher.policy import (
+from watcher.core.model import AttemptRecord, FailureClass, JobRef, JobSnapshot, RetryTicket
+from watcher.core.policy import (
     ANNOTATION_ATTEMPT,
     ANNOTATION_FIRST_FAILED_AT,
     ANNOTATION_HISTORY,

@@ -7,9 +7,9 @@ from collections.abc import Callable
 
 import pytest
 
-from watcher.errors import PolicyError
-from watcher.model import FailureClass, JobRef, JobSnapshot
-from watcher.policy import (
+from watcher.core.errors import PolicyError
+from watcher.core.model import FailureClass, JobRef, JobSnapshot
+from watcher.core.policy import (
     ANNOTATION_ATTEMPT,
     ANNOTATION_ENABLED,
     ANNOTATION_FIRST_FAILED_AT,

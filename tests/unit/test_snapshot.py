@@ -1,4 +1,4 @@
-"""watcher.snapshot: raw apiserver JSON -> model projections, total on malformed input."""
+"""watcher.core.snapshot: raw apiserver JSON -> model projections, total on malformed input."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from tests.support import objects as o
 from tests.support.objects import Raw, put
-from watcher.model import (
+from watcher.core.model import (
     Condition,
     ContainerOutcome,
     EventRecord,
@@ -20,7 +20,7 @@ from watcher.model import (
     OwnerRef,
     PodSnapshot,
 )
-from watcher.snapshot import (
+from watcher.core.snapshot import (
     MalformedObject,
     event_record,
     job_snapshot,

@@ -1,0 +1,277 @@
+"""`kube-dlq demo`: the whole product on one machine, in about two minutes.
+
+Starts the local control plane and a redis-server, runs the daemon in-process as its own
+ServiceAccount identity, submits a batch workload that fails in the ways batch work really
+fails (bad input, OOM, a network timeout, a lost node, an image that cannot be pulled, a
+deadline), and shows what kube-dlq made of each: retried, or dead-lettered with its class.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from redis.asyncio import Redis
+
+from devtools.devcluster.build import ensure_binaries
+from devtools.devcluster.cluster import LocalCluster, free_port, kubeconfig_dict, node_manifest
+from devtools.devcluster.commands import default_rbac
+from devtools.devcluster.redis_server import RedisServer
+from watcher.adapters.kube.api import api_client
+from watcher.app.config import Config, parse_config
+from watcher.app.daemon import Daemon
+from watcher.cli import dlq
+from watcher.kit.logs import configure, get_logger
+
+NAMESPACE = "demo"
+FAIL = "fail.stage.kwok.kube-dlq.io"
+RUN_FOR = "run-for.stage.kwok.kube-dlq.io/duration"
+FLAKY_NODE = "kwok-node-flaky"
+
+
+def _failing(exit_code: int, reason: str, message: str) -> dict[str, Any]:
+    return {
+        "labels": {FAIL: "true"},
+        "annotations": {
+            f"{FAIL}/exit-code": str(exit_code),
+            f"{FAIL}/reason": reason,
+            f"{FAIL}/message": message,
+            f"{FAIL}/delay": "2s",
+        },
+    }
+
+
+def _job(
+    name: str, pod_meta: dict[str, Any], *, annotations: dict[str, str] | None = None, **spec: Any
+) -> dict[str, Any]:
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "containers": [
+            {"name": "main", "image": f"registry.example/batch/{name}:1.4", "command": ["/app/run"]}
+        ],
+    }
+    pod_spec.update(spec.pop("pod_spec", {}))
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name, "namespace": NAMESPACE, "annotations": annotations or {}},
+        "spec": {"backoffLimit": 0, "template": {"metadata": pod_meta, "spec": pod_spec}, **spec},
+    }
+
+
+# Only nightly-report tolerates the flaky node's taint, and it prefers that node: its first
+# run lands there, and its retry (which kube-dlq steers away from the lost node) elsewhere.
+FLAKY_TAINT = {"key": "demo.kube-dlq.io/flaky", "value": "true", "effect": "NoSchedule"}
+ON_FLAKY_NODE: dict[str, Any] = {
+    "tolerations": [{"key": FLAKY_TAINT["key"], "operator": "Exists", "effect": "NoSchedule"}],
+    "affinity": {
+        "nodeAffinity": {
+            "preferredDuringSchedulingIgnoredDuringExecution": [
+                {
+                    "weight": 100,
+                    "preference": {
+                        "matchExpressions": [
+                            {
+                                "key": "kubernetes.io/hostname",
+                                "operator": "In",
+                                "values": [FLAKY_NODE],
+                            }
+                        ]
+                    },
+                }
+            ]
+        }
+    },
+}
+
+WORKLOAD = [
+    (
+        "report-etl",
+        "app_error, dead-lettered: the code rejected its input",
+        _job("report-etl", _failing(2, "Error", "ValueError: invalid input in row 17")),
+    ),
+    (
+        "thumbnailer",
+        "oom_killed, dead-lettered: needs more memory, not a retry",
+        _job("thumbnailer", _failing(137, "OOMKilled", "memory limit 512Mi exceeded")),
+    ),
+    (
+        "ingest-orders",
+        "io_timeout, retried twice (its annotation), then dead-lettered",
+        _job(
+            "ingest-orders",
+            _failing(1, "Error", "dial tcp 10.96.0.12:5432: i/o timeout"),
+            annotations={"kube-dlq.io/max-retries": "2", "kube-dlq.io/backoff": "2s,x2"},
+        ),
+    ),
+    (
+        "nightly-report",
+        "node_lost, retried away from the broken node, then succeeds",
+        _job(
+            "nightly-report",
+            {"annotations": {RUN_FOR: "20s"}},
+            annotations={"kube-dlq.io/backoff": "2s"},
+            pod_spec=ON_FLAKY_NODE,
+        ),
+    ),
+    (
+        "fetch-prices",
+        "image_pull, stuck Pending past its dwell time, dead-lettered",
+        _job("fetch-prices", {"labels": {"image-pull-failed.stage.kwok.kube-dlq.io": "true"}}),
+    ),
+    (
+        "monthly-export",
+        "deadline_exceeded, dead-lettered: activeDeadlineSeconds hit",
+        _job("monthly-export", {"annotations": {RUN_FOR: "1h"}}, activeDeadlineSeconds=4),
+    ),
+    (
+        "cleanup-tmp",
+        "malformed annotation reported (Event + metric), defaults applied",
+        _job(
+            "cleanup-tmp",
+            _failing(3, "Error", "permission denied: /data/tmp"),
+            annotations={"kube-dlq.io/max-retries": "lots"},
+        ),
+    ),
+]
+
+
+def demo_config(redis_url: str, kubeconfig: str) -> Config:
+    return parse_config(
+        {
+            "cluster_name": "demo",
+            "redis": {"url": redis_url},
+            "kubernetes": {"kubeconfig": kubeconfig},
+            "scope": {"namespaces": [NAMESPACE]},
+            "classify": {"stuck_pending_after_s": "15s"},
+            "retry": {"classes": {c: {"base_s": 2} for c in ("node_lost", "io_timeout")}},
+            "server": {"bind_address": "127.0.0.1", "port": free_port()},
+            "log": {"level": "info"},
+        }
+    )
+
+
+async def _submit(kubectl_state: LocalCluster) -> None:
+    import yaml
+
+    kubectl_state.kubectl("create", "namespace", NAMESPACE)
+    flaky = node_manifest(FLAKY_NODE, taints=(FLAKY_TAINT,))
+    kubectl_state.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(flaky))
+    kubectl_state.kubectl("wait", "--for=condition=Ready", f"node/{FLAKY_NODE}", "--timeout=30s")
+    for _ in range(100):  # and schedulable: the not-ready taint goes a moment after Ready
+        taints = kubectl_state.kubectl(
+            "get", "node", FLAKY_NODE, "-o", "jsonpath={.spec.taints[*].key}"
+        )
+        if "node.kubernetes.io/not-ready" not in taints:
+            break
+        await asyncio.sleep(0.2)
+    for _, _, manifest in WORKLOAD:
+        kubectl_state.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(manifest))
+
+
+async def _break_flaky_node(cluster: LocalCluster) -> None:
+    # Once nightly-report runs there, the node's kubelet reports NotReady.
+    for _ in range(60):
+        out = cluster.kubectl(
+            "get",
+            "pods",
+            "-n",
+            NAMESPACE,
+            "-l",
+            "job-name=nightly-report",
+            "-o",
+            "jsonpath={.items[*].status.phase}",
+        )
+        if "Running" in out:
+            break
+        await asyncio.sleep(0.5)
+    cluster.kubectl("label", "node", FLAKY_NODE, "node-not-ready.stage.kwok.x-k8s.io=true")
+
+
+async def _wait_for_outcomes(daemon: Daemon, deadline_s: float) -> None:
+    expected = 6  # dead letters: every Job but nightly-report, which succeeds on retry
+    start = time.monotonic()
+    seen = -1
+    while time.monotonic() - start < deadline_s:
+        entries = await daemon.sink.list_dead_letters(None, count=100)
+        if len(entries) != seen:
+            seen = len(entries)
+            print(
+                f"[{time.monotonic() - start:5.1f}s] dead letters: {seen}/{expected}, "
+                f"retries pending: {await daemon.sink.pending_retries()}",
+                flush=True,
+            )
+        if seen >= expected and await daemon.sink.pending_retries() == 0:
+            return
+        await asyncio.sleep(1)
+    print(f"demo: not every outcome arrived within {deadline_s:.0f}s", file=sys.stderr)
+
+
+def _print_failures(daemon: Daemon) -> None:
+    for family in daemon.metrics.failures.collect():
+        for sample in sorted(family.samples, key=lambda x: sorted(x.labels.items())):
+            if sample.name.endswith("_total") and sample.value:
+                labels = sample.labels
+                print(f"  {labels['failure_class']:<18} {labels['action']:<12} {sample.value:.0f}")
+
+
+async def _run(state_dir: Path, keep: bool) -> int:
+    configure("info", "console" if sys.stderr.isatty() else "json")
+    binaries = ensure_binaries()
+    cluster = LocalCluster(state_dir, binaries, rbac_manifest=default_rbac())
+    with cluster as state, RedisServer() as redis_server:
+        daemon_kubeconfig = state_dir / "demo-daemon.kubeconfig"
+        import yaml
+
+        daemon_kubeconfig.write_text(
+            yaml.safe_dump(
+                kubeconfig_dict(
+                    state.api_url, Path(state.ca_file), state.daemon_token, user="daemon"
+                )
+            )
+        )
+        config = demo_config(redis_server.url, str(daemon_kubeconfig))
+        api = await api_client(str(daemon_kubeconfig))
+        redis = Redis.from_url(redis_server.url)
+        async with api:
+            daemon = Daemon(config=config, api=api, redis=redis, logger=get_logger())
+            runner = asyncio.create_task(daemon.run())
+            try:
+                print("\n== workload ==")
+                for name, story, _ in WORKLOAD:
+                    print(f"  {name:<16} {story}")
+                await _submit(cluster)
+                await _break_flaky_node(cluster)
+                await _wait_for_outcomes(daemon, deadline_s=150)
+                print("\n== kube-dlq dlq list ==")
+                await dlq.list_entries(
+                    daemon.sink, queue=None, count=50, output="table", out=sys.stdout
+                )
+                print("\n== kube_dlq_failures_total (from /metrics) ==")
+                _print_failures(daemon)
+                jobs = cluster.kubectl("get", "jobs", "-n", NAMESPACE, "-o", "wide")
+                print("\n== kubectl get jobs -n demo ==\n" + jobs)
+                if keep:
+                    print(
+                        f'cluster kept: eval "$(kube-dlq dev env --state-dir {state_dir})"; '
+                        f"redis at {redis_server.url}; Ctrl-C to stop"
+                    )
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await daemon.stop.wait()
+            finally:
+                daemon.stop.set()
+                code = await runner
+                await redis.aclose()
+    return code
+
+
+def main(state_dir: Path | None, keep: bool) -> int:
+    if state_dir is None:
+        with tempfile.TemporaryDirectory(prefix="kube-dlq-demo-") as tmp:
+            return asyncio.run(_run(Path(tmp), keep))
+    return asyncio.run(_run(state_dir, keep))

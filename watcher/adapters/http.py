@@ -1,0 +1,61 @@
+"""HTTP endpoints for the kubelet and Prometheus: /healthz, /readyz, /metrics.
+
+/healthz answers as long as the event loop does (a wedged loop fails the liveness probe).
+/readyz is ready once every watch has done its initial list and Redis answers a PING.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from watcher.kit.metrics import Metrics
+
+ReadinessCheck = Callable[[], Awaitable[list[str]]]
+"""Returns what is not ready yet (empty list: ready)."""
+
+
+class HealthServer:
+    def __init__(
+        self, *, metrics: Metrics, readiness: ReadinessCheck, host: str, port: int
+    ) -> None:
+        self.metrics = metrics
+        self.readiness = readiness
+        self.host = host
+        self.port = port
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/metrics", self._metrics)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        if self.port == 0:  # tests ask for any free port
+            server = site._server
+            sockets = getattr(server, "sockets", None) or []
+            if sockets:
+                self.port = sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _healthz(self, _: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def _readyz(self, _: web.Request) -> web.Response:
+        missing = await self.readiness()
+        if missing:
+            return web.Response(status=503, text="not ready: " + "; ".join(missing) + "\n")
+        return web.Response(text="ok\n")
+
+    async def _metrics(self, _: web.Request) -> web.Response:
+        body = generate_latest(self.metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -1,0 +1,605 @@
+"""List+watch of one resource kind as raw JSON: never misses a change, never hangs.
+
+The I/O edge of the pipeline (``watch -> correlate -> ...``). A ``Watcher`` streams
+``WatchEvent`` (ADDED / MODIFIED / DELETED with the object as the apiserver sent it) and a
+``Synced`` marker after every complete list. Three layers, after kopf's
+``infinite_watch`` / ``continuous_watch`` / ``watch_objs``:
+
+``Watcher.stream()``  never returns: (re)lists when it has no resourceVersion, watches from
+                      the one it has, and after a failure sleeps a capped, jittered
+                      exponential backoff (none after a healthy stream that ended closed,
+                      timed out or expired: see ``_NORMAL_ENDS``).
+``_relist()``         one paginated list (``limit`` / ``continue``): every item as ADDED,
+                      then ``Synced`` with the uids present and the list's resourceVersion.
+``_watch_once()``     one HTTP watch request from the last resourceVersion with
+                      ``allowWatchBookmarks=true`` and a client read timeout, read line by line.
+
+How each way a stream can end is handled (the ``reason`` label of ``watch_restarts``):
+
+    closed        the server ended the stream (its timeout)  reconnect from the last rv
+    timeout       nothing arrived within read_timeout_s, or  reconnect from the last rv
+                  no connection within connect_timeout_s
+    error         connection refused/reset, 5xx, 429, a      reconnect from the last rv
+                  malformed line, an ERROR event
+    expired       410 Gone / "too old resource version"      relist, then Synced
+    unauthorized  401                                        reconnect, maximum backoff
+    forbidden     403                                        reconnect, maximum backoff
+
+Consumers must be idempotent: a relist yields every listed object as ADDED again. A DELETED
+that happened while disconnected is never delivered as such; the ``Synced`` that follows the
+relist lists the uids present, so a consumer drops what is not among them.
+
+Bodies are parsed with ``json.loads`` only; no kubernetes_asyncio model is built (memory and
+CPU on the hot path). The ``ApiClient`` is used for its configuration only: host, TLS, bearer
+token (including the in-cluster token refresh) and its aiohttp session.
+
+Cancellation: cancelling the consumer's task ends the ``async for`` with ``CancelledError``
+and every response is closed on the way out. A consumer that stops iterating early should
+close the stream (``async with contextlib.aclosing(watcher.stream()) as events``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import random
+import time
+from collections.abc import AsyncGenerator, Callable, Mapping
+from typing import Any, Final, Literal, TypeAlias
+from urllib.parse import quote
+
+import aiohttp
+from kubernetes_asyncio.client import ApiClient
+from structlog.typing import FilteringBoundLogger
+
+from watcher.core.backoff import compute_delay
+from watcher.core.errors import KubeAPIError
+from watcher.kit.metrics import Metrics
+
+__all__ = [
+    "EVENTS",
+    "JOBS",
+    "JOB_PODS",
+    "JOB_PODS_SELECTOR",
+    "NODES",
+    "PODS",
+    "EventType",
+    "Item",
+    "RawJSON",
+    "Resource",
+    "Synced",
+    "WatchEvent",
+    "WatchSettings",
+    "Watcher",
+    "stream",
+]
+
+RawJSON: TypeAlias = dict[str, Any]
+EventType = Literal["ADDED", "MODIFIED", "DELETED"]
+RestartReason = Literal["closed", "timeout", "error", "expired", "unauthorized", "forbidden"]
+
+_CHANGE_TYPES: Final[dict[str, EventType]] = {
+    "ADDED": "ADDED",
+    "MODIFIED": "MODIFIED",
+    "DELETED": "DELETED",
+}
+_DENIED: Final[frozenset[str]] = frozenset({"unauthorized", "forbidden"})
+_NORMAL_ENDS: Final[frozenset[str]] = frozenset({"closed", "timeout", "expired"})
+"""Ends that are no failure after a healthy stream. A read timeout is one: the watch cache
+sends bookmarks only once the resource changed after the watch's resourceVersion, so a
+quiet resource (few Nodes) can be silent for minutes on a perfectly good connection."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Resource:
+    """One resource kind: where to list and watch it."""
+
+    name: str
+    """Plural resource name; the ``resource`` label of the watch metrics and logs."""
+    path: str
+    """Cluster-wide list path, e.g. ``/apis/batch/v1/jobs``."""
+    namespaced_path: str | None = None
+    """List path in one namespace, with a ``{namespace}`` placeholder; None if the kind is
+    cluster-scoped."""
+    label_selector: str | None = None
+    """Only objects matching this label selector, e.g. ``JOB_PODS_SELECTOR``."""
+    field_selector: str | None = None
+    """Only objects matching this field selector, e.g. ``involvedObject.kind=Job``."""
+
+    def selectors(self) -> list[tuple[str, str]]:
+        """The selector query parameters of every list and watch request."""
+        pairs = [("labelSelector", self.label_selector), ("fieldSelector", self.field_selector)]
+        return [(key, value) for key, value in pairs if value]
+
+    def list_path(self, namespace: str | None = None) -> str:
+        if namespace is None:
+            return self.path
+        if self.namespaced_path is None:
+            raise ValueError(f"{self.name} is cluster-scoped; it has no namespace {namespace!r}")
+        if not namespace:
+            raise ValueError("namespace must not be empty (use None for all namespaces)")
+        return self.namespaced_path.format(namespace=quote(namespace, safe=""))
+
+
+JOB_PODS_SELECTOR: Final = "batch.kubernetes.io/controller-uid"
+"""Label selector (the key exists) matching only pods created by the Job controller."""
+
+JOBS: Final = Resource("jobs", "/apis/batch/v1/jobs", "/apis/batch/v1/namespaces/{namespace}/jobs")
+PODS: Final = Resource("pods", "/api/v1/pods", "/api/v1/namespaces/{namespace}/pods")
+JOB_PODS: Final = dataclasses.replace(PODS, label_selector=JOB_PODS_SELECTOR)
+"""Pods of Jobs only: the daemon's pod watch, so other pods never cost a byte."""
+EVENTS: Final = Resource("events", "/api/v1/events", "/api/v1/namespaces/{namespace}/events")
+NODES: Final = Resource("nodes", "/api/v1/nodes")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WatchSettings:
+    """Timeouts, page size and backoff of one watcher."""
+
+    page_size: int = 500
+    """Objects per list page: the apiserver's own recommendation for informers; bounds the
+    memory one page takes while keeping a relist of 10 000 pods to 20 requests."""
+    server_timeout_s: int | None = 300
+    """Each watch asks the server to end it after ``timeoutSeconds`` drawn from [t, 2t) (the
+    watch cache sends a bookmark 2 s before) and reconnects at once. Five to ten minutes
+    keeps connections spread across apiserver replicas. None sends no timeoutSeconds: the
+    apiserver then ends watches after its --min-request-timeout, 30-60 min by default."""
+    read_timeout_s: float = 90.0
+    """Reconnect when nothing (not even a bookmark) arrived for this long. Bookmarks come about
+    every 60 s on a cached resource that changes, so silence past 90 s means a dead TCP
+    connection, which would otherwise hang the watch forever."""
+    connect_timeout_s: float = 10.0
+    """TCP + TLS connect timeout of every request."""
+    list_timeout_s: float = 60.0
+    """Total time allowed for one list page, including reading the body."""
+    backoff_base_s: float = 0.5
+    """First reconnect delay after a failure; doubles with each failure in a row."""
+    backoff_cap_s: float = 30.0
+    """Longest reconnect delay; also the delay after 401/403 (RBAC may be fixed live)."""
+    healthy_after_s: float = 1.0
+    """A stream that delivered an event or bookmark, or stayed open this long, was healthy:
+    the failure count resets and a normal end (closed, read timeout, 410) reconnects without
+    delay. A server that accepts and at once closes every watch therefore meets a growing
+    backoff, not a busy loop."""
+    max_line_bytes: int = 16 * 1024 * 1024
+    """Longest watch line accepted; etcd caps objects at 1.5 MiB, so this is only a guard."""
+
+
+DEFAULT_SETTINGS: Final = WatchSettings()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WatchEvent:
+    """One change of one object. ``obj`` is the raw JSON object, with kind and apiVersion."""
+
+    type: EventType
+    obj: RawJSON
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Synced:
+    """A complete (re)list ended: every object present was just yielded as ADDED.
+
+    ``uids`` are the uids of all objects present at ``resource_version``; a consumer forgets
+    any object of this resource (and scope) whose uid is not among them.
+    """
+
+    resource: Resource
+    uids: frozenset[str]
+    resource_version: str
+
+
+Item: TypeAlias = WatchEvent | Synced
+
+
+class _Restart(Exception):
+    """Internal: the current list or stream ended; the loop decides how to go on."""
+
+    def __init__(
+        self, reason: RestartReason, detail: str, *, retry_after_s: float | None = None
+    ) -> None:
+        super().__init__(detail)
+        self.reason: RestartReason = reason
+        self.detail = detail
+        self.retry_after_s = retry_after_s
+
+
+class Watcher:
+    """Streams changes of one resource kind, in one namespace or all of them.
+
+    ``async for item in watcher`` (or ``watcher.stream()``) yields ``WatchEvent`` and
+    ``Synced`` forever; it ends only by cancellation or by closing the generator. One stream
+    per ``Watcher`` at a time.
+    """
+
+    def __init__(
+        self,
+        api: ApiClient,
+        resource: Resource,
+        *,
+        metrics: Metrics,
+        logger: FilteringBoundLogger,
+        namespace: str | None = None,
+        settings: WatchSettings = DEFAULT_SETTINGS,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """``api`` supplies host, TLS and credentials; the caller owns and closes it."""
+        self._api = api
+        self.resource = resource
+        self.namespace = namespace
+        self._path = resource.list_path(namespace)
+        self._selectors = resource.selectors()
+        self._settings = settings
+        self._metrics = metrics
+        self._rng = rng or random.Random()
+        self._clock = clock
+        self._log = logger.bind(resource=resource.name, namespace=namespace)
+        self._rv: str | None = None
+        self._healthy = False
+        self._streaming = False
+        self._list_timeout = aiohttp.ClientTimeout(
+            total=settings.list_timeout_s, sock_connect=settings.connect_timeout_s
+        )
+        self._watch_timeout = aiohttp.ClientTimeout(
+            sock_connect=settings.connect_timeout_s, sock_read=settings.read_timeout_s
+        )
+
+    @property
+    def resource_version(self) -> str | None:
+        """The resourceVersion the next watch starts from (None: a list comes first)."""
+        return self._rv
+
+    def __aiter__(self) -> AsyncGenerator[Item, None]:
+        return self.stream()
+
+    # -- layer 1: forever ------------------------------------------------------------------
+
+    async def stream(self) -> AsyncGenerator[Item, None]:
+        if self._streaming:
+            raise RuntimeError(f"{self.resource.name} watcher is already streaming")
+        self._streaming = True
+        failures = 0
+        try:
+            while True:
+                self._healthy = False
+                try:
+                    if self._rv is None:
+                        async with contextlib.aclosing(self._relist()) as listed:
+                            async for item in listed:
+                                yield item
+                    async with contextlib.aclosing(self._watch_once()) as events:
+                        async for event in events:
+                            yield event
+                    restart = _Restart("closed", "the server ended the watch")
+                except _Restart as exc:
+                    restart = exc
+                except Exception as exc:
+                    # Guard: a bug or an unforeseen library error must not end the watch
+                    # for good; it is logged with its traceback and retried with backoff.
+                    self._log.exception("watch_failed_unexpectedly")
+                    restart = _Restart("error", f"{type(exc).__name__}: {exc}")
+                if self._healthy:
+                    failures = 0
+                if not (self._healthy and restart.reason in _NORMAL_ENDS):
+                    failures += 1  # failures in a row; a healthy stream's normal end is none
+                delay = self._delay(restart, failures)
+                self._restarted(restart, delay, failures)
+                await asyncio.sleep(delay)
+        finally:
+            self._metrics.watch_synced.labels(resource=self.resource.name).set(0)
+            self._streaming = False
+
+    def _delay(self, restart: _Restart, failures: int) -> float:
+        s = self._settings
+        if restart.reason in _DENIED:
+            return s.backoff_cap_s
+        if failures == 0:
+            return 0.0
+        delay = compute_delay(
+            failures,
+            base_s=s.backoff_base_s,
+            factor=2.0,
+            cap_s=s.backoff_cap_s,
+            jitter="equal",
+            rng=self._rng,
+        )
+        if restart.retry_after_s is not None:
+            delay = max(delay, min(restart.retry_after_s, s.backoff_cap_s))
+        return delay
+
+    def _restarted(self, restart: _Restart, delay: float, failures: int) -> None:
+        name = self.resource.name
+        self._metrics.watch_restarts.labels(resource=name, reason=restart.reason).inc()
+        if restart.reason == "expired":
+            self._rv = None
+        if restart.reason != "closed":
+            self._metrics.watch_synced.labels(resource=name).set(0)
+        fields = {
+            "reason": restart.reason,
+            "detail": restart.detail,
+            "delay_s": round(delay, 3),
+            "failures": failures,
+            "resource_version": self._rv,
+        }
+        if restart.reason in _DENIED:
+            self._log.error("watch_restarted", **fields, hint="check the daemon's RBAC")
+        elif restart.reason == "closed" and failures == 0:
+            self._log.debug("watch_restarted", **fields)
+        elif failures == 0:
+            self._log.info("watch_restarted", **fields)
+        else:
+            self._log.warning("watch_restarted", **fields)
+
+    # -- layer 2: one list -----------------------------------------------------------------
+
+    async def _relist(self) -> AsyncGenerator[Item, None]:
+        name = self.resource.name
+        started = self._clock()
+        uids: set[str] = set()
+        token: str | None = None
+        pages = 0
+        while True:
+            query = [*self._selectors, ("limit", str(self._settings.page_size))]
+            if token:
+                query.append(("continue", token))
+            body = await self._get_json(query)
+            pages += 1
+            items = body.get("items") or []
+            kind, api_version = _item_kind(body)
+            self._metrics.watch_events.labels(resource=name, type="LISTED").inc(len(items))
+            for item in items:
+                if not isinstance(item, dict):
+                    continue
+                item.setdefault("kind", kind)
+                item.setdefault("apiVersion", api_version)
+                uid = _meta(item).get("uid")
+                if isinstance(uid, str) and uid:
+                    uids.add(uid)
+                yield WatchEvent("ADDED", item)
+            meta = _as_dict(body.get("metadata"))
+            token = meta.get("continue") or None
+            if not token:
+                break
+        rv = meta.get("resourceVersion")
+        if not isinstance(rv, str) or not rv:
+            raise _Restart("error", "the list response has no resourceVersion")
+        self._rv = rv
+        self._metrics.watch_synced.labels(resource=name).set(1)
+        self._metrics.watch_last_event.labels(resource=name).set_to_current_time()
+        self._log.info(
+            "watch_listed",
+            objects=len(uids),
+            pages=pages,
+            resource_version=rv,
+            duration_s=round(self._clock() - started, 3),
+        )
+        yield Synced(self.resource, frozenset(uids), rv)
+
+    async def _get_json(self, query: list[tuple[str, str]]) -> RawJSON:
+        resp = await self._request(query, self._list_timeout)
+        raw = b""
+        try:
+            raw = await resp.read()
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise self._transport_restart("list", exc) from exc
+        finally:
+            _dispose(resp, complete=bool(raw))
+        try:
+            body = json.loads(raw)
+        except ValueError as exc:
+            self._metrics.malformed.labels(source=f"list_{self.resource.name}").inc()
+            raise _Restart("error", f"the list response is not JSON: {exc}") from exc
+        if not isinstance(body, dict):
+            raise _Restart("error", "the list response is not a JSON object")
+        return body
+
+    # -- layer 3: one watch request --------------------------------------------------------
+
+    async def _watch_once(self) -> AsyncGenerator[WatchEvent, None]:
+        assert self._rv is not None
+        query = [
+            *self._selectors,
+            ("watch", "true"),
+            ("resourceVersion", self._rv),
+            ("allowWatchBookmarks", "true"),
+        ]
+        if self._settings.server_timeout_s is not None:
+            # Spread in [t, 2t) like client-go's reflector, so watchers do not reconnect in step.
+            timeout = self._settings.server_timeout_s * (1.0 + self._rng.random())
+            query.append(("timeoutSeconds", str(int(timeout))))
+        resp = await self._request(query, self._watch_timeout)
+        started = self._clock()
+        self._metrics.watch_synced.labels(resource=self.resource.name).set(1)
+        self._log.debug("watch_started", resource_version=self._rv)
+        ended = False
+        try:
+            while True:
+                line = await self._readline(resp)
+                if not line:
+                    ended = True
+                    return
+                if not line.strip():
+                    continue
+                event = self._decode(line)
+                self._healthy = True
+                if event is not None:
+                    yield event
+        finally:
+            _dispose(resp, complete=ended)
+            if self._clock() - started >= self._settings.healthy_after_s:
+                self._healthy = True
+
+    async def _readline(self, resp: aiohttp.ClientResponse) -> bytes:
+        try:
+            return await resp.content.readline(max_line_length=self._settings.max_line_bytes)
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+            raise self._transport_restart("watch", exc) from exc
+
+    def _decode(self, line: bytes) -> WatchEvent | None:
+        """One watch line -> a change to yield, None (bookmark, unknown type), or _Restart."""
+        name = self.resource.name
+        try:
+            raw = json.loads(line)
+            etype, obj = raw["type"], raw["object"]
+            if not isinstance(etype, str) or not isinstance(obj, dict):
+                raise TypeError("type must be a string and object a JSON object")
+        except (ValueError, KeyError, TypeError) as exc:
+            # Skipping a line could lose a change; reconnecting from the last good
+            # resourceVersion cannot.
+            self._metrics.malformed.labels(source=f"watch_{name}").inc()
+            raise _Restart("error", f"malformed watch line: {exc}") from exc
+        self._metrics.watch_events.labels(resource=name, type=etype).inc()
+        if etype == "ERROR":
+            raise _status_restart(obj, "watch error event")
+        change = _CHANGE_TYPES.get(etype)
+        if change is None and etype != "BOOKMARK":
+            # A type this code does not know (a newer apiserver): not a change we can apply,
+            # and its resourceVersion is not trusted to resume from.
+            self._log.warning("watch_event_type_unknown", type=etype)
+            return None
+        self._metrics.watch_last_event.labels(resource=name).set_to_current_time()
+        rv = _meta(obj).get("resourceVersion")
+        if isinstance(rv, str) and rv:
+            self._rv = rv
+        return None if change is None else WatchEvent(change, obj)
+
+    # -- HTTP ------------------------------------------------------------------------------
+
+    async def _request(
+        self, query: list[tuple[str, str]], client_timeout: aiohttp.ClientTimeout
+    ) -> aiohttp.ClientResponse:
+        what = "watch" if ("watch", "true") in query else "list"
+        try:
+            resp: aiohttp.ClientResponse = await self._api.call_api(
+                self._path,
+                "GET",
+                query_params=query,
+                header_params={"Accept": "application/json"},
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _request_timeout=client_timeout,
+            )
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise self._transport_restart(what, exc) from exc
+        if resp.status == 200:
+            return resp
+        body = b""
+        try:
+            body = await resp.read()  # a small Status object; sock_read still applies
+        except (aiohttp.ClientError, OSError, TimeoutError):
+            pass
+        finally:
+            _dispose(resp, complete=bool(body))
+        status = _status_object(body) or {"code": resp.status, "message": resp.reason or ""}
+        status["code"] = resp.status
+        raise _status_restart(
+            status, f"{what} request failed", retry_after_s=_retry_after(resp.headers)
+        )
+
+    def _transport_restart(self, what: str, exc: BaseException) -> _Restart:
+        error = KubeAPIError.from_exception(
+            f"{what} request failed", exc, kind=self.resource.name, namespace=self.namespace or ""
+        )
+        reason: RestartReason = "timeout" if isinstance(exc, TimeoutError) else "error"
+        return _Restart(reason, str(error))
+
+
+def stream(
+    api: ApiClient,
+    resource: Resource,
+    *,
+    metrics: Metrics,
+    logger: FilteringBoundLogger,
+    namespace: str | None = None,
+    settings: WatchSettings = DEFAULT_SETTINGS,
+) -> AsyncGenerator[Item, None]:
+    """``Watcher(...).stream()`` for callers that need no access to the watcher itself."""
+    watcher = Watcher(
+        api, resource, metrics=metrics, logger=logger, namespace=namespace, settings=settings
+    )
+    return watcher.stream()
+
+
+def _dispose(resp: aiohttp.ClientResponse, *, complete: bool) -> None:
+    """Give back a fully read response's connection; abort one abandoned mid-body.
+
+    Closing a TLS connection politely sends close_notify and waits up to 30 s (asyncio's
+    ssl_shutdown_timeout) for the peer's: a dead peer's socket would linger that long, and
+    outlive an event loop that ends meanwhile. Nothing more is read from an abandoned
+    stream (timeout, error, cancellation), so its connection is aborted instead.
+    """
+    if complete:
+        resp.release()
+        return
+    connection = resp.connection
+    transport = connection.transport if connection is not None else None
+    if transport is not None:
+        transport.abort()
+    resp.close()
+
+
+# -- helpers (pure) -------------------------------------------------------------------------
+
+
+def _status_restart(
+    status: RawJSON, message: str, *, retry_after_s: float | None = None
+) -> _Restart:
+    """A Kubernetes Status (from an ERROR event or an error response) -> how to go on."""
+    code = status.get("code")
+    code = code if isinstance(code, int) and not isinstance(code, bool) else None
+    reason, text = _str(status, "reason"), _str(status, "message")
+    detail = str(KubeAPIError(message, status=code, reason=text or reason or ""))
+    lowered = text.lower()
+    if (
+        code == 410
+        or reason in ("Expired", "Gone")
+        or "too old resource version" in lowered
+        # A lagging apiserver (HA, after a restart) refuses a newer rv; client-go relists.
+        or "too large resource version" in lowered
+    ):
+        return _Restart("expired", detail)
+    if code == 401:
+        return _Restart("unauthorized", detail)
+    if code == 403:
+        return _Restart("forbidden", detail)
+    return _Restart("error", detail, retry_after_s=retry_after_s)
+
+
+def _status_object(body: bytes) -> RawJSON | None:
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return None
+    return parsed if isinstance(parsed, dict) else None
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    value = headers.get("Retry-After")
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _str(obj: RawJSON, key: str) -> str:
+    value = obj.get(key)
+    return value if isinstance(value, str) else ""
+
+
+def _as_dict(value: object) -> RawJSON:
+    return value if isinstance(value, dict) else {}
+
+
+def _meta(obj: RawJSON) -> RawJSON:
+    return _as_dict(obj.get("metadata"))
+
+
+def _item_kind(body: RawJSON) -> tuple[str, str]:
+    """List items carry no kind/apiVersion; derive them from the list ("JobList" -> "Job")."""
+    kind = body.get("kind")
+    api_version = body.get("apiVersion")
+    kind = kind.removesuffix("List") if isinstance(kind, str) else ""
+    return kind, api_version if isinstance(api_version, str) else ""

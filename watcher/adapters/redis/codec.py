@@ -1,0 +1,295 @@
+"""JSON (de)serialisation of the values kube-dlq stores in Redis.
+
+Pure functions, no I/O. Every stored value is a versioned envelope::
+
+    {"v": 1, "kind": "dead_letter" | "retry_ticket", "data": {...}}
+
+encoded as compact UTF-8 JSON. ``decode(encode(x)) == x`` for every `DeadLetter` and
+`RetryTicket` whose ``manifest`` and ``report`` hold JSON values only (str keys; lists, not
+tuples). Version 1 evolves additively: readers ignore fields they do not know, and a field that
+has a default in `watcher.core.model` may be missing. Anything else that does not fit raises
+`CorruptEntry`, which callers report and skip.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, Final
+
+from watcher.core.model import (
+    AttemptRecord,
+    DeadLetter,
+    FailureClass,
+    JobRef,
+    OwnerRef,
+    RetryTicket,
+)
+
+__all__ = [
+    "VERSION",
+    "CorruptEntry",
+    "decode_dead_letter",
+    "decode_retry_ticket",
+    "encode_dead_letter",
+    "encode_retry_ticket",
+]
+
+VERSION: Final = 1
+KIND_DEAD_LETTER: Final = "dead_letter"
+KIND_RETRY_TICKET: Final = "retry_ticket"
+
+
+class CorruptEntry(ValueError):
+    """A stored entry that cannot be decoded; the message says which field and why."""
+
+
+# --- encoding ---------------------------------------------------------------------------------
+
+
+def encode_dead_letter(letter: DeadLetter) -> bytes:
+    """Encode a dead letter. Raises `TypeError`/`ValueError` for non-JSON manifest values."""
+    return _envelope(
+        KIND_DEAD_LETTER,
+        {
+            "queue": letter.queue,
+            "job": _job(letter.job),
+            "failure_class": letter.failure_class.value,
+            "reason": letter.reason,
+            "attempts": letter.attempts,
+            "failed_at": letter.failed_at,
+            "cluster": letter.cluster,
+            "evidence": list(letter.evidence),
+            "owner": None if letter.owner is None else _owner(letter.owner),
+            "manifest": letter.manifest,
+            "history": [_attempt(a) for a in letter.history],
+            "report": letter.report,
+        },
+    )
+
+
+def encode_retry_ticket(ticket: RetryTicket) -> bytes:
+    """Encode a retry ticket. Raises `TypeError`/`ValueError` for non-JSON manifest values."""
+    return _envelope(
+        KIND_RETRY_TICKET,
+        {
+            "job": _job(ticket.job),
+            "attempt": ticket.attempt,
+            "due_at": ticket.due_at,
+            "failure_class": ticket.failure_class.value,
+            "reason": ticket.reason,
+            "manifest": ticket.manifest,
+            "history": [_attempt(a) for a in ticket.history],
+            "avoid_node": ticket.avoid_node,
+        },
+    )
+
+
+def _envelope(kind: str, data: dict[str, Any]) -> bytes:
+    body = {"v": VERSION, "kind": kind, "data": data}
+    # allow_nan=False: NaN/Infinity are not JSON and other readers (jq, the CLI) reject them.
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _job(job: JobRef) -> dict[str, Any]:
+    return {"namespace": job.namespace, "name": job.name, "uid": job.uid}
+
+
+def _owner(owner: OwnerRef) -> dict[str, Any]:
+    return {"kind": owner.kind, "name": owner.name, "uid": owner.uid}
+
+
+def _attempt(a: AttemptRecord) -> dict[str, Any]:
+    return {
+        "attempt": a.attempt,
+        "job_name": a.job_name,
+        "job_uid": a.job_uid,
+        "failure_class": a.failure_class.value,
+        "reason": a.reason,
+        "failed_at": a.failed_at,
+    }
+
+
+# --- decoding ---------------------------------------------------------------------------------
+
+
+def decode_dead_letter(raw: bytes | str) -> DeadLetter:
+    """Decode what `encode_dead_letter` wrote, or raise `CorruptEntry`."""
+    d = _Fields(_open(raw, KIND_DEAD_LETTER, "dead letter"), "dead letter")
+    owner = d.get("owner", None)
+    return DeadLetter(
+        queue=d.text("queue"),
+        job=_decode_job(d.child("job")),
+        failure_class=d.failure_class("failure_class"),
+        reason=d.text("reason"),
+        attempts=d.integer("attempts"),
+        failed_at=d.number("failed_at"),
+        cluster=d.text("cluster"),
+        evidence=d.texts("evidence"),
+        owner=None if owner is None else _decode_owner(d.child("owner")),
+        manifest=d.obj("manifest"),
+        history=tuple(_decode_attempt(f) for f in d.children("history")),
+        report=d.obj("report"),
+    )
+
+
+def decode_retry_ticket(raw: bytes | str) -> RetryTicket:
+    """Decode what `encode_retry_ticket` wrote, or raise `CorruptEntry`."""
+    d = _Fields(_open(raw, KIND_RETRY_TICKET, "retry ticket"), "retry ticket")
+    return RetryTicket(
+        job=_decode_job(d.child("job")),
+        attempt=d.integer("attempt"),
+        due_at=d.number("due_at"),
+        failure_class=d.failure_class("failure_class"),
+        reason=d.text("reason"),
+        manifest=d.obj("manifest"),
+        history=tuple(_decode_attempt(f) for f in d.children("history")),
+        avoid_node=d.text("avoid_node", ""),
+    )
+
+
+def _open(raw: bytes | str, kind: str, what: str) -> Mapping[str, Any]:
+    """Parse the envelope and return its ``data`` object."""
+    try:
+        body = json.loads(raw, parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
+        raise CorruptEntry(f"{what}: not valid UTF-8 JSON: {exc}") from exc
+    except TypeError as exc:
+        raise CorruptEntry(f"{what}: expected bytes or str, got {type(raw).__name__}") from exc
+    if not isinstance(body, dict):
+        raise CorruptEntry(f"{what}: expected a JSON object envelope, got {_json_type(body)}")
+    version = body.get("v")
+    if version != VERSION or isinstance(version, bool):
+        raise CorruptEntry(
+            f"{what}: unsupported envelope version {version!r} (this reader knows {VERSION})"
+        )
+    if body.get("kind") != kind:
+        raise CorruptEntry(f"{what}: envelope kind is {body.get('kind')!r}, not {kind!r}")
+    data = body.get("data")
+    if not isinstance(data, dict):
+        raise CorruptEntry(
+            f"{what}: envelope field 'data': expected object, got {_json_type(data)}"
+        )
+    return data
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _decode_job(d: _Fields) -> JobRef:
+    return JobRef(namespace=d.text("namespace"), name=d.text("name"), uid=d.text("uid"))
+
+
+def _decode_owner(d: _Fields) -> OwnerRef:
+    return OwnerRef(kind=d.text("kind"), name=d.text("name"), uid=d.text("uid"))
+
+
+def _decode_attempt(d: _Fields) -> AttemptRecord:
+    return AttemptRecord(
+        attempt=d.integer("attempt"),
+        job_name=d.text("job_name"),
+        job_uid=d.text("job_uid"),
+        failure_class=d.failure_class("failure_class"),
+        reason=d.text("reason"),
+        failed_at=d.number("failed_at"),
+    )
+
+
+_MISSING: Final[Any] = object()
+
+
+class _Fields:
+    """Typed access to one JSON object; errors name the dotted path of the field."""
+
+    __slots__ = ("_data", "_prefix", "_what")
+
+    def __init__(self, data: Mapping[str, Any], what: str, prefix: str = "") -> None:
+        self._data = data
+        self._what = what
+        self._prefix = prefix
+
+    def get(self, key: str, default: Any = _MISSING) -> Any:
+        if key in self._data:
+            return self._data[key]
+        if default is _MISSING:
+            raise CorruptEntry(f"{self._what}: missing field '{self._prefix}{key}'")
+        return default
+
+    def _fail(self, key: str, expected: str, value: Any) -> CorruptEntry:
+        return CorruptEntry(
+            f"{self._what}: field '{self._prefix}{key}': expected {expected}, "
+            f"got {_json_type(value)}"
+        )
+
+    def text(self, key: str, default: Any = _MISSING) -> str:
+        value = self.get(key, default)
+        if not isinstance(value, str):
+            raise self._fail(key, "string", value)
+        return value
+
+    def integer(self, key: str) -> int:
+        value = self.get(key)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise self._fail(key, "integer", value)
+        return value
+
+    def number(self, key: str) -> float:
+        value = self.get(key)
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise self._fail(key, "number", value)
+        return float(value)
+
+    def obj(self, key: str) -> dict[str, Any]:
+        value = self.get(key, {})
+        if not isinstance(value, dict):
+            raise self._fail(key, "object", value)
+        return value
+
+    def texts(self, key: str) -> tuple[str, ...]:
+        value = self.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise self._fail(key, "list of strings", value)
+        return tuple(value)
+
+    def child(self, key: str) -> _Fields:
+        value = self.get(key)
+        if not isinstance(value, dict):
+            raise self._fail(key, "object", value)
+        return _Fields(value, self._what, f"{self._prefix}{key}.")
+
+    def children(self, key: str) -> list[_Fields]:
+        value = self.get(key, [])
+        if not isinstance(value, list):
+            raise self._fail(key, "list", value)
+        out = []
+        for i, item in enumerate(value):
+            if not isinstance(item, dict):
+                raise self._fail(f"{key}[{i}]", "object", item)
+            out.append(_Fields(item, self._what, f"{self._prefix}{key}[{i}]."))
+        return out
+
+    def failure_class(self, key: str) -> FailureClass:
+        value = self.text(key)
+        try:
+            return FailureClass(value)
+        except ValueError:
+            raise CorruptEntry(
+                f"{self._what}: field '{self._prefix}{key}': unknown failure class {value!r}"
+            ) from None
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "list"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__

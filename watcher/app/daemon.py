@@ -1,0 +1,374 @@
+"""The composition root: build every part from the config, run them, stop them cleanly.
+
+Root tasks: one consumer per watched resource, the outcome writer, the retry loop, and a few
+periodic chores (stuck-Job check, queue-depth gauges). Signals only set the stop event; this
+supervisor owns shutdown: stop watching, give in-flight writes `shutdown_grace_s`, cancel the
+rest, close clients. A root task that dies unexpectedly stops the daemon with exit code 1
+(Kubernetes restarts it) rather than leaving it half-alive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import signal
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubernetes_asyncio import client
+from redis.asyncio import Redis
+from structlog.typing import FilteringBoundLogger
+
+from watcher.adapters.http import HealthServer
+from watcher.adapters.kube import watch
+from watcher.adapters.kube.api import KubeAPI, api_client
+from watcher.adapters.redis.sink import RedisSink
+from watcher.app.config import Config
+from watcher.cli.dlq import redis_client, sink_for
+from watcher.core.classify import ClassifyRules
+from watcher.core.errors import KubeAPIError, PolicyError, SinkError
+from watcher.core.model import FailureReport
+from watcher.kit.aio import first_done
+from watcher.kit.logs import get_logger
+from watcher.kit.metrics import Metrics
+from watcher.service.handler import FailureHandler
+from watcher.service.leadership import LeaderElector
+from watcher.service.pipeline import Pipeline, PipelineSettings, Scope
+from watcher.service.retrying import RetryLoop, RetrySettings
+
+GAUGE_INTERVAL_S = 15.0
+STUCK_CHECK_INTERVAL_S = 10.0
+NAMESPACE_REFRESH_S = 30.0
+STANDBY_PRUNE_S = 15.0
+
+
+@dataclass
+class Daemon:
+    """Everything `kube-dlq run` builds, kept together so tests can drive it in-process."""
+
+    config: Config
+    api: client.ApiClient
+    redis: Redis
+    metrics: Metrics = field(default_factory=Metrics)
+    logger: FilteringBoundLogger = field(default_factory=get_logger)
+    health_port: int | None = None
+    """Override of config.server.port (0: any free port, for tests)."""
+
+    def __post_init__(self) -> None:
+        self.stop = asyncio.Event()
+        self.kube = KubeAPI(self.api, request_timeout_s=self.config.kubernetes.request_timeout_s)
+        self.sink: RedisSink = sink_for(self.config, self.redis)
+        self.handler = FailureHandler(
+            sink=self.sink,
+            base_policy=self.config.retry,
+            rules=ClassifyRules(io_timeout_patterns=self.config.classify.io_timeout_patterns),
+            cluster_name=self.config.cluster_name,
+            metrics=self.metrics,
+            logger=self.logger,
+            on_policy_error=self._report_policy_error,
+            rng=random.Random(),
+        )
+        scope = self.config.scope
+        self.pipeline = Pipeline(
+            handler=self.handler,
+            scope=Scope(namespaces=frozenset(scope.namespaces), opt_in=scope.jobs == "opt-in"),
+            settings=PipelineSettings(
+                stuck_pending_after_s=self.config.classify.stuck_pending_after_s
+            ),
+            metrics=self.metrics,
+            logger=self.logger,
+        )
+        self.pipeline.fetch_job = self.kube.get_job
+        self.pipeline.stuck_deleter = self.kube.delete_job
+        self.retry_loop = RetryLoop(
+            sink=self.sink,
+            api=self.api,
+            metrics=self.metrics,
+            logger=self.logger,
+            settings=RetrySettings(lease_s=self.config.redis.retry_claim_lease_s),
+        )
+        self.synced: set[str] = set()
+        self.elector = (
+            LeaderElector.from_config(
+                self.api, self.config.leader_election, metrics=self.metrics, logger=self.logger
+            )
+            if self.config.leader_election.enabled
+            else None
+        )
+        """With leader election on, this replica writes and retries only while it leads."""
+        self.health = HealthServer(
+            metrics=self.metrics,
+            readiness=self.readiness,
+            host=self.config.server.bind_address,
+            port=self.config.server.port if self.health_port is None else self.health_port,
+        )
+
+    # -- running --------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        """Run until SIGTERM/SIGINT or `stop` is set. Returns the process exit code."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self._on_signal, sig)
+        try:
+            return await self._supervise()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.remove_signal_handler(sig)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        self.logger.info("shutdown_requested", signal=sig.name)
+        self.stop.set()
+
+    async def _supervise(self) -> int:
+        await self._check_redis()
+        if self.config.scope.namespace_label_selector:
+            await self._refresh_namespaces()
+        await self.health.start()
+        self.logger.info(
+            "daemon_started", cluster=self.config.cluster_name, health_port=self.health.port
+        )
+        watchers = {
+            name: asyncio.create_task(self._consume(resource, on_event, on_synced), name=name)
+            for name, resource, on_event, on_synced in self._watch_plan()
+        }
+        if self.elector is None:
+            duties = self._start_duties(self.stop)
+        else:
+            duties = [asyncio.create_task(self._lead(self.elector), name="leader-duties")]
+        chores = [
+            asyncio.create_task(
+                self._every(STUCK_CHECK_INTERVAL_S, self._check_stuck), name="stuck-check"
+            ),
+            asyncio.create_task(self._every(GAUGE_INTERVAL_S, self._refresh_gauges), name="gauges"),
+        ]
+        if self.elector is not None:
+            chores.append(
+                asyncio.create_task(
+                    self._every(STANDBY_PRUNE_S, self._prune_as_standby), name="standby-prune"
+                )
+            )
+        if self.config.scope.namespace_label_selector:
+            chores.append(
+                asyncio.create_task(
+                    self._every(NAMESPACE_REFRESH_S, self._refresh_namespaces), name="namespaces"
+                )
+            )
+        everything = [*watchers.values(), *duties, *chores]
+        stopper = asyncio.create_task(self.stop.wait(), name="stop")
+        done, _ = await asyncio.wait([stopper, *everything], return_when=asyncio.FIRST_COMPLETED)
+        exit_code = 0
+        for task in done:
+            if task is stopper:
+                continue
+            exc = None if task.cancelled() else task.exception()
+            if exc is None and self.stop.is_set():
+                continue  # it saw the stop event first and finished: a clean exit
+            self.logger.error(
+                "root_task_ended",
+                task=task.get_name(),
+                error=repr(exc) if exc else "returned before shutdown",
+            )
+            exit_code = 1
+        self.stop.set()
+        await self._shutdown(list(watchers.values()) + chores, duties)
+        stopper.cancel()
+        self.logger.info("daemon_stopped", exit_code=exit_code)
+        return exit_code
+
+    async def _shutdown(
+        self, immediate: list[asyncio.Task[Any]], graceful: list[asyncio.Task[Any]]
+    ) -> None:
+        for task in immediate:
+            task.cancel()
+        await asyncio.gather(*immediate, return_exceptions=True)
+        # The writer and the retry loop see `stop` and finish what they hold; give them the
+        # grace period, then cancel. Anything unwritten is found again on the next start.
+        _, pending = await asyncio.wait(graceful, timeout=self.config.shutdown_grace_s)
+        for task in pending:
+            self.logger.warning("shutdown_grace_expired", task=task.get_name())
+            task.cancel()
+        await asyncio.gather(*graceful, return_exceptions=True)
+        await self.health.stop()
+
+    def _start_duties(self, stop: asyncio.Event) -> list[asyncio.Task[None]]:
+        """The outcome writer and the retry loop: the work one replica does for all."""
+        return [
+            asyncio.create_task(self.pipeline.run_writer(stop), name="writer"),
+            asyncio.create_task(self.retry_loop.run(stop), name="retry-loop"),
+        ]
+
+    async def _lead(self, elector: LeaderElector) -> None:
+        """Leader election on: run the duties during this replica's terms as leader only.
+
+        Every replica runs the watches, so a standby's pipeline is current when it takes over,
+        and queued failures carry over from one term to the next. A term ends when leadership
+        is lost or at shutdown; the duties then stop as they do at shutdown (the writer
+        finishes what is due, the retry loop its create in flight; both are exactly-once in
+        Redis, and cancelling the writer mid-write would strand the failure it holds). The
+        Lease is released after they stopped; cancelled (grace expired), it is left to expire.
+        """
+        elector_stop = asyncio.Event()
+        election = asyncio.create_task(elector.run(elector_stop), name="leader-election")
+        try:
+            while not self.stop.is_set():
+                await first_done(election, elector.is_leader.wait(), self.stop.wait())
+                if election.done():
+                    election.result()  # re-raises what ended it, if anything did
+                    raise RuntimeError("leader election returned before shutdown")
+                if elector.is_leader.is_set() and not self.stop.is_set():
+                    await self._serve_term(elector, election)
+        except asyncio.CancelledError:
+            election.cancel()
+            raise
+        finally:
+            elector_stop.set()
+            await asyncio.gather(election, return_exceptions=True)
+
+    async def _serve_term(self, elector: LeaderElector, election: asyncio.Task[None]) -> None:
+        term_over = asyncio.Event()
+        duties = self._start_duties(term_over)
+        try:
+            await first_done(*duties, election, elector.lost.wait(), self.stop.wait())
+            ended_early = [task for task in duties if task.done()]
+        except asyncio.CancelledError:
+            for task in duties:
+                task.cancel()
+            raise
+        finally:
+            term_over.set()
+            await asyncio.gather(*duties, return_exceptions=True)
+        for task in ended_early:  # a duty ends only when its term does: anything else is a bug
+            error = None if task.cancelled() else task.exception()
+            raise error or RuntimeError(f"{task.get_name()} returned before its term ended")
+
+    def _watch_plan(
+        self,
+    ) -> list[
+        tuple[
+            str,
+            watch.Resource,
+            Callable[[str, dict[str, Any]], None],
+            Callable[[frozenset[str]], None] | None,
+        ]
+    ]:
+        p = self.pipeline
+        return [
+            ("jobs", watch.JOBS, p.on_job, p.on_jobs_synced),
+            ("pods", watch.JOB_PODS, p.on_pod, None),
+            ("events", watch.EVENTS, p.on_event, None),
+            ("nodes", watch.NODES, p.on_node, None),
+        ]
+
+    async def _consume(
+        self,
+        resource: watch.Resource,
+        on_event: Callable[[str, dict[str, Any]], None],
+        on_synced: Callable[[frozenset[str]], None] | None,
+    ) -> None:
+        async for item in self._stream(resource):
+            if isinstance(item, watch.Synced):
+                if on_synced is not None:
+                    on_synced(item.uids)
+                self.synced.add(resource.name)
+                if len(self.synced) == len(self._watch_plan()):
+                    self.pipeline.ready.set()
+                continue
+            on_event(item.type, item.obj)
+            await self.pipeline.wait_for_space()
+
+    def _stream(self, resource: watch.Resource) -> AsyncIterator[watch.WatchEvent | watch.Synced]:
+        k8s = self.config.kubernetes
+        settings = watch.WatchSettings(
+            server_timeout_s=int(k8s.watch_timeout_s),
+            read_timeout_s=k8s.watch_inactivity_timeout_s,
+        )
+        return watch.stream(
+            self.api, resource, metrics=self.metrics, logger=self.logger, settings=settings
+        )
+
+    async def _every(self, interval_s: float, chore: Callable[[], Awaitable[None]]) -> None:
+        """Run `chore` every interval (net of its run time) until cancelled; log, never die."""
+        while not self.stop.is_set():
+            started = time.monotonic()
+            try:
+                await chore()
+            except Exception as exc:  # a chore failing once must not stop the daemon
+                self.logger.warning("chore_failed", chore=chore.__name__, error=repr(exc))
+            elapsed = time.monotonic() - started
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), timeout=max(0.1, interval_s - elapsed))
+
+    async def _refresh_namespaces(self) -> None:
+        """Namespaces matching scope.namespace_label_selector (labels can change at any time)."""
+        selector = self.config.scope.namespace_label_selector
+        listed = await self.kube.list_raw("/api/v1/namespaces", labelSelector=selector)
+        names = frozenset(str(ns["metadata"]["name"]) for ns in listed["items"])
+        if names != self.pipeline.selected_namespaces:
+            self.logger.info("namespaces_selected", selector=selector, count=len(names))
+        self.pipeline.selected_namespaces = names
+
+    async def _prune_as_standby(self) -> None:
+        if self.elector is not None and not self.elector.is_leader.is_set():
+            dropped = await self.pipeline.prune_handled(self.sink.handled)
+            if dropped:
+                self.logger.debug("standby_queue_pruned", dropped=dropped)
+
+    async def _check_stuck(self) -> None:
+        found = self.pipeline.check_stuck()
+        if found:
+            self.logger.info("stuck_jobs_found", count=found)
+
+    async def _refresh_gauges(self) -> None:
+        depths = await self.sink.queue_depths()
+        ages = await self.sink.oldest_age_s(time.time())
+        for queue, depth in depths.items():
+            self.metrics.dead_letter_depth.labels(queue=queue).set(depth)
+            self.metrics.dead_letter_oldest_age.labels(queue=queue).set(ages.get(queue, 0.0))
+        self.metrics.retries_pending.set(await self.sink.pending_retries())
+
+    async def readiness(self) -> list[str]:
+        missing = [
+            f"{name} not synced"
+            for name in ("jobs", "pods", "events", "nodes")
+            if name not in self.synced
+        ]
+        try:
+            await asyncio.wait_for(self.redis.ping(), timeout=2)
+        except Exception as exc:  # any failure to answer means not ready; report it
+            missing.append(f"redis: {exc!r}")
+        return missing
+
+    async def _check_redis(self) -> None:
+        try:
+            for problem in await self.sink.server_problems():
+                self.logger.warning("redis_misconfigured", problem=problem)
+        except SinkError as exc:
+            # Not fatal: the writer keeps failures and retries until Redis is back.
+            self.logger.warning("redis_unreachable_at_start", error=str(exc))
+
+    async def _report_policy_error(self, report: FailureReport, error: PolicyError) -> None:
+        try:
+            await self.kube.warn_on_job(
+                report.job.ref,
+                "InvalidRetryPolicy",
+                f"{error.key}={error.value!r}: {error.message}; "
+                "kube-dlq applied the default for this key",
+            )
+        except KubeAPIError as exc:
+            self.logger.warning("event_write_failed", error=str(exc))
+
+
+async def run_daemon(config: Config) -> int:
+    api = await api_client(config.kubernetes.kubeconfig, config.kubernetes.context)
+    redis = redis_client(config)
+    try:
+        async with api:
+            return await Daemon(config=config, api=api, redis=redis).run()
+    finally:
+        await redis.aclose()

@@ -1,0 +1,108 @@
+"""`kube-dlq dlq list|show`: what landed on the dead-letter queues, for people and scripts."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from typing import Any, TextIO
+
+from redis.asyncio import Redis
+
+from watcher.adapters.redis.codec import CorruptEntry
+from watcher.adapters.redis.keys import Keys
+from watcher.adapters.redis.sink import RedisSink
+from watcher.app.config import Config
+from watcher.core.model import DeadLetter
+
+
+def redis_client(config: Config) -> Redis:
+    """A client with bounded timeouts: a dead Redis is an error in seconds, not a hang."""
+    return Redis.from_url(config.redis.url, socket_timeout=5.0, socket_connect_timeout=5.0)
+
+
+def sink_for(config: Config, redis: Redis) -> RedisSink:
+    return RedisSink(redis, keys=Keys(prefix=config.redis.key_prefix, cluster=config.cluster_name))
+
+
+def summary(entry_id: str, letter: DeadLetter) -> dict[str, Any]:
+    """The stable JSON shape of one entry in `dlq list -o json`."""
+    return {
+        "id": entry_id,
+        "queue": letter.queue,
+        "namespace": letter.job.namespace,
+        "job": letter.job.name,
+        "job_uid": letter.job.uid,
+        "owner": f"{letter.owner.kind}/{letter.owner.name}" if letter.owner else None,
+        "failure_class": letter.failure_class.value,
+        "reason": letter.reason,
+        "attempts": letter.attempts,
+        "failed_at": _iso(letter.failed_at),
+        "cluster": letter.cluster,
+    }
+
+
+def full(entry_id: str, letter: DeadLetter) -> dict[str, Any]:
+    """Everything stored for an entry (`dlq show`)."""
+    doc = asdict(letter)
+    doc["failure_class"] = letter.failure_class.value
+    for record in doc["history"]:
+        record["failure_class"] = str(record["failure_class"])
+    doc["failed_at"] = _iso(letter.failed_at)
+    return {"id": entry_id, **doc}
+
+
+async def list_entries(
+    sink: RedisSink, *, queue: str | None, count: int, output: str, out: TextIO
+) -> int:
+    entries = await sink.list_dead_letters(queue, count=count)
+    if output == "json":
+        json.dump([summary(i, letter) for i, letter in entries], out, indent=2)
+        out.write("\n")
+    else:
+        _table([summary(i, letter) for i, letter in entries], out)
+    for bad in entries.corrupt:
+        out.write(f"warning: entry {bad.entry_id} could not be read: {bad.error}\n")
+    return 0
+
+
+async def show_entry(sink: RedisSink, entry_id: str, *, out: TextIO, err: TextIO) -> int:
+    try:
+        found = await sink.get_dead_letter(entry_id)
+    except (ValueError, CorruptEntry) as exc:
+        err.write(f"kube-dlq dlq show: {exc}\n")
+        return 2
+    if found is None:
+        err.write(f"kube-dlq dlq show: no dead letter {entry_id}\n")
+        return 1
+    json.dump(full(*found), out, indent=2, default=str)
+    out.write("\n")
+    return 0
+
+
+_COLUMNS = (
+    ("ID", "id", 30),
+    ("NAMESPACE", "namespace", 16),
+    ("JOB", "job", 28),
+    ("CLASS", "failure_class", 18),
+    ("TRIES", "attempts", 5),
+    ("FAILED AT", "failed_at", 20),
+    ("REASON", "reason", 60),
+)
+
+
+def _table(rows: list[dict[str, Any]], out: TextIO) -> None:
+    if not rows:
+        out.write("no dead letters\n")
+        return
+    out.write("  ".join(f"{title:<{width}}" for title, _, width in _COLUMNS).rstrip() + "\n")
+    for row in rows:
+        cells = []
+        for _, key, width in _COLUMNS:
+            text = str(row[key])
+            cells.append(f"{text if len(text) <= width else text[: width - 1] + '…':<{width}}")
+        out.write("  ".join(cells).rstrip() + "\n")
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))

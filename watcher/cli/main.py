@@ -1,0 +1,201 @@
+"""The `kube-dlq` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import TypeAlias
+from urllib.parse import urlsplit
+
+from watcher import __version__
+from watcher.adapters.redis.sink import RedisSink
+from watcher.app.config import Config, apply_env, load_config
+from watcher.cli import dlq
+from watcher.cli.dlq import redis_client, sink_for
+from watcher.core.errors import ConfigError, SinkError
+from watcher.kit.logs import configure, get_logger
+
+Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+DESCRIPTION = """\
+kube-dlq notices every failed Kubernetes Job, says why it failed (node lost, OOM, eviction,
+deadline, image pull, application error, ...), and either re-creates it later with backoff or
+puts it on a dead-letter queue in Redis for people and programs to inspect and replay.
+"""
+
+
+CONFIG_HELP = "daemon config file (YAML; see config/kube-dlq.yaml). Default: $KUBE_DLQ_CONFIG"
+
+
+def _add_config(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("--config", "-c", type=Path, default=None, help=CONFIG_HELP)
+
+
+def _add_product(sub: Subparsers) -> None:
+    run = sub.add_parser(
+        "run",
+        help="run the daemon: watch, classify, retry or dead-letter (until SIGTERM)",
+        description="Watch Jobs, their pods, Events and Nodes; classify every failed Job; "
+        "re-create it later with backoff or write it to a dead-letter queue in Redis, exactly "
+        "once. Serves /healthz, /readyz and /metrics. SIGTERM stops it gracefully (exit 0).",
+    )
+    _add_config(run)
+    sweep = sub.add_parser(
+        "sweep",
+        help="one pass: handle every failed or stuck Job not handled yet, then exit",
+        description="List failed and stuck Jobs in scope and write a dead letter or retry "
+        "ticket for each one that has none yet (same exactly-once guarantee as the daemon). "
+        "Exit 0 when everything found was written, 1 otherwise. Suited to a CronJob.",
+    )
+    _add_config(sweep)
+    check = sub.add_parser(
+        "check-config",
+        help="validate a config file and print the effective settings",
+        description="Load the file, apply environment overrides (KUBE_DLQ_REDIS_URL, "
+        "KUBECONFIG, KUBE_DLQ_LOG_LEVEL) and report the first bad field by its path.",
+    )
+    check.add_argument("file", type=Path)
+    dlq = sub.add_parser(
+        "dlq",
+        help="inspect the dead-letter queues",
+        description="Inspect what landed on the dead-letter queues.",
+    )
+    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True, metavar="COMMAND")
+    ls = dlq_sub.add_parser(
+        "list",
+        help="list dead letters, oldest first",
+        description="List dead letters, oldest first, across queues.",
+    )
+    _add_config(ls)
+    ls.add_argument("--queue", "-q", help="only this queue (default: every queue)")
+    ls.add_argument("--limit", "-n", type=int, default=100, help="at most N entries (100)")
+    ls.add_argument(
+        "--output",
+        "-o",
+        choices=("table", "json"),
+        default="table",
+        help="table for people, json for scripts (stable keys)",
+    )
+    show = dlq_sub.add_parser(
+        "show",
+        help="print one dead letter, evidence included",
+        description="Print one dead letter as JSON, evidence included.",
+    )
+    _add_config(show)
+    show.add_argument("id", help="entry id as shown by `dlq list` (<queue>/<stream-id>)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kube-dlq", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"kube-dlq {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_product(sub)
+    for add_commands in _plugins():
+        add_commands(sub)
+    return parser
+
+
+def _plugins() -> list[Callable[[Subparsers], None]]:
+    """Commands other distributions register (``kube_dlq.commands`` entry points).
+
+    The development tools add `dev` and `demo` this way; the product imports none of them.
+    """
+    found = entry_points(group="kube_dlq.commands")
+    return [point.load() for point in sorted(found, key=lambda p: p.name)]
+
+
+def _load(path: Path | None) -> Config:
+    """The config file (or $KUBE_DLQ_CONFIG) with environment overrides applied."""
+    chosen = path or (
+        Path(os.environ["KUBE_DLQ_CONFIG"]) if os.environ.get("KUBE_DLQ_CONFIG") else None
+    )
+    if chosen is None:
+        raise ConfigError("", "no config file: pass --config FILE or set KUBE_DLQ_CONFIG")
+    return apply_env(load_config(chosen), os.environ)
+
+
+async def _with_redis(config: Config, action: Callable[[RedisSink], Awaitable[int]]) -> int:
+    redis = redis_client(config)
+    try:
+        return await action(sink_for(config, redis))
+    except SinkError as exc:
+        print(f"kube-dlq: redis at {_safe_url(config.redis.url)}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await redis.aclose()
+
+
+def _safe_url(url: str) -> str:
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    return f"{parts.scheme}://{host}:{parts.port or ''}{parts.path}"
+
+
+def _run_product(args: argparse.Namespace) -> int:
+    if args.command == "check-config":
+        config = apply_env(load_config(args.file), os.environ)
+        print(
+            f"{args.file}: ok (cluster {config.cluster_name}, redis "
+            f"{_safe_url(config.redis.url)}, default queue {config.dead_letter.default_queue})"
+        )
+        return 0
+    config = _load(args.config)
+    configure(config.log.level, config.log.format)
+    if args.command == "run":
+        from watcher.app.daemon import run_daemon
+
+        return asyncio.run(run_daemon(config))
+    if args.command == "sweep":
+        return asyncio.run(_sweep(config))
+    if args.dlq_command == "list":
+        return asyncio.run(
+            _with_redis(
+                config,
+                lambda sink: dlq.list_entries(
+                    sink, queue=args.queue, count=args.limit, output=args.output, out=sys.stdout
+                ),
+            )
+        )
+    return asyncio.run(
+        _with_redis(
+            config, lambda sink: dlq.show_entry(sink, args.id, out=sys.stdout, err=sys.stderr)
+        )
+    )
+
+
+async def _sweep(config: Config) -> int:
+    from watcher.adapters.kube.api import api_client
+    from watcher.app.sweep import sweep
+    from watcher.kit.metrics import Metrics
+
+    api = await api_client(config.kubernetes.kubeconfig, config.kubernetes.context)
+    redis = redis_client(config)
+    try:
+        async with api:
+            result = await sweep(config, api, redis, metrics=Metrics(), logger=get_logger())
+    finally:
+        await redis.aclose()
+    return 0 if result.unwritten == 0 else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    plugin: Callable[[argparse.Namespace], int] | None = getattr(args, "run", None)
+    if plugin is not None:
+        return plugin(args)
+    try:
+        return _run_product(args)
+    except ConfigError as exc:
+        print(f"kube-dlq: config error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

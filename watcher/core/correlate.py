@@ -1,0 +1,261 @@
+"""Join Jobs, their pods, the Events about them and their nodes by Job uid.
+
+The four watches deliver in no particular order relative to each other: an Event can arrive
+before the pod it is about, a pod before its Job. The correlator keeps what it has seen in
+bounded maps and assembles a FailureReport on demand. It holds status projections only
+(PodSnapshot, EventRecord, NodeState), never specs, and forgets a Job once it is handled or
+succeeded, so memory follows the number of live Jobs, not their size or history.
+
+Pure: no I/O, no clock of its own (callers pass `now`).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+
+from watcher.core.model import EventRecord, FailureReport, JobSnapshot, NodeState, PodSnapshot
+
+# Waiting reasons that mean a pod will not start by itself (the kubelet keeps retrying).
+STUCK_WAITING_REASONS = frozenset({
+    "ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull",
+    "CreateContainerConfigError", "CreateContainerError", "RunContainerError",
+})  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_jobs: int = 20_000
+    """Jobs tracked at once; beyond it the least recently updated Job's evidence is dropped."""
+    max_pods_per_job: int = 32
+    """Newest pods kept per Job (a Job with backoffLimit 100 keeps its last 32 attempts)."""
+    max_events_per_object: int = 16
+    """Newest distinct Events kept per Job, pod or node."""
+    max_orphan_objects: int = 4_096
+    """Events whose Job or pod has not been seen yet, held until it shows up."""
+    max_orphan_pods: int = 10_000
+    """Pods whose Job has not been seen yet, held until it shows up: the pod watch can be
+    ahead of the Job watch, and after a restart the pods may be listed before the Jobs. Pods
+    of Jobs that never show up (out of scope, handled, finished) age out, oldest Job first."""
+
+
+@dataclass(slots=True)
+class _JobState:
+    snapshot: JobSnapshot
+    pods: OrderedDict[str, PodSnapshot] = field(default_factory=OrderedDict)
+    events: OrderedDict[tuple[str, str, str], EventRecord] = field(default_factory=OrderedDict)
+
+
+class Correlator:
+    def __init__(self, limits: Limits = Limits()) -> None:
+        self.limits = limits
+        self._jobs: OrderedDict[str, _JobState] = OrderedDict()
+        self._job_by_name: dict[tuple[str, str], str] = {}
+        self._job_of_pod: dict[tuple[str, str], str] = {}
+        self._nodes: dict[str, NodeState] = {}
+        self._node_events: dict[str, deque[EventRecord]] = {}
+        self._orphans: OrderedDict[tuple[str, str, str], list[EventRecord]] = OrderedDict()
+        self._orphan_pods: OrderedDict[str, dict[str, tuple[str, PodSnapshot]]] = OrderedDict()
+        """Job uid -> pod uid -> (namespace, newest version) of pods whose Job is not known."""
+        self._orphan_pod_count = 0
+        self.evicted_jobs = 0
+        """Jobs dropped because max_jobs was reached (exported as a metric by the app)."""
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+    # -- updates --------------------------------------------------------------------------
+
+    def observe_job(self, job: JobSnapshot) -> None:
+        uid = job.ref.uid
+        state = self._jobs.get(uid)
+        if state is None:
+            state = self._jobs[uid] = _JobState(job)
+            self._job_by_name[(job.ref.namespace, job.ref.name)] = uid
+            self._adopt_orphans(job.ref.namespace, "Job", job.ref.name, state)
+            self._adopt_orphan_pods(uid)
+            self._enforce_job_limit()
+        else:
+            state.snapshot = job
+            self._jobs.move_to_end(uid)
+
+    def observe_pod(self, job_uid: str, namespace: str, pod: PodSnapshot) -> None:
+        state = self._jobs.get(job_uid)
+        if state is None:
+            # Its Job has not been seen yet (or is out of scope, or handled and forgotten):
+            # hold the pod until the Job shows up; forget() or age drops it otherwise.
+            self._hold_orphan_pod(job_uid, namespace, pod)
+            return
+        key = (namespace, pod.name)
+        self._job_of_pod[key] = job_uid
+        state.pods[pod.uid] = pod
+        state.pods.move_to_end(pod.uid)
+        while len(state.pods) > self.limits.max_pods_per_job:
+            _, old = state.pods.popitem(last=False)
+            self._job_of_pod.pop((namespace, old.name), None)
+        self._adopt_orphans(namespace, "Pod", pod.name, state)
+
+    def observe_event(self, namespace: str, event: EventRecord) -> None:
+        if event.involved_kind == "Node":
+            events = self._node_events.setdefault(
+                event.involved_name, deque(maxlen=self.limits.max_events_per_object)
+            )
+            events.append(event)
+            return
+        uid = self._owner_uid(namespace, event)
+        if uid is None:
+            self._hold_orphan(namespace, event)
+            return
+        state = self._jobs[uid]
+        self._add_event(state, event)
+        created = _created_pod(event)
+        if created and (namespace, created) not in self._job_of_pod:
+            # The Job controller names each pod it creates. If the pod itself is never seen
+            # (deleted before we started watching), its Events still reach the Job this way.
+            self._job_of_pod[(namespace, created)] = uid
+            self._adopt_orphans(namespace, "Pod", created, state)
+
+    def observe_node(self, node: NodeState) -> None:
+        self._nodes[node.name] = node
+
+    def node_deleted(self, name: str) -> None:
+        """Remember the node as gone: a pod's node vanishing is node-loss evidence."""
+        old = self._nodes.get(name)
+        self._nodes[name] = NodeState(
+            name=name, exists=False, ready="Unknown", taints=old.taints if old else ()
+        )
+
+    def forget(self, job_uid: str) -> None:
+        """Drop everything held for a Job (handled, succeeded or deleted)."""
+        self._drop_orphan_pods(job_uid)
+        state = self._jobs.pop(job_uid, None)
+        if state is None:
+            return
+        ref = state.snapshot.ref
+        self._job_by_name.pop((ref.namespace, ref.name), None)
+        for pod in state.pods.values():
+            self._job_of_pod.pop((ref.namespace, pod.name), None)
+
+    def retain_only(self, job_uids: frozenset[str]) -> list[str]:
+        """After a relist: drop Jobs that no longer exist. Returns the uids dropped."""
+        gone = [uid for uid in self._jobs if uid not in job_uids]
+        for uid in gone:
+            self.forget(uid)
+        return gone
+
+    # -- queries --------------------------------------------------------------------------
+
+    def job(self, job_uid: str) -> JobSnapshot | None:
+        state = self._jobs.get(job_uid)
+        return state.snapshot if state else None
+
+    def report(self, job_uid: str, *, stuck_for_s: float | None = None) -> FailureReport | None:
+        state = self._jobs.get(job_uid)
+        if state is None:
+            return None
+        pods = tuple(state.pods.values())
+        node_names = {p.node_name for p in pods if p.node_name}
+        nodes = tuple(
+            self._nodes.get(n) or NodeState(name=n, exists=True) for n in sorted(node_names)
+        )
+        node_events = tuple(e for n in sorted(node_names) for e in self._node_events.get(n, ()))
+        return FailureReport(
+            job=state.snapshot,
+            pods=pods,
+            events=tuple(state.events.values()) + node_events,
+            nodes=nodes,
+            stuck_for_s=stuck_for_s,
+        )
+
+    def stuck_jobs(self, now: float, dwell_s: float) -> list[tuple[str, float]]:
+        """Jobs with no running pod whose pods have waited to start for longer than dwell_s.
+
+        Kubernetes never fails these (an image that cannot be pulled, a missing ConfigMap,
+        no node that fits), so kube-dlq treats them as failed after a dwell time.
+        """
+        stuck = []
+        for uid, state in self._jobs.items():
+            if state.snapshot.condition("Failed") or state.snapshot.condition("Complete"):
+                continue
+            waits = [
+                now - p.created_at
+                for p in state.pods.values()
+                if _waiting_to_start(p) and p.created_at is not None
+            ]
+            if waits and len(waits) == len(state.pods) and min(waits) >= dwell_s:
+                stuck.append((uid, min(waits)))
+        return stuck
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _owner_uid(self, namespace: str, event: EventRecord) -> str | None:
+        if event.involved_kind == "Job":
+            return self._job_by_name.get((namespace, event.involved_name))
+        if event.involved_kind == "Pod":
+            return self._job_of_pod.get((namespace, event.involved_name))
+        return None
+
+    def _add_event(self, state: _JobState, event: EventRecord) -> None:
+        # Aggregated Events come back as updates with a higher count: keep the newest copy.
+        key = (event.involved_kind, event.involved_name, event.reason)
+        state.events.pop(key, None)
+        state.events[key] = event
+        while len(state.events) > self.limits.max_events_per_object:
+            state.events.popitem(last=False)
+
+    def _hold_orphan(self, namespace: str, event: EventRecord) -> None:
+        if event.involved_kind not in ("Job", "Pod"):
+            return
+        key = (namespace, event.involved_kind, event.involved_name)
+        held = self._orphans.setdefault(key, [])
+        held.append(event)
+        del held[: -self.limits.max_events_per_object]
+        self._orphans.move_to_end(key)
+        while len(self._orphans) > self.limits.max_orphan_objects:
+            self._orphans.popitem(last=False)
+
+    def _adopt_orphans(self, namespace: str, kind: str, name: str, state: _JobState) -> None:
+        for event in self._orphans.pop((namespace, kind, name), ()):
+            self._add_event(state, event)
+
+    def _hold_orphan_pod(self, job_uid: str, namespace: str, pod: PodSnapshot) -> None:
+        held = self._orphan_pods.setdefault(job_uid, {})
+        if pod.uid not in held:
+            self._orphan_pod_count += 1
+        held[pod.uid] = (namespace, pod)
+        self._orphan_pods.move_to_end(job_uid)
+        while self._orphan_pod_count > self.limits.max_orphan_pods:
+            _, dropped = self._orphan_pods.popitem(last=False)
+            self._orphan_pod_count -= len(dropped)
+
+    def _drop_orphan_pods(self, job_uid: str) -> dict[str, tuple[str, PodSnapshot]]:
+        held = self._orphan_pods.pop(job_uid, None) or {}
+        self._orphan_pod_count -= len(held)
+        return held
+
+    def _adopt_orphan_pods(self, job_uid: str) -> None:
+        for namespace, pod in self._drop_orphan_pods(job_uid).values():
+            self.observe_pod(job_uid, namespace, pod)
+
+    def _enforce_job_limit(self) -> None:
+        while len(self._jobs) > self.limits.max_jobs:
+            oldest = next(iter(self._jobs))
+            self.forget(oldest)
+            self.evicted_jobs += 1
+
+
+def _created_pod(event: EventRecord) -> str:
+    """The pod name in a Job's "SuccessfulCreate" Event ("Created pod: nightly-x7k2p")."""
+    if event.involved_kind != "Job" or event.reason != "SuccessfulCreate":
+        return ""
+    _, sep, name = event.message.partition("Created pod: ")
+    return name.strip() if sep else ""
+
+
+def _waiting_to_start(pod: PodSnapshot) -> bool:
+    if pod.phase != "Pending" or pod.deleted:
+        return False
+    if any(c.waiting_reason in STUCK_WAITING_REASONS for c in pod.containers):
+        return True
+    scheduled = pod.condition("PodScheduled")
+    return scheduled is not None and scheduled.status == "False"

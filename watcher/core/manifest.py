@@ -1,0 +1,463 @@
+"""Replayable Job manifests: clean a Job as the API returned it, and build its retry.
+
+Pure: no I/O, no clock, never mutates its input, never raises on a malformed Job or
+annotation (only on programming errors such as ``attempt < 2``).
+
+``replayable_manifest`` keeps what the Job's owner wrote and drops what the apiserver and the
+Job controller added, so the result can be POSTed again::
+
+    kept     apiVersion, kind (batch/v1 Job when absent), metadata.name/namespace/labels/
+             annotations, spec (suspend, ttlSecondsAfterFinished, podFailurePolicy, ... as is)
+    dropped  status; metadata uid, resourceVersion, creationTimestamp, generation,
+             managedFields, selfLink, ownerReferences, deletionTimestamp, finalizers, ...;
+             annotations kubectl.kubernetes.io/last-applied-configuration and
+             batch.kubernetes.io/job-tracking; spec.template.metadata.creationTimestamp;
+             unless spec.manualSelector is true: spec.selector, spec.manualSelector and the
+             generated labels (CONTROLLER_LABELS) on the Job and its pod template
+
+The owner reference is not kept: a re-created Job is not adopted by its CronJob, so the caller
+records the owner next to the manifest.
+
+``retry_manifest`` turns a clean manifest into the Job for attempt ``n`` (2 = first retry):
+
+* name ``<original>-r<n>`` (see ``retry_job_name``): the same for every firing of one ticket,
+  so a second firing fails with AlreadyExists instead of running the Job twice;
+* lineage annotations ``kube-dlq.io/original-name``, ``original-uid``, ``attempt``,
+  ``first-failed-at`` and ``history`` (compact JSON, see ``encode_history``), which
+  ``attempt_of``, ``first_failed_at_of`` and ``history_from_annotations`` read back when the
+  retried Job fails in turn (a malformed history reads as none, with a PolicyError to report);
+* with ``avoid_node``, a required node affinity ``kubernetes.io/hostname NotIn [node]`` merged
+  into every non-empty node selector term (or a new term when there is none).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any, Final
+
+from watcher.core.errors import PolicyError
+from watcher.core.model import AttemptRecord, FailureClass, RetryTicket
+from watcher.core.policy import (
+    ANNOTATION_ATTEMPT,
+    ANNOTATION_FIRST_FAILED_AT,
+    ANNOTATION_HISTORY,
+    ANNOTATION_ORIGINAL_NAME,
+    ANNOTATION_ORIGINAL_UID,
+)
+
+__all__ = [
+    "CONTROLLER_LABELS",
+    "HOSTNAME_LABEL",
+    "MAX_JOB_NAME",
+    "REASON_MAX_CHARS",
+    "Annotations",
+    "History",
+    "attempt_of",
+    "encode_history",
+    "first_failed_at_of",
+    "history_from_annotations",
+    "manifest_for_ticket",
+    "replayable_manifest",
+    "retry_job_name",
+    "retry_manifest",
+]
+
+MAX_JOB_NAME: Final = 63
+"""A Job's name becomes the value of its pods' ``job-name`` label, and label values are at most
+63 characters, so the apiserver rejects longer Job names."""
+
+CONTROLLER_LABELS: Final = (
+    "batch.kubernetes.io/controller-uid",
+    "controller-uid",
+    "batch.kubernetes.io/job-name",
+    "job-name",
+)
+"""Labels the apiserver adds to a Job's pod template (and selector) unless manualSelector is
+true. Replaying them would select the old Job's pods: the create is rejected (422) because the
+regenerated selector no longer matches the template."""
+
+HOSTNAME_LABEL: Final = "kubernetes.io/hostname"
+
+REASON_MAX_CHARS: Final = 120
+"""Reasons in the history annotation are cut to this length: the annotation lists every earlier
+attempt (up to a few hundred with the largest budgets) and all of a Job's annotations together
+must stay under 256 KiB; the full reason is in the dead letter and the logs."""
+
+MAX_ATTEMPT: Final = 100_000
+"""Attempt numbers above this in an annotation are treated as malformed (budgets cap at 100)."""
+
+_DROPPED_ANNOTATIONS: Final = frozenset(
+    {
+        "kubectl.kubernetes.io/last-applied-configuration",
+        "batch.kubernetes.io/job-tracking",
+    }
+)
+_HASH_LEN: Final = 8
+_ERROR_VALUE_CHARS: Final = 200
+_DNS_SUBDOMAIN_RE: Final = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
+_UID_RE: Final = re.compile(r"[A-Za-z0-9-]{1,128}")
+_INT_RE: Final = re.compile(r"[0-9]{1,9}")
+
+Annotations = Mapping[str, Any] | Iterable[tuple[str, str]] | None
+"""Annotations as a mapping (raw JSON) or as ``(key, value)`` pairs (``JobSnapshot``)."""
+
+
+# --- cleaning ------------------------------------------------------------------------------------
+
+
+def replayable_manifest(raw_job: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``raw_job`` (a Job as the API returned it) that can be created again.
+
+    Idempotent: cleaning a clean manifest returns an equal one. Missing or mistyped fields are
+    left out, never an error; the apiserver judges what is left when it is POSTed.
+    """
+    job = _mapping(raw_job)
+    meta = _mapping(job.get("metadata"))
+    spec = copy.deepcopy(dict(_mapping(job.get("spec"))))
+    manual = spec.get("manualSelector") is True
+    generated = () if manual else CONTROLLER_LABELS
+
+    clean_meta: dict[str, Any] = {}
+    for key in ("name", "namespace"):
+        value = meta.get(key)
+        if isinstance(value, str) and value:
+            clean_meta[key] = value
+    labels = _strings(meta.get("labels"), drop=generated)
+    annotations = _strings(meta.get("annotations"), drop=_DROPPED_ANNOTATIONS)
+    if labels:
+        clean_meta["labels"] = labels
+    if annotations:
+        clean_meta["annotations"] = annotations
+
+    if not manual:
+        spec.pop("selector", None)
+        spec.pop("manualSelector", None)
+    template = spec.get("template")
+    if isinstance(template, dict):
+        _clean_template_meta(template, drop=generated)
+
+    api_version = job.get("apiVersion")
+    kind = job.get("kind")
+    return {
+        "apiVersion": api_version if isinstance(api_version, str) and api_version else "batch/v1",
+        "kind": kind if isinstance(kind, str) and kind else "Job",
+        "metadata": clean_meta,
+        "spec": spec,
+    }
+
+
+def _clean_template_meta(template: dict[str, Any], *, drop: Iterable[str]) -> None:
+    meta = template.get("metadata")
+    if not isinstance(meta, dict):
+        return
+    meta.pop("creationTimestamp", None)
+    labels = meta.get("labels")
+    if isinstance(labels, dict):
+        for key in drop:
+            labels.pop(key, None)
+        if not labels:
+            del meta["labels"]
+    if not meta:
+        del template["metadata"]
+
+
+# --- the retry Job -------------------------------------------------------------------------------
+
+
+def retry_job_name(original_name: str, attempt: int) -> str:
+    """``<original>-r<attempt>``, shortened to at most 63 characters when needed.
+
+    When ``<original>-r<attempt>`` is too long, the original is cut and an 8-hex-digit hash of
+    the whole original name is put before the suffix: ``<cut original>-<hash>-r<attempt>``.
+    The hash keeps two long names that share their first 50 characters apart; it depends on
+    the original name only, so every attempt of one Job carries the same one. A cut that ends
+    in ``-`` or ``.`` is trimmed so the result stays a valid DNS-1123 name.
+    """
+    if attempt < 2:
+        raise ValueError(f"a retry has attempt >= 2, got {attempt}")
+    suffix = f"-r{attempt}"
+    if len(original_name) + len(suffix) <= MAX_JOB_NAME:
+        return original_name + suffix
+    digest = hashlib.sha256(original_name.encode()).hexdigest()[:_HASH_LEN]
+    keep = MAX_JOB_NAME - len(suffix) - _HASH_LEN - 1
+    stem = original_name[:keep].rstrip("-.")
+    return f"{stem}-{digest}{suffix}" if stem else f"{digest}{suffix}"
+
+
+def retry_manifest(
+    clean: Mapping[str, Any],
+    *,
+    attempt: int,
+    original_name: str,
+    original_uid: str,
+    first_failed_at: float,
+    history: tuple[AttemptRecord, ...],
+    avoid_node: str = "",
+) -> dict[str, Any]:
+    """The Job to create for ``attempt`` (2 = first retry) of the Job ``original_name``.
+
+    ``clean`` is cleaned again (idempotent) and not modified. Lineage annotations from an
+    earlier retry are replaced. Raises ``ValueError`` for ``attempt < 2``.
+    """
+    name = retry_job_name(original_name, attempt)
+    body = replayable_manifest(clean)
+    meta = body["metadata"]
+    meta["name"] = name
+    annotations: dict[str, str] = dict(meta.get("annotations") or {})
+    annotations.update(
+        {
+            ANNOTATION_ORIGINAL_NAME: original_name,
+            ANNOTATION_ORIGINAL_UID: original_uid,
+            ANNOTATION_ATTEMPT: str(attempt),
+            ANNOTATION_FIRST_FAILED_AT: _format_time(first_failed_at),
+            ANNOTATION_HISTORY: encode_history(history),
+        }
+    )
+    meta["annotations"] = annotations
+    if avoid_node:
+        _avoid_node(body["spec"], avoid_node)
+    return body
+
+
+def manifest_for_ticket(ticket: RetryTicket) -> dict[str, Any]:
+    """The Job a retry ticket asks for: ``retry_manifest`` with the lineage taken from it.
+
+    ``ticket.manifest`` is the cleaned manifest of the Job that failed; when that Job was
+    itself a retry, its annotations name the original Job and its first failure, otherwise the
+    failed Job is the original. ``first-failed-at`` falls back to the earliest failure in
+    ``ticket.history``, then to ``ticket.due_at``. The namespace is the ticket's. Raises
+    ``ValueError`` for a ticket with ``attempt < 2``.
+    """
+    clean = replayable_manifest(ticket.manifest)
+    annotations = clean["metadata"].get("annotations") or {}
+    original_name = annotations.get(ANNOTATION_ORIGINAL_NAME, "")
+    original_uid = annotations.get(ANNOTATION_ORIGINAL_UID, "")
+    if not (_DNS_SUBDOMAIN_RE.fullmatch(original_name) and _UID_RE.fullmatch(original_uid)):
+        original_name, original_uid = ticket.job.name, ticket.job.uid
+    first_failed_at = first_failed_at_of(annotations)
+    if first_failed_at is None:
+        times = [record.failed_at for record in ticket.history if math.isfinite(record.failed_at)]
+        first_failed_at = min(times) if times else ticket.due_at
+    clean["metadata"]["namespace"] = ticket.job.namespace
+    return retry_manifest(
+        clean,
+        attempt=ticket.attempt,
+        original_name=original_name,
+        original_uid=original_uid,
+        first_failed_at=first_failed_at,
+        history=ticket.history,
+        avoid_node=ticket.avoid_node,
+    )
+
+
+def _avoid_node(spec: dict[str, Any], node: str) -> None:
+    """Require ``kubernetes.io/hostname NotIn [node]`` in every node selector term.
+
+    Terms are ORed, so the requirement must go into each one. An empty term matches no node
+    and stays empty (adding to it would let the pod run anywhere but ``node``).
+    """
+    pod_spec = _child(_child(spec, "template"), "spec")
+    required = _child(
+        _child(_child(pod_spec, "affinity"), "nodeAffinity"),
+        "requiredDuringSchedulingIgnoredDuringExecution",
+    )
+    terms = required.get("nodeSelectorTerms")
+    if not isinstance(terms, list) or not terms:
+        required["nodeSelectorTerms"] = [{"matchExpressions": [_not_on(node)]}]
+        return
+    for term in terms:
+        if isinstance(term, dict) and (term.get("matchExpressions") or term.get("matchFields")):
+            _add_not_on(term, node)
+
+
+def _add_not_on(term: dict[str, Any], node: str) -> None:
+    expressions = term.get("matchExpressions")
+    if not isinstance(expressions, list):
+        expressions = term["matchExpressions"] = []
+    for expression in expressions:
+        if (
+            isinstance(expression, dict)
+            and expression.get("key") == HOSTNAME_LABEL
+            and expression.get("operator") == "NotIn"
+            and isinstance(expression.get("values"), list)
+        ):
+            if node not in expression["values"]:
+                expression["values"].append(node)
+            return
+    expressions.append(_not_on(node))
+
+
+def _not_on(node: str) -> dict[str, Any]:
+    return {"key": HOSTNAME_LABEL, "operator": "NotIn", "values": [node]}
+
+
+# --- lineage annotations -------------------------------------------------------------------------
+
+
+def encode_history(history: Iterable[AttemptRecord]) -> str:
+    """The ``kube-dlq.io/history`` value: a compact JSON list, ordered by attempt.
+
+    One object per attempt: ``attempt``, ``class``, ``reason`` (cut to REASON_MAX_CHARS),
+    ``failed_at`` (unix seconds, ms precision), ``job`` and ``uid`` of the Job that failed.
+    """
+    records = [
+        {
+            "attempt": record.attempt,
+            "class": record.failure_class.value,
+            "reason": _cut(record.reason, REASON_MAX_CHARS),
+            "failed_at": round(record.failed_at, 3) if math.isfinite(record.failed_at) else 0.0,
+            "job": record.job_name,
+            "uid": record.job_uid,
+        }
+        for record in sorted(history, key=lambda r: r.attempt)
+    ]
+    return json.dumps(records, separators=(",", ":"), ensure_ascii=False)
+
+
+class History(tuple[AttemptRecord, ...]):
+    """The attempts read from a ``kube-dlq.io/history`` annotation: a plain tuple of records,
+    plus ``error``, set (and the tuple empty) when the annotation could not be read."""
+
+    error: PolicyError | None
+
+    def __new__(
+        cls, records: Iterable[AttemptRecord] = (), error: PolicyError | None = None
+    ) -> History:
+        self = super().__new__(cls, records)
+        self.error = error
+        return self
+
+    @property
+    def malformed(self) -> bool:
+        return self.error is not None
+
+
+def history_from_annotations(annotations: Annotations) -> History:
+    """The earlier attempts recorded on a retried Job (a tuple), with ``.error`` to report.
+
+    No annotation: an empty History, ``error`` None. A malformed one (not JSON, a missing or
+    mistyped field, an unknown failure class): an empty History whose ``error`` is a
+    PolicyError for the caller to log and count; its value is cut to 200 characters. Never
+    raises.
+    """
+    value = _as_dict(annotations).get(ANNOTATION_HISTORY)
+    if value is None:
+        return History()
+    if not isinstance(value, str):
+        shown = repr(value)[:_ERROR_VALUE_CHARS]
+        return History(error=PolicyError(ANNOTATION_HISTORY, shown, "not text"))
+    try:
+        parsed = json.loads(value)
+        if not isinstance(parsed, list):
+            raise ValueError("not a JSON list")
+        records = [_decode_record(i, item) for i, item in enumerate(parsed)]
+    except (ValueError, RecursionError) as exc:
+        error = PolicyError(
+            ANNOTATION_HISTORY, _cut(value, _ERROR_VALUE_CHARS), f"malformed history: {exc}"
+        )
+        return History(error=error)
+    return History(records)
+
+
+def _decode_record(index: int, item: object) -> AttemptRecord:
+    where = f"entry {index}"
+    if not isinstance(item, dict):
+        raise ValueError(f"{where} is not an object")
+
+    def text(key: str) -> str:
+        value = item.get(key)
+        if not isinstance(value, str):
+            raise ValueError(f"{where}: {key!r} is not a string")
+        return value
+
+    attempt = item.get("attempt")
+    if not isinstance(attempt, int) or isinstance(attempt, bool) or attempt < 1:
+        raise ValueError(f"{where}: 'attempt' is not an integer >= 1")
+    failed_at = item.get("failed_at")
+    if (
+        not isinstance(failed_at, int | float)
+        or isinstance(failed_at, bool)
+        or not math.isfinite(failed_at)
+    ):
+        raise ValueError(f"{where}: 'failed_at' is not a number")
+    try:
+        failure_class = FailureClass(text("class"))
+    except ValueError:
+        raise ValueError(f"{where}: unknown failure class {item.get('class')!r}") from None
+    return AttemptRecord(
+        attempt=attempt,
+        job_name=text("job"),
+        job_uid=text("uid"),
+        failure_class=failure_class,
+        reason=text("reason"),
+        failed_at=float(failed_at),
+    )
+
+
+def attempt_of(annotations: Annotations) -> int:
+    """The ``kube-dlq.io/attempt`` of a Job: 1 (the original) when absent or malformed."""
+    value = _as_dict(annotations).get(ANNOTATION_ATTEMPT)
+    if not isinstance(value, str) or not _INT_RE.fullmatch(value.strip()):
+        return 1
+    attempt = int(value.strip())
+    return attempt if 1 <= attempt <= MAX_ATTEMPT else 1
+
+
+def first_failed_at_of(annotations: Annotations) -> float | None:
+    """The ``kube-dlq.io/first-failed-at`` of a Job (unix seconds), None if absent or malformed."""
+    value = _as_dict(annotations).get(ANNOTATION_FIRST_FAILED_AT)
+    if not isinstance(value, str):
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return None
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+def _format_time(seconds: float) -> str:
+    return f"{seconds:.3f}" if math.isfinite(seconds) else "0.000"
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _mapping(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _strings(value: object, *, drop: Iterable[str] = ()) -> dict[str, str]:
+    dropped = set(drop)
+    return {
+        k: v
+        for k, v in _mapping(value).items()
+        if isinstance(k, str) and isinstance(v, str) and k not in dropped
+    }
+
+
+def _as_dict(annotations: Annotations) -> Mapping[str, Any]:
+    if annotations is None:
+        return {}
+    if isinstance(annotations, Mapping):
+        return annotations
+    try:
+        return {k: v for k, v in annotations if isinstance(k, str)}
+    except (TypeError, ValueError):
+        return {}
+
+
+def _child(parent: dict[str, Any], key: str) -> dict[str, Any]:
+    """``parent[key]`` as a dict, replacing a missing or mistyped value with a new one."""
+    value = parent.get(key)
+    if not isinstance(value, dict):
+        value = parent[key] = {}
+    return value

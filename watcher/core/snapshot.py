@@ -1,0 +1,307 @@
+"""Raw Kubernetes JSON -> the frozen projections of `watcher.core.model`.
+
+Every function here is pure and total. List/watch payloads are untrusted: a field can be
+missing, `None`, or of the wrong type (kwok stages render exit codes from annotation strings,
+old apiservers omit newer fields), and one bad object must never stop the watch loop. So each
+value is type-checked where it is read and falls back to the model's default. The one error is
+`MalformedObject`, raised when an object has no usable `metadata.name` or `metadata.uid`:
+without an identity nothing can be correlated, and the caller logs and counts it.
+
+Only status-level data is kept. Pod specs are read for `nodeName` alone and never stored, so
+the daemon's memory does not grow with the size of users' pod templates.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from watcher.core.model import (
+    Condition,
+    ContainerOutcome,
+    EventRecord,
+    JobRef,
+    JobSnapshot,
+    NodeState,
+    OwnerRef,
+    PodSnapshot,
+)
+from watcher.core.rawjson import RawEvent, RawJob, RawNode, RawPod
+
+__all__ = [
+    "MalformedObject",
+    "event_record",
+    "job_snapshot",
+    "job_uid_of_pod",
+    "node_state",
+    "parse_time",
+    "pod_snapshot",
+]
+
+# Labels the Job controller puts on its pods; the first is current, the second pre-1.27.
+JOB_UID_LABELS = ("batch.kubernetes.io/controller-uid", "controller-uid")
+
+_EMPTY: Mapping[str, object] = {}
+
+# RFC 3339 as Kubernetes writes it (metav1.Time, metav1.MicroTime); the fraction is cut to
+# microseconds because that is all `datetime` keeps.
+_RFC3339 = re.compile(
+    r"(?P<main>\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2})"
+    r"(?:\.(?P<frac>\d+))?"
+    r"(?P<zone>[Zz]|[+-]\d{2}:\d{2})?"
+)
+_INT_TEXT = re.compile(r"[+-]?\d{1,10}")
+
+
+class MalformedObject(ValueError):
+    """A raw object without the identity (metadata.name, metadata.uid) needed to use it."""
+
+
+# --- public projections -----------------------------------------------------------------
+
+
+def job_snapshot(raw: RawJob | Mapping[str, Any]) -> JobSnapshot:
+    """Project a batch/v1 Job. Raises `MalformedObject` only when name or uid is missing."""
+    body = _mapping(raw)
+    meta = _mapping(body.get("metadata"))
+    name, uid = _identity(meta, "Job")
+    spec = _mapping(body.get("spec"))
+    status = _mapping(body.get("status"))
+    return JobSnapshot(
+        ref=JobRef(namespace=_str(meta, "namespace"), name=name, uid=uid),
+        owner=_controller_owner(meta),
+        labels=_string_pairs(meta.get("labels")),
+        annotations=_string_pairs(meta.get("annotations")),
+        conditions=_conditions(status),
+        active=_count(status, "active"),
+        failed=_count(status, "failed"),
+        succeeded=_count(status, "succeeded"),
+        has_pod_failure_policy=spec.get("podFailurePolicy") is not None,
+        created_at=parse_time(meta.get("creationTimestamp")),
+    )
+
+
+def pod_snapshot(raw: RawPod | Mapping[str, Any], *, deleted: bool = False) -> PodSnapshot:
+    """Project a core/v1 Pod's status.
+
+    `deleted` is for watch DELETED events, whose object may predate its deletionTimestamp.
+    """
+    body = _mapping(raw)
+    meta = _mapping(body.get("metadata"))
+    name, uid = _identity(meta, "Pod")
+    status = _mapping(body.get("status"))
+    return PodSnapshot(
+        name=name,
+        uid=uid,
+        phase=_str(status, "phase"),
+        reason=_str(status, "reason"),
+        message=_str(status, "message"),
+        node_name=_str(_mapping(body.get("spec")), "nodeName"),
+        deleted=deleted or _is_set(meta.get("deletionTimestamp")),
+        conditions=_conditions(status),
+        containers=_containers(status, "initContainerStatuses", init=True)
+        + _containers(status, "containerStatuses", init=False),
+        created_at=parse_time(meta.get("creationTimestamp")),
+    )
+
+
+def event_record(raw: RawEvent | Mapping[str, Any]) -> EventRecord:
+    """Project a core/v1 Event (also accepts the events.k8s.io/v1 field names)."""
+    body = _mapping(raw)
+    meta = _mapping(body.get("metadata"))
+    _identity(meta, "Event")
+    # events.k8s.io/v1 renames involvedObject -> regarding and message -> note.
+    involved = _mapping(body.get("involvedObject") or body.get("regarding"))
+    series = _mapping(body.get("series"))
+    return EventRecord(
+        involved_kind=_str(involved, "kind"),
+        involved_name=_str(involved, "name"),
+        reason=_str(body, "reason"),
+        message=_str(body, "message") or _str(body, "note"),
+        type=_str(body, "type") or "Normal",
+        count=_positive(body.get("count")) or _positive(series.get("count")) or 1,
+        last_seen=_event_last_seen(body, series),
+    )
+
+
+def node_state(raw: RawNode | Mapping[str, Any], *, deleted: bool = False) -> NodeState:
+    """Project a core/v1 Node. A Node without a Ready condition counts as Ready=Unknown."""
+    body = _mapping(raw)
+    meta = _mapping(body.get("metadata"))
+    name, _ = _identity(meta, "Node")
+    spec = _mapping(body.get("spec"))
+    ready = next(
+        (c for c in _conditions(_mapping(body.get("status"))) if c.type == "Ready"),
+        Condition(type="Ready", status="Unknown"),
+    )
+    return NodeState(
+        name=name,
+        exists=not deleted,
+        ready=ready.status or "Unknown",
+        reason=ready.reason,
+        unschedulable=spec.get("unschedulable") is True,
+        taints=tuple(_taint_text(t) for t in _mappings(spec.get("taints")) if _str(t, "key")),
+    )
+
+
+def job_uid_of_pod(raw: RawPod | Mapping[str, Any] | None) -> str | None:
+    """The uid of the Job controlling a pod, or None. Never raises.
+
+    The controller ownerReference is authoritative; the labels are a fallback for pods whose
+    references were stripped (e.g. orphaned with `--cascade=orphan`).
+    """
+    body = _mapping(raw)
+    meta = _mapping(body.get("metadata"))
+    for ref in _mappings(meta.get("ownerReferences")):
+        # apiVersion batch/*: other CRDs are also kind "Job" (e.g. batch.volcano.sh).
+        if (
+            ref.get("controller") is True
+            and _str(ref, "kind") == "Job"
+            and _str(ref, "apiVersion").startswith("batch/")
+            and _str(ref, "uid")
+        ):
+            return _str(ref, "uid")
+    labels = _mapping(meta.get("labels"))
+    return next((_str(labels, key) for key in JOB_UID_LABELS if _str(labels, key)), None)
+
+
+def parse_time(value: object) -> float | None:
+    """RFC 3339 text -> unix seconds; None for anything else. A missing zone means UTC."""
+    if not isinstance(value, str):
+        return None
+    match = _RFC3339.fullmatch(value.strip())
+    if match is None:
+        return None
+    frac = (match["frac"] or "0")[:6]
+    zone = match["zone"] if match["zone"] not in (None, "Z", "z") else "+00:00"
+    try:
+        return datetime.fromisoformat(f"{match['main'].upper()}.{frac}{zone}").timestamp()
+    except (ValueError, OverflowError):  # right shape, impossible date, e.g. 2024-02-30
+        return None
+
+
+# --- pieces -------------------------------------------------------------------------------
+
+
+def _identity(meta: Mapping[str, object], kind: str) -> tuple[str, str]:
+    name, uid = _str(meta, "name"), _str(meta, "uid")
+    if not name or not uid:
+        raise MalformedObject(f"{kind} without metadata.name or metadata.uid")
+    return name, uid
+
+
+def _controller_owner(meta: Mapping[str, object]) -> OwnerRef | None:
+    for ref in _mappings(meta.get("ownerReferences")):
+        if ref.get("controller") is True:
+            return OwnerRef(kind=_str(ref, "kind"), name=_str(ref, "name"), uid=_str(ref, "uid"))
+    return None
+
+
+def _conditions(status: Mapping[str, object]) -> tuple[Condition, ...]:
+    return tuple(
+        Condition(
+            type=_str(c, "type"),
+            status=_str(c, "status"),
+            reason=_str(c, "reason"),
+            message=_str(c, "message"),
+        )
+        for c in _mappings(status.get("conditions"))
+        if _str(c, "type")
+    )
+
+
+def _containers(
+    status: Mapping[str, object], key: str, *, init: bool
+) -> tuple[ContainerOutcome, ...]:
+    return tuple(_container(c, init=init) for c in _mappings(status.get(key)))
+
+
+def _container(raw: Mapping[str, object], *, init: bool) -> ContainerOutcome:
+    state = _mapping(raw.get("state"))
+    # A restarted container (restartPolicy OnFailure) is waiting or running again; its crash
+    # is only in lastState, and that crash is what made the Job fail.
+    terminated = _mapping(state.get("terminated")) or _mapping(
+        _mapping(raw.get("lastState")).get("terminated")
+    )
+    waiting = _mapping(state.get("waiting"))
+    return ContainerOutcome(
+        name=_str(raw, "name"),
+        init=init,
+        exit_code=_int(terminated.get("exitCode")),
+        signal=_int(terminated.get("signal")),
+        terminated_reason=_str(terminated, "reason"),
+        terminated_message=_str(terminated, "message"),
+        waiting_reason=_str(waiting, "reason"),
+        waiting_message=_str(waiting, "message"),
+        restart_count=_count(raw, "restartCount"),
+    )
+
+
+def _event_last_seen(raw: Mapping[str, object], series: Mapping[str, object]) -> float | None:
+    # lastTimestamp is the legacy recorder's; series/eventTime the newer recorder's.
+    candidates = (
+        raw.get("lastTimestamp"),
+        series.get("lastObservedTime"),
+        raw.get("eventTime"),
+        raw.get("firstTimestamp"),
+    )
+    return next((t for t in map(parse_time, candidates) if t is not None), None)
+
+
+def _taint_text(taint: Mapping[str, object]) -> str:
+    """kubectl's notation: key[=value]:Effect, e.g. node.kubernetes.io/unreachable:NoExecute."""
+    value = _str(taint, "value")
+    key = f"{_str(taint, 'key')}={value}" if value else _str(taint, "key")
+    effect = _str(taint, "effect")
+    return f"{key}:{effect}" if effect else key
+
+
+def _string_pairs(value: object) -> tuple[tuple[str, str], ...]:
+    pairs = _mapping(value).items()
+    return tuple(sorted((k, v) for k, v in pairs if isinstance(k, str) and isinstance(v, str)))
+
+
+# --- type-checked readers -----------------------------------------------------------------
+
+
+def _mapping(value: object) -> Mapping[str, object]:
+    return value if isinstance(value, Mapping) else _EMPTY
+
+
+def _mappings(value: object) -> Sequence[Mapping[str, object]]:
+    if not isinstance(value, list | tuple):
+        return ()
+    return [item for item in value if isinstance(item, Mapping)]
+
+
+def _str(raw: Mapping[str, object], key: str) -> str:
+    value = raw.get(key)
+    return value if isinstance(value, str) else ""
+
+
+def _is_set(value: object) -> bool:
+    return value is not None and value != ""
+
+
+def _int(value: object) -> int | None:
+    """An integer, or None. Integral text is accepted: kwok renders exit codes from strings."""
+    if isinstance(value, bool):  # bool is an int subclass; True is not exit code 1
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and _INT_TEXT.fullmatch(value.strip()):
+        return int(value)
+    return None
+
+
+def _count(raw: Mapping[str, object], key: str) -> int:
+    return max(_int(raw.get(key)) or 0, 0)
+
+
+def _positive(value: object) -> int | None:
+    number = _int(value)
+    return number if number is not None and number > 0 else None

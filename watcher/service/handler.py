@@ -1,0 +1,239 @@
+"""Turn one failed Job into one durable outcome: a scheduled retry or a dead letter.
+
+classify -> policy -> decide are pure; this module is where their result meets Redis. It is
+shared by the daemon (app.py) and the one-shot sweep (sweep.py), so both give the same
+exactly-once guarantee: the sink's atomic check-and-write is keyed by the Job's uid.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from structlog.typing import FilteringBoundLogger
+
+from watcher.adapters.redis.sink import RedisSink, WriteResult
+from watcher.core.classify import ClassifyRules, classify
+from watcher.core.decide import decide
+from watcher.core.errors import PolicyError
+from watcher.core.manifest import (
+    attempt_of,
+    first_failed_at_of,
+    history_from_annotations,
+    replayable_manifest,
+)
+from watcher.core.model import (
+    Action,
+    AttemptRecord,
+    Classification,
+    DeadLetter,
+    Decision,
+    FailureClass,
+    FailureReport,
+    RetryTicket,
+)
+from watcher.core.policy import RetryPolicy, policy_for
+from watcher.kit.metrics import Metrics
+
+# Classes where the node, not the workload, was at fault: a retry may avoid that node.
+NODE_CLASSES = frozenset({FailureClass.NODE_LOST, FailureClass.NODE_SHUTDOWN, FailureClass.EVICTED})
+
+PolicyErrorReporter = Callable[[FailureReport, PolicyError], Any]
+
+MAX_UNSETTLED = 10_000
+"""Failed writes remembered (one uid each) until a retry returns; bounds what Jobs deleted
+before their retry leave behind."""
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    classification: Classification
+    decision: Decision
+    write: WriteResult
+
+
+class FailureHandler:
+    def __init__(
+        self,
+        *,
+        sink: RedisSink,
+        base_policy: RetryPolicy,
+        rules: ClassifyRules,
+        cluster_name: str,
+        metrics: Metrics,
+        logger: FilteringBoundLogger,
+        on_policy_error: PolicyErrorReporter | None = None,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.sink = sink
+        self.base_policy = base_policy
+        self.rules = rules
+        self.cluster_name = cluster_name
+        self.metrics = metrics
+        self.log = logger
+        self.on_policy_error = on_policy_error
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self._unsettled: dict[str, None] = {}
+        """Uids whose outcome write raised (Redis down) in this process, until a retry of it
+        returns: such a write may have landed all the same (a timeout)."""
+
+    async def handle(self, report: FailureReport, raw_job: Mapping[str, Any]) -> Outcome:
+        """Classify, decide and write. Raises SinkError if Redis fails (the caller retries)."""
+        now = self.clock()
+        classification = classify(report, self.rules)
+        policy, errors = policy_for(report.job, self.base_policy)
+        annotations = dict(report.job.annotations)
+        attempt = attempt_of(annotations)
+        history = history_from_annotations(annotations)
+        if history.error is not None:  # reported like a bad annotation; the lineage restarts
+            errors = (*errors, history.error)
+        first_failed_at = first_failed_at_of(annotations) or now
+        decision = decide(
+            classification,
+            policy,
+            history,
+            attempt=attempt,
+            now=now,
+            first_failed_at=first_failed_at,
+            pod_failure_policy_failed=_failed_by_pod_failure_policy(report),
+            rng=self.rng,
+        )
+        record = AttemptRecord(
+            attempt=attempt,
+            job_name=report.job.ref.name,
+            job_uid=report.job.ref.uid,
+            failure_class=classification.failure_class,
+            reason=classification.reason,
+            failed_at=now,
+        )
+        manifest = replayable_manifest(raw_job)
+        uid = report.job.ref.uid
+        tried_before = uid in self._unsettled
+        self._remember_unsettled(uid)  # until the write below returns
+        if decision.action is Action.RETRY:
+            write = await self.sink.schedule_retry(
+                RetryTicket(
+                    job=report.job.ref,
+                    attempt=attempt + 1,
+                    due_at=now + decision.delay_s,
+                    failure_class=classification.failure_class,
+                    reason=classification.reason,
+                    manifest=manifest,
+                    history=(*history, record),
+                    avoid_node=_failed_node(report, classification, policy),
+                )
+            )
+        else:
+            write = await self.sink.dead_letter(
+                DeadLetter(
+                    queue=policy.queue,
+                    job=report.job.ref,
+                    failure_class=classification.failure_class,
+                    reason=classification.reason,
+                    attempts=attempt,
+                    failed_at=now,
+                    cluster=self.cluster_name,
+                    evidence=classification.evidence,
+                    owner=report.job.owner,
+                    manifest=manifest,
+                    history=(*history, record),
+                    report=evidence_document(report, decision),
+                )
+            )
+        self._count(classification, decision, write, policy)
+        self._unsettled.pop(uid, None)
+        if not write.already_handled or tried_before:
+            # Reported once per failed Job, after its outcome is settled, by whoever wrote it:
+            # not on every attempt while Redis is down, nor on replays (restart, relist,
+            # another replica). A write that failed here may have landed all the same (a
+            # timeout), so "already handled" after a failed try still counts as ours.
+            await self._report_policy_errors(report, errors)
+        return Outcome(classification, decision, write)
+
+    def _remember_unsettled(self, uid: str) -> None:
+        self._unsettled[uid] = None
+        while len(self._unsettled) > MAX_UNSETTLED:
+            del self._unsettled[next(iter(self._unsettled))]
+
+    async def _report_policy_errors(
+        self, report: FailureReport, errors: tuple[PolicyError, ...]
+    ) -> None:
+        for error in errors:
+            self.metrics.malformed.labels(source="annotation").inc()
+            self.log.warning(
+                "policy_annotation_invalid",
+                annotation=error.key,
+                value=error.value,
+                error=error.message,
+            )
+            if self.on_policy_error is not None:
+                await self.on_policy_error(report, error)
+
+    def _count(
+        self,
+        classification: Classification,
+        decision: Decision,
+        write: WriteResult,
+        policy: RetryPolicy,
+    ) -> None:
+        fclass = classification.failure_class.value
+        if write.already_handled:
+            self.metrics.duplicates_suppressed.inc()
+            self.log.info("failure_already_handled", failure_class=fclass, outcome=write.ref)
+            return
+        self.metrics.failures.labels(failure_class=fclass, action=decision.action.value).inc()
+        if decision.action is Action.RETRY:
+            self.metrics.retries_scheduled.labels(failure_class=fclass).inc()
+            self.log.info(
+                "retry_scheduled",
+                failure_class=fclass,
+                reason=classification.reason,
+                attempt=decision.attempt,
+                delay_s=round(decision.delay_s, 1),
+                decision=decision.reason,
+            )
+        else:
+            self.metrics.dead_letters_written.labels(queue=policy.queue, failure_class=fclass).inc()
+            self.log.info(
+                "dead_lettered",
+                failure_class=fclass,
+                reason=classification.reason,
+                attempt=decision.attempt,
+                queue=policy.queue,
+                entry=write.ref,
+                decision=decision.reason,
+            )
+
+
+def evidence_document(report: FailureReport, decision: Decision) -> dict[str, Any]:
+    """The evidence a person needs later, captured before Kubernetes garbage-collects it."""
+    return {
+        "decision": decision.reason,
+        "job": {
+            "conditions": [asdict(c) for c in report.job.conditions],
+            "failed": report.job.failed,
+            "succeeded": report.job.succeeded,
+            "active": report.job.active,
+        },
+        "pods": [asdict(p) for p in report.pods],
+        "events": [asdict(e) for e in report.events],
+        "nodes": [asdict(n) for n in report.nodes],
+        "stuck_for_s": report.stuck_for_s,
+    }
+
+
+def _failed_by_pod_failure_policy(report: FailureReport) -> bool:
+    failed = report.job.condition("Failed")
+    return failed is not None and failed.reason == "PodFailurePolicy"
+
+
+def _failed_node(report: FailureReport, classification: Classification, policy: RetryPolicy) -> str:
+    if not policy.avoid_failed_node or classification.failure_class not in NODE_CLASSES:
+        return ""
+    failed = [p for p in report.pods if p.node_name and (p.phase == "Failed" or p.deleted)]
+    return failed[-1].node_name if failed else ""

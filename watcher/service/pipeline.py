@@ -1,0 +1,334 @@
+"""The daemon's core loop: watch events in, one durable outcome per failed Job out.
+
+Watch consumers call the `on_*` methods (synchronous, cheap: parse to projections, update the
+correlator). A Job that turns Failed is queued for handling after a short settle time, so the
+pod and Event watches (which run independently) can deliver the evidence that goes with it.
+One writer task drains the queue through FailureHandler; when Redis is down it keeps the item,
+backs off and tries again, and the bounded queue pushes back on the watches instead of
+dropping work. A failure that is still unwritten at shutdown is found again on the next start
+(the Job is still Failed in the API) and the sink's uid marker keeps that exactly-once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from structlog.typing import FilteringBoundLogger
+
+from watcher.core import snapshot
+from watcher.core.backoff import compute_delay
+from watcher.core.correlate import Correlator
+from watcher.core.errors import KubeAPIError, SinkError
+from watcher.core.model import FailureReport, JobSnapshot
+from watcher.core.policy import ANNOTATION_ENABLED
+from watcher.kit.aio import first_done
+from watcher.kit.logs import job_context
+from watcher.kit.metrics import Metrics
+from watcher.service.handler import FailureHandler
+
+RawObject = Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """Which Jobs kube-dlq handles (from config `scope`)."""
+
+    namespaces: frozenset[str] = frozenset()
+    """Empty: every namespace (subject to the label selector's matches, if any)."""
+    opt_in: bool = False
+    """True: only Jobs labelled or annotated kube-dlq.io/enabled=true."""
+
+    def includes(self, job: JobSnapshot, selected_namespaces: frozenset[str] | None) -> bool:
+        ns = job.ref.namespace
+        if self.namespaces and ns not in self.namespaces:
+            return False
+        if selected_namespaces is not None and ns not in selected_namespaces:
+            return False
+        flag = dict(job.labels).get(ANNOTATION_ENABLED) or job.annotation(ANNOTATION_ENABLED)
+        if flag is not None and flag.lower() == "false":
+            return False
+        return not self.opt_in or (flag is not None and flag.lower() == "true")
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineSettings:
+    settle_s: float = 2.0
+    """Wait after a Job turns Failed before classifying, for pod/Event watches to catch up."""
+    stuck_pending_after_s: float = 900.0
+    max_pending: int = 10_000
+    """Failures decided-but-unwritten held in memory before the watches are pushed back."""
+    evidence_wait_s: float = 10.0
+    """How long a failed Job waits for its failed pods to arrive before it is classified
+    with whatever evidence there is."""
+    handled_memory: int = 50_000
+    """Recently handled Job uids remembered to skip Redis round-trips on replays."""
+
+
+class Pipeline:
+    def __init__(
+        self,
+        *,
+        handler: FailureHandler,
+        scope: Scope,
+        settings: PipelineSettings,
+        metrics: Metrics,
+        logger: FilteringBoundLogger,
+        correlator: Correlator | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.handler = handler
+        self.scope = scope
+        self.settings = settings
+        self.metrics = metrics
+        self.log = logger
+        self.correlator = correlator or Correlator()
+        self.clock = clock
+        self.selected_namespaces: frozenset[str] | None = None
+        self._raw_jobs: dict[str, RawObject] = {}
+        self._due: list[tuple[float, str]] = []
+        self._queued: set[str] = set()
+        self._handled: dict[str, None] = {}
+        self.ready = asyncio.Event()
+        """Set by the owner once every watch has listed (the writer waits for it)."""
+        self._wakeup = asyncio.Event()
+        self._space = asyncio.Event()
+        self._space.set()
+        self._first_seen: dict[str, float] = {}
+        self.written = 0
+        """Outcomes written by this process (dead letters and retry tickets)."""
+        self.already_handled = 0
+        """Failures found already handled (replays, restarts, another replica)."""
+        self.fetch_job: Callable[[str, str], Awaitable[RawObject | None]] | None = None
+        """Reads a Job fresh from the API (a stuck Job's manifest is not kept in memory)."""
+        self.stuck_deleter: Callable[[str, str], Awaitable[object]] | None = None
+        """Deletes a stuck Job once its outcome is written, so it stops holding resources."""
+
+    # -- watch consumers ------------------------------------------------------------------
+
+    def on_job(self, event_type: str, raw: RawObject) -> None:
+        try:
+            job = snapshot.job_snapshot(raw)
+        except snapshot.MalformedObject as exc:
+            self._malformed("job", exc)
+            return
+        uid = job.ref.uid
+        if event_type == "DELETED" or not self.scope.includes(job, self.selected_namespaces):
+            if uid not in self._queued:
+                self.correlator.forget(uid)
+            return
+        if job.condition("Complete") or uid in self._handled:
+            self.correlator.forget(uid)
+            return
+        self.correlator.observe_job(job)
+        if job.condition("Failed"):
+            # The raw object is kept only for failed Jobs, until handled: it is the replayable
+            # manifest, and the Job may be deleted (ttlSecondsAfterFinished) before we write.
+            self._raw_jobs[uid] = raw
+            self._enqueue(uid, self.clock() + self.settings.settle_s)
+
+    def on_pod(self, event_type: str, raw: RawObject) -> None:
+        job_uid = snapshot.job_uid_of_pod(raw)
+        if job_uid is None:
+            return
+        try:
+            pod = snapshot.pod_snapshot(raw, deleted=event_type == "DELETED")
+        except snapshot.MalformedObject as exc:
+            self._malformed("pod", exc)
+            return
+        namespace = str((raw.get("metadata") or {}).get("namespace", ""))
+        self.correlator.observe_pod(job_uid, namespace, pod)
+
+    def on_event(self, event_type: str, raw: RawObject) -> None:
+        if event_type == "DELETED":
+            return  # an Event expiring is not news; keep what we captured
+        try:
+            record = snapshot.event_record(raw)
+        except snapshot.MalformedObject as exc:
+            self._malformed("event", exc)
+            return
+        namespace = str((raw.get("metadata") or {}).get("namespace", ""))
+        self.correlator.observe_event(namespace, record)
+
+    def on_node(self, event_type: str, raw: RawObject) -> None:
+        try:
+            node = snapshot.node_state(raw, deleted=event_type == "DELETED")
+        except snapshot.MalformedObject as exc:
+            self._malformed("node", exc)
+            return
+        if event_type == "DELETED":
+            self.correlator.node_deleted(node.name)
+        else:
+            self.correlator.observe_node(node)
+
+    def on_jobs_synced(self, present_uids: frozenset[str]) -> None:
+        """After a (re)list of Jobs: drop state of Jobs deleted while we were not watching."""
+        for uid in self.correlator.retain_only(present_uids | frozenset(self._queued)):
+            self._raw_jobs.pop(uid, None)
+        self.metrics.tracked_jobs.set(len(self.correlator))
+
+    # -- the writer -----------------------------------------------------------------------
+
+    async def run_writer(self, stop: asyncio.Event) -> None:
+        """Handle due failures until `stop` is set and nothing due is left to write.
+
+        Nothing is handled before `ready` is set (every watch has done its first list), so a
+        failure is never classified before the evidence that was already there arrives.
+        """
+        await first_done(self.ready.wait(), stop.wait())
+        errors_in_a_row = 0
+        while not (stop.is_set() and not self._due_now()):
+            uid = self._pop_due()
+            if uid is None:
+                await self._sleep_until_due(stop)
+                continue
+            try:
+                await self._handle(uid)
+                errors_in_a_row = 0
+            except (SinkError, KubeAPIError) as exc:
+                errors_in_a_row += 1
+                operation = "write" if isinstance(exc, SinkError) else "kubernetes"
+                if isinstance(exc, SinkError):
+                    self.metrics.redis_errors.labels(operation="write").inc()
+                delay = compute_delay(
+                    errors_in_a_row,
+                    base_s=0.5,
+                    factor=2,
+                    cap_s=30,
+                    jitter="equal",
+                    rng=self.handler.rng,
+                )
+                self.log.warning(
+                    "outcome_write_failed",
+                    operation=operation,
+                    error=str(exc),
+                    retry_in_s=round(delay, 2),
+                    pending=len(self._queued),
+                )
+                self._enqueue(uid, self.clock() + delay, force=True)
+                if stop.is_set():
+                    return  # down at shutdown: the next start finds the Job again
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=delay)
+
+    async def _handle(self, uid: str) -> None:
+        job = self.correlator.job(uid)
+        raw = self._raw_jobs.get(uid)
+        if raw is None and job is not None and self.fetch_job is not None:
+            raw = await self.fetch_job(job.ref.namespace, job.ref.name)
+        if job is None or raw is None:
+            self._done(uid)  # deleted meanwhile, or out of scope now
+            return
+        stuck_for = None if job.condition("Failed") else self.clock() - (job.created_at or 0)
+        report = self.correlator.report(uid, stuck_for_s=stuck_for)
+        assert report is not None
+        first_seen = self._first_seen.get(uid, self.clock())
+        if self._evidence_missing(report, stuck_for, first_seen):
+            self._enqueue(uid, self.clock() + 1.0, force=True)
+            return
+        with job_context(job.ref.namespace, job.ref.name, uid):
+            outcome = await self.handler.handle(report, raw)
+            if outcome.write.already_handled:
+                self.already_handled += 1
+            else:
+                self.written += 1
+            self.metrics.decision_latency.observe(max(0.0, self.clock() - first_seen))
+            if stuck_for is not None and self.stuck_deleter is not None:
+                await self.stuck_deleter(job.ref.namespace, job.ref.name)
+        self._done(uid)
+
+    def _evidence_missing(
+        self, report: FailureReport, stuck_for: float | None, first_seen: float
+    ) -> bool:
+        """A failed Job whose failed pods have not reached us yet: wait a little for them.
+
+        The Job watch can be ahead of the pod watch; classifying now would say "unknown".
+        After evidence_wait_s the Job is handled with what there is (pods may be gone).
+        """
+        if stuck_for is not None or report.job.failed == 0:
+            return False
+        if any(p.phase == "Failed" or p.deleted for p in report.pods):
+            return False
+        return self.clock() - first_seen < self.settings.evidence_wait_s
+
+    def check_stuck(self) -> int:
+        """Queue Jobs whose pods have waited to start past the dwell time. Returns how many."""
+        found = 0
+        for uid, _waited in self.correlator.stuck_jobs(
+            self.clock(), self.settings.stuck_pending_after_s
+        ):
+            if uid in self._queued or uid in self._handled:
+                continue
+            self._enqueue(uid, self.clock())
+            found += 1
+        return found
+
+    async def prune_handled(self, handled: Callable[[list[str]], Awaitable[set[str]]]) -> int:
+        """Drop queued failures whose outcome someone else already wrote. Returns how many.
+
+        A standby replica (leader election) queues every failure but writes none; without
+        this its queue would grow until back-pressure paused its watches.
+        """
+        queued = sorted(self._queued)
+        done = await handled(queued) if queued else set()
+        for uid in done:
+            self._done(uid)
+        return len(done)
+
+    @property
+    def pending(self) -> int:
+        """Failures queued and not yet written."""
+        return len(self._queued)
+
+    async def wait_for_space(self) -> None:
+        """Back-pressure for watch consumers while too many failures wait to be written."""
+        await self._space.wait()
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _enqueue(self, uid: str, due: float, *, force: bool = False) -> None:
+        if uid in self._queued and not force:
+            return
+        self._first_seen.setdefault(uid, self.clock())
+        self._queued.add(uid)
+        heapq.heappush(self._due, (due, uid))
+        self.metrics.backlog.set(len(self._queued))
+        if len(self._queued) >= self.settings.max_pending:
+            self._space.clear()
+        self._wakeup.set()
+
+    def _due_now(self) -> bool:
+        return bool(self._due) and self._due[0][0] <= self.clock()
+
+    def _pop_due(self) -> str | None:
+        if not self._due_now():
+            return None
+        _, uid = heapq.heappop(self._due)
+        return uid
+
+    async def _sleep_until_due(self, stop: asyncio.Event) -> None:
+        timeout = max(0.0, self._due[0][0] - self.clock()) if self._due else None
+        self._wakeup.clear()
+        await first_done(self._wakeup.wait(), stop.wait(), at_most_s=timeout)
+
+    def _done(self, uid: str) -> None:
+        self._queued.discard(uid)
+        self._first_seen.pop(uid, None)
+        self._raw_jobs.pop(uid, None)
+        self.correlator.forget(uid)
+        self._handled[uid] = None
+        while len(self._handled) > self.settings.handled_memory:
+            del self._handled[next(iter(self._handled))]
+        self.metrics.backlog.set(len(self._queued))
+        self.metrics.tracked_jobs.set(len(self.correlator))
+        if len(self._queued) < self.settings.max_pending:
+            self._space.set()
+
+    def _malformed(self, source: str, exc: Exception) -> None:
+        self.metrics.malformed.labels(source=source).inc()
+        self.log.warning("object_malformed", source=source, error=str(exc))
