@@ -23,9 +23,10 @@ from devtools.devcluster.cluster import LocalCluster, free_port, kubeconfig_dict
 from devtools.devcluster.commands import default_rbac
 from devtools.devcluster.redis_server import RedisServer
 from watcher.adapters.kube.api import api_client
-from watcher.app.config import Config, parse_config
+from watcher.app.config import parse_config
 from watcher.app.daemon import Daemon
 from watcher.cli import dlq
+from watcher.core.settings import Settings
 from watcher.kit.logs import configure, get_logger
 
 NAMESPACE = "demo"
@@ -141,7 +142,7 @@ WORKLOAD = [
 ]
 
 
-def demo_config(redis_url: str, kubeconfig: str) -> Config:
+def demo_config(redis_url: str, kubeconfig: str) -> Settings:
     return parse_config(
         {
             "cluster_name": "demo",

@@ -42,8 +42,8 @@ from watcher.adapters.kube.watch import (
     Synced,
     Watcher,
     WatchEvent,
-    WatchSettings,
 )
+from watcher.core.settings import KubernetesSettings
 from watcher.kit.metrics import Metrics
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(120)]
@@ -91,7 +91,7 @@ def watcher(
     resource: Resource = JOBS,
     metrics: Metrics | None = None,
     logger: FilteringBoundLogger | None = None,
-    settings: WatchSettings | None = None,
+    settings: KubernetesSettings | None = None,
 ) -> Watcher:
     return Watcher(
         api,
@@ -99,7 +99,7 @@ def watcher(
         namespace=namespace,
         metrics=metrics or Metrics(),
         logger=logger or LogLines().logger,
-        settings=settings or WatchSettings(),
+        settings=settings or KubernetesSettings(),
     )
 
 
@@ -215,7 +215,7 @@ async def test_bookmark_advances_resource_version_without_yielding(
         metrics=metrics,
         logger=log.logger,
         resource=dataclasses.replace(JOBS, label_selector="kube-dlq.test/never=present"),
-        settings=WatchSettings(server_timeout_s=3),
+        settings=KubernetesSettings(watch_timeout_s=3),
     )
     async with Recorder(w) as rec:
         await eventually(check(lambda: rec.synced), within=15, what="first Synced")
@@ -260,7 +260,7 @@ async def test_server_closed_watches_resume_without_loss_or_repeat(
     # sent, so --min-request-timeout applies)
     metrics = Metrics()
     w = watcher(
-        unruly_api, unruly_ns, metrics=metrics, settings=WatchSettings(server_timeout_s=None)
+        unruly_api, unruly_ns, metrics=metrics, settings=KubernetesSettings(watch_timeout_s=None)
     )
     expected: dict[int, tuple[str, str]] = {}  # rv -> (type, name) of every write we made
     deleted: list[str] = []
@@ -308,7 +308,7 @@ async def test_expired_resource_version_relists_and_synced_drops_deleted(
     api, ns = unruly_api, unruly_ns
     jobs = {name: await create_job(api, ns, name) for name in ("a", "b", "c")}
     metrics, log = Metrics(), LogLines()
-    settings = WatchSettings(server_timeout_s=None, page_size=2)  # lists take 2 pages
+    settings = KubernetesSettings(watch_timeout_s=None, list_page_size=2)  # lists take 2 pages
     w = watcher(api, ns, metrics=metrics, logger=log.logger, settings=settings)
     async with contextlib.aclosing(w.stream()) as stream:
         first = await pull_until_synced(stream)
@@ -360,7 +360,7 @@ async def test_apiserver_crash_and_restart_recovers_by_itself(
     unruly: LocalCluster, unruly_api: client.ApiClient, unruly_ns: str
 ) -> None:
     metrics, log = Metrics(), LogLines()
-    settings = WatchSettings(server_timeout_s=None, backoff_cap_s=4)
+    settings = KubernetesSettings(watch_timeout_s=None, watch_backoff_cap_s=4)
     w = watcher(unruly_api, unruly_ns, metrics=metrics, logger=log.logger, settings=settings)
     await create_job(unruly_api, unruly_ns, "before")
     async with Recorder(w) as rec:
@@ -402,8 +402,11 @@ async def test_silent_connection_times_out_and_reconnects(
 ) -> None:
     # Given a watch with a 2 s read timeout
     metrics = Metrics()
-    settings = WatchSettings(
-        server_timeout_s=None, read_timeout_s=2, connect_timeout_s=1, backoff_cap_s=2
+    settings = KubernetesSettings(
+        watch_timeout_s=None,
+        watch_inactivity_timeout_s=2,
+        connect_timeout_s=1,
+        watch_backoff_cap_s=2,
     )
     w = watcher(unruly_api, unruly_ns, metrics=metrics, settings=settings)
     async with Recorder(w) as rec:
@@ -447,7 +450,9 @@ async def test_forbidden_resource_is_reported_not_fatal_and_cancellable(
             what="a forbidden restart",
         )
         line = log.named("watch_restarted", reason="forbidden")[0]
-        assert line["level"] == "error" and line["delay_s"] == WatchSettings().backoff_cap_s
+        assert (
+            line["level"] == "error" and line["delay_s"] == KubernetesSettings().watch_backoff_cap_s
+        )
         assert "403" in line["detail"]
         assert sample(metrics, "watch_restarts_total", resource="secrets", reason="forbidden") == 1
         assert not rec.task.done(), "a 403 must not end the watch"
@@ -470,7 +475,9 @@ async def test_bad_token_is_unauthorized_and_retried_at_max_backoff(
     conf.api_key = {"BearerToken": "Bearer not-a-token"}
     log = LogLines()
     async with client.ApiClient(conf) as api:
-        w = watcher(api, None, logger=log.logger, settings=WatchSettings(backoff_cap_s=7))
+        w = watcher(
+            api, None, logger=log.logger, settings=KubernetesSettings(watch_backoff_cap_s=7)
+        )
         async with Recorder(w):
             await eventually(
                 check(lambda: log.named("watch_restarted", reason="unauthorized")),

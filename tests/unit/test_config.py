@@ -10,16 +10,11 @@ from typing import Any
 import pytest
 import yaml
 
-from watcher.app.config import (
-    Config,
-    KubernetesConfig,
-    apply_env,
-    load_config,
-    parse_config,
-)
+from watcher.app.config import apply_env, load_config, parse_config
 from watcher.core.errors import ConfigError
 from watcher.core.model import FailureClass
 from watcher.core.policy import ClassPolicy, RetryPolicy
+from watcher.core.settings import KubernetesSettings, Settings
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 EXAMPLE = CONFIG_DIR / "kube-dlq.yaml"
@@ -38,11 +33,11 @@ def test_example_loads_and_states_the_defaults() -> None:
     # The example documents every key with its default value: if a default changes in code
     # and not in the example (or the other way round), this fails.
     example = load_config(EXAMPLE)
-    assert example == Config(cluster_name=example.cluster_name)
+    assert example == Settings(cluster_name=example.cluster_name)
 
 
 def test_minimal_loads() -> None:
-    assert load_config(MINIMAL) == Config(cluster_name="dev")
+    assert load_config(MINIMAL) == Settings(cluster_name="dev")
 
 
 def _documented_keys(cls: type[Any], prefix: str = "") -> set[str]:
@@ -73,7 +68,7 @@ def _keys_in(node: object, prefix: str = "") -> set[str]:
 
 def test_example_documents_every_key() -> None:
     in_file = _keys_in(yaml.safe_load(EXAMPLE.read_text()))
-    expected = _documented_keys(Config)
+    expected = _documented_keys(Settings)
     assert expected - in_file == set(), "keys missing from config/kube-dlq.yaml"
     assert in_file - expected == set()
     assert len(expected) > 100  # the walk above really descended into every section
@@ -234,7 +229,7 @@ ERROR_CASES = [
     ),
     pytest.param(
         doc(server={"port": 70000}),
-        "server.port: must be an integer between 1 and 65535, got 70000",
+        "server.port: must be an integer between 0 and 65535, got 70000",
         id="port-range",
     ),
     pytest.param(
@@ -270,8 +265,9 @@ ERROR_CASES = [
     ),
     pytest.param(
         doc(**{"1": 2}),
-        "1: unknown key (known: classify, cluster_name, dead_letter, "
-        "kubernetes, leader_election, log, redis, retry, scope, server, shutdown_grace_s)",
+        "1: unknown key (known: classify, cluster_name, dead_letter, kubernetes, "
+        "leader_election, limits, log, pipeline, redis, retry, retry_loop, scope, server, "
+        "shutdown_grace_s)",
         id="unknown-key-lists-known",
     ),
 ]
@@ -344,7 +340,7 @@ def test_invalid_config_error_names_the_path(document: dict[str, Any], message: 
             id="opt-in-with-selector",
         ),
         pytest.param(doc(log={"level": "DEBUG"}), lambda c: c.log.level, "debug", id="level-case"),
-        pytest.param(doc(redis=None), lambda c: c.redis, Config("x").redis, id="empty-section"),
+        pytest.param(doc(redis=None), lambda c: c.redis, Settings("x").redis, id="empty-section"),
         pytest.param(
             doc(redis={"url": "unix:///run/redis.sock"}),
             lambda c: c.redis.url,
@@ -418,8 +414,8 @@ def test_missing_file(tmp_path: Path) -> None:
 
 # --- environment ---------------------------------------------------------------------------------
 
-BASE = Config(cluster_name="test")
-FROM_FILE = dataclasses.replace(BASE, kubernetes=KubernetesConfig(kubeconfig="/etc/kube/config"))
+BASE = Settings(cluster_name="test")
+FROM_FILE = dataclasses.replace(BASE, kubernetes=KubernetesSettings(kubeconfig="/etc/kube/config"))
 
 
 @pytest.mark.parametrize(
@@ -460,7 +456,7 @@ FROM_FILE = dataclasses.replace(BASE, kubernetes=KubernetesConfig(kubeconfig="/e
     ],
 )
 def test_apply_env(
-    config: Config, environ: dict[str, str], attribute: Any, expected: object
+    config: Settings, environ: dict[str, str], attribute: Any, expected: object
 ) -> None:
     assert attribute(apply_env(config, environ)) == expected
 

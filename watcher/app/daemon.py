@@ -26,11 +26,11 @@ from watcher.adapters.http import HealthServer
 from watcher.adapters.kube import watch
 from watcher.adapters.kube.api import KubeAPI, api_client
 from watcher.adapters.redis.sink import RedisSink
-from watcher.app.config import Config
 from watcher.cli.dlq import redis_client, sink_for
 from watcher.core.classify import ClassifyRules
 from watcher.core.errors import KubeAPIError, PolicyError, SinkError
 from watcher.core.model import FailureReport
+from watcher.core.settings import Settings
 from watcher.kit.aio import first_done
 from watcher.kit.logs import get_logger
 from watcher.kit.metrics import Metrics
@@ -49,7 +49,7 @@ STANDBY_PRUNE_S = 15.0
 class Daemon:
     """Everything `kube-dlq run` builds, kept together so tests can drive it in-process."""
 
-    config: Config
+    config: Settings
     api: client.ApiClient
     redis: Redis
     metrics: Metrics = field(default_factory=Metrics)
@@ -283,13 +283,12 @@ class Daemon:
             await self.pipeline.wait_for_space()
 
     def _stream(self, resource: watch.Resource) -> AsyncIterator[watch.WatchEvent | watch.Synced]:
-        k8s = self.config.kubernetes
-        settings = watch.WatchSettings(
-            server_timeout_s=int(k8s.watch_timeout_s),
-            read_timeout_s=k8s.watch_inactivity_timeout_s,
-        )
         return watch.stream(
-            self.api, resource, metrics=self.metrics, logger=self.logger, settings=settings
+            self.api,
+            resource,
+            metrics=self.metrics,
+            logger=self.logger,
+            settings=self.config.kubernetes,
         )
 
     async def _every(self, interval_s: float, chore: Callable[[], Awaitable[None]]) -> None:
@@ -364,7 +363,7 @@ class Daemon:
             self.logger.warning("event_write_failed", error=str(exc))
 
 
-async def run_daemon(config: Config) -> int:
+async def run_daemon(config: Settings) -> int:
     api = await api_client(config.kubernetes.kubeconfig, config.kubernetes.context)
     redis = redis_client(config)
     try:

@@ -20,9 +20,9 @@ from structlog.typing import FilteringBoundLogger
 
 from watcher.adapters.kube import watch
 from watcher.adapters.kube.api import KubeAPI
-from watcher.app.config import Config
 from watcher.cli.dlq import sink_for
 from watcher.core.classify import ClassifyRules
+from watcher.core.settings import Settings
 from watcher.kit.metrics import Metrics
 from watcher.service.handler import FailureHandler
 from watcher.service.pipeline import Pipeline, PipelineSettings, Scope
@@ -42,7 +42,7 @@ def _stderr(message: str) -> None:
 
 
 async def sweep(
-    config: Config,
+    config: Settings,
     api: client.ApiClient,
     redis: Redis,
     *,

@@ -12,16 +12,16 @@ from redis.asyncio import Redis
 from watcher.adapters.redis.codec import CorruptEntry
 from watcher.adapters.redis.keys import Keys
 from watcher.adapters.redis.sink import RedisSink
-from watcher.app.config import Config
 from watcher.core.model import DeadLetter
+from watcher.core.settings import Settings
 
 
-def redis_client(config: Config) -> Redis:
+def redis_client(config: Settings) -> Redis:
     """A client with bounded timeouts: a dead Redis is an error in seconds, not a hang."""
     return Redis.from_url(config.redis.url, socket_timeout=5.0, socket_connect_timeout=5.0)
 
 
-def sink_for(config: Config, redis: Redis) -> RedisSink:
+def sink_for(config: Settings, redis: Redis) -> RedisSink:
     return RedisSink(redis, keys=Keys(prefix=config.redis.key_prefix, cluster=config.cluster_name))
 
 

@@ -14,10 +14,11 @@ from urllib.parse import urlsplit
 
 from watcher import __version__
 from watcher.adapters.redis.sink import RedisSink
-from watcher.app.config import Config, apply_env, load_config
+from watcher.app.config import apply_env, load_config
 from watcher.cli import dlq
 from watcher.cli.dlq import redis_client, sink_for
 from watcher.core.errors import ConfigError, SinkError
+from watcher.core.settings import Settings
 from watcher.kit.logs import configure, get_logger
 
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
@@ -109,7 +110,7 @@ def _plugins() -> list[Callable[[Subparsers], None]]:
     return [point.load() for point in sorted(found, key=lambda p: p.name)]
 
 
-def _load(path: Path | None) -> Config:
+def _load(path: Path | None) -> Settings:
     """The config file (or $KUBE_DLQ_CONFIG) with environment overrides applied."""
     chosen = path or (
         Path(os.environ["KUBE_DLQ_CONFIG"]) if os.environ.get("KUBE_DLQ_CONFIG") else None
@@ -119,7 +120,7 @@ def _load(path: Path | None) -> Config:
     return apply_env(load_config(chosen), os.environ)
 
 
-async def _with_redis(config: Config, action: Callable[[RedisSink], Awaitable[int]]) -> int:
+async def _with_redis(config: Settings, action: Callable[[RedisSink], Awaitable[int]]) -> int:
     redis = redis_client(config)
     try:
         return await action(sink_for(config, redis))
@@ -168,7 +169,7 @@ def _run_product(args: argparse.Namespace) -> int:
     )
 
 
-async def _sweep(config: Config) -> int:
+async def _sweep(config: Settings) -> int:
     from watcher.adapters.kube.api import api_client
     from watcher.app.sweep import sweep
     from watcher.kit.metrics import Metrics

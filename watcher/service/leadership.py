@@ -45,7 +45,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 from structlog.typing import FilteringBoundLogger
 
-from watcher.app.config import LeaderElectionConfig
+from watcher.core.settings import LeaderElectionSettings
 from watcher.kit.logs import get_logger
 from watcher.kit.metrics import Metrics
 
@@ -157,7 +157,7 @@ class LeaderElector:
     def from_config(
         cls,
         api: client.ApiClient,
-        config: LeaderElectionConfig,
+        config: LeaderElectionSettings,
         *,
         metrics: Metrics | None = None,
         logger: FilteringBoundLogger | None = None,

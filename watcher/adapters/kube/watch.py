@@ -56,6 +56,7 @@ from structlog.typing import FilteringBoundLogger
 
 from watcher.core.backoff import compute_delay
 from watcher.core.errors import KubeAPIError
+from watcher.core.settings import KubernetesSettings
 from watcher.kit.metrics import Metrics
 
 __all__ = [
@@ -71,7 +72,6 @@ __all__ = [
     "Resource",
     "Synced",
     "WatchEvent",
-    "WatchSettings",
     "Watcher",
     "stream",
 ]
@@ -134,40 +134,13 @@ EVENTS: Final = Resource("events", "/api/v1/events", "/api/v1/namespaces/{namesp
 NODES: Final = Resource("nodes", "/api/v1/nodes")
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class WatchSettings:
-    """Timeouts, page size and backoff of one watcher."""
-
-    page_size: int = 500
-    """Objects per list page: the apiserver's own recommendation for informers; bounds the
-    memory one page takes while keeping a relist of 10 000 pods to 20 requests."""
-    server_timeout_s: int | None = 300
-    """Each watch asks the server to end it after ``timeoutSeconds`` drawn from [t, 2t) (the
-    watch cache sends a bookmark 2 s before) and reconnects at once. Five to ten minutes
-    keeps connections spread across apiserver replicas. None sends no timeoutSeconds: the
-    apiserver then ends watches after its --min-request-timeout, 30-60 min by default."""
-    read_timeout_s: float = 90.0
-    """Reconnect when nothing (not even a bookmark) arrived for this long. Bookmarks come about
-    every 60 s on a cached resource that changes, so silence past 90 s means a dead TCP
-    connection, which would otherwise hang the watch forever."""
-    connect_timeout_s: float = 10.0
-    """TCP + TLS connect timeout of every request."""
-    list_timeout_s: float = 60.0
-    """Total time allowed for one list page, including reading the body."""
-    backoff_base_s: float = 0.5
-    """First reconnect delay after a failure; doubles with each failure in a row."""
-    backoff_cap_s: float = 30.0
-    """Longest reconnect delay; also the delay after 401/403 (RBAC may be fixed live)."""
-    healthy_after_s: float = 1.0
-    """A stream that delivered an event or bookmark, or stayed open this long, was healthy:
-    the failure count resets and a normal end (closed, read timeout, 410) reconnects without
-    delay. A server that accepts and at once closes every watch therefore meets a growing
-    backoff, not a busy loop."""
-    max_line_bytes: int = 16 * 1024 * 1024
-    """Longest watch line accepted; etcd caps objects at 1.5 MiB, so this is only a guard."""
-
-
-DEFAULT_SETTINGS: Final = WatchSettings()
+HEALTHY_AFTER_S: Final = 1.0
+"""A stream that delivered an event or bookmark, or stayed open this long, was healthy: the
+failure count resets and a normal end (closed, read timeout, 410) reconnects without delay. A
+server that accepts and at once closes every watch therefore meets a growing backoff, not a
+busy loop."""
+MAX_LINE_BYTES: Final = 16 * 1024 * 1024
+"""Longest watch line accepted; etcd caps objects at 1.5 MiB, so this is only a guard."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -222,7 +195,7 @@ class Watcher:
         metrics: Metrics,
         logger: FilteringBoundLogger,
         namespace: str | None = None,
-        settings: WatchSettings = DEFAULT_SETTINGS,
+        settings: KubernetesSettings,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -244,7 +217,7 @@ class Watcher:
             total=settings.list_timeout_s, sock_connect=settings.connect_timeout_s
         )
         self._watch_timeout = aiohttp.ClientTimeout(
-            sock_connect=settings.connect_timeout_s, sock_read=settings.read_timeout_s
+            sock_connect=settings.connect_timeout_s, sock_read=settings.watch_inactivity_timeout_s
         )
 
     @property
@@ -295,19 +268,19 @@ class Watcher:
     def _delay(self, restart: _Restart, failures: int) -> float:
         s = self._settings
         if restart.reason in _DENIED:
-            return s.backoff_cap_s
+            return s.watch_backoff_cap_s
         if failures == 0:
             return 0.0
         delay = compute_delay(
             failures,
-            base_s=s.backoff_base_s,
+            base_s=s.watch_backoff_base_s,
             factor=2.0,
-            cap_s=s.backoff_cap_s,
+            cap_s=s.watch_backoff_cap_s,
             jitter="equal",
             rng=self._rng,
         )
         if restart.retry_after_s is not None:
-            delay = max(delay, min(restart.retry_after_s, s.backoff_cap_s))
+            delay = max(delay, min(restart.retry_after_s, s.watch_backoff_cap_s))
         return delay
 
     def _restarted(self, restart: _Restart, delay: float, failures: int) -> None:
@@ -342,7 +315,7 @@ class Watcher:
         token: str | None = None
         pages = 0
         while True:
-            query = [*self._selectors, ("limit", str(self._settings.page_size))]
+            query = [*self._selectors, ("limit", str(self._settings.list_page_size))]
             if token:
                 query.append(("continue", token))
             body = await self._get_json(query)
@@ -406,9 +379,9 @@ class Watcher:
             ("resourceVersion", self._rv),
             ("allowWatchBookmarks", "true"),
         ]
-        if self._settings.server_timeout_s is not None:
+        if self._settings.watch_timeout_s is not None:
             # Spread in [t, 2t) like client-go's reflector, so watchers do not reconnect in step.
-            timeout = self._settings.server_timeout_s * (1.0 + self._rng.random())
+            timeout = self._settings.watch_timeout_s * (1.0 + self._rng.random())
             query.append(("timeoutSeconds", str(int(timeout))))
         resp = await self._request(query, self._watch_timeout)
         started = self._clock()
@@ -429,12 +402,12 @@ class Watcher:
                     yield event
         finally:
             _dispose(resp, complete=ended)
-            if self._clock() - started >= self._settings.healthy_after_s:
+            if self._clock() - started >= HEALTHY_AFTER_S:
                 self._healthy = True
 
     async def _readline(self, resp: aiohttp.ClientResponse) -> bytes:
         try:
-            return await resp.content.readline(max_line_length=self._settings.max_line_bytes)
+            return await resp.content.readline(max_line_length=MAX_LINE_BYTES)
         except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
             raise self._transport_restart("watch", exc) from exc
 
@@ -514,7 +487,7 @@ def stream(
     metrics: Metrics,
     logger: FilteringBoundLogger,
     namespace: str | None = None,
-    settings: WatchSettings = DEFAULT_SETTINGS,
+    settings: KubernetesSettings,
 ) -> AsyncGenerator[Item, None]:
     """``Watcher(...).stream()`` for callers that need no access to the watcher itself."""
     watcher = Watcher(
