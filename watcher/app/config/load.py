@@ -49,6 +49,7 @@ from watcher.core.policy import (
     validate_queue,
 )
 from watcher.core.settings import (
+    DAY_S,
     DEFAULT_SHUTDOWN_GRACE_S,
     LOG_FORMATS,
     SCOPE_MODES,
@@ -177,6 +178,9 @@ def _parse_redis(raw: object) -> RedisSettings:
         ),
         stream_maxlen=s.integer("stream_maxlen", d.stream_maxlen, min_value=1),
         stream_max_age_s=s.duration("stream_max_age_s", d.stream_max_age_s, positive=True),
+        outcome_ttl_s=s.duration(
+            "outcome_ttl_s", d.outcome_ttl_s, positive=True, max_s=365 * DAY_S
+        ),
         retry_claim_lease_s=s.duration(
             "retry_claim_lease_s", d.retry_claim_lease_s, positive=True, max_s=3600
         ),
