@@ -378,7 +378,7 @@ async def test_apiserver_crash_and_restart_recovers_by_itself(
             assert not rec.task.done()
             lines = log.named("watch_restarted", reason="error")[:3]
             assert [line["failures"] for line in lines] == [1, 2, 3]
-            low = [settings.backoff_base_s * 2 ** (n - 1) / 2 for n in (1, 2, 3)]
+            low = [settings.watch_backoff_base_s * 2 ** (n - 1) / 2 for n in (1, 2, 3)]
             assert all(line["delay_s"] >= lo for line, lo in zip(lines, low, strict=True))
         finally:
             # And when it is back
