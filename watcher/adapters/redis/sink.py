@@ -35,7 +35,7 @@ from typing import Any, Final
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from watcher.adapters.redis import codec
+from watcher.adapters.redis import codec, scripts
 from watcher.adapters.redis.codec import CorruptEntry
 from watcher.adapters.redis.keys import (
     DLQ_MAX_AGE_S,
@@ -110,90 +110,6 @@ class DeadLetterList(list[tuple[str, DeadLetter]]):
         self.corrupt: list[CorruptRecord] = list(corrupt)
 
 
-# --- Lua scripts --------------------------------------------------------------------------------
-
-_DEAD_LETTER_LUA = """
--- KEYS[1] outcome marker   KEYS[2] dlq stream   KEYS[3] queues set
--- ARGV[1] queue  ARGV[2] payload  ARGV[3] marker ttl ms  ARGV[4] maxlen  ARGV[5] max age ms
--- (0 = no age trim)  ARGV[6] stream field
--- -> {1, marker} written now | {0, marker} job uid already handled (nothing written)
-local existing = redis.call('GET', KEYS[1])
-if existing then
-  return {0, existing}
-end
-redis.call('SADD', KEYS[3], ARGV[1])
-local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', ARGV[6], ARGV[2])
-local max_age = tonumber(ARGV[5])
-if max_age > 0 then
-  local t = redis.call('TIME')
-  local min_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - max_age
-  redis.call('XTRIM', KEYS[2], 'MINID', '~', string.format('%.0f', min_ms))
-end
-local marker = 'dead_letter:' .. ARGV[1] .. '/' .. id
-redis.call('SET', KEYS[1], marker, 'PX', ARGV[3])
-return {1, marker}
-"""
-
-_SCHEDULE_RETRY_LUA = """
--- KEYS[1] outcome marker   KEYS[2] tickets hash   KEYS[3] due zset
--- ARGV[1] ticket id  ARGV[2] payload  ARGV[3] due ms  ARGV[4] marker ttl ms
--- -> {1, marker} written now | {0, marker} already handled (nothing written)
-local existing = redis.call('GET', KEYS[1])
-if existing then
-  return {0, existing}
-end
-local marker = 'retry:' .. ARGV[1]
-if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then
-  -- the marker expired but the ticket is still pending: restore the marker, write nothing
-  redis.call('SET', KEYS[1], marker, 'PX', ARGV[4])
-  return {0, marker}
-end
-redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-redis.call('SET', KEYS[1], marker, 'PX', ARGV[4])
-return {1, marker}
-"""
-
-_CLAIM_LUA = """
--- KEYS[1] due zset   KEYS[2] inflight zset   KEYS[3] tickets hash
--- ARGV[1] now ms  ARGV[2] limit  ARGV[3] lease-until ms  ARGV[4] requeue batch
--- 1. inflight tickets whose lease expired (score <= now) go back to due, scored by that expiry;
--- 2. up to `limit` due tickets (score <= now), earliest first, move to inflight at lease-until.
--- -> {requeued, orphans, id1, body1, id2, body2, ...}; orphans = due ids without a body (dropped)
-local expired = redis.call('ZRANGE', KEYS[2], '-inf', ARGV[1], 'BYSCORE',
-                           'LIMIT', 0, ARGV[4], 'WITHSCORES')
-for i = 1, #expired, 2 do
-  redis.call('ZADD', KEYS[1], expired[i + 1], expired[i])
-  redis.call('ZREM', KEYS[2], expired[i])
-end
-local out = {#expired / 2, 0}
-local due = redis.call('ZRANGE', KEYS[1], '-inf', ARGV[1], 'BYSCORE', 'LIMIT', 0, ARGV[2])
-for _, id in ipairs(due) do
-  redis.call('ZREM', KEYS[1], id)
-  local body = redis.call('HGET', KEYS[3], id)
-  if body then
-    redis.call('ZADD', KEYS[2], ARGV[3], id)
-    out[#out + 1] = id
-    out[#out + 1] = body
-  else
-    out[2] = out[2] + 1
-  end
-end
-return out
-"""
-
-_RELEASE_LUA = """
--- KEYS[1] tickets hash   KEYS[2] inflight zset   KEYS[3] due zset
--- ARGV[1] ticket id  ARGV[2] due ms
--- -> 1 requeued | 0 unknown ticket (already acked): nothing changed
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then
-  return 0
-end
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
-return 1
-"""
-
 _MIN_REDIS: Final = (6, 2)
 _STREAM_ID = re.compile(r"\d+(-\d+)?")
 _RANGE_START = re.compile(r"-|\(?\d+(-\d+)?")
@@ -222,10 +138,10 @@ class RedisSink:
         self._dlq_max_len = dlq_max_len
         self._dlq_max_age_ms = _ms(dlq_max_age_s) if dlq_max_age_s else 0
         self._op_timeout_s = op_timeout_s
-        self._dead_letter_script = redis.register_script(_DEAD_LETTER_LUA)
-        self._schedule_retry_script = redis.register_script(_SCHEDULE_RETRY_LUA)
-        self._claim_script = redis.register_script(_CLAIM_LUA)
-        self._release_script = redis.register_script(_RELEASE_LUA)
+        self._dead_letter_script = redis.register_script(scripts.DEAD_LETTER)
+        self._schedule_retry_script = redis.register_script(scripts.SCHEDULE_RETRY)
+        self._claim_script = redis.register_script(scripts.CLAIM)
+        self._release_script = redis.register_script(scripts.RELEASE)
 
     @property
     def keys(self) -> Keys:
