@@ -25,18 +25,16 @@ to decode surface as `codec.CorruptEntry` values or records, never as a crash.
 
 from __future__ import annotations
 
-import asyncio
 import re
-from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from watcher.adapters.redis import codec, scripts
 from watcher.adapters.redis.codec import CorruptEntry
+from watcher.adapters.redis.guard import Guard, as_bytes, check_client, ms, stream_id_key, text
 from watcher.adapters.redis.keys import (
     DLQ_MAX_AGE_S,
     DLQ_MAX_LEN,
@@ -126,18 +124,17 @@ class RedisSink:
         outcome_ttl_s: float = OUTCOME_TTL_S,
         dlq_max_len: int = DLQ_MAX_LEN,
         dlq_max_age_s: float | None = DLQ_MAX_AGE_S,
-        op_timeout_s: float | None = OP_TIMEOUT_S,
+        op_timeout_s: float = OP_TIMEOUT_S,
     ) -> None:
-        if redis.connection_pool.connection_kwargs.get("decode_responses"):
-            raise ValueError("RedisSink needs a client with decode_responses=False")
+        check_client(redis, "RedisSink")
         if outcome_ttl_s <= 0 or dlq_max_len < 1:
             raise ValueError("outcome_ttl_s must be > 0 and dlq_max_len >= 1")
         self._redis = redis
         self._keys = keys if keys is not None else Keys()
-        self._outcome_ttl_ms = _ms(outcome_ttl_s)
+        self._outcome_ttl_ms = ms(outcome_ttl_s)
         self._dlq_max_len = dlq_max_len
-        self._dlq_max_age_ms = _ms(dlq_max_age_s) if dlq_max_age_s else 0
-        self._op_timeout_s = op_timeout_s
+        self._dlq_max_age_ms = ms(dlq_max_age_s) if dlq_max_age_s else 0
+        self._guard = Guard(op_timeout_s)
         self._dead_letter_script = redis.register_script(scripts.DEAD_LETTER)
         self._schedule_retry_script = redis.register_script(scripts.SCHEDULE_RETRY)
         self._claim_script = redis.register_script(scripts.CLAIM)
@@ -178,18 +175,18 @@ class RedisSink:
         async with self._guard("schedule_retry"):
             reply = await self._schedule_retry_script(
                 keys=[k.outcome(ticket_id), k.retry_tickets, k.retry_due],
-                args=[ticket_id, payload, _ms(ticket.due_at), self._outcome_ttl_ms],
+                args=[ticket_id, payload, ms(ticket.due_at), self._outcome_ttl_ms],
             )
         return self._write_result(ticket_id, reply)
 
     def _write_result(self, job_uid: str, reply: Any) -> WriteResult:
         written, marker = reply
-        action, _, ref = _text(marker).partition(":")
+        action, _, ref = text(marker).partition(":")
         try:
             return WriteResult(written=bool(written), action=Action(action), ref=ref)
         except ValueError:
             raise SinkError(
-                f"outcome marker {self._keys.outcome(job_uid)!r} holds {_text(marker)!r}, "
+                f"outcome marker {self._keys.outcome(job_uid)!r} holds {text(marker)!r}, "
                 "not '<action>:<ref>'"
             ) from None
 
@@ -211,13 +208,13 @@ class RedisSink:
         async with self._guard("claim_due_retries"):
             reply = await self._claim_script(
                 keys=[k.retry_due, k.retry_inflight, k.retry_tickets],
-                args=[_ms(now), limit, _ms(lease_until), REQUEUE_BATCH],
+                args=[ms(now), limit, ms(lease_until), REQUEUE_BATCH],
             )
         claimed: list[ClaimedTicket] = []
         corrupt: list[tuple[str, bytes]] = []
         flat = reply[2:]
         for raw_id, body in zip(flat[::2], flat[1::2], strict=True):
-            ticket_id = _text(raw_id)
+            ticket_id = text(raw_id)
             try:
                 ticket = codec.decode_retry_ticket(body)
             except CorruptEntry:
@@ -253,7 +250,7 @@ class RedisSink:
         async with self._guard("release_retry"):
             reply = await self._release_script(
                 keys=[k.retry_tickets, k.retry_inflight, k.retry_due],
-                args=[ticket_id, _ms(due_at)],
+                args=[ticket_id, ms(due_at)],
             )
         return bool(reply)
 
@@ -280,7 +277,7 @@ class RedisSink:
         """Tickets that failed to decode when claimed: ticket id -> stored bytes."""
         async with self._guard("corrupt_retries"):
             raw = await self._redis.hgetall(self._keys.retry_corrupt)
-        return {_text(key): _bytes(value) for key, value in raw.items()}
+        return {text(key): as_bytes(value) for key, value in raw.items()}
 
     # --- reads for the CLI ----------------------------------------------------------------------
 
@@ -288,7 +285,7 @@ class RedisSink:
         """Names of all dead-letter queues ever written, sorted."""
         async with self._guard("queues"):
             members = await self._redis.smembers(self._keys.queues)
-        return sorted(_text(m) for m in members)
+        return sorted(text(m) for m in members)
 
     async def list_dead_letters(
         self, queue: str | None, *, count: int, start: str = "-"
@@ -310,11 +307,11 @@ class RedisSink:
                 pipe.xrange(self._keys.dlq(name), min=start, max="+", count=count)
             ranges = await pipe.execute()
         rows = [
-            (_text(sid), name, fields)
+            (text(sid), name, fields)
             for name, entries in zip(names, ranges, strict=True)
             for sid, fields in entries or ()
         ]
-        rows.sort(key=lambda r: (_id_key(r[0]), r[1]))
+        rows.sort(key=lambda r: (stream_id_key(r[0]), r[1]))
         out = DeadLetterList()
         for sid, name, fields in rows[:count]:
             entry_id = f"{name}/{sid}"
@@ -343,7 +340,7 @@ class RedisSink:
             ranges = await pipe.execute()
         for name, entries in zip(names, ranges, strict=True):
             if entries:
-                found_id = f"{name}/{_text(entries[0][0])}"
+                found_id = f"{name}/{text(entries[0][0])}"
                 raw = _field(entries[0][1])
                 if raw is None:
                     raise CorruptEntry(f"{found_id}: entry has no {STREAM_FIELD!r} field")
@@ -370,7 +367,7 @@ class RedisSink:
                 pipe.xrange(self._keys.dlq(name), count=1)
             firsts = await pipe.execute()
         return {
-            name: max(0.0, now - _id_key(_text(first[0][0]))[0] / 1000)
+            name: max(0.0, now - stream_id_key(text(first[0][0]))[0] / 1000)
             for name, first in zip(names, firsts, strict=True)
             if first
         }
@@ -394,37 +391,7 @@ class RedisSink:
             )
         return problems
 
-    # --- plumbing -------------------------------------------------------------------------------
-
-    @asynccontextmanager
-    async def _guard(self, op: str) -> AsyncIterator[None]:
-        """Turn Redis failures and the per-call timeout into `SinkError`."""
-        try:
-            async with asyncio.timeout(self._op_timeout_s):
-                yield
-        except RedisError as exc:
-            raise SinkError(f"redis {op} failed: {type(exc).__name__}: {exc}") from exc
-        except TimeoutError as exc:
-            raise SinkError(f"redis {op} timed out after {self._op_timeout_s}s") from exc
-
-
-def _ms(seconds: float) -> int:
-    return round(seconds * 1000)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _bytes(value: bytes | str) -> bytes:
-    return value if isinstance(value, bytes) else value.encode()
-
 
 def _field(fields: dict[Any, Any]) -> bytes | None:
     raw = fields.get(STREAM_FIELD.encode())
-    return None if raw is None else _bytes(raw)
-
-
-def _id_key(stream_id: str) -> tuple[int, int]:
-    ms, _, seq = stream_id.partition("-")
-    return int(ms), int(seq or 0)
+    return None if raw is None else as_bytes(raw)
