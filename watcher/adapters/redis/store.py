@@ -1,8 +1,11 @@
-"""The Redis edge: exactly-once dead-letter and retry-ticket writes, retry claims, CLI reads.
+"""The daemon's side of Redis: exactly-once outcome writes, retry tickets, gauges, health.
 
-`RedisSink` wraps a `redis.asyncio.Redis` that the caller builds and closes (with socket
-timeouts and a retry policy of its choosing, and ``decode_responses=False``). Key names come
-from `watcher.adapters.redis.keys`, (de)serialisation from `watcher.adapters.redis.codec`.
+`RedisStore` wraps a `redis.asyncio.Redis` that the caller builds and closes (normally with
+`watcher.adapters.redis.client.redis_client`, always with ``decode_responses=False``) and takes
+the ``redis`` settings section, so every documented key (stream caps, marker TTL, claim lease,
+operation timeout) is the value it uses. Key names come from `watcher.adapters.redis.keys`,
+(de)serialisation from `watcher.adapters.redis.codec`, the Lua scripts from
+`watcher.adapters.redis.scripts`. The CLI's reads are `watcher.adapters.redis.queries`.
 
 Exactly once: each write is one Lua script that checks the job uid's outcome marker and, only
 when it is absent, writes the entry and sets the marker, in one atomic step. Replayed watch
@@ -13,20 +16,20 @@ never left without its marker.
 
 Redis must not evict keys (``maxmemory-policy noeviction``): under ``volatile-*`` policies the
 outcome markers, which carry TTLs, are the first keys to go, and a replay after an eviction
-would write a second entry. `RedisSink.server_problems` checks this and the server version.
+would write a second entry. `RedisStore.server_problems` checks this and the server version.
 
 The caller bounds its own concurrency: redis-py's asyncio pool fails with
 ``MaxConnectionsError`` (a `SinkError` here) rather than waiting once ``max_connections``
 (default 100) commands are in flight, unless the client uses a ``BlockingConnectionPool``.
 
-Every `redis.RedisError` (and the per-call timeout) surfaces as `SinkError`; entries that fail
-to decode surface as `codec.CorruptEntry` values or records, never as a crash.
+Every `redis.RedisError` (and the operation timeout) surfaces as `SinkError`
+(`watcher.adapters.redis.guard`); retry tickets that fail to decode are quarantined, never a
+crash.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -35,31 +38,18 @@ from redis.asyncio import Redis
 from watcher.adapters.redis import codec, scripts
 from watcher.adapters.redis.codec import CorruptEntry
 from watcher.adapters.redis.guard import Guard, as_bytes, check_client, ms, stream_id_key, text
-from watcher.adapters.redis.keys import (
-    DLQ_MAX_AGE_S,
-    DLQ_MAX_LEN,
-    OUTCOME_TTL_S,
-    STREAM_FIELD,
-    Keys,
-)
+from watcher.adapters.redis.keys import STREAM_FIELD, Keys
 from watcher.core.errors import SinkError
 from watcher.core.model import Action, DeadLetter, RetryTicket
+from watcher.core.settings import RedisSettings
 
-__all__ = [
-    "ClaimedTicket",
-    "CorruptRecord",
-    "DeadLetterList",
-    "RedisSink",
-    "SinkError",
-    "WriteResult",
-]
+__all__ = ["ClaimedTicket", "RedisStore", "WriteResult"]
 
 REQUEUE_BATCH: Final = 1000
 """At most this many lease-expired tickets go back to due per claim call; the rest follow on
 the next calls, so one claim never blocks Redis for long after a long outage."""
 
-OP_TIMEOUT_S: Final = 10.0
-"""Upper bound on one sink call, on top of the client's socket timeouts and retries."""
+_MIN_REDIS: Final = (6, 2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,53 +78,26 @@ class ClaimedTicket:
     """Unix seconds; after this another claim may take the ticket again unless it is acked."""
 
 
-@dataclass(frozen=True, slots=True)
-class CorruptRecord:
-    """A stored entry that did not decode; reported to the operator, never fatal."""
+class RedisStore:
+    """Dead letters, retry tickets and the exactly-once markers of one cluster in one Redis."""
 
-    entry_id: str
-    error: str
-    raw: bytes | None
-    """The stored bytes, or None when the entry had no data field at all."""
-
-
-class DeadLetterList(list[tuple[str, DeadLetter]]):
-    """``[(entry_id, letter), ...]`` plus the entries of the same range that failed to decode."""
-
-    def __init__(
-        self, entries: Iterable[tuple[str, DeadLetter]] = (), corrupt: Iterable[CorruptRecord] = ()
-    ) -> None:
-        super().__init__(entries)
-        self.corrupt: list[CorruptRecord] = list(corrupt)
-
-
-_MIN_REDIS: Final = (6, 2)
-_STREAM_ID = re.compile(r"\d+(-\d+)?")
-_RANGE_START = re.compile(r"-|\(?\d+(-\d+)?")
-
-
-class RedisSink:
-    """Dead letters, retry tickets and the exactly-once markers in one Redis."""
-
-    def __init__(
-        self,
-        redis: Redis,
-        *,
-        keys: Keys | None = None,
-        outcome_ttl_s: float = OUTCOME_TTL_S,
-        dlq_max_len: int = DLQ_MAX_LEN,
-        dlq_max_age_s: float | None = DLQ_MAX_AGE_S,
-        op_timeout_s: float = OP_TIMEOUT_S,
-    ) -> None:
-        check_client(redis, "RedisSink")
-        if outcome_ttl_s <= 0 or dlq_max_len < 1:
-            raise ValueError("outcome_ttl_s must be > 0 and dlq_max_len >= 1")
+    def __init__(self, redis: Redis, settings: RedisSettings, *, cluster_name: str) -> None:
+        check_client(redis, "RedisStore")
+        # The config loader validates these too; checked again because tests and tools build
+        # RedisSettings by hand, and a zero here would silently disable a guarantee.
+        if settings.stream_maxlen < 1:
+            raise ValueError(f"stream_maxlen must be >= 1, got {settings.stream_maxlen}")
+        for name in ("stream_max_age_s", "outcome_ttl_s", "retry_claim_lease_s"):
+            if getattr(settings, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(settings, name)!r}")
         self._redis = redis
-        self._keys = keys if keys is not None else Keys()
-        self._outcome_ttl_ms = ms(outcome_ttl_s)
-        self._dlq_max_len = dlq_max_len
-        self._dlq_max_age_ms = ms(dlq_max_age_s) if dlq_max_age_s else 0
-        self._guard = Guard(op_timeout_s)
+        self._keys = Keys(prefix=settings.key_prefix, cluster=cluster_name)
+        self._stream_maxlen = settings.stream_maxlen
+        # At least 1 ms: the script reads 0 as "no age trim", which no setting asks for.
+        self._stream_max_age_ms = max(1, ms(settings.stream_max_age_s))
+        self._outcome_ttl_ms = max(1, ms(settings.outcome_ttl_s))
+        self._lease_s = settings.retry_claim_lease_s
+        self._guard = Guard(settings.operation_timeout_s)
         self._dead_letter_script = redis.register_script(scripts.DEAD_LETTER)
         self._schedule_retry_script = redis.register_script(scripts.SCHEDULE_RETRY)
         self._claim_script = redis.register_script(scripts.CLAIM)
@@ -147,7 +110,11 @@ class RedisSink:
     # --- writes ---------------------------------------------------------------------------------
 
     async def dead_letter(self, letter: DeadLetter) -> WriteResult:
-        """Append `letter` to its queue's stream unless its job uid was already handled."""
+        """Append `letter` to its queue's stream unless its job uid was already handled.
+
+        The stream is trimmed (approximately: whole stream nodes) to ``stream_maxlen`` entries
+        and to entries younger than ``stream_max_age_s`` in the same step.
+        """
         payload = codec.encode_dead_letter(letter)
         k = self._keys
         async with self._guard("dead_letter"):
@@ -157,8 +124,8 @@ class RedisSink:
                     letter.queue,
                     payload,
                     self._outcome_ttl_ms,
-                    self._dlq_max_len,
-                    self._dlq_max_age_ms,
+                    self._stream_maxlen,
+                    self._stream_max_age_ms,
                     STREAM_FIELD,
                 ],
             )
@@ -192,19 +159,17 @@ class RedisSink:
 
     # --- retry tickets --------------------------------------------------------------------------
 
-    async def claim_due_retries(
-        self, now: float, *, limit: int, lease_s: float
-    ) -> list[ClaimedTicket]:
-        """Claim up to `limit` tickets due at `now`, leased until ``now + lease_s``.
+    async def claim_due_retries(self, now: float, *, limit: int) -> list[ClaimedTicket]:
+        """Claim up to `limit` tickets due at `now`, leased until ``now + retry_claim_lease_s``.
 
         Lease-expired claims are first put back as due (crash recovery). Two callers never get
         the same ticket from one due period. Tickets that fail to decode are moved to the
         corrupt hash (see `corrupt_retries`) and not returned.
         """
-        if limit < 1 or lease_s <= 0:
-            raise ValueError("limit must be >= 1 and lease_s > 0")
+        if limit < 1:
+            raise ValueError("limit must be >= 1")
         k = self._keys
-        lease_until = now + lease_s
+        lease_until = now + self._lease_s
         async with self._guard("claim_due_retries"):
             reply = await self._claim_script(
                 keys=[k.retry_due, k.retry_inflight, k.retry_tickets],
@@ -279,80 +244,11 @@ class RedisSink:
             raw = await self._redis.hgetall(self._keys.retry_corrupt)
         return {text(key): as_bytes(value) for key, value in raw.items()}
 
-    # --- reads for the CLI ----------------------------------------------------------------------
-
-    async def queues(self) -> list[str]:
-        """Names of all dead-letter queues ever written, sorted."""
-        async with self._guard("queues"):
-            members = await self._redis.smembers(self._keys.queues)
-        return sorted(text(m) for m in members)
-
-    async def list_dead_letters(
-        self, queue: str | None, *, count: int, start: str = "-"
-    ) -> DeadLetterList:
-        """Up to `count` entries from `queue` (or all queues, merged by time) from `start` on.
-
-        `start` is a stream id, inclusive, or ``(<id>`` exclusive; it applies to every queue.
-        Entry ids are ``<queue>/<stream-id>``; across queues, entries are ordered by stream id
-        (server time in ms), then queue name. Entries that fail to decode count towards
-        `count` and are returned in ``.corrupt``, not in the list.
-        """
-        if count < 1:
-            raise ValueError("count must be >= 1")
-        if not _RANGE_START.fullmatch(start):
-            raise ValueError(f"start must be '-', a stream id or '(<stream id>', got {start!r}")
-        names = [queue] if queue is not None else await self.queues()
-        async with self._guard("list_dead_letters"), self._redis.pipeline() as pipe:
-            for name in names:
-                pipe.xrange(self._keys.dlq(name), min=start, max="+", count=count)
-            ranges = await pipe.execute()
-        rows = [
-            (text(sid), name, fields)
-            for name, entries in zip(names, ranges, strict=True)
-            for sid, fields in entries or ()
-        ]
-        rows.sort(key=lambda r: (stream_id_key(r[0]), r[1]))
-        out = DeadLetterList()
-        for sid, name, fields in rows[:count]:
-            entry_id = f"{name}/{sid}"
-            raw = _field(fields)
-            try:
-                if raw is None:
-                    raise CorruptEntry(f"entry has no {STREAM_FIELD!r} field")
-                out.append((entry_id, codec.decode_dead_letter(raw)))
-            except CorruptEntry as exc:
-                out.corrupt.append(CorruptRecord(entry_id, str(exc), raw))
-        return out
-
-    async def get_dead_letter(self, entry_id: str) -> tuple[str, DeadLetter] | None:
-        """Look up ``<queue>/<stream-id>``, or a bare stream id in every queue.
-
-        Returns ``(<queue>/<stream-id>, letter)`` or None if absent. Raises `ValueError` for a
-        malformed id and `CorruptEntry` (naming the entry) if the entry does not decode.
-        """
-        queue, _, sid = entry_id.rpartition("/")
-        if not _STREAM_ID.fullmatch(sid) or (queue == "" and "/" in entry_id):
-            raise ValueError(f"not a dead-letter id ('<queue>/<stream-id>'): {entry_id!r}")
-        names = [queue] if queue else await self.queues()
-        async with self._guard("get_dead_letter"), self._redis.pipeline() as pipe:
-            for name in names:
-                pipe.xrange(self._keys.dlq(name), min=sid, max=sid, count=1)
-            ranges = await pipe.execute()
-        for name, entries in zip(names, ranges, strict=True):
-            if entries:
-                found_id = f"{name}/{text(entries[0][0])}"
-                raw = _field(entries[0][1])
-                if raw is None:
-                    raise CorruptEntry(f"{found_id}: entry has no {STREAM_FIELD!r} field")
-                try:
-                    return found_id, codec.decode_dead_letter(raw)
-                except CorruptEntry as exc:
-                    raise CorruptEntry(f"{found_id}: {exc}") from exc
-        return None
+    # --- gauges and health ----------------------------------------------------------------------
 
     async def queue_depths(self) -> dict[str, int]:
         """Entries per queue (corrupt ones included), for every known queue."""
-        names = await self.queues()
+        names = await self._queues("queue_depths")
         async with self._guard("queue_depths"), self._redis.pipeline() as pipe:
             for name in names:
                 pipe.xlen(self._keys.dlq(name))
@@ -361,7 +257,7 @@ class RedisSink:
 
     async def oldest_age_s(self, now: float) -> dict[str, float]:
         """Age in seconds of the oldest entry of every non-empty queue, from its stream id."""
-        names = await self.queues()
+        names = await self._queues("oldest_age_s")
         async with self._guard("oldest_age_s"), self._redis.pipeline() as pipe:
             for name in names:
                 pipe.xrange(self._keys.dlq(name), count=1)
@@ -372,8 +268,15 @@ class RedisSink:
             if first
         }
 
+    async def _queues(self, op: str) -> list[str]:
+        # The same SMEMBERS as DeadLetterQueries.queues; repeated rather than shared so the
+        # daemon's store does not depend on the CLI's read side.
+        async with self._guard(op):
+            members = await self._redis.smembers(self._keys.queues)
+        return sorted(text(m) for m in members)
+
     async def server_problems(self) -> list[str]:
-        """Settings of the Redis server that break the sink's guarantees; empty when fine."""
+        """Settings of the Redis server that break the store's guarantees; empty when fine."""
         async with self._guard("server_problems"):
             info = await self._redis.info()
         problems = []
@@ -390,8 +293,3 @@ class RedisSink:
                 "break exactly-once"
             )
         return problems
-
-
-def _field(fields: dict[Any, Any]) -> bytes | None:
-    raw = fields.get(STREAM_FIELD.encode())
-    return None if raw is None else as_bytes(raw)
