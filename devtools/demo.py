@@ -23,6 +23,7 @@ from devtools.devcluster.cluster import LocalCluster, free_port, kubeconfig_dict
 from devtools.devcluster.commands import default_rbac
 from devtools.devcluster.redis_server import RedisServer
 from watcher.adapters.kube.api import api_client
+from watcher.adapters.redis.queries import DeadLetterQueries
 from watcher.app.config import parse_config
 from watcher.app.daemon import Daemon
 from watcher.cli import dlq
@@ -194,12 +195,12 @@ async def _break_flaky_node(cluster: LocalCluster) -> None:
     cluster.kubectl("label", "node", FLAKY_NODE, "node-not-ready.stage.kwok.x-k8s.io=true")
 
 
-async def _wait_for_outcomes(daemon: Daemon, deadline_s: float) -> None:
+async def _wait_for_outcomes(daemon: Daemon, queries: DeadLetterQueries, deadline_s: float) -> None:
     expected = 6  # dead letters: every Job but nightly-report, which succeeds on retry
     start = time.monotonic()
     seen = -1
     while time.monotonic() - start < deadline_s:
-        entries = await daemon.sink.list_dead_letters(None, count=100)
+        entries = await queries.list_dead_letters(None, count=100)
         if len(entries) != seen:
             seen = len(entries)
             print(
@@ -241,6 +242,7 @@ async def _run(state_dir: Path, keep: bool) -> int:
         redis = Redis.from_url(redis_server.url)
         async with api:
             daemon = Daemon(config=config, api=api, redis=redis, logger=get_logger())
+            queries = DeadLetterQueries(redis, config.redis, cluster_name=config.cluster_name)
             runner = asyncio.create_task(daemon.run())
             try:
                 print("\n== workload ==")
@@ -248,10 +250,10 @@ async def _run(state_dir: Path, keep: bool) -> int:
                     print(f"  {name:<16} {story}")
                 await _submit(cluster)
                 await _break_flaky_node(cluster)
-                await _wait_for_outcomes(daemon, deadline_s=150)
+                await _wait_for_outcomes(daemon, queries, deadline_s=150)
                 print("\n== kube-dlq dlq list ==")
                 await dlq.list_entries(
-                    daemon.sink, queue=None, count=50, output="table", out=sys.stdout
+                    queries, queue=None, count=50, output="table", out=sys.stdout
                 )
                 print("\n== kube_dlq_failures_total (from /metrics) ==")
                 _print_failures(daemon)

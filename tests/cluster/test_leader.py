@@ -565,7 +565,7 @@ async def test_only_the_leading_daemon_writes_and_its_standby_carries_on(
     await create_job(admin_api, namespace, failing_job("work", exit_code=1))
 
     # Then the leader writes its dead letter; the standby only queues the failure
-    await wait_dead_letters(first.sink, 1, within=60)
+    await wait_dead_letters(first.queries, 1, within=60)
 
     async def standby_queued() -> bool:
         return second.daemon.pipeline.pending == 1
@@ -645,7 +645,7 @@ async def test_daemon_that_loses_the_lease_pauses_its_duties_and_resumes_them_wi
     assert await daemon.dead_letters() == []
 
     # When the intruder's lease runs out, the daemon leads again and writes what it queued
-    await wait_dead_letters(daemon.sink, 1, within=INTRUDER_HOLDS_S + 5)
+    await wait_dead_letters(daemon.queries, 1, within=INTRUDER_HOLDS_S + 5)
     assert time.monotonic() - taken > INTRUDER_HOLDS_S - SLACK_S
     assert elector.terms == 2
     assert running_duties() == ["retry-loop", "writer"]

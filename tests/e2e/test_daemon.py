@@ -62,9 +62,8 @@ from tests.support.workloads import (
     wait_job_condition,
     wait_pod_running,
 )
-from watcher.adapters.redis.sink import RedisSink
+from watcher.adapters.redis.queries import DeadLetterQueries
 from watcher.app.config import parse_config
-from watcher.cli.dlq import sink_for
 from watcher.core.policy import ANNOTATION_ATTEMPT, ANNOTATION_HISTORY
 
 pytestmark = [pytest.mark.cluster, pytest.mark.redis]
@@ -83,10 +82,10 @@ def config_file(tmp_path: Path, running: RunningDaemon) -> Path:
     return write_config(tmp_path / "kube-dlq.yaml", running.doc)
 
 
-def sink_of(process: DaemonProcess, redis: Redis) -> RedisSink:
+def queries_of(process: DaemonProcess, redis: Redis) -> DeadLetterQueries:
     """A reader of the dead letters the daemon process writes (its cluster's keys)."""
-    doc = yaml.safe_load(process.config.read_text())
-    return sink_for(parse_config(doc), redis)
+    config = parse_config(yaml.safe_load(process.config.read_text()))
+    return DeadLetterQueries(redis, config.redis, cluster_name=config.cluster_name)
 
 
 def uid_of(job: RawObject) -> str:
@@ -182,7 +181,7 @@ async def test_failed_job_is_dead_lettered_once_with_its_class(
     # When a Job fails in this way
     job = await create_job(admin_api, namespace, case.manifest("work"))
     within = STUCK_DWELL_S + 60 if case.stuck else 60
-    [(_, letter)] = await wait_dead_letters(daemon.sink, 1, within=within)
+    [(_, letter)] = await wait_dead_letters(daemon.queries, 1, within=within)
 
     # Then `kube-dlq dlq list` shows exactly one dead letter for it, with its class
     entries = await dlq_list(config_file(tmp_path, daemon))
@@ -198,7 +197,7 @@ async def test_failed_job_is_dead_lettered_once_with_its_class(
     assert entry["attempts"] == 1
     assert entry["cluster"] == cluster_name
     assert entry["queue"] == "default"
-    assert await daemon.sink.pending_retries() == 0
+    assert await daemon.store.pending_retries() == 0
     if case.stuck:
         # And the stuck Job, which Kubernetes would have left Pending forever, is deleted
         async def deleted() -> bool:
@@ -235,7 +234,7 @@ async def test_retried_job_is_dead_lettered_once_when_its_retries_run_out(
     )
 
     # When every attempt fails the same way
-    await wait_dead_letters(daemon.sink, 1, within=120, what="the dead letter of ingest-r3")
+    await wait_dead_letters(daemon.queries, 1, within=120, what="the dead letter of ingest-r3")
 
     # Then the Job was re-created twice, and each attempt failed
     jobs = {j["metadata"]["name"]: j for j in await list_jobs(admin_api, namespace)}
@@ -263,7 +262,7 @@ async def test_retried_job_is_dead_lettered_once_when_its_retries_run_out(
         (3, "ingest-r3", "io_timeout"),
     ]
     assert [h["job_uid"] for h in history] == [uid_of(jobs[n]) for n in sorted(jobs)]
-    assert await daemon.sink.pending_retries() == 0
+    assert await daemon.store.pending_retries() == 0
 
 
 # --- 3. infrastructure failures are retried ------------------------------------------------------
@@ -306,7 +305,7 @@ async def test_job_on_a_lost_node_is_retried_elsewhere_and_succeeds(
 
     # And nothing was dead-lettered, and no retry is left pending
     assert await daemon.dead_letters() == []
-    assert await daemon.sink.pending_retries() == 0
+    assert await daemon.store.pending_retries() == 0
 
 
 async def test_job_whose_node_is_deleted_is_retried_as_node_lost(
@@ -375,7 +374,7 @@ async def test_malformed_annotation_is_reported_and_defaults_apply(
 
     # When it fails, it is still dead-lettered: the bad key keeps its default (app_error is
     # not retried), the valid one applies (its queue)
-    [(entry_id, letter)] = await wait_dead_letters(daemon.sink, 1, within=60)
+    [(entry_id, letter)] = await wait_dead_letters(daemon.queries, 1, within=60)
     assert entry_id.startswith("ops/")
     assert (letter.job.name, letter.failure_class.value, letter.attempts) == (
         "cleanup",
@@ -398,7 +397,7 @@ async def test_malformed_annotation_is_reported_and_defaults_apply(
 
     # And the daemon keeps working: the next failing Job is dead-lettered as usual
     healthy = await create_job(admin_api, namespace, failing_job("report", exit_code=2))
-    letters = await wait_dead_letters(daemon.sink, 2, within=60)
+    letters = await wait_dead_letters(daemon.queries, 2, within=60)
     assert [(lt.job.uid, lt.queue) for _, lt in letters if lt.job.name == "report"] == [
         (uid_of(healthy), "default")
     ]
@@ -437,23 +436,23 @@ async def test_restarts_neither_lose_nor_repeat_dead_letters(
 ) -> None:
     # Given `kube-dlq run`, and ten Jobs failing one after another
     daemon = spawn_daemon()
-    sink = sink_of(daemon, dlq_redis)
+    queries = queries_of(daemon, dlq_redis)
     await daemon.wait_ready()
     uids = await submit_failing_batch(admin_api, namespace, 10)
 
     # When the daemon is SIGKILLed as soon as the first dead letter lands
-    await wait_dead_letters(sink, 1, within=60, every=0.02)
+    await wait_dead_letters(queries, 1, within=60, every=0.02)
     assert await daemon.kill() == -signal.SIGKILL
 
     # And started again
     daemon.start()
     await daemon.wait_ready()
     # (failed Jobs wait out a settle time before they are written: nothing new yet)
-    by_first = len(await all_dead_letters(sink))
+    by_first = len(await all_dead_letters(queries))
     assert by_first < 10
 
     # Then every Job has exactly one dead letter
-    letters = await wait_dead_letters(sink, 10, within=90)
+    letters = await wait_dead_letters(queries, 10, within=90)
     written, _ = await settled(daemon, 10, what="the restarted daemon to see all ten failures")
     assert {uid: len(ids) for uid, ids in by_uid(letters).items()} == dict.fromkeys(uids, 1)
     # (with the evidence relisted after the restart: pods may be listed before their Jobs)
@@ -494,7 +493,7 @@ async def test_two_daemons_at_once_write_each_dead_letter_once(
     entries = await dlq_list(first.config)
     assert sorted(e["job_uid"] for e in entries) == sorted(uids)
     assert {e["failure_class"] for e in entries} == {"app_error"}
-    letters = await all_dead_letters(sink_of(first, dlq_redis))
+    letters = await all_dead_letters(queries_of(first, dlq_redis))
     assert len(letters) == 10
 
 
@@ -573,9 +572,9 @@ async def test_sigterm_while_redis_hangs_exits_in_time_and_loses_nothing(
     await daemon.wait_ready()
     reader = Redis.from_url(own_redis.url)
     try:
-        await wait_dead_letters(sink_of(daemon, reader), 2, within=60)
+        await wait_dead_letters(queries_of(daemon, reader), 2, within=60)
         await settled(daemon, 2)
-        letters = await all_dead_letters(sink_of(daemon, reader))
+        letters = await all_dead_letters(queries_of(daemon, reader))
     finally:
         await reader.aclose()
     assert {uid: len(ids) for uid, ids in by_uid(letters).items()} == dict.fromkeys(uids, 1)
@@ -676,7 +675,7 @@ async def test_failures_during_a_redis_outage_are_written_when_it_is_back(
             own_redis.start()
 
     # Then all three dead letters arrive, one each
-    letters = await wait_dead_letters(daemon.sink, 3, within=90)
+    letters = await wait_dead_letters(daemon.queries, 3, within=90)
     assert {uid: len(ids) for uid, ids in by_uid(letters).items()} == dict.fromkeys(uids, 1)
     assert {lt.failure_class.value for _, lt in letters} == {"app_error"}
     assert await daemon.metric("kube_dlq_redis_errors_total") > 0

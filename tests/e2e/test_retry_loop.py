@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from devtools.devcluster.redis_server import RedisServer
 from tests.support.kube import RawObject, condition, eventually, job_manifest, raw
 from tests.support.workloads import create_job, describe, list_jobs
 from watcher.adapters.redis.keys import Keys
-from watcher.adapters.redis.sink import ClaimedTicket, RedisSink
+from watcher.adapters.redis.store import ClaimedTicket, RedisStore
 from watcher.core.manifest import manifest_for_ticket, replayable_manifest
 from watcher.core.model import AttemptRecord, FailureClass, JobRef, RetryTicket
 from watcher.core.policy import (
@@ -37,6 +37,7 @@ from watcher.core.policy import (
     ANNOTATION_ORIGINAL_NAME,
     ANNOTATION_ORIGINAL_UID,
 )
+from watcher.core.settings import RedisSettings
 from watcher.kit.logs import get_logger
 from watcher.kit.metrics import Metrics
 from watcher.service.retrying import RetryLoop, RetrySettings, RetryStore
@@ -45,6 +46,8 @@ pytestmark = [pytest.mark.cluster, pytest.mark.redis]
 
 AVOIDED = "kwok-node-0"
 FIRED = "kube_dlq_retries_fired_total"
+CLUSTER = "retry"
+SETTINGS = RedisSettings(key_prefix="kube-dlq-e2e")
 
 
 # --- fixtures and helpers ------------------------------------------------------------------------
@@ -70,14 +73,19 @@ async def redis(redis_server: RedisServer) -> AsyncIterator[Redis]:
         await conn.aclose()
 
 
+def make_store(conn: Redis, **changes: Any) -> RedisStore:
+    """A store for the test installation; `changes` to its redis settings (the claim lease)."""
+    return RedisStore(conn, replace(SETTINGS, **changes), cluster_name=CLUSTER)
+
+
 @pytest.fixture
 def keys() -> Keys:
-    return Keys(prefix="kube-dlq-e2e", cluster="retry")
+    return Keys(prefix=SETTINGS.key_prefix, cluster=CLUSTER)
 
 
 @pytest.fixture
-def sink(redis: Redis, keys: Keys) -> RedisSink:
-    return RedisSink(redis, keys=keys)
+def store(redis: Redis) -> RedisStore:
+    return make_store(redis)
 
 
 @pytest.fixture
@@ -86,10 +94,10 @@ def metrics() -> Metrics:
 
 
 def make_loop(
-    sink: RetryStore, api: client.ApiClient, metrics: Metrics, **settings: Any
+    store: RetryStore, api: client.ApiClient, metrics: Metrics, **settings: Any
 ) -> RetryLoop:
     return RetryLoop(
-        sink=sink,
+        sink=store,
         api=api,
         metrics=metrics,
         logger=get_logger(),
@@ -192,7 +200,7 @@ async def test_due_ticket_recreates_the_job_which_then_runs(
     admin_api: client.ApiClient,
     daemon_api: client.ApiClient,
     namespace: str,
-    sink: RedisSink,
+    store: RedisStore,
     metrics: Metrics,
 ) -> None:
     # Given a Job as the apiserver returns it, and a due retry ticket that avoids its node
@@ -203,11 +211,11 @@ async def test_due_ticket_recreates_the_job_which_then_runs(
     )
     uid = original["metadata"]["uid"]
     ticket = ticket_for(namespace, "report", manifest=original, uid=uid, avoid_node=AVOIDED)
-    assert (await sink.schedule_retry(ticket)).written
+    assert (await store.schedule_retry(ticket)).written
 
     # When the loop fires due retries as the daemon
     with capture_logs() as logs:
-        claimed = await make_loop(sink, daemon_api, metrics).fire_due(time.time())
+        claimed = await make_loop(store, daemon_api, metrics).fire_due(time.time())
 
     # Then the Job is re-created under its retry name, with its lineage and node avoidance
     assert claimed == 1
@@ -231,7 +239,7 @@ async def test_due_ticket_recreates_the_job_which_then_runs(
         }
     ]
     # And the ticket is gone, counted and logged
-    assert await sink.pending_retries() == 0
+    assert await store.pending_retries() == 0
     assert fired(metrics, "created") == 1
     assert metrics.registry.get_sample_value("kube_dlq_retries_pending") == 0
     assert [e["event"] for e in logs if e["event"].startswith("retry_")] == ["retry_fired"]
@@ -258,24 +266,34 @@ async def test_due_ticket_recreates_the_job_which_then_runs(
 class Replica:
     """One daemon replica: its own Redis connection, API client and metrics."""
 
-    sink: RetryStore
+    store: RetryStore
     api: client.ApiClient
     metrics: Metrics
 
 
+MakeReplicas = Callable[..., Awaitable[list[Replica]]]
+
+
 @pytest.fixture
-async def replicas(
-    cluster: ClusterState, redis_server: RedisServer, keys: Keys
-) -> AsyncIterator[list[Replica]]:
+async def replicas(cluster: ClusterState, redis_server: RedisServer) -> AsyncIterator[MakeReplicas]:
+    """Factory: `await replicas(lease_s=...)` makes two replicas whose stores lease claimed
+    tickets for `lease_s` (the product's redis.retry_claim_lease_s); all closed afterwards."""
     made: list[Replica] = []
     conns: list[Redis] = []
-    try:
+
+    async def make(*, lease_s: float) -> list[Replica]:
+        pair: list[Replica] = []
         for _ in range(2):
             conn = make_redis(redis_server.port)
             conns.append(conn)
             api = await config.new_client_from_config(config_file=cluster.daemon_kubeconfig)
-            made.append(Replica(RedisSink(conn, keys=keys), api, Metrics()))
-        yield made
+            replica = Replica(make_store(conn, retry_claim_lease_s=lease_s), api, Metrics())
+            made.append(replica)  # closed at teardown even if the second one fails
+            pair.append(replica)
+        return pair
+
+    try:
+        yield make
     finally:
         for replica in made:
             await replica.api.close()
@@ -293,10 +311,8 @@ class ClaimSignal:
         self.acks_allowed = asyncio.Event()
         self.acks_allowed.set()
 
-    async def claim_due_retries(
-        self, now: float, *, limit: int, lease_s: float
-    ) -> list[ClaimedTicket]:
-        got = await self.inner.claim_due_retries(now, limit=limit, lease_s=lease_s)
+    async def claim_due_retries(self, now: float, *, limit: int) -> list[ClaimedTicket]:
+        got = await self.inner.claim_due_retries(now, limit=limit)
         self.claimed.set()
         return got
 
@@ -328,17 +344,17 @@ async def assert_each_retry_job_exists_once(
 
 
 async def test_two_loops_holding_the_same_tickets_create_each_job_exactly_once(
-    admin_api: client.ApiClient, namespace: str, sink: RedisSink, replicas: list[Replica]
+    admin_api: client.ApiClient, namespace: str, store: RedisStore, replicas: MakeReplicas
 ) -> None:
     # Given 20 due tickets that replica A claims with a lease that has run out by the time
     # replica B claims, so both replicas hold all 20 at once
     for i in range(20):
-        assert (await sink.schedule_retry(ticket_for(namespace, f"batch-{i:02d}"))).written
-    a, b = replicas
-    signal_a, signal_b = ClaimSignal(a.sink), ClaimSignal(b.sink)
+        assert (await store.schedule_retry(ticket_for(namespace, f"batch-{i:02d}"))).written
+    a, b = await replicas(lease_s=1.0)
+    signal_a, signal_b = ClaimSignal(a.store), ClaimSignal(b.store)
     signal_a.acks_allowed.clear()  # A may not ack anything before B has claimed
-    loop_a = make_loop(signal_a, a.api, a.metrics, batch_size=20, lease_s=1.0)
-    loop_b = make_loop(signal_b, b.api, b.metrics, batch_size=20, lease_s=1.0)
+    loop_a = make_loop(signal_a, a.api, a.metrics, batch_size=20)
+    loop_b = make_loop(signal_b, b.api, b.metrics, batch_size=20)
     now = time.time()
 
     # When both fire them at the same time
@@ -353,27 +369,28 @@ async def test_two_loops_holding_the_same_tickets_create_each_job_exactly_once(
     # settled by the 409
     assert list(claimed) == [20, 20]
     await assert_each_retry_job_exists_once(admin_api, namespace, 20)
-    counts = outcome_counts(replicas)
+    counts = outcome_counts([a, b])
     assert counts == {"created": 20, "already_exists": 20, "abandoned": 0, "deferred": 0}
-    assert await sink.pending_retries() == 0
+    assert await store.pending_retries() == 0
 
 
 async def test_two_running_loops_with_short_leases_create_each_job_exactly_once(
-    admin_api: client.ApiClient, namespace: str, sink: RedisSink, replicas: list[Replica]
+    admin_api: client.ApiClient, namespace: str, store: RedisStore, replicas: MakeReplicas
 ) -> None:
     # Given 20 due tickets, and two running replicas whose leases run out almost at once, so
     # they may re-claim tickets the other one is still creating
     for i in range(20):
-        assert (await sink.schedule_retry(ticket_for(namespace, f"batch-{i:02d}"))).written
-    settings: dict[str, Any] = {"poll_interval_s": 0.01, "batch_size": 4, "lease_s": 0.005}
-    loops = [make_loop(r.sink, r.api, r.metrics, **settings) for r in replicas]
+        assert (await store.schedule_retry(ticket_for(namespace, f"batch-{i:02d}"))).written
+    running = await replicas(lease_s=0.005)
+    settings: dict[str, Any] = {"poll_interval_s": 0.01, "batch_size": 4}
+    loops = [make_loop(r.store, r.api, r.metrics, **settings) for r in running]
     stop = asyncio.Event()
 
     # When both run until no ticket is left
     runs = [asyncio.create_task(loop.run(stop)) for loop in loops]
 
     async def drained() -> bool:
-        return await sink.pending_retries() == 0
+        return await store.pending_retries() == 0
 
     try:
         await eventually(drained, within=60, what="every ticket to be acked", every=0.05)
@@ -383,7 +400,7 @@ async def test_two_running_loops_with_short_leases_create_each_job_exactly_once(
 
     # Then every Job exists once, and exactly 20 creates succeeded over both replicas
     await assert_each_retry_job_exists_once(admin_api, namespace, 20)
-    counts = outcome_counts(replicas)
+    counts = outcome_counts(running)
     assert counts["created"] == 20, counts
     assert counts["abandoned"] == counts["deferred"] == 0, counts
 
@@ -392,23 +409,23 @@ async def test_ticket_whose_job_already_exists_is_acked_as_already_exists(
     admin_api: client.ApiClient,
     daemon_api: client.ApiClient,
     namespace: str,
-    sink: RedisSink,
+    store: RedisStore,
     metrics: Metrics,
 ) -> None:
     # Given an earlier firing created the retry Job and crashed before acking its ticket
     ticket = ticket_for(namespace, "ingest")
-    assert (await sink.schedule_retry(ticket)).written
+    assert (await store.schedule_retry(ticket)).written
     existing = await create_job(admin_api, namespace, manifest_for_ticket(ticket))
 
     # When the ticket is fired again
     with capture_logs() as logs:
-        claimed = await make_loop(sink, daemon_api, metrics).fire_due(time.time())
+        claimed = await make_loop(store, daemon_api, metrics).fire_due(time.time())
 
     # Then it is acked as already_exists and the existing Job is the only one
     assert claimed == 1
     assert fired(metrics, "already_exists") == 1
     assert fired(metrics, "created") == 0
-    assert await sink.pending_retries() == 0
+    assert await store.pending_retries() == 0
     jobs = await list_jobs(admin_api, namespace)
     assert [j["metadata"]["uid"] for j in jobs] == [existing["metadata"]["uid"]]
     assert "retry_already_exists" in [e["event"] for e in logs]
@@ -418,22 +435,22 @@ async def test_foreign_job_holding_the_retry_name_abandons_the_ticket(
     admin_api: client.ApiClient,
     daemon_api: client.ApiClient,
     namespace: str,
-    sink: RedisSink,
+    store: RedisStore,
     metrics: Metrics,
 ) -> None:
     # Given someone else's Job already has the name the retry would get
     foreign = await create_job(admin_api, namespace, job_manifest("ingest-r2"))
     ticket = ticket_for(namespace, "ingest")
-    assert (await sink.schedule_retry(ticket)).written
+    assert (await store.schedule_retry(ticket)).written
 
     # When the ticket is fired
     with capture_logs() as logs:
-        await make_loop(sink, daemon_api, metrics).fire_due(time.time())
+        await make_loop(store, daemon_api, metrics).fire_due(time.time())
 
     # Then the ticket is abandoned with a clear log, and the foreign Job is left alone
     assert fired(metrics, "abandoned") == 1
     assert fired(metrics, "already_exists") == 0
-    assert await sink.pending_retries() == 0
+    assert await store.pending_retries() == 0
     current = await read_job(admin_api, namespace, "ingest-r2")
     assert current["metadata"]["uid"] == foreign["metadata"]["uid"]
     abandoned = [e for e in logs if e["event"] == "retry_abandoned"]
@@ -445,7 +462,7 @@ async def test_foreign_job_holding_the_retry_name_abandons_the_ticket(
 async def test_ticket_for_a_deleted_namespace_is_abandoned(
     admin_api: client.ApiClient,
     daemon_api: client.ApiClient,
-    sink: RedisSink,
+    store: RedisStore,
     metrics: Metrics,
 ) -> None:
     # Given a ticket whose namespace has been deleted since the Job failed
@@ -457,16 +474,16 @@ async def test_ticket_for_a_deleted_namespace_is_abandoned(
 
     await eventually(deleted, within=60, what=f"namespace {gone} to be deleted")
     ticket = ticket_for(gone, "cleanup")
-    assert (await sink.schedule_retry(ticket)).written
+    assert (await store.schedule_retry(ticket)).written
 
     # When it is fired
     with capture_logs() as logs:
-        await make_loop(sink, daemon_api, metrics).fire_due(time.time())
+        await make_loop(store, daemon_api, metrics).fire_due(time.time())
 
     # Then it is abandoned (acked, logged with its identity), not retried forever
     assert fired(metrics, "abandoned") == 1
-    assert await sink.pending_retries() == 0
-    assert await make_loop(sink, daemon_api, metrics).fire_due(time.time() + 3600) == 0
+    assert await store.pending_retries() == 0
+    assert await make_loop(store, daemon_api, metrics).fire_due(time.time() + 3600) == 0
     abandoned = [e for e in logs if e["event"] == "retry_abandoned"]
     assert len(abandoned) == 1
     assert abandoned[0]["status"] == 404
@@ -480,22 +497,22 @@ async def test_forbidden_create_is_released_and_stays_pending(
     terminating_namespace: str,
     redis: Redis,
     keys: Keys,
-    sink: RedisSink,
+    store: RedisStore,
     metrics: Metrics,
 ) -> None:
     # Given a ticket for a namespace that is Terminating: the apiserver answers 403 Forbidden
     ticket = ticket_for(terminating_namespace, "export")
-    assert (await sink.schedule_retry(ticket)).written
+    assert (await store.schedule_retry(ticket)).written
 
     # When it is fired
     now = time.time()
     with capture_logs() as logs:
-        loop = make_loop(sink, daemon_api, metrics, defer_base_s=30, defer_cap_s=60)
+        loop = make_loop(store, daemon_api, metrics, defer_base_s=30, defer_cap_s=60)
         await loop.fire_due(now)
 
     # Then it is released with a backoff, still pending and not due again yet
     assert fired(metrics, "deferred") == 1
-    assert await sink.pending_retries() == 1
+    assert await store.pending_retries() == 1
     due = await due_score(redis, keys, ticket.job.uid)
     assert due is not None and now + 15 <= due <= now + 30.5
     assert await loop.fire_due(now + 1) == 0
@@ -508,13 +525,13 @@ async def test_unauthorized_client_defers_without_dropping_the_ticket(
     namespace: str,
     redis: Redis,
     keys: Keys,
-    sink: RedisSink,
+    store: RedisStore,
     metrics: Metrics,
 ) -> None:
     # Given a loop whose API credentials the apiserver rejects
     ticket = ticket_for(namespace, "export")
-    assert (await sink.schedule_retry(ticket)).written
-    loop = make_loop(sink, bogus_api, metrics, defer_base_s=10, defer_cap_s=40)
+    assert (await store.schedule_retry(ticket)).written
+    loop = make_loop(store, bogus_api, metrics, defer_base_s=10, defer_cap_s=40)
 
     # When it fires the ticket twice (the second time once its deferral is due)
     now = time.time()
@@ -526,22 +543,22 @@ async def test_unauthorized_client_defers_without_dropping_the_ticket(
 
     # Then both attempts are deferred with a growing delay, and the ticket is still pending
     assert fired(metrics, "deferred") == 2
-    assert await sink.pending_retries() == 1
+    assert await store.pending_retries() == 1
     assert first_due is not None and now + 5 <= first_due <= now + 10.5
     assert second_due is not None and now + 100 + 10 <= second_due <= now + 100 + 20.5
     assert [e["status"] for e in logs if e["event"] == "retry_deferred"] == [401, 401]
 
 
 async def test_run_updates_the_pending_gauge_and_stops_promptly(
-    daemon_api: client.ApiClient, namespace: str, sink: RedisSink, metrics: Metrics
+    daemon_api: client.ApiClient, namespace: str, store: RedisStore, metrics: Metrics
 ) -> None:
     # Given one ticket that is not due for an hour, and a running loop
     later = ticket_for(namespace, "later")
     assert (
-        await sink.schedule_retry(RetryTicket(**{**_fields(later), "due_at": time.time() + 3600}))
+        await store.schedule_retry(RetryTicket(**{**_fields(later), "due_at": time.time() + 3600}))
     ).written
     stop = asyncio.Event()
-    loop = make_loop(sink, daemon_api, metrics, poll_interval_s=30.0)
+    loop = make_loop(store, daemon_api, metrics, poll_interval_s=30.0)
     task = asyncio.create_task(loop.run(stop))
 
     async def gauge_set() -> bool:
@@ -557,7 +574,7 @@ async def test_run_updates_the_pending_gauge_and_stops_promptly(
     # Then run returns at once and the ticket was not fired
     assert time.monotonic() - started < 1.0
     assert fired(metrics, "created") == 0
-    assert await sink.pending_retries() == 1
+    assert await store.pending_retries() == 1
 
 
 class StopAfterClaim(ClaimSignal):
@@ -567,10 +584,8 @@ class StopAfterClaim(ClaimSignal):
         super().__init__(inner)
         self.stop = stop
 
-    async def claim_due_retries(
-        self, now: float, *, limit: int, lease_s: float
-    ) -> list[ClaimedTicket]:
-        got = await super().claim_due_retries(now, limit=limit, lease_s=lease_s)
+    async def claim_due_retries(self, now: float, *, limit: int) -> list[ClaimedTicket]:
+        got = await super().claim_due_retries(now, limit=limit)
         self.stop.set()
         return got
 
@@ -580,15 +595,16 @@ async def test_stopping_releases_claimed_tickets_not_yet_fired(
     namespace: str,
     redis: Redis,
     keys: Keys,
-    sink: RedisSink,
+    store: RedisStore,
     metrics: Metrics,
 ) -> None:
     # Given three due tickets, and a stop that arrives just after the loop claimed them
     tickets = [ticket_for(namespace, f"batch-{i:02d}") for i in range(3)]
     for ticket in tickets:
-        assert (await sink.schedule_retry(ticket)).written
+        assert (await store.schedule_retry(ticket)).written
     stop = asyncio.Event()
-    loop = make_loop(StopAfterClaim(sink, stop), daemon_api, metrics, lease_s=600)
+    leased_long = make_store(redis, retry_claim_lease_s=600)
+    loop = make_loop(StopAfterClaim(leased_long, stop), daemon_api, metrics)
 
     # When the loop runs
     await asyncio.wait_for(loop.run(stop), timeout=5)
@@ -607,7 +623,7 @@ async def test_run_survives_redis_being_down(daemon_api: client.ApiClient) -> No
     metrics = Metrics()
     stop = asyncio.Event()
     loop = make_loop(
-        RedisSink(dead), daemon_api, metrics, poll_interval_s=0.01, error_backoffs_s=(0.02,)
+        make_store(dead), daemon_api, metrics, poll_interval_s=0.01, error_backoffs_s=(0.02,)
     )
 
     # When it runs for a while

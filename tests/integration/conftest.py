@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import replace
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -11,13 +13,20 @@ from redis.backoff import ExponentialWithJitterBackoff
 
 from devtools.devcluster.redis_server import RedisServer
 from watcher.adapters.redis.keys import Keys
-from watcher.adapters.redis.sink import RedisSink
+from watcher.adapters.redis.queries import DeadLetterQueries
+from watcher.adapters.redis.store import RedisStore
+from watcher.core.settings import RedisSettings
 
 # Short timeouts and few retries so a dead Redis fails a test in seconds, not minutes.
 SOCKET_TIMEOUT_S = 0.5
 RETRIES = 2
 
 ClientFactory = Callable[..., Awaitable[Redis]]
+
+PREFIX = "kube-dlq-test"
+CLUSTER = "it"
+SETTINGS = RedisSettings(key_prefix=PREFIX)
+"""The test installation's settings: documented defaults, its own key prefix."""
 
 
 def make_redis(port: int) -> Redis:
@@ -58,14 +67,42 @@ async def make_client(redis_server: RedisServer) -> AsyncIterator[ClientFactory]
             await client.aclose()
 
 
+def make_store(redis: Redis, **changes: Any) -> RedisStore:
+    """A store for the test installation, with `changes` to its redis settings."""
+    return RedisStore(redis, replace(SETTINGS, **changes), cluster_name=CLUSTER)
+
+
+def make_queries(redis: Redis, **changes: Any) -> DeadLetterQueries:
+    """The CLI's reader of the same keys."""
+    return DeadLetterQueries(redis, replace(SETTINGS, **changes), cluster_name=CLUSTER)
+
+
 @pytest.fixture
 def keys() -> Keys:
-    return Keys(prefix="kube-dlq-test", cluster="it")
+    """The key names the test installation's store and queries use, for raw assertions."""
+    return Keys(prefix=PREFIX, cluster=CLUSTER)
 
 
 @pytest.fixture
-def sink(redis: Redis, keys: Keys) -> RedisSink:
-    return RedisSink(redis, keys=keys)
+def store(redis: Redis) -> RedisStore:
+    return make_store(redis)
+
+
+@pytest.fixture
+def queries(redis: Redis) -> DeadLetterQueries:
+    return make_queries(redis)
+
+
+@pytest.fixture
+async def small_stream_nodes(redis: Redis) -> AsyncIterator[None]:
+    """Make approximate (~) trimming observable: it only drops whole nodes of this size."""
+    before = (await redis.config_get("stream-node-max-entries"))["stream-node-max-entries"]
+    assert before is not None
+    await redis.config_set("stream-node-max-entries", 4)
+    try:
+        yield
+    finally:
+        await redis.config_set("stream-node-max-entries", before)
 
 
 @pytest.fixture

@@ -1,11 +1,14 @@
-"""RedisSink against a real redis-server: exactly-once writes, retry claims, CLI reads, failures."""
+"""RedisStore and DeadLetterQueries against a real redis-server.
+
+Exactly-once writes, retry claims, stream trimming, the CLI's reads, corrupt data, failures.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
 import pytest
@@ -14,11 +17,20 @@ from redis.crc import key_slot
 from redis.typing import EncodableT, FieldT
 
 from devtools.devcluster.redis_server import RedisServer
-from tests.integration.conftest import ClientFactory, make_redis
+from tests.integration.conftest import (
+    CLUSTER,
+    SETTINGS,
+    ClientFactory,
+    make_queries,
+    make_redis,
+    make_store,
+)
 from watcher.adapters.redis import codec
 from watcher.adapters.redis.codec import CorruptEntry
 from watcher.adapters.redis.keys import STREAM_FIELD, Keys
-from watcher.adapters.redis.sink import RedisSink, SinkError, WriteResult
+from watcher.adapters.redis.queries import DeadLetterQueries
+from watcher.adapters.redis.store import RedisStore, WriteResult
+from watcher.core.errors import SinkError
 from watcher.core.model import (
     Action,
     AttemptRecord,
@@ -106,10 +118,10 @@ async def test_fifty_concurrent_writers_for_one_uid_write_one_entry(
 ) -> None:
     # Given 50 writers spread over 5 separate connection pools (as 5 daemons would be)
     clients = [await make_client() for _ in range(5)]
-    sinks = [RedisSink(clients[i % 5], keys=keys) for i in range(50)]
+    stores = [make_store(clients[i % 5]) for i in range(50)]
 
     # When all of them dead-letter the same job uid at once
-    results = await asyncio.gather(*(s.dead_letter(letter("uid-1")) for s in sinks))
+    results = await asyncio.gather(*(s.dead_letter(letter("uid-1")) for s in stores))
 
     # Then exactly one wrote, the rest report it as already handled with the same entry id
     written = [r for r in results if r.written]
@@ -125,18 +137,18 @@ async def test_dead_letter_and_retry_racing_for_one_uid_leave_one_outcome(
 ) -> None:
     # Given two daemons that disagree: one dead-letters a job, the other schedules a retry
     clients = [await make_client() for _ in range(4)]
-    sinks = [RedisSink(c, keys=keys) for c in clients]
+    stores = [make_store(c) for c in clients]
 
     # When 20 of each race for the same uid
-    calls = [sinks[i % 4].dead_letter(letter("uid-r")) for i in range(20)]
-    calls += [sinks[i % 4].schedule_retry(ticket("uid-r")) for i in range(20)]
+    calls = [stores[i % 4].dead_letter(letter("uid-r")) for i in range(20)]
+    calls += [stores[i % 4].schedule_retry(ticket("uid-r")) for i in range(20)]
     results = await asyncio.gather(*calls)
 
     # Then one outcome won, everyone agrees on it, and only that one was stored
     assert sum(r.written for r in results) == 1
     assert len({(r.action, r.ref) for r in results}) == 1
-    sink = RedisSink(redis, keys=keys)
-    stored = await stream_len(redis, keys) + await sink.pending_retries()
+    store = make_store(redis)
+    stored = await stream_len(redis, keys) + await store.pending_retries()
     assert stored == 1
 
 
@@ -145,11 +157,11 @@ async def test_replayed_dead_letter_after_client_restart_is_not_doubled(
 ) -> None:
     # Given a dead letter written by one daemon, whose client is then closed
     first_client = make_redis(redis_server.port)
-    first = await RedisSink(first_client, keys=keys).dead_letter(letter("uid-2"))
+    first = await make_store(first_client).dead_letter(letter("uid-2"))
     await first_client.aclose()
 
-    # When a restarted daemon (new client, new sink, scripts not yet loaded) replays the event
-    second = await RedisSink(await make_client(), keys=keys).dead_letter(letter("uid-2"))
+    # When a restarted daemon (new client, new store, scripts not yet loaded) replays the event
+    second = await make_store(await make_client()).dead_letter(letter("uid-2"))
 
     # Then nothing new is written and the earlier entry is reported
     assert first.written and second.already_handled
@@ -164,33 +176,33 @@ async def test_replay_after_redis_restart_with_aof_is_not_doubled(
     server = private_server(persistent=True)
     client = make_redis(server.port)
     try:
-        sink = RedisSink(client, keys=keys)
-        first = await sink.dead_letter(letter("uid-p"))
-        await sink.schedule_retry(ticket("uid-t"))
+        store = make_store(client)
+        first = await store.dead_letter(letter("uid-p"))
+        await store.schedule_retry(ticket("uid-t"))
 
         # When Redis restarts (script cache gone, data reloaded from the AOF) and both replay
         server.restart()
-        again = await sink.dead_letter(letter("uid-p"))
-        again_ticket = await sink.schedule_retry(ticket("uid-t"))
+        again = await store.dead_letter(letter("uid-p"))
+        again_ticket = await store.schedule_retry(ticket("uid-t"))
 
         # Then both are recognised as already handled and nothing is doubled
         assert again.already_handled and again.ref == first.ref
         assert again_ticket.already_handled and again_ticket.ref == "uid-t"
         assert await client.xlen(keys.dlq("batch")) == 1
-        assert await sink.pending_retries() == 1
+        assert await store.pending_retries() == 1
     finally:
         await client.aclose()
 
 
 async def test_scheduled_retry_is_stored_once_and_blocks_a_later_dead_letter(
-    sink: RedisSink, redis: Redis, keys: Keys
+    store: RedisStore, redis: Redis, keys: Keys
 ) -> None:
     # Given a retry scheduled for a job uid
-    first = await sink.schedule_retry(ticket("uid-3"))
+    first = await store.schedule_retry(ticket("uid-3"))
 
     # When the same ticket is replayed and then a dead letter for that uid arrives
-    replay = await sink.schedule_retry(ticket("uid-3", due_at=T0 + 99))
-    late = await sink.dead_letter(letter("uid-3"))
+    replay = await store.schedule_retry(ticket("uid-3", due_at=T0 + 99))
+    late = await store.dead_letter(letter("uid-3"))
 
     # Then only the first ticket exists and both later calls name it
     assert first == WriteResult(written=True, action=Action.RETRY, ref="uid-3")
@@ -201,12 +213,12 @@ async def test_scheduled_retry_is_stored_once_and_blocks_a_later_dead_letter(
 
 
 async def test_outcome_marker_expires_after_configured_ttl(redis: Redis, keys: Keys) -> None:
-    # Given a sink whose outcome markers live one hour
-    sink = RedisSink(redis, keys=keys, outcome_ttl_s=3600)
+    # Given a store whose outcome markers live one hour
+    store = make_store(redis, outcome_ttl_s=3600)
 
     # When a dead letter and a ticket are written
-    await sink.dead_letter(letter("uid-4"))
-    await sink.schedule_retry(ticket("uid-5"))
+    await store.dead_letter(letter("uid-4"))
+    await store.schedule_retry(ticket("uid-5"))
 
     # Then both markers carry that TTL and say what happened
     for uid in ("uid-4", "uid-5"):
@@ -217,14 +229,14 @@ async def test_outcome_marker_expires_after_configured_ttl(redis: Redis, keys: K
 
 
 async def test_retry_ticket_survives_expired_marker_without_duplicate(
-    sink: RedisSink, redis: Redis, keys: Keys
+    store: RedisStore, redis: Redis, keys: Keys
 ) -> None:
     # Given a ticket still pending whose outcome marker has expired (or was evicted)
-    await sink.schedule_retry(ticket("uid-6"))
+    await store.schedule_retry(ticket("uid-6"))
     await redis.delete(keys.outcome("uid-6"))
 
     # When the ticket is scheduled again
-    result = await sink.schedule_retry(ticket("uid-6", due_at=T0 + 50))
+    result = await store.schedule_retry(ticket("uid-6", due_at=T0 + 50))
 
     # Then nothing is rewritten and the marker is restored
     assert result.already_handled and result.ref == "uid-6"
@@ -232,11 +244,13 @@ async def test_retry_ticket_survives_expired_marker_without_duplicate(
     assert await redis.get(keys.outcome("uid-6")) == b"retry:uid-6"
 
 
-async def test_every_field_round_trips_through_redis(sink: RedisSink) -> None:
+async def test_every_field_round_trips_through_redis(
+    store: RedisStore, queries: DeadLetterQueries
+) -> None:
     # Given a dead letter using every field, nested values and non-ASCII text
     # When it is written and read back by id
-    result = await sink.dead_letter(FULL_LETTER)
-    got = await sink.get_dead_letter(result.ref)
+    result = await store.dead_letter(FULL_LETTER)
+    got = await queries.get_dead_letter(result.ref)
 
     # Then the value read is equal to the value written
     assert got == (result.ref, FULL_LETTER)
@@ -249,14 +263,14 @@ async def test_two_concurrent_claim_loops_claim_each_of_200_tickets_once(
     redis: Redis, keys: Keys, make_client: ClientFactory
 ) -> None:
     # Given 200 due tickets and two retry loops on separate connections
-    sink = RedisSink(redis, keys=keys)
+    store = make_store(redis)
     for i in range(200):
-        await sink.schedule_retry(ticket(f"t{i:03}", T0 - i))
-    loops = [RedisSink(await make_client(), keys=keys) for _ in range(2)]
+        await store.schedule_retry(ticket(f"t{i:03}", T0 - i))
+    loops = [make_store(await make_client(), retry_claim_lease_s=60) for _ in range(2)]
 
-    async def claim_all(loop_sink: RedisSink) -> list[str]:
+    async def claim_all(loop_store: RedisStore) -> list[str]:
         got: list[str] = []
-        while batch := await loop_sink.claim_due_retries(T0, limit=7, lease_s=60):
+        while batch := await loop_store.claim_due_retries(T0, limit=7):
             got += [c.ticket_id for c in batch]
             await asyncio.sleep(0)
         return got
@@ -269,18 +283,19 @@ async def test_two_concurrent_claim_loops_claim_each_of_200_tickets_once(
     assert not set(a) & set(b)
     assert a and b
     assert await redis.zcard(keys.retry_inflight) == 200
-    assert await sink.pending_retries() == 200
+    assert await store.pending_retries() == 200
 
 
-async def test_claim_returns_only_due_tickets_earliest_first_up_to_limit(sink: RedisSink) -> None:
-    # Given tickets due in the past, now, and the future
+async def test_claim_returns_only_due_tickets_earliest_first_up_to_limit(redis: Redis) -> None:
+    # Given tickets due in the past, now, and the future, in a store leasing claims for 30 s
+    store = make_store(redis, retry_claim_lease_s=30)
     for uid, due in (("late", T0 + 60), ("b", T0 - 10), ("a", T0 - 20), ("now", T0)):
-        await sink.schedule_retry(ticket(uid, due))
+        await store.schedule_retry(ticket(uid, due))
 
     # When claiming with a limit of 2, then again
-    first = await sink.claim_due_retries(T0, limit=2, lease_s=30)
-    second = await sink.claim_due_retries(T0, limit=2, lease_s=30)
-    third = await sink.claim_due_retries(T0, limit=2, lease_s=30)
+    first = await store.claim_due_retries(T0, limit=2)
+    second = await store.claim_due_retries(T0, limit=2)
+    third = await store.claim_due_retries(T0, limit=2)
 
     # Then due tickets come earliest first with their lease, and the future one stays put
     assert [c.ticket_id for c in first] == ["a", "b"]
@@ -290,82 +305,73 @@ async def test_claim_returns_only_due_tickets_earliest_first_up_to_limit(sink: R
     assert first[0].lease_until == T0 + 30
 
 
-async def test_claimed_ticket_whose_lease_expires_is_claimed_again(sink: RedisSink) -> None:
-    # Given a ticket claimed by a daemon that then crashed (never acked nor released)
-    await sink.schedule_retry(ticket("crash"))
-    (claimed,) = await sink.claim_due_retries(T0, limit=10, lease_s=30)
+async def test_claimed_ticket_whose_lease_expires_is_claimed_again(redis: Redis) -> None:
+    # Given a ticket claimed for 30 s by a daemon that then crashed (never acked nor released)
+    store = make_store(redis, retry_claim_lease_s=30)
+    await store.schedule_retry(ticket("crash"))
+    (claimed,) = await store.claim_due_retries(T0, limit=10)
 
     # When another loop claims before and after the lease ran out
-    during = await sink.claim_due_retries(T0 + 29, limit=10, lease_s=30)
-    after = await sink.claim_due_retries(T0 + 31, limit=10, lease_s=30)
+    during = await store.claim_due_retries(T0 + 29, limit=10)
+    after = await store.claim_due_retries(T0 + 31, limit=10)
 
     # Then it is not handed out while leased, and is handed out again once the lease expired
     assert during == []
     assert [c.ticket_id for c in after] == ["crash"]
     assert after[0].ticket == claimed.ticket
     assert after[0].lease_until == T0 + 61
-    assert await sink.pending_retries() == 1
+    assert await store.pending_retries() == 1
 
 
-async def test_acked_ticket_is_gone_for_good(sink: RedisSink, redis: Redis, keys: Keys) -> None:
+async def test_acked_ticket_is_gone_for_good(redis: Redis, keys: Keys) -> None:
     # Given a claimed ticket
-    await sink.schedule_retry(ticket("done"))
-    await sink.claim_due_retries(T0, limit=1, lease_s=5)
+    store = make_store(redis, retry_claim_lease_s=5)
+    await store.schedule_retry(ticket("done"))
+    await store.claim_due_retries(T0, limit=1)
 
     # When it is acked (twice: the second is a no-op)
-    first, second = await sink.ack_retry("done"), await sink.ack_retry("done")
+    first, second = await store.ack_retry("done"), await store.ack_retry("done")
 
     # Then nothing is pending, no later claim returns it, and it cannot be released back
     assert (first, second) == (True, False)
-    assert await sink.pending_retries() == 0
-    assert await sink.claim_due_retries(T0 + 3600, limit=10, lease_s=5) == []
-    assert await sink.release_retry("done", T0) is False
+    assert await store.pending_retries() == 0
+    assert await store.claim_due_retries(T0 + 3600, limit=10) == []
+    assert await store.release_retry("done", T0) is False
     assert not await redis.exists(keys.retry_tickets)
 
 
-async def test_released_ticket_is_due_again_at_the_new_time(sink: RedisSink) -> None:
+async def test_released_ticket_is_due_again_at_the_new_time(redis: Redis) -> None:
     # Given a claimed ticket whose re-creation failed (the API was down)
-    await sink.schedule_retry(ticket("api-down"))
-    await sink.claim_due_retries(T0, limit=1, lease_s=300)
+    store = make_store(redis, retry_claim_lease_s=300)
+    await store.schedule_retry(ticket("api-down"))
+    await store.claim_due_retries(T0, limit=1)
 
     # When it is released to be due 60 s later
-    assert await sink.release_retry("api-down", T0 + 60) is True
+    assert await store.release_retry("api-down", T0 + 60) is True
 
     # Then it is not claimable before that time, and is claimable after it
-    assert await sink.claim_due_retries(T0 + 59, limit=1, lease_s=300) == []
-    again = await sink.claim_due_retries(T0 + 60, limit=1, lease_s=300)
+    assert await store.claim_due_retries(T0 + 59, limit=1) == []
+    again = await store.claim_due_retries(T0 + 60, limit=1)
     assert [c.ticket_id for c in again] == ["api-down"]
 
 
 # --- streams: trimming and reads --------------------------------------------------------------
 
 
-@pytest.fixture
-async def small_stream_nodes(redis: Redis) -> AsyncIterator[None]:
-    """Make approximate (~) trimming observable: it only drops whole nodes of this size."""
-    before = (await redis.config_get("stream-node-max-entries"))["stream-node-max-entries"]
-    assert before is not None
-    await redis.config_set("stream-node-max-entries", 4)
-    try:
-        yield
-    finally:
-        await redis.config_set("stream-node-max-entries", before)
-
-
 @pytest.mark.usefixtures("small_stream_nodes")
 async def test_stream_is_capped_at_about_max_len(redis: Redis, keys: Keys) -> None:
-    # Given a sink capping each queue at ~10 entries
-    sink = RedisSink(redis, keys=keys, dlq_max_len=10)
+    # Given a store capping each queue at ~10 entries
+    store, queries = make_store(redis, stream_maxlen=10), make_queries(redis)
 
     # When 50 different jobs are dead-lettered
-    refs = [(await sink.dead_letter(letter(f"cap-{i}"))).ref for i in range(50)]
+    refs = [(await store.dead_letter(letter(f"cap-{i}"))).ref for i in range(50)]
 
     # Then the stream holds the newest ~10 (trimmed in whole nodes of 4) and the oldest are gone
     assert 10 <= await stream_len(redis, keys) < 14
-    assert await sink.get_dead_letter(refs[-1]) is not None
-    assert await sink.get_dead_letter(refs[0]) is None
+    assert await queries.get_dead_letter(refs[-1]) is not None
+    assert await queries.get_dead_letter(refs[0]) is None
     # And a replay of a trimmed job does not come back: its outcome marker outlives the entry
-    assert (await sink.dead_letter(letter("cap-0"))).already_handled
+    assert (await store.dead_letter(letter("cap-0"))).already_handled
 
 
 @pytest.mark.usefixtures("small_stream_nodes")
@@ -374,31 +380,33 @@ async def test_entries_older_than_max_age_are_trimmed(redis: Redis, keys: Keys) 
     old = codec.encode_dead_letter(letter("old"))
     for i in range(4):
         await redis.xadd(keys.dlq("batch"), {STREAM_FIELD: old}, id=f"1000000000000-{i}")
-    sink = RedisSink(redis, keys=keys, dlq_max_age_s=86400)
+    store = make_store(redis, stream_max_age_s=86400)
 
     # When a new dead letter is written to that queue
-    new = await sink.dead_letter(letter("new"))
+    new = await store.dead_letter(letter("new"))
 
     # Then the old entries are trimmed by age and the new one remains
-    listed = await sink.list_dead_letters("batch", count=10)
+    listed = await make_queries(redis).list_dead_letters("batch", count=10)
     assert [entry_id for entry_id, _ in listed] == [new.ref]
 
 
-async def test_list_get_depths_and_ages_across_queues(sink: RedisSink, redis: Redis) -> None:
+async def test_list_get_depths_and_ages_across_queues(
+    store: RedisStore, queries: DeadLetterQueries
+) -> None:
     # Given three dead letters in two queues, written in order a, b, c in different
     # milliseconds (stream ids order entries of different queues only to the millisecond)
-    a = await sink.dead_letter(letter("a", queue="batch"))
+    a = await store.dead_letter(letter("a", queue="batch"))
     await asyncio.sleep(0.002)
-    b = await sink.dead_letter(letter("b", queue="etl"))
+    b = await store.dead_letter(letter("b", queue="etl"))
     await asyncio.sleep(0.002)
-    c = await sink.dead_letter(letter("c", queue="batch"))
+    c = await store.dead_letter(letter("c", queue="batch"))
     before = time.time()
 
     # When listing everything, one queue, and a page after the first entry
-    everything = await sink.list_dead_letters(None, count=10)
-    batch_only = await sink.list_dead_letters("batch", count=10)
-    first_page = await sink.list_dead_letters(None, count=2)
-    after_a = await sink.list_dead_letters(None, count=10, start="(" + a.ref.split("/")[1])
+    everything = await queries.list_dead_letters(None, count=10)
+    batch_only = await queries.list_dead_letters("batch", count=10)
+    first_page = await queries.list_dead_letters(None, count=2)
+    after_a = await queries.list_dead_letters(None, count=10, start="(" + a.ref.split("/")[1])
 
     # Then entries come merged by time with "<queue>/<stream-id>" ids, and nothing is corrupt
     assert [e for e, _ in everything] == [a.ref, b.ref, c.ref]
@@ -409,30 +417,31 @@ async def test_list_get_depths_and_ages_across_queues(sink: RedisSink, redis: Re
     assert everything.corrupt == []
 
     # And single entries are found by full id or bare stream id, and absent ones are None
-    assert await sink.get_dead_letter(b.ref) == (b.ref, letter("b", queue="etl"))
-    assert await sink.get_dead_letter(b.ref.split("/")[1]) == (b.ref, letter("b", queue="etl"))
-    assert await sink.get_dead_letter("batch/1-0") is None
-    assert await sink.get_dead_letter("nosuchqueue/1-0") is None
+    assert await queries.get_dead_letter(b.ref) == (b.ref, letter("b", queue="etl"))
+    assert await queries.get_dead_letter(b.ref.split("/")[1]) == (b.ref, letter("b", queue="etl"))
+    assert await queries.get_dead_letter("batch/1-0") is None
+    assert await queries.get_dead_letter("nosuchqueue/1-0") is None
     with pytest.raises(ValueError, match="not a dead-letter id"):
-        await sink.get_dead_letter("batch/latest")
+        await queries.get_dead_letter("batch/latest")
 
     # And depths and oldest ages are per queue
-    assert await sink.queue_depths() == {"batch": 2, "etl": 1}
-    ages = await sink.oldest_age_s(before + 100)
+    assert await store.queue_depths() == {"batch": 2, "etl": 1}
+    ages = await store.oldest_age_s(before + 100)
     assert set(ages) == {"batch", "etl"}
     assert 99 <= ages["batch"] <= 102 and 99 <= ages["etl"] <= 102
     assert ages["batch"] >= ages["etl"]
 
 
-async def test_reads_on_an_empty_store(sink: RedisSink) -> None:
+async def test_reads_on_an_empty_store(store: RedisStore, queries: DeadLetterQueries) -> None:
     # Given nothing written
     # When reading / Then everything is empty rather than an error
-    assert await sink.list_dead_letters(None, count=5) == []
-    assert await sink.get_dead_letter("1-0") is None
-    assert await sink.queue_depths() == {}
-    assert await sink.oldest_age_s(T0) == {}
-    assert await sink.pending_retries() == 0
-    assert await sink.claim_due_retries(T0, limit=5, lease_s=1) == []
+    assert await queries.list_dead_letters(None, count=5) == []
+    assert await queries.get_dead_letter("1-0") is None
+    assert await queries.queues() == []
+    assert await store.queue_depths() == {}
+    assert await store.oldest_age_s(T0) == {}
+    assert await store.pending_retries() == 0
+    assert await store.claim_due_retries(T0, limit=5) == []
 
 
 # --- corrupt data -----------------------------------------------------------------------------
@@ -456,19 +465,19 @@ CORRUPT_ENTRIES: dict[str, tuple[dict[FieldT, EncodableT], str]] = {
 
 
 async def test_corrupt_stream_entries_are_reported_not_fatal(
-    sink: RedisSink, redis: Redis, keys: Keys
+    store: RedisStore, queries: DeadLetterQueries, redis: Redis, keys: Keys
 ) -> None:
     # Given a queue where good entries surround entries written by hand with garbage
-    good_1 = await sink.dead_letter(letter("good-1"))
+    good_1 = await store.dead_letter(letter("good-1"))
     bad_ids = {}
     for name, (fields, _) in CORRUPT_ENTRIES.items():
         stream_id = await redis.xadd(keys.dlq("batch"), fields)
         assert isinstance(stream_id, bytes)
         bad_ids[name] = f"batch/{stream_id.decode()}"
-    good_2 = await sink.dead_letter(letter("good-2"))
+    good_2 = await store.dead_letter(letter("good-2"))
 
     # When the queue is listed
-    listed = await sink.list_dead_letters(None, count=100)
+    listed = await queries.list_dead_letters(None, count=100)
 
     # Then the good entries are returned and each bad one is reported with a clear reason
     assert [e for e, _ in listed] == [good_1.ref, good_2.ref]
@@ -476,29 +485,28 @@ async def test_corrupt_stream_entries_are_reported_not_fatal(
     assert set(reported) == set(bad_ids.values())
     for name, (_, message) in CORRUPT_ENTRIES.items():
         assert message in reported[bad_ids[name]], name
-    assert await sink.queue_depths() == {"batch": 2 + len(CORRUPT_ENTRIES)}
+    assert await store.queue_depths() == {"batch": 2 + len(CORRUPT_ENTRIES)}
 
     # And asking for one corrupt entry raises CorruptEntry naming it
     with pytest.raises(CorruptEntry, match=bad_ids["future version"]):
-        await sink.get_dead_letter(bad_ids["future version"])
+        await queries.get_dead_letter(bad_ids["future version"])
 
 
-async def test_corrupt_retry_ticket_is_quarantined_not_fatal(
-    sink: RedisSink, redis: Redis, keys: Keys
-) -> None:
+async def test_corrupt_retry_ticket_is_quarantined_not_fatal(redis: Redis, keys: Keys) -> None:
     # Given a due ticket whose stored body is garbage, next to a good one
-    await sink.schedule_retry(ticket("good"))
+    store = make_store(redis, retry_claim_lease_s=30)
+    await store.schedule_retry(ticket("good"))
     await redis.hset(keys.retry_tickets, "bad", b"{oops")
     await redis.zadd(keys.retry_due, {"bad": T0 * 1000})
 
     # When the retry loop claims
-    claimed = await sink.claim_due_retries(T0, limit=10, lease_s=30)
+    claimed = await store.claim_due_retries(T0, limit=10)
 
     # Then it gets the good ticket; the bad one is set aside where an operator can see it
     assert [c.ticket_id for c in claimed] == ["good"]
-    assert await sink.corrupt_retries() == {"bad": b"{oops"}
-    assert await sink.pending_retries() == 1
-    later = await sink.claim_due_retries(T0 + 3600, limit=10, lease_s=30)
+    assert await store.corrupt_retries() == {"bad": b"{oops"}
+    assert await store.pending_retries() == 1
+    later = await store.claim_due_retries(T0 + 3600, limit=10)
     assert [c.ticket_id for c in later] == ["good"]
 
 
@@ -506,39 +514,39 @@ async def test_corrupt_retry_ticket_is_quarantined_not_fatal(
 
 
 async def test_stopped_redis_raises_sink_error_quickly(
-    private_server: Callable[..., RedisServer], keys: Keys
+    private_server: Callable[..., RedisServer],
 ) -> None:
-    # Given a working sink whose Redis then stops
+    # Given a working store and CLI reader whose Redis then stops
     server = private_server()
     client = make_redis(server.port)
     try:
-        sink = RedisSink(client, keys=keys)
-        await sink.dead_letter(letter("before"))
+        store, queries = make_store(client, retry_claim_lease_s=1), make_queries(client)
+        await store.dead_letter(letter("before"))
         server.stop()
 
         # When writes and reads are attempted / Then each fails with SinkError within seconds
-        assert await timed(sink.dead_letter(letter("after"))) < 3
-        assert await timed(sink.schedule_retry(ticket("after"))) < 3
-        assert await timed(sink.claim_due_retries(T0, limit=1, lease_s=1)) < 3
-        assert await timed(sink.list_dead_letters(None, count=1)) < 3
-        assert await timed(sink.ack_retry("x")) < 3
+        assert await timed(store.dead_letter(letter("after"))) < 3
+        assert await timed(store.schedule_retry(ticket("after"))) < 3
+        assert await timed(store.claim_due_retries(T0, limit=1)) < 3
+        assert await timed(queries.list_dead_letters(None, count=1)) < 3
+        assert await timed(store.ack_retry("x")) < 3
     finally:
         await client.aclose()
 
 
 async def test_hung_redis_raises_sink_error_within_the_timeouts(
-    private_server: Callable[..., RedisServer], keys: Keys
+    private_server: Callable[..., RedisServer],
 ) -> None:
     # Given a Redis that accepts connections but never answers (SIGSTOP)
     server = private_server()
     client = make_redis(server.port)
     try:
-        sink = RedisSink(client, keys=keys, op_timeout_s=2.0)
-        await sink.pending_retries()
+        store = make_store(client, operation_timeout_s=2.0)
+        await store.pending_retries()
         server.freeze()
 
-        # When a dead letter is written / Then SinkError comes within the sink's bound
-        elapsed = await timed(sink.dead_letter(letter("hung")))
+        # When a dead letter is written / Then SinkError comes within the store's bound
+        elapsed = await timed(store.dead_letter(letter("hung")))
         assert elapsed < 2.5
     finally:
         server.thaw()
@@ -548,24 +556,28 @@ async def test_hung_redis_raises_sink_error_within_the_timeouts(
 # --- construction and layout ------------------------------------------------------------------
 
 
-async def test_sink_refuses_a_client_that_decodes_responses(redis_server: RedisServer) -> None:
+async def test_store_and_queries_refuse_a_client_that_decodes_responses(
+    redis_server: RedisServer,
+) -> None:
     # Given a client with decode_responses=True (it would choke on non-UTF-8 garbage)
     client = Redis(port=redis_server.port, decode_responses=True)
     try:
-        # When / Then the sink refuses it up front
+        # When / Then the store and the CLI reader refuse it up front
         with pytest.raises(ValueError, match="decode_responses=False"):
-            RedisSink(client)
+            RedisStore(client, SETTINGS, cluster_name=CLUSTER)
+        with pytest.raises(ValueError, match="decode_responses=False"):
+            DeadLetterQueries(client, SETTINGS, cluster_name=CLUSTER)
     finally:
         await client.aclose()
 
 
-async def test_all_keys_share_one_cluster_slot(sink: RedisSink, redis: Redis) -> None:
+async def test_all_keys_share_one_cluster_slot(store: RedisStore, redis: Redis) -> None:
     # Given every kind of key written
-    await sink.dead_letter(letter("k1", queue="q1"))
-    await sink.dead_letter(letter("k2", queue="q2"))
-    await sink.schedule_retry(ticket("k3"))
-    await sink.claim_due_retries(T0, limit=1, lease_s=1)
-    await redis.hset(sink.keys.retry_corrupt, "x", b"x")
+    await store.dead_letter(letter("k1", queue="q1"))
+    await store.dead_letter(letter("k2", queue="q2"))
+    await store.schedule_retry(ticket("k3"))
+    await store.claim_due_retries(T0, limit=1)
+    await redis.hset(store.keys.retry_corrupt, "x", b"x")
 
     # When their Redis Cluster hash slots are computed
     names = [k async for k in redis.scan_iter(match="kube-dlq-test:*")]
@@ -576,16 +588,16 @@ async def test_all_keys_share_one_cluster_slot(sink: RedisSink, redis: Redis) ->
     assert len(slots) == 1
 
 
-async def test_server_problems_flags_an_evicting_redis(sink: RedisSink, redis: Redis) -> None:
+async def test_server_problems_flags_an_evicting_redis(store: RedisStore, redis: Redis) -> None:
     # Given the test server as installed (noeviction, Redis >= 6.2)
-    assert await sink.server_problems() == []
+    assert await store.server_problems() == []
 
     # When it is switched to a policy that evicts keys with a TTL
     await redis.config_set("maxmemory-policy", "volatile-lru")
     try:
-        problems = await sink.server_problems()
+        problems = await store.server_problems()
     finally:
         await redis.config_set("maxmemory-policy", "noeviction")
 
-    # Then the sink names the setting that breaks exactly-once
+    # Then the store names the setting that breaks exactly-once
     assert len(problems) == 1 and "volatile-lru" in problems[0]

@@ -8,7 +8,7 @@ import pytest
 import structlog
 
 from tests.support.objects import raw_job
-from watcher.adapters.redis.sink import RedisSink
+from watcher.adapters.redis.store import RedisStore
 from watcher.core.classify import ClassifyRules
 from watcher.core.model import DeadLetter, FailureClass, JobRef
 from watcher.core.policy import RetryPolicy
@@ -19,11 +19,11 @@ from watcher.service.pipeline import Pipeline, PipelineSettings, Scope
 pytestmark = pytest.mark.redis
 
 
-async def test_standby_drops_queued_failures_the_leader_already_wrote(sink: RedisSink) -> None:
+async def test_standby_drops_queued_failures_the_leader_already_wrote(store: RedisStore) -> None:
     # Given a standby whose pipeline queued two failed Jobs (its writer is not running)
     metrics = Metrics()
     handler = FailureHandler(
-        sink=sink, base_policy=RetryPolicy(), rules=ClassifyRules(), cluster_name="it",
+        sink=store, base_policy=RetryPolicy(), rules=ClassifyRules(), cluster_name="it",
         metrics=metrics, logger=structlog.get_logger(), rng=random.Random(0),
     )  # fmt: skip
     pipeline = Pipeline(
@@ -35,15 +35,15 @@ async def test_standby_drops_queued_failures_the_leader_already_wrote(sink: Redi
     assert pipeline.pending == 2
 
     # When the leader has written the outcome of one of them
-    await sink.dead_letter(DeadLetter(
+    await store.dead_letter(DeadLetter(
         queue="default", job=JobRef("batch", "written", "uid-written"),
         failure_class=FailureClass.APP_ERROR, reason="exit 1", attempts=1, failed_at=0.0,
         cluster="it",
     ))  # fmt: skip
 
     # Then pruning drops exactly that one, and keeps the other for a takeover
-    assert await pipeline.prune_handled(sink.handled) == 1
+    assert await pipeline.prune_handled(store.handled) == 1
     assert pipeline.pending == 1
     assert pipeline.correlator.job("uid-written") is None
     assert pipeline.correlator.job("uid-not-yet") is not None
-    assert await pipeline.prune_handled(sink.handled) == 0
+    assert await pipeline.prune_handled(store.handled) == 0

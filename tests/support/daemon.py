@@ -13,7 +13,8 @@ Two ways to run it against the session control plane (as its own ServiceAccount 
 
 Every test gets its own `cluster_name` (so its own Redis keys) on a FLUSHDB'd session Redis,
 a scope limited to its namespace, retry backoff of about a second and a short stuck dwell.
-Dead letters are read back through the sink or `kube-dlq dlq list -o json`.
+Dead letters are read back through `DeadLetterQueries` (the CLI's reader) or
+`kube-dlq dlq list -o json`.
 """
 
 from __future__ import annotations
@@ -42,11 +43,12 @@ from devtools.devcluster.cluster import ClusterState, free_port
 from devtools.devcluster.redis_server import RedisServer
 from tests.support.kube import eventually
 from watcher.adapters.kube.api import api_client
-from watcher.adapters.redis.sink import RedisSink
+from watcher.adapters.redis.client import redis_client
+from watcher.adapters.redis.queries import DeadLetterQueries
+from watcher.adapters.redis.store import RedisStore
 from watcher.app import daemon as app
 from watcher.app.config import parse_config
 from watcher.app.daemon import Daemon
-from watcher.cli.dlq import redis_client, sink_for
 from watcher.core.model import DeadLetter, FailureClass
 from watcher.service.retrying import RetryLoop, RetrySettings
 
@@ -196,19 +198,19 @@ def by_uid(letters: list[tuple[str, DeadLetter]]) -> dict[str, list[str]]:
     return found
 
 
-async def all_dead_letters(sink: RedisSink) -> list[tuple[str, DeadLetter]]:
-    letters = await sink.list_dead_letters(None, count=10_000)
+async def all_dead_letters(queries: DeadLetterQueries) -> list[tuple[str, DeadLetter]]:
+    letters = await queries.list_dead_letters(None, count=10_000)
     assert not letters.corrupt, letters.corrupt
     return list(letters)
 
 
 async def wait_dead_letters(
-    sink: RedisSink, count: int, *, within: float, what: str = "", every: float = 0.25
+    queries: DeadLetterQueries, count: int, *, within: float, what: str = "", every: float = 0.25
 ) -> list[tuple[str, DeadLetter]]:
     """Wait until at least `count` dead letters exist; return them all."""
 
     async def enough() -> list[tuple[str, DeadLetter]] | None:
-        letters = await all_dead_letters(sink)
+        letters = await all_dead_letters(queries)
         return letters if len(letters) >= count else None
 
     return await eventually(
@@ -256,8 +258,15 @@ class RunningDaemon:
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     @property
-    def sink(self) -> RedisSink:
+    def store(self) -> RedisStore:
+        """The daemon's own store (retry tickets, gauges)."""
         return self.daemon.sink
+
+    @property
+    def queries(self) -> DeadLetterQueries:
+        """A CLI reader of the keys the daemon writes (its config's prefix and cluster)."""
+        config = self.daemon.config
+        return DeadLetterQueries(self.daemon.redis, config.redis, cluster_name=config.cluster_name)
 
     @property
     def port(self) -> int:
@@ -270,7 +279,7 @@ class RunningDaemon:
         return await metric(self.port, name, labels)
 
     async def dead_letters(self) -> list[tuple[str, DeadLetter]]:
-        return await all_dead_letters(self.sink)
+        return await all_dead_letters(self.queries)
 
     async def stop(self) -> int:
         """Set `stop` and wait for run() to return; its exit code."""
@@ -311,10 +320,10 @@ async def start_daemon(
         doc = config_doc(cluster, namespace=namespace, **params)
         config = parse_config(doc)
         api = await api_client(config.kubernetes.kubeconfig)
-        redis = redis_client(config)
+        redis = redis_client(config.redis)
         daemon = Daemon(config=config, api=api, redis=redis, health_port=0)
         daemon.retry_loop = RetryLoop(
-            sink=sink_for(config, redis),
+            sink=RedisStore(redis, config.redis, cluster_name=config.cluster_name),
             api=api,
             metrics=daemon.metrics,
             logger=daemon.logger,

@@ -8,7 +8,7 @@ import random
 import pytest
 import structlog
 
-from watcher.adapters.redis.sink import WriteResult
+from watcher.adapters.redis.store import WriteResult
 from watcher.core.classify import ClassifyRules
 from watcher.core.errors import PolicyError, SinkError
 from watcher.core.model import (

@@ -25,8 +25,8 @@ from structlog.typing import FilteringBoundLogger
 from watcher.adapters.http import HealthServer
 from watcher.adapters.kube import watch
 from watcher.adapters.kube.api import KubeAPI, api_client
-from watcher.adapters.redis.sink import RedisSink
-from watcher.cli.dlq import redis_client, sink_for
+from watcher.adapters.redis.client import redis_client
+from watcher.adapters.redis.store import RedisStore
 from watcher.core.classify import ClassifyRules
 from watcher.core.errors import KubeAPIError, PolicyError, SinkError
 from watcher.core.model import FailureReport
@@ -60,7 +60,7 @@ class Daemon:
     def __post_init__(self) -> None:
         self.stop = asyncio.Event()
         self.kube = KubeAPI(self.api, request_timeout_s=self.config.kubernetes.request_timeout_s)
-        self.sink: RedisSink = sink_for(self.config, self.redis)
+        self.sink = RedisStore(self.redis, self.config.redis, cluster_name=self.config.cluster_name)
         self.handler = FailureHandler(
             sink=self.sink,
             base_policy=self.config.retry,
@@ -365,7 +365,7 @@ class Daemon:
 
 async def run_daemon(config: Settings) -> int:
     api = await api_client(config.kubernetes.kubeconfig, config.kubernetes.context)
-    redis = redis_client(config)
+    redis = redis_client(config.redis)
     try:
         async with api:
             return await Daemon(config=config, api=api, redis=redis).run()

@@ -20,7 +20,7 @@ from structlog.typing import FilteringBoundLogger
 
 from watcher.adapters.kube import watch
 from watcher.adapters.kube.api import KubeAPI
-from watcher.cli.dlq import sink_for
+from watcher.adapters.redis.store import RedisStore
 from watcher.core.classify import ClassifyRules
 from watcher.core.settings import Settings
 from watcher.kit.metrics import Metrics
@@ -52,7 +52,7 @@ async def sweep(
 ) -> SweepResult:
     kube = KubeAPI(api, request_timeout_s=config.kubernetes.request_timeout_s)
     handler = FailureHandler(
-        sink=sink_for(config, redis),
+        sink=RedisStore(redis, config.redis, cluster_name=config.cluster_name),
         base_policy=config.retry,
         rules=ClassifyRules(io_timeout_patterns=config.classify.io_timeout_patterns),
         cluster_name=config.cluster_name,

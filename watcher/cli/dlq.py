@@ -7,22 +7,9 @@ import time
 from dataclasses import asdict
 from typing import Any, TextIO
 
-from redis.asyncio import Redis
-
 from watcher.adapters.redis.codec import CorruptEntry
-from watcher.adapters.redis.keys import Keys
-from watcher.adapters.redis.sink import RedisSink
+from watcher.adapters.redis.queries import DeadLetterQueries
 from watcher.core.model import DeadLetter
-from watcher.core.settings import Settings
-
-
-def redis_client(config: Settings) -> Redis:
-    """A client with bounded timeouts: a dead Redis is an error in seconds, not a hang."""
-    return Redis.from_url(config.redis.url, socket_timeout=5.0, socket_connect_timeout=5.0)
-
-
-def sink_for(config: Settings, redis: Redis) -> RedisSink:
-    return RedisSink(redis, keys=Keys(prefix=config.redis.key_prefix, cluster=config.cluster_name))
 
 
 def summary(entry_id: str, letter: DeadLetter) -> dict[str, Any]:
@@ -53,9 +40,9 @@ def full(entry_id: str, letter: DeadLetter) -> dict[str, Any]:
 
 
 async def list_entries(
-    sink: RedisSink, *, queue: str | None, count: int, output: str, out: TextIO
+    queries: DeadLetterQueries, *, queue: str | None, count: int, output: str, out: TextIO
 ) -> int:
-    entries = await sink.list_dead_letters(queue, count=count)
+    entries = await queries.list_dead_letters(queue, count=count)
     if output == "json":
         json.dump([summary(i, letter) for i, letter in entries], out, indent=2)
         out.write("\n")
@@ -66,9 +53,9 @@ async def list_entries(
     return 0
 
 
-async def show_entry(sink: RedisSink, entry_id: str, *, out: TextIO, err: TextIO) -> int:
+async def show_entry(queries: DeadLetterQueries, entry_id: str, *, out: TextIO, err: TextIO) -> int:
     try:
-        found = await sink.get_dead_letter(entry_id)
+        found = await queries.get_dead_letter(entry_id)
     except (ValueError, CorruptEntry) as exc:
         err.write(f"kube-dlq dlq show: {exc}\n")
         return 2

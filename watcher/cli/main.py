@@ -13,10 +13,10 @@ from typing import TypeAlias
 from urllib.parse import urlsplit
 
 from watcher import __version__
-from watcher.adapters.redis.sink import RedisSink
+from watcher.adapters.redis.client import redis_client
+from watcher.adapters.redis.queries import DeadLetterQueries
 from watcher.app.config import apply_env, load_config
 from watcher.cli import dlq
-from watcher.cli.dlq import redis_client, sink_for
 from watcher.core.errors import ConfigError, SinkError
 from watcher.core.settings import Settings
 from watcher.kit.logs import configure, get_logger
@@ -120,10 +120,14 @@ def _load(path: Path | None) -> Settings:
     return apply_env(load_config(chosen), os.environ)
 
 
-async def _with_redis(config: Settings, action: Callable[[RedisSink], Awaitable[int]]) -> int:
-    redis = redis_client(config)
+async def _with_redis(
+    config: Settings, action: Callable[[DeadLetterQueries], Awaitable[int]]
+) -> int:
+    redis = redis_client(config.redis)
     try:
-        return await action(sink_for(config, redis))
+        return await action(
+            DeadLetterQueries(redis, config.redis, cluster_name=config.cluster_name)
+        )
     except SinkError as exc:
         print(f"kube-dlq: redis at {_safe_url(config.redis.url)}: {exc}", file=sys.stderr)
         return 1
@@ -157,14 +161,15 @@ def _run_product(args: argparse.Namespace) -> int:
         return asyncio.run(
             _with_redis(
                 config,
-                lambda sink: dlq.list_entries(
-                    sink, queue=args.queue, count=args.limit, output=args.output, out=sys.stdout
+                lambda queries: dlq.list_entries(
+                    queries, queue=args.queue, count=args.limit, output=args.output, out=sys.stdout
                 ),
             )
         )
     return asyncio.run(
         _with_redis(
-            config, lambda sink: dlq.show_entry(sink, args.id, out=sys.stdout, err=sys.stderr)
+            config,
+            lambda queries: dlq.show_entry(queries, args.id, out=sys.stdout, err=sys.stderr),
         )
     )
 
@@ -175,7 +180,7 @@ async def _sweep(config: Settings) -> int:
     from watcher.kit.metrics import Metrics
 
     api = await api_client(config.kubernetes.kubeconfig, config.kubernetes.context)
-    redis = redis_client(config)
+    redis = redis_client(config.redis)
     try:
         async with api:
             result = await sweep(config, api, redis, metrics=Metrics(), logger=get_logger())

@@ -15,7 +15,7 @@ from typing import Any
 
 from structlog.typing import FilteringBoundLogger
 
-from watcher.adapters.redis.sink import RedisSink, WriteResult
+from watcher.adapters.redis.store import RedisStore, WriteResult
 from watcher.core.classify import ClassifyRules, classify
 from watcher.core.decide import decide
 from watcher.core.errors import PolicyError
@@ -59,7 +59,7 @@ class FailureHandler:
     def __init__(
         self,
         *,
-        sink: RedisSink,
+        sink: RedisStore,
         base_policy: RetryPolicy,
         rules: ClassifyRules,
         cluster_name: str,

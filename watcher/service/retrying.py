@@ -46,9 +46,9 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 from structlog.typing import FilteringBoundLogger
 
-from watcher.adapters.redis.sink import ClaimedTicket, SinkError
+from watcher.adapters.redis.store import ClaimedTicket
 from watcher.core.backoff import compute_delay
-from watcher.core.errors import KubeAPIError
+from watcher.core.errors import KubeAPIError, SinkError
 from watcher.core.manifest import manifest_for_ticket
 from watcher.core.policy import ANNOTATION_ORIGINAL_UID
 from watcher.kit.metrics import Metrics
@@ -75,11 +75,9 @@ class Outcome(enum.StrEnum):
 
 
 class RetryStore(Protocol):
-    """The part of `watcher.adapters.redis.sink.RedisSink` the loop uses."""
+    """The part of `watcher.adapters.redis.store.RedisStore` the loop uses."""
 
-    async def claim_due_retries(
-        self, now: float, *, limit: int, lease_s: float
-    ) -> list[ClaimedTicket]: ...
+    async def claim_due_retries(self, now: float, *, limit: int) -> list[ClaimedTicket]: ...
 
     async def ack_retry(self, ticket_id: str) -> bool: ...
 
@@ -207,7 +205,7 @@ class RetryLoop:
         settings = self._settings
         claimed = await self._redis(
             "claim_due_retries",
-            self._sink.claim_due_retries(now, limit=settings.batch_size, lease_s=settings.lease_s),
+            self._sink.claim_due_retries(now, limit=settings.batch_size),
         )
         for index, item in enumerate(claimed):
             if stop is not None and stop.is_set():

@@ -1,11 +1,11 @@
-"""Every Redis key name, prefix and retention default kube-dlq uses (after arq's constants.py).
+"""Every Redis key name and prefix kube-dlq uses (after arq's constants.py).
 
 Layout for prefix ``kube-dlq`` and cluster ``prod`` (``{prod}`` is a Redis Cluster hash tag)::
 
     kube-dlq:{prod}:queues               set      names of the dead-letter queues ever written
     kube-dlq:{prod}:dlq:<queue>          stream   one entry per dead letter, field "data"
     kube-dlq:{prod}:outcome:<job-uid>    string   exactly-once marker, "dead_letter:<queue>/<id>"
-                                                  or "retry:<ticket-id>"; TTL OUTCOME_TTL_S
+                                                  or "retry:<ticket-id>"; TTL redis.outcome_ttl_s
     kube-dlq:{prod}:retry:tickets        hash     ticket id -> encoded RetryTicket
     kube-dlq:{prod}:retry:due            zset     ticket id, score = due time (unix ms)
     kube-dlq:{prod}:retry:inflight       zset     claimed ticket id, score = lease expiry (unix ms)
@@ -17,9 +17,10 @@ that one cluster's kube-dlq data sits on one shard; dead-letter streams are capp
 tickets are few, so that is far below a shard's capacity. Several clusters sharing one Redis
 spread over slots by cluster name.
 
-TTLs: outcome markers expire (OUTCOME_TTL_S); streams are trimmed by length and age instead of
-expiring as a whole. Retry tickets have no TTL on purpose: they are a work queue, removed by
-ack, and a TTL would silently drop a scheduled retry.
+TTLs: outcome markers expire (``redis.outcome_ttl_s``); streams are trimmed by length and age
+(``redis.stream_maxlen``, ``redis.stream_max_age_s``) instead of expiring as a whole. Those
+defaults live in `watcher.core.settings.RedisSettings` only. Retry tickets have no TTL on
+purpose: they are a work queue, removed by ack, and a TTL would silently drop a scheduled retry.
 """
 
 from __future__ import annotations
@@ -30,29 +31,12 @@ from typing import Final
 __all__ = [
     "DEFAULT_CLUSTER",
     "DEFAULT_PREFIX",
-    "DLQ_MAX_AGE_S",
-    "DLQ_MAX_LEN",
-    "OUTCOME_TTL_S",
     "STREAM_FIELD",
     "Keys",
 ]
 
 DEFAULT_PREFIX: Final = "kube-dlq"
 DEFAULT_CLUSTER: Final = "default"
-
-OUTCOME_TTL_S: Final = 30 * 24 * 3600
-"""How long the exactly-once marker of a job uid lives. Must outlast every replay source:
-watch relists, restarts and a Job kept by ttlSecondsAfterFinished; 30 days covers them with
-room to spare and costs ~100 bytes per failed Job."""
-
-DLQ_MAX_LEN: Final = 10_000
-"""Approximate cap on entries per dead-letter stream (MAXLEN ~). Entries carry manifests and
-pod reports (a few KiB each), so 10k entries keep one queue in the tens of MiB."""
-
-DLQ_MAX_AGE_S: Final = 30 * 24 * 3600
-"""Dead letters older than this are trimmed (MINID ~) on the next write to their queue; same as
-the outcome TTL, so a job's marker never outlives the time its letter can still be inspected
-by much."""
 
 STREAM_FIELD: Final = "data"
 """The single field of a dead-letter stream entry; its value is a codec envelope."""

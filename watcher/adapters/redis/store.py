@@ -1,0 +1,295 @@
+"""The daemon's side of Redis: exactly-once outcome writes, retry tickets, gauges, health.
+
+`RedisStore` wraps a `redis.asyncio.Redis` that the caller builds and closes (normally with
+`watcher.adapters.redis.client.redis_client`, always with ``decode_responses=False``) and takes
+the ``redis`` settings section, so every documented key (stream caps, marker TTL, claim lease,
+operation timeout) is the value it uses. Key names come from `watcher.adapters.redis.keys`,
+(de)serialisation from `watcher.adapters.redis.codec`, the Lua scripts from
+`watcher.adapters.redis.scripts`. The CLI's reads are `watcher.adapters.redis.queries`.
+
+Exactly once: each write is one Lua script that checks the job uid's outcome marker and, only
+when it is absent, writes the entry and sets the marker, in one atomic step. Replayed watch
+events, relists, restarts and several daemons at once therefore produce one entry per job uid,
+and a client that times out mid-write may simply call again. Lua scripts are not rolled back
+on error, so in each script nothing that can fail comes after the entry's write: an entry is
+never left without its marker.
+
+Redis must not evict keys (``maxmemory-policy noeviction``): under ``volatile-*`` policies the
+outcome markers, which carry TTLs, are the first keys to go, and a replay after an eviction
+would write a second entry. `RedisStore.server_problems` checks this and the server version.
+
+The caller bounds its own concurrency: redis-py's asyncio pool fails with
+``MaxConnectionsError`` (a `SinkError` here) rather than waiting once ``max_connections``
+(default 100) commands are in flight, unless the client uses a ``BlockingConnectionPool``.
+
+Every `redis.RedisError` (and the operation timeout) surfaces as `SinkError`
+(`watcher.adapters.redis.guard`); retry tickets that fail to decode are quarantined, never a
+crash.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from redis.asyncio import Redis
+
+from watcher.adapters.redis import codec, scripts
+from watcher.adapters.redis.codec import CorruptEntry
+from watcher.adapters.redis.guard import Guard, as_bytes, check_client, ms, stream_id_key, text
+from watcher.adapters.redis.keys import STREAM_FIELD, Keys
+from watcher.core.errors import SinkError
+from watcher.core.model import Action, DeadLetter, RetryTicket
+from watcher.core.settings import RedisSettings
+
+__all__ = ["ClaimedTicket", "RedisStore", "WriteResult"]
+
+REQUEUE_BATCH: Final = 1000
+"""At most this many lease-expired tickets go back to due per claim call; the rest follow on
+the next calls, so one claim never blocks Redis for long after a long outage."""
+
+_MIN_REDIS: Final = (6, 2)
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """What `dead_letter` / `schedule_retry` did for a job uid.
+
+    ``written`` is False when the uid was already handled before; then ``action`` and ``ref``
+    describe that earlier outcome, which may be of the other kind.
+    """
+
+    written: bool
+    action: Action
+    ref: str
+    """``<queue>/<stream-id>`` for a dead letter, the ticket id for a retry."""
+
+    @property
+    def already_handled(self) -> bool:
+        return not self.written
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedTicket:
+    ticket_id: str
+    ticket: RetryTicket
+    lease_until: float
+    """Unix seconds; after this another claim may take the ticket again unless it is acked."""
+
+
+class RedisStore:
+    """Dead letters, retry tickets and the exactly-once markers of one cluster in one Redis."""
+
+    def __init__(self, redis: Redis, settings: RedisSettings, *, cluster_name: str) -> None:
+        check_client(redis, "RedisStore")
+        # The config loader validates these too; checked again because tests and tools build
+        # RedisSettings by hand, and a zero here would silently disable a guarantee.
+        if settings.stream_maxlen < 1:
+            raise ValueError(f"stream_maxlen must be >= 1, got {settings.stream_maxlen}")
+        for name in ("stream_max_age_s", "outcome_ttl_s", "retry_claim_lease_s"):
+            if getattr(settings, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(settings, name)!r}")
+        self._redis = redis
+        self._keys = Keys(prefix=settings.key_prefix, cluster=cluster_name)
+        self._stream_maxlen = settings.stream_maxlen
+        # At least 1 ms: the script reads 0 as "no age trim", which no setting asks for.
+        self._stream_max_age_ms = max(1, ms(settings.stream_max_age_s))
+        self._outcome_ttl_ms = max(1, ms(settings.outcome_ttl_s))
+        self._lease_s = settings.retry_claim_lease_s
+        self._guard = Guard(settings.operation_timeout_s)
+        self._dead_letter_script = redis.register_script(scripts.DEAD_LETTER)
+        self._schedule_retry_script = redis.register_script(scripts.SCHEDULE_RETRY)
+        self._claim_script = redis.register_script(scripts.CLAIM)
+        self._release_script = redis.register_script(scripts.RELEASE)
+
+    @property
+    def keys(self) -> Keys:
+        return self._keys
+
+    # --- writes ---------------------------------------------------------------------------------
+
+    async def dead_letter(self, letter: DeadLetter) -> WriteResult:
+        """Append `letter` to its queue's stream unless its job uid was already handled.
+
+        The stream is trimmed (approximately: whole stream nodes) to ``stream_maxlen`` entries
+        and to entries younger than ``stream_max_age_s`` in the same step.
+        """
+        payload = codec.encode_dead_letter(letter)
+        k = self._keys
+        async with self._guard("dead_letter"):
+            reply = await self._dead_letter_script(
+                keys=[k.outcome(letter.job.uid), k.dlq(letter.queue), k.queues],
+                args=[
+                    letter.queue,
+                    payload,
+                    self._outcome_ttl_ms,
+                    self._stream_maxlen,
+                    self._stream_max_age_ms,
+                    STREAM_FIELD,
+                ],
+            )
+        return self._write_result(letter.job.uid, reply)
+
+    async def schedule_retry(self, ticket: RetryTicket) -> WriteResult:
+        """Store `ticket` as due at ``ticket.due_at`` unless its job uid was already handled.
+
+        The ticket id is the failed Job's uid, so the same ticket is never stored twice.
+        """
+        payload = codec.encode_retry_ticket(ticket)
+        k = self._keys
+        ticket_id = ticket.job.uid
+        async with self._guard("schedule_retry"):
+            reply = await self._schedule_retry_script(
+                keys=[k.outcome(ticket_id), k.retry_tickets, k.retry_due],
+                args=[ticket_id, payload, ms(ticket.due_at), self._outcome_ttl_ms],
+            )
+        return self._write_result(ticket_id, reply)
+
+    def _write_result(self, job_uid: str, reply: Any) -> WriteResult:
+        written, marker = reply
+        action, _, ref = text(marker).partition(":")
+        try:
+            return WriteResult(written=bool(written), action=Action(action), ref=ref)
+        except ValueError:
+            raise SinkError(
+                f"outcome marker {self._keys.outcome(job_uid)!r} holds {text(marker)!r}, "
+                "not '<action>:<ref>'"
+            ) from None
+
+    # --- retry tickets --------------------------------------------------------------------------
+
+    async def claim_due_retries(self, now: float, *, limit: int) -> list[ClaimedTicket]:
+        """Claim up to `limit` tickets due at `now`, leased until ``now + retry_claim_lease_s``.
+
+        Lease-expired claims are first put back as due (crash recovery). Two callers never get
+        the same ticket from one due period. Tickets that fail to decode are moved to the
+        corrupt hash (see `corrupt_retries`) and not returned.
+        """
+        if limit < 1:
+            raise ValueError("limit must be >= 1")
+        k = self._keys
+        lease_until = now + self._lease_s
+        async with self._guard("claim_due_retries"):
+            reply = await self._claim_script(
+                keys=[k.retry_due, k.retry_inflight, k.retry_tickets],
+                args=[ms(now), limit, ms(lease_until), REQUEUE_BATCH],
+            )
+        claimed: list[ClaimedTicket] = []
+        corrupt: list[tuple[str, bytes]] = []
+        flat = reply[2:]
+        for raw_id, body in zip(flat[::2], flat[1::2], strict=True):
+            ticket_id = text(raw_id)
+            try:
+                ticket = codec.decode_retry_ticket(body)
+            except CorruptEntry:
+                corrupt.append((ticket_id, body))
+                continue
+            claimed.append(ClaimedTicket(ticket_id, ticket, lease_until))
+        if corrupt:
+            await self._quarantine(corrupt)
+        return claimed
+
+    async def _quarantine(self, entries: Sequence[tuple[str, bytes]]) -> None:
+        k = self._keys
+        async with self._guard("quarantine_retries"), self._redis.pipeline() as pipe:
+            for ticket_id, body in entries:
+                pipe.hset(k.retry_corrupt, ticket_id, body)
+                pipe.hdel(k.retry_tickets, ticket_id)
+                pipe.zrem(k.retry_inflight, ticket_id)
+            await pipe.execute()
+
+    async def ack_retry(self, ticket_id: str) -> bool:
+        """Forget a ticket for good (the Job was re-created). False if it was already gone."""
+        k = self._keys
+        async with self._guard("ack_retry"), self._redis.pipeline() as pipe:
+            pipe.hdel(k.retry_tickets, ticket_id)
+            pipe.zrem(k.retry_inflight, ticket_id)
+            pipe.zrem(k.retry_due, ticket_id)
+            deleted, *_ = await pipe.execute()
+        return bool(deleted)
+
+    async def release_retry(self, ticket_id: str, due_at: float) -> bool:
+        """Give a claimed ticket back, due again at `due_at`. False if it was already acked."""
+        k = self._keys
+        async with self._guard("release_retry"):
+            reply = await self._release_script(
+                keys=[k.retry_tickets, k.retry_inflight, k.retry_due],
+                args=[ticket_id, ms(due_at)],
+            )
+        return bool(reply)
+
+    async def handled(self, job_uids: Sequence[str]) -> set[str]:
+        """The uids among `job_uids` whose outcome is already written (by anyone)."""
+        if not job_uids:
+            return set()
+        async with self._guard("handled"), self._redis.pipeline(transaction=False) as pipe:
+            for uid in job_uids:
+                pipe.exists(self._keys.outcome(uid))
+            found = await pipe.execute()
+        return {uid for uid, hit in zip(job_uids, found, strict=True) if hit}
+
+    async def pending_retries(self) -> int:
+        """Tickets not yet acked: due or claimed."""
+        k = self._keys
+        async with self._guard("pending_retries"), self._redis.pipeline() as pipe:
+            pipe.zcard(k.retry_due)
+            pipe.zcard(k.retry_inflight)
+            due, inflight = await pipe.execute()
+        return int(due) + int(inflight)
+
+    async def corrupt_retries(self) -> dict[str, bytes]:
+        """Tickets that failed to decode when claimed: ticket id -> stored bytes."""
+        async with self._guard("corrupt_retries"):
+            raw = await self._redis.hgetall(self._keys.retry_corrupt)
+        return {text(key): as_bytes(value) for key, value in raw.items()}
+
+    # --- gauges and health ----------------------------------------------------------------------
+
+    async def queue_depths(self) -> dict[str, int]:
+        """Entries per queue (corrupt ones included), for every known queue."""
+        names = await self._queues("queue_depths")
+        async with self._guard("queue_depths"), self._redis.pipeline() as pipe:
+            for name in names:
+                pipe.xlen(self._keys.dlq(name))
+            lengths = await pipe.execute()
+        return {name: int(n) for name, n in zip(names, lengths, strict=True)}
+
+    async def oldest_age_s(self, now: float) -> dict[str, float]:
+        """Age in seconds of the oldest entry of every non-empty queue, from its stream id."""
+        names = await self._queues("oldest_age_s")
+        async with self._guard("oldest_age_s"), self._redis.pipeline() as pipe:
+            for name in names:
+                pipe.xrange(self._keys.dlq(name), count=1)
+            firsts = await pipe.execute()
+        return {
+            name: max(0.0, now - stream_id_key(text(first[0][0]))[0] / 1000)
+            for name, first in zip(names, firsts, strict=True)
+            if first
+        }
+
+    async def _queues(self, op: str) -> list[str]:
+        # The same SMEMBERS as DeadLetterQueries.queues; repeated rather than shared so the
+        # daemon's store does not depend on the CLI's read side.
+        async with self._guard(op):
+            members = await self._redis.smembers(self._keys.queues)
+        return sorted(text(m) for m in members)
+
+    async def server_problems(self) -> list[str]:
+        """Settings of the Redis server that break the store's guarantees; empty when fine."""
+        async with self._guard("server_problems"):
+            info = await self._redis.info()
+        problems = []
+        version = tuple(int(p) for p in str(info.get("redis_version", "0")).split(".")[:2])
+        if version < _MIN_REDIS:
+            problems.append(
+                f"redis {info.get('redis_version')} is too old: need >= 6.2 "
+                "(ZRANGE BYSCORE, XTRIM MINID)"
+            )
+        policy = info.get("maxmemory_policy", "noeviction")
+        if policy != "noeviction":
+            problems.append(
+                f"maxmemory-policy is {policy}, not noeviction: evicted outcome markers "
+                "break exactly-once"
+            )
+        return problems
