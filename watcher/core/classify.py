@@ -53,6 +53,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from watcher.core.model import (
+    OUTRANKS_DEADLINE_CLASSES,
     Classification,
     Condition,
     ContainerOutcome,
@@ -747,18 +748,6 @@ def _deciding_pod(facts: _Facts) -> _PodVerdict | None:
 
 # --- job rules ---------------------------------------------------------------------------
 
-# Pod classes that come before deadline_exceeded in the rule order: they beat a Job deadline.
-_OUTRANKS_DEADLINE = frozenset(
-    {
-        FailureClass.NODE_LOST,
-        FailureClass.NODE_SHUTDOWN,
-        FailureClass.EVICTED,
-        FailureClass.API_EVICTION,
-        FailureClass.PREEMPTED,
-        FailureClass.ADMISSION_REJECTED,
-        FailureClass.OOM_KILLED,
-    }
-)
 _MAX_OTHERS = 5
 
 
@@ -795,7 +784,7 @@ def _by_job_deadline(facts: _Facts, deciding: _PodVerdict | None) -> Classificat
     signal = _job_deadline_signal(facts)
     if signal is None:
         return None
-    if deciding is not None and deciding.verdict.failure_class in _OUTRANKS_DEADLINE:
+    if deciding is not None and deciding.verdict.failure_class in OUTRANKS_DEADLINE_CLASSES:
         return None
     return _verdict(
         FailureClass.DEADLINE_EXCEEDED,

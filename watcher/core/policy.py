@@ -50,7 +50,7 @@ from watcher.core.backoff import (
     Jitter,
 )
 from watcher.core.errors import PolicyError
-from watcher.core.model import FailureClass, JobSnapshot
+from watcher.core.model import CAPACITY_LOSS_CLASSES, FailureClass, JobSnapshot
 
 __all__ = [
     "ANNOTATION_APP_BUDGET",
@@ -178,18 +178,12 @@ class ClassPolicy:
     """How the delay is randomised (see ``watcher.core.backoff``)."""
 
 
-_INFRA_MAX_ATTEMPTS: Final[dict[FailureClass, int]] = {
-    # The platform lost or reclaimed capacity; a new pod elsewhere usually succeeds.
-    FailureClass.NODE_LOST: 5,
-    FailureClass.NODE_SHUTDOWN: 5,
-    FailureClass.API_EVICTION: 5,
-    FailureClass.PREEMPTED: 5,
-    # Pressure, admission and network trouble can be about the Job itself: fewer tries.
-    FailureClass.EVICTED: 3,
-    FailureClass.ADMISSION_REJECTED: 3,
-    FailureClass.IO_TIMEOUT: 3,
-    FailureClass.UNSCHEDULABLE: 3,
-}
+_CAPACITY_LOSS_MAX_ATTEMPTS: Final = 5
+"""Retries of a class in CAPACITY_LOSS_CLASSES: a new pod elsewhere usually succeeds."""
+
+_INFRA_MAX_ATTEMPTS: Final = 3
+"""Retries of the other infrastructure classes: pressure, admission and network trouble can be
+about the Job itself, so fewer tries."""
 
 _APP_MAX_ATTEMPTS: Final = 2
 """Retries of an application class once a config or annotation enables them."""
@@ -198,7 +192,10 @@ _APP_MAX_ATTEMPTS: Final = 2
 def default_class_policy(failure_class: FailureClass) -> ClassPolicy:
     """The built-in policy of one class: infrastructure retries, application dead-letters."""
     if failure_class.is_infrastructure:
-        return ClassPolicy(retry=True, max_attempts=_INFRA_MAX_ATTEMPTS.get(failure_class, 3))
+        lost = failure_class in CAPACITY_LOSS_CLASSES
+        return ClassPolicy(
+            retry=True, max_attempts=_CAPACITY_LOSS_MAX_ATTEMPTS if lost else _INFRA_MAX_ATTEMPTS
+        )
     return ClassPolicy(retry=False, max_attempts=_APP_MAX_ATTEMPTS)
 
 
