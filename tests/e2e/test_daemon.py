@@ -65,7 +65,7 @@ from tests.support.workloads import (
 from watcher.adapters.redis.sink import RedisSink
 from watcher.app.config import parse_config
 from watcher.cli.dlq import sink_for
-from watcher.core.policy import ANNOTATION_ATTEMPT, ANNOTATION_HISTORY
+from watcher.core.annotations import ANNOTATION_ATTEMPT, ANNOTATION_HISTORY
 
 pytestmark = [pytest.mark.cluster, pytest.mark.redis]
 

@@ -40,15 +40,15 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
-from watcher.core.errors import PolicyError
-from watcher.core.model import AttemptRecord, FailureClass, RetryTicket
-from watcher.core.policy import (
+from watcher.core.annotations import (
     ANNOTATION_ATTEMPT,
     ANNOTATION_FIRST_FAILED_AT,
     ANNOTATION_HISTORY,
     ANNOTATION_ORIGINAL_NAME,
     ANNOTATION_ORIGINAL_UID,
 )
+from watcher.core.errors import PolicyError
+from watcher.core.model import AttemptRecord, FailureClass, RetryTicket
 
 __all__ = [
     "CONTROLLER_LABELS",
