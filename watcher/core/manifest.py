@@ -38,7 +38,7 @@ import json
 import math
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any, Final
+from typing import Final
 
 from watcher.core.annotations import (
     ANNOTATION_ATTEMPT,
@@ -49,6 +49,7 @@ from watcher.core.annotations import (
 )
 from watcher.core.errors import PolicyError
 from watcher.core.model import AttemptRecord, FailureClass, RetryTicket
+from watcher.core.rawjson import RawMapping, RawObject
 
 __all__ = [
     "CONTROLLER_LABELS",
@@ -103,14 +104,14 @@ _DNS_SUBDOMAIN_RE: Final = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
 _UID_RE: Final = re.compile(r"[A-Za-z0-9-]{1,128}")
 _INT_RE: Final = re.compile(r"[0-9]{1,9}")
 
-Annotations = Mapping[str, Any] | Iterable[tuple[str, str]] | None
+Annotations = RawMapping | Iterable[tuple[str, str]] | None
 """Annotations as a mapping (raw JSON) or as ``(key, value)`` pairs (``JobSnapshot``)."""
 
 
 # --- cleaning ------------------------------------------------------------------------------------
 
 
-def replayable_manifest(raw_job: Mapping[str, Any]) -> dict[str, Any]:
+def replayable_manifest(raw_job: RawMapping) -> RawObject:
     """A copy of ``raw_job`` (a Job as the API returned it) that can be created again.
 
     Idempotent: cleaning a clean manifest returns an equal one. Missing or mistyped fields are
@@ -122,7 +123,7 @@ def replayable_manifest(raw_job: Mapping[str, Any]) -> dict[str, Any]:
     manual = spec.get("manualSelector") is True
     generated = () if manual else CONTROLLER_LABELS
 
-    clean_meta: dict[str, Any] = {}
+    clean_meta: RawObject = {}
     for key in ("name", "namespace"):
         value = meta.get(key)
         if isinstance(value, str) and value:
@@ -151,7 +152,7 @@ def replayable_manifest(raw_job: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _clean_template_meta(template: dict[str, Any], *, drop: Iterable[str]) -> None:
+def _clean_template_meta(template: RawObject, *, drop: Iterable[str]) -> None:
     meta = template.get("metadata")
     if not isinstance(meta, dict):
         return
@@ -190,7 +191,7 @@ def retry_job_name(original_name: str, attempt: int) -> str:
 
 
 def retry_manifest(
-    clean: Mapping[str, Any],
+    clean: RawMapping,
     *,
     attempt: int,
     original_name: str,
@@ -198,7 +199,7 @@ def retry_manifest(
     first_failed_at: float,
     history: tuple[AttemptRecord, ...],
     avoid_node: str = "",
-) -> dict[str, Any]:
+) -> RawObject:
     """The Job to create for ``attempt`` (2 = first retry) of the Job ``original_name``.
 
     ``clean`` is cleaned again (idempotent) and not modified. Lineage annotations from an
@@ -224,7 +225,7 @@ def retry_manifest(
     return body
 
 
-def manifest_for_ticket(ticket: RetryTicket) -> dict[str, Any]:
+def manifest_for_ticket(ticket: RetryTicket) -> RawObject:
     """The Job a retry ticket asks for: ``retry_manifest`` with the lineage taken from it.
 
     ``ticket.manifest`` is the cleaned manifest of the Job that failed; when that Job was
@@ -255,7 +256,7 @@ def manifest_for_ticket(ticket: RetryTicket) -> dict[str, Any]:
     )
 
 
-def _avoid_node(spec: dict[str, Any], node: str) -> None:
+def _avoid_node(spec: RawObject, node: str) -> None:
     """Require ``kubernetes.io/hostname NotIn [node]`` in every node selector term.
 
     Terms are ORed, so the requirement must go into each one. An empty term matches no node
@@ -275,7 +276,7 @@ def _avoid_node(spec: dict[str, Any], node: str) -> None:
             _add_not_on(term, node)
 
 
-def _add_not_on(term: dict[str, Any], node: str) -> None:
+def _add_not_on(term: RawObject, node: str) -> None:
     expressions = term.get("matchExpressions")
     if not isinstance(expressions, list):
         expressions = term["matchExpressions"] = []
@@ -292,7 +293,7 @@ def _add_not_on(term: dict[str, Any], node: str) -> None:
     expressions.append(_not_on(node))
 
 
-def _not_on(node: str) -> dict[str, Any]:
+def _not_on(node: str) -> RawObject:
     return {"key": HOSTNAME_LABEL, "operator": "NotIn", "values": [node]}
 
 
@@ -431,7 +432,7 @@ def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _mapping(value: object) -> Mapping[str, Any]:
+def _mapping(value: object) -> RawMapping:
     return value if isinstance(value, Mapping) else {}
 
 
@@ -444,7 +445,7 @@ def _strings(value: object, *, drop: Iterable[str] = ()) -> dict[str, str]:
     }
 
 
-def _as_dict(annotations: Annotations) -> Mapping[str, Any]:
+def _as_dict(annotations: Annotations) -> RawMapping:
     if annotations is None:
         return {}
     if isinstance(annotations, Mapping):
@@ -455,7 +456,7 @@ def _as_dict(annotations: Annotations) -> Mapping[str, Any]:
         return {}
 
 
-def _child(parent: dict[str, Any], key: str) -> dict[str, Any]:
+def _child(parent: RawObject, key: str) -> RawObject:
     """``parent[key]`` as a dict, replacing a missing or mistyped value with a new one."""
     value = parent.get(key)
     if not isinstance(value, dict):

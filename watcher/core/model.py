@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Final
+
+from watcher.core.rawjson import RawObject
 
 
 class FailureClass(enum.StrEnum):
@@ -255,10 +257,10 @@ class DeadLetter:
     cluster: str
     evidence: tuple[str, ...] = ()
     owner: OwnerRef | None = None
-    manifest: dict[str, Any] = field(default_factory=dict)
+    manifest: RawObject = field(default_factory=dict)
     """The cleaned, replayable Job manifest."""
     history: tuple[AttemptRecord, ...] = ()
-    report: dict[str, Any] = field(default_factory=dict)
+    report: RawObject = field(default_factory=dict)
     """Pod statuses, termination messages and Events, captured before Kubernetes drops them."""
 
 
@@ -272,6 +274,6 @@ class RetryTicket:
     due_at: float
     failure_class: FailureClass
     reason: str
-    manifest: dict[str, Any] = field(default_factory=dict)
+    manifest: RawObject = field(default_factory=dict)
     history: tuple[AttemptRecord, ...] = ()
     avoid_node: str = ""
