@@ -33,6 +33,7 @@ records the owner next to the manifest.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import math
@@ -48,8 +49,9 @@ from watcher.core.annotations import (
     ANNOTATION_ORIGINAL_UID,
 )
 from watcher.core.errors import PolicyError
-from watcher.core.model import AttemptRecord, FailureClass, RetryTicket
+from watcher.core.model import AttemptRecord, RetryTicket
 from watcher.core.rawjson import RawMapping, RawObject
+from watcher.core.records import HISTORY_SHAPE, decode_attempt, encode_attempt
 
 __all__ = [
     "CONTROLLER_LABELS",
@@ -304,20 +306,23 @@ def encode_history(history: Iterable[AttemptRecord]) -> str:
     """The ``kube-dlq.io/history`` value: a compact JSON list, ordered by attempt.
 
     One object per attempt: ``attempt``, ``class``, ``reason`` (cut to REASON_MAX_CHARS),
-    ``failed_at`` (unix seconds, ms precision), ``job`` and ``uid`` of the Job that failed.
+    ``failed_at`` (unix seconds, ms precision), ``job`` and ``uid`` of the Job that failed
+    (``watcher.core.records.HISTORY_SHAPE``).
     """
     records = [
-        {
-            "attempt": record.attempt,
-            "class": record.failure_class.value,
-            "reason": _cut(record.reason, REASON_MAX_CHARS),
-            "failed_at": round(record.failed_at, 3) if math.isfinite(record.failed_at) else 0.0,
-            "job": record.job_name,
-            "uid": record.job_uid,
-        }
+        encode_attempt(_as_annotated(record), HISTORY_SHAPE)
         for record in sorted(history, key=lambda r: r.attempt)
     ]
     return json.dumps(records, separators=(",", ":"), ensure_ascii=False)
+
+
+def _as_annotated(record: AttemptRecord) -> AttemptRecord:
+    """``record`` as the annotation keeps it: the reason cut, the time to the millisecond."""
+    return dataclasses.replace(
+        record,
+        reason=_cut(record.reason, REASON_MAX_CHARS),
+        failed_at=round(record.failed_at, 3) if math.isfinite(record.failed_at) else 0.0,
+    )
 
 
 class History(tuple[AttemptRecord, ...]):
@@ -356,48 +361,16 @@ def history_from_annotations(annotations: Annotations) -> History:
         parsed = json.loads(value)
         if not isinstance(parsed, list):
             raise ValueError("not a JSON list")
-        records = [_decode_record(i, item) for i, item in enumerate(parsed)]
+        records = [
+            decode_attempt(item, shape=HISTORY_SHAPE, where=f"entry {i}")
+            for i, item in enumerate(parsed)
+        ]
     except (ValueError, RecursionError) as exc:
         error = PolicyError(
             ANNOTATION_HISTORY, _cut(value, _ERROR_VALUE_CHARS), f"malformed history: {exc}"
         )
         return History(error=error)
     return History(records)
-
-
-def _decode_record(index: int, item: object) -> AttemptRecord:
-    where = f"entry {index}"
-    if not isinstance(item, dict):
-        raise ValueError(f"{where} is not an object")
-
-    def text(key: str) -> str:
-        value = item.get(key)
-        if not isinstance(value, str):
-            raise ValueError(f"{where}: {key!r} is not a string")
-        return value
-
-    attempt = item.get("attempt")
-    if not isinstance(attempt, int) or isinstance(attempt, bool) or attempt < 1:
-        raise ValueError(f"{where}: 'attempt' is not an integer >= 1")
-    failed_at = item.get("failed_at")
-    if (
-        not isinstance(failed_at, int | float)
-        or isinstance(failed_at, bool)
-        or not math.isfinite(failed_at)
-    ):
-        raise ValueError(f"{where}: 'failed_at' is not a number")
-    try:
-        failure_class = FailureClass(text("class"))
-    except ValueError:
-        raise ValueError(f"{where}: unknown failure class {item.get('class')!r}") from None
-    return AttemptRecord(
-        attempt=attempt,
-        job_name=text("job"),
-        job_uid=text("uid"),
-        failure_class=failure_class,
-        reason=text("reason"),
-        failed_at=float(failed_at),
-    )
 
 
 def attempt_of(annotations: Annotations) -> int:
