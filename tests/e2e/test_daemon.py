@@ -64,7 +64,7 @@ from tests.support.workloads import (
 )
 from watcher.adapters.redis.queries import DeadLetterQueries
 from watcher.app.config import parse_config
-from watcher.core.policy import ANNOTATION_ATTEMPT, ANNOTATION_HISTORY
+from watcher.core.annotations import ANNOTATION_ATTEMPT, ANNOTATION_HISTORY
 
 pytestmark = [pytest.mark.cluster, pytest.mark.redis]
 

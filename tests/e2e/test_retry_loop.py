@@ -29,14 +29,14 @@ from tests.support.kube import RawObject, condition, eventually, job_manifest, r
 from tests.support.workloads import create_job, describe, list_jobs
 from watcher.adapters.redis.keys import Keys
 from watcher.adapters.redis.store import ClaimedTicket, RedisStore
-from watcher.core.manifest import manifest_for_ticket, replayable_manifest
-from watcher.core.model import AttemptRecord, FailureClass, JobRef, RetryTicket
-from watcher.core.policy import (
+from watcher.core.annotations import (
     ANNOTATION_ATTEMPT,
     ANNOTATION_HISTORY,
     ANNOTATION_ORIGINAL_NAME,
     ANNOTATION_ORIGINAL_UID,
 )
+from watcher.core.manifest import manifest_for_ticket, replayable_manifest
+from watcher.core.model import AttemptRecord, FailureClass, JobRef, RetryTicket
 from watcher.core.settings import RedisSettings
 from watcher.kit.logs import get_logger
 from watcher.kit.metrics import Metrics

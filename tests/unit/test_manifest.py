@@ -9,6 +9,13 @@ from typing import Any
 
 import pytest
 
+from watcher.core.annotations import (
+    ANNOTATION_ATTEMPT,
+    ANNOTATION_FIRST_FAILED_AT,
+    ANNOTATION_HISTORY,
+    ANNOTATION_ORIGINAL_NAME,
+    ANNOTATION_ORIGINAL_UID,
+)
 from watcher.core.errors import PolicyError
 from watcher.core.manifest import (
     CONTROLLER_LABELS,
@@ -24,15 +31,7 @@ from watcher.core.manifest import (
     retry_manifest,
 )
 from watcher.core.model import AttemptRecord, FailureClass, JobRef, JobSnapshot, RetryTicket
-from watcher.core.policy import (
-    ANNOTATION_ATTEMPT,
-    ANNOTATION_FIRST_FAILED_AT,
-    ANNOTATION_HISTORY,
-    ANNOTATION_ORIGINAL_NAME,
-    ANNOTATION_ORIGINAL_UID,
-    RetryPolicy,
-    policy_for,
-)
+from watcher.core.policy import RetryPolicy, policy_for
 
 Raw = dict[str, Any]
 FC = FailureClass

@@ -7,20 +7,18 @@ from collections.abc import Callable
 
 import pytest
 
-from watcher.core.errors import PolicyError
-from watcher.core.model import FailureClass, JobRef, JobSnapshot
-from watcher.core.policy import (
+from watcher.core.annotations import (
     ANNOTATION_ATTEMPT,
     ANNOTATION_ENABLED,
     ANNOTATION_FIRST_FAILED_AT,
     ANNOTATION_ORIGINAL_NAME,
     ANNOTATION_ORIGINAL_UID,
-    ClassPolicy,
-    RetryPolicy,
     format_duration,
     parse_duration,
-    policy_for,
 )
+from watcher.core.errors import PolicyError
+from watcher.core.model import FailureClass, JobRef, JobSnapshot
+from watcher.core.policy import ClassPolicy, RetryPolicy, policy_for
 
 FC = FailureClass
 BASE = RetryPolicy()

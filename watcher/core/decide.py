@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import random
 
+from watcher.core.annotations import format_duration
 from watcher.core.backoff import compute_delay
 from watcher.core.model import Action, AttemptRecord, Classification, Decision
-from watcher.core.policy import RetryPolicy, format_duration
+from watcher.core.policy import RetryPolicy
 
 __all__ = ["decide"]
 

@@ -33,22 +33,25 @@ records the owner next to the manifest.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import math
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any, Final
+from typing import Final
 
-from watcher.core.errors import PolicyError
-from watcher.core.model import AttemptRecord, FailureClass, RetryTicket
-from watcher.core.policy import (
+from watcher.core.annotations import (
     ANNOTATION_ATTEMPT,
     ANNOTATION_FIRST_FAILED_AT,
     ANNOTATION_HISTORY,
     ANNOTATION_ORIGINAL_NAME,
     ANNOTATION_ORIGINAL_UID,
 )
+from watcher.core.errors import PolicyError
+from watcher.core.model import AttemptRecord, RetryTicket
+from watcher.core.rawjson import RawMapping, RawObject
+from watcher.core.records import HISTORY_SHAPE, decode_attempt, encode_attempt
 
 __all__ = [
     "CONTROLLER_LABELS",
@@ -103,14 +106,14 @@ _DNS_SUBDOMAIN_RE: Final = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
 _UID_RE: Final = re.compile(r"[A-Za-z0-9-]{1,128}")
 _INT_RE: Final = re.compile(r"[0-9]{1,9}")
 
-Annotations = Mapping[str, Any] | Iterable[tuple[str, str]] | None
+Annotations = RawMapping | Iterable[tuple[str, str]] | None
 """Annotations as a mapping (raw JSON) or as ``(key, value)`` pairs (``JobSnapshot``)."""
 
 
 # --- cleaning ------------------------------------------------------------------------------------
 
 
-def replayable_manifest(raw_job: Mapping[str, Any]) -> dict[str, Any]:
+def replayable_manifest(raw_job: RawMapping) -> RawObject:
     """A copy of ``raw_job`` (a Job as the API returned it) that can be created again.
 
     Idempotent: cleaning a clean manifest returns an equal one. Missing or mistyped fields are
@@ -122,7 +125,7 @@ def replayable_manifest(raw_job: Mapping[str, Any]) -> dict[str, Any]:
     manual = spec.get("manualSelector") is True
     generated = () if manual else CONTROLLER_LABELS
 
-    clean_meta: dict[str, Any] = {}
+    clean_meta: RawObject = {}
     for key in ("name", "namespace"):
         value = meta.get(key)
         if isinstance(value, str) and value:
@@ -151,7 +154,7 @@ def replayable_manifest(raw_job: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _clean_template_meta(template: dict[str, Any], *, drop: Iterable[str]) -> None:
+def _clean_template_meta(template: RawObject, *, drop: Iterable[str]) -> None:
     meta = template.get("metadata")
     if not isinstance(meta, dict):
         return
@@ -190,7 +193,7 @@ def retry_job_name(original_name: str, attempt: int) -> str:
 
 
 def retry_manifest(
-    clean: Mapping[str, Any],
+    clean: RawMapping,
     *,
     attempt: int,
     original_name: str,
@@ -198,7 +201,7 @@ def retry_manifest(
     first_failed_at: float,
     history: tuple[AttemptRecord, ...],
     avoid_node: str = "",
-) -> dict[str, Any]:
+) -> RawObject:
     """The Job to create for ``attempt`` (2 = first retry) of the Job ``original_name``.
 
     ``clean`` is cleaned again (idempotent) and not modified. Lineage annotations from an
@@ -224,7 +227,7 @@ def retry_manifest(
     return body
 
 
-def manifest_for_ticket(ticket: RetryTicket) -> dict[str, Any]:
+def manifest_for_ticket(ticket: RetryTicket) -> RawObject:
     """The Job a retry ticket asks for: ``retry_manifest`` with the lineage taken from it.
 
     ``ticket.manifest`` is the cleaned manifest of the Job that failed; when that Job was
@@ -255,7 +258,7 @@ def manifest_for_ticket(ticket: RetryTicket) -> dict[str, Any]:
     )
 
 
-def _avoid_node(spec: dict[str, Any], node: str) -> None:
+def _avoid_node(spec: RawObject, node: str) -> None:
     """Require ``kubernetes.io/hostname NotIn [node]`` in every node selector term.
 
     Terms are ORed, so the requirement must go into each one. An empty term matches no node
@@ -275,7 +278,7 @@ def _avoid_node(spec: dict[str, Any], node: str) -> None:
             _add_not_on(term, node)
 
 
-def _add_not_on(term: dict[str, Any], node: str) -> None:
+def _add_not_on(term: RawObject, node: str) -> None:
     expressions = term.get("matchExpressions")
     if not isinstance(expressions, list):
         expressions = term["matchExpressions"] = []
@@ -292,7 +295,7 @@ def _add_not_on(term: dict[str, Any], node: str) -> None:
     expressions.append(_not_on(node))
 
 
-def _not_on(node: str) -> dict[str, Any]:
+def _not_on(node: str) -> RawObject:
     return {"key": HOSTNAME_LABEL, "operator": "NotIn", "values": [node]}
 
 
@@ -303,20 +306,23 @@ def encode_history(history: Iterable[AttemptRecord]) -> str:
     """The ``kube-dlq.io/history`` value: a compact JSON list, ordered by attempt.
 
     One object per attempt: ``attempt``, ``class``, ``reason`` (cut to REASON_MAX_CHARS),
-    ``failed_at`` (unix seconds, ms precision), ``job`` and ``uid`` of the Job that failed.
+    ``failed_at`` (unix seconds, ms precision), ``job`` and ``uid`` of the Job that failed
+    (``watcher.core.records.HISTORY_SHAPE``).
     """
     records = [
-        {
-            "attempt": record.attempt,
-            "class": record.failure_class.value,
-            "reason": _cut(record.reason, REASON_MAX_CHARS),
-            "failed_at": round(record.failed_at, 3) if math.isfinite(record.failed_at) else 0.0,
-            "job": record.job_name,
-            "uid": record.job_uid,
-        }
+        encode_attempt(_as_annotated(record), HISTORY_SHAPE)
         for record in sorted(history, key=lambda r: r.attempt)
     ]
     return json.dumps(records, separators=(",", ":"), ensure_ascii=False)
+
+
+def _as_annotated(record: AttemptRecord) -> AttemptRecord:
+    """``record`` as the annotation keeps it: the reason cut, the time to the millisecond."""
+    return dataclasses.replace(
+        record,
+        reason=_cut(record.reason, REASON_MAX_CHARS),
+        failed_at=round(record.failed_at, 3) if math.isfinite(record.failed_at) else 0.0,
+    )
 
 
 class History(tuple[AttemptRecord, ...]):
@@ -355,48 +361,16 @@ def history_from_annotations(annotations: Annotations) -> History:
         parsed = json.loads(value)
         if not isinstance(parsed, list):
             raise ValueError("not a JSON list")
-        records = [_decode_record(i, item) for i, item in enumerate(parsed)]
+        records = [
+            decode_attempt(item, shape=HISTORY_SHAPE, where=f"entry {i}")
+            for i, item in enumerate(parsed)
+        ]
     except (ValueError, RecursionError) as exc:
         error = PolicyError(
             ANNOTATION_HISTORY, _cut(value, _ERROR_VALUE_CHARS), f"malformed history: {exc}"
         )
         return History(error=error)
     return History(records)
-
-
-def _decode_record(index: int, item: object) -> AttemptRecord:
-    where = f"entry {index}"
-    if not isinstance(item, dict):
-        raise ValueError(f"{where} is not an object")
-
-    def text(key: str) -> str:
-        value = item.get(key)
-        if not isinstance(value, str):
-            raise ValueError(f"{where}: {key!r} is not a string")
-        return value
-
-    attempt = item.get("attempt")
-    if not isinstance(attempt, int) or isinstance(attempt, bool) or attempt < 1:
-        raise ValueError(f"{where}: 'attempt' is not an integer >= 1")
-    failed_at = item.get("failed_at")
-    if (
-        not isinstance(failed_at, int | float)
-        or isinstance(failed_at, bool)
-        or not math.isfinite(failed_at)
-    ):
-        raise ValueError(f"{where}: 'failed_at' is not a number")
-    try:
-        failure_class = FailureClass(text("class"))
-    except ValueError:
-        raise ValueError(f"{where}: unknown failure class {item.get('class')!r}") from None
-    return AttemptRecord(
-        attempt=attempt,
-        job_name=text("job"),
-        job_uid=text("uid"),
-        failure_class=failure_class,
-        reason=text("reason"),
-        failed_at=float(failed_at),
-    )
 
 
 def attempt_of(annotations: Annotations) -> int:
@@ -431,7 +405,7 @@ def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _mapping(value: object) -> Mapping[str, Any]:
+def _mapping(value: object) -> RawMapping:
     return value if isinstance(value, Mapping) else {}
 
 
@@ -444,7 +418,7 @@ def _strings(value: object, *, drop: Iterable[str] = ()) -> dict[str, str]:
     }
 
 
-def _as_dict(annotations: Annotations) -> Mapping[str, Any]:
+def _as_dict(annotations: Annotations) -> RawMapping:
     if annotations is None:
         return {}
     if isinstance(annotations, Mapping):
@@ -455,7 +429,7 @@ def _as_dict(annotations: Annotations) -> Mapping[str, Any]:
         return {}
 
 
-def _child(parent: dict[str, Any], key: str) -> dict[str, Any]:
+def _child(parent: RawObject, key: str) -> RawObject:
     """``parent[key]`` as a dict, replacing a missing or mistyped value with a new one."""
     value = parent.get(key)
     if not isinstance(value, dict):

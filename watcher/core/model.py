@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Final
+
+from watcher.core.rawjson import RawObject
 
 
 class FailureClass(enum.StrEnum):
@@ -36,10 +38,14 @@ class FailureClass(enum.StrEnum):
 
         Infrastructure and application failures have separate retry budgets.
         """
-        return self in _INFRASTRUCTURE
+        return self in INFRASTRUCTURE_CLASSES
 
 
-_INFRASTRUCTURE = frozenset(
+# Groupings of failure classes. Each is defined here once, so that a new class is placed in every
+# group where it is declared, not in whichever modules someone remembered to update.
+
+# The platform's fault, not the workload's: retried by default, with a budget of their own.
+INFRASTRUCTURE_CLASSES: Final[frozenset[FailureClass]] = frozenset(
     {
         FailureClass.NODE_LOST,
         FailureClass.NODE_SHUTDOWN,
@@ -49,6 +55,34 @@ _INFRASTRUCTURE = frozenset(
         FailureClass.ADMISSION_REJECTED,
         FailureClass.IO_TIMEOUT,
         FailureClass.UNSCHEDULABLE,
+    }
+)
+
+# The platform lost or reclaimed capacity: a new pod elsewhere usually succeeds, so more retries.
+CAPACITY_LOSS_CLASSES: Final[frozenset[FailureClass]] = frozenset(
+    {
+        FailureClass.NODE_LOST,
+        FailureClass.NODE_SHUTDOWN,
+        FailureClass.API_EVICTION,
+        FailureClass.PREEMPTED,
+    }
+)
+
+# The node, not the workload, was at fault: a retry may be sent away from that node.
+NODE_FAULT_CLASSES: Final[frozenset[FailureClass]] = frozenset(
+    {FailureClass.NODE_LOST, FailureClass.NODE_SHUTDOWN, FailureClass.EVICTED}
+)
+
+# Pod classes whose classify rules come before the deadline rule: they beat a Job deadline.
+OUTRANKS_DEADLINE_CLASSES: Final[frozenset[FailureClass]] = frozenset(
+    {
+        FailureClass.NODE_LOST,
+        FailureClass.NODE_SHUTDOWN,
+        FailureClass.EVICTED,
+        FailureClass.API_EVICTION,
+        FailureClass.PREEMPTED,
+        FailureClass.ADMISSION_REJECTED,
+        FailureClass.OOM_KILLED,
     }
 )
 
@@ -223,10 +257,10 @@ class DeadLetter:
     cluster: str
     evidence: tuple[str, ...] = ()
     owner: OwnerRef | None = None
-    manifest: dict[str, Any] = field(default_factory=dict)
+    manifest: RawObject = field(default_factory=dict)
     """The cleaned, replayable Job manifest."""
     history: tuple[AttemptRecord, ...] = ()
-    report: dict[str, Any] = field(default_factory=dict)
+    report: RawObject = field(default_factory=dict)
     """Pod statuses, termination messages and Events, captured before Kubernetes drops them."""
 
 
@@ -240,6 +274,6 @@ class RetryTicket:
     due_at: float
     failure_class: FailureClass
     reason: str
-    manifest: dict[str, Any] = field(default_factory=dict)
+    manifest: RawObject = field(default_factory=dict)
     history: tuple[AttemptRecord, ...] = ()
     avoid_node: str = ""

@@ -4,11 +4,26 @@ These are `TypedDict(total=False)` views of list/watch payloads (camelCase keys)
 fields some stage reads. They document the contract; they do not validate anything. Real
 payloads break them (a `None` status, a string exit code from a hand-written kwok stage), which
 is why `watcher.core.snapshot` checks every value's type at runtime before it trusts it.
+
+Where no such view fits (a whole manifest, a request body, a stored report), JSON objects are
+typed with the two untyped aliases below, declared here once for every layer:
+
+* `RawObject` (``dict[str, Any]``): a JSON object this code builds, owns or mutates, such as a
+  cleaned manifest or the body of a create call.
+* `RawMapping` (``Mapping[str, Any]``): a JSON object read as given and never mutated, such as a
+  payload from the API or a Job's annotations; any dict is one.
 """
 
 from __future__ import annotations
 
-from typing import Literal, TypedDict
+from collections.abc import Mapping
+from typing import Any, Literal, TypeAlias, TypedDict
+
+RawObject: TypeAlias = dict[str, Any]
+"""A JSON object we build, own or mutate."""
+
+RawMapping: TypeAlias = Mapping[str, Any]
+"""A JSON object we only read; never mutated through this name."""
 
 RawWatchEventType = Literal["ADDED", "MODIFIED", "DELETED", "BOOKMARK", "ERROR"]
 
@@ -171,11 +186,12 @@ class RawNode(TypedDict, total=False):
     status: RawNodeStatus | None
 
 
-RawObject = RawJob | RawPod | RawEvent | RawNode
+RawKubeObject = RawJob | RawPod | RawEvent | RawNode
+"""Any of the typed views above."""
 
 
 class RawWatchEvent(TypedDict, total=False):
     """One line of a watch stream. With type ERROR, `object` is a Status (e.g. 410 Gone)."""
 
     type: RawWatchEventType
-    object: RawObject
+    object: RawKubeObject

@@ -16,7 +16,6 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
 
 from watcher.core.model import (
     Condition,
@@ -28,7 +27,7 @@ from watcher.core.model import (
     OwnerRef,
     PodSnapshot,
 )
-from watcher.core.rawjson import RawEvent, RawJob, RawNode, RawPod
+from watcher.core.rawjson import RawEvent, RawJob, RawMapping, RawNode, RawPod
 
 __all__ = [
     "MalformedObject",
@@ -62,7 +61,7 @@ class MalformedObject(ValueError):
 # --- public projections -----------------------------------------------------------------
 
 
-def job_snapshot(raw: RawJob | Mapping[str, Any]) -> JobSnapshot:
+def job_snapshot(raw: RawJob | RawMapping) -> JobSnapshot:
     """Project a batch/v1 Job. Raises `MalformedObject` only when name or uid is missing."""
     body = _mapping(raw)
     meta = _mapping(body.get("metadata"))
@@ -83,7 +82,7 @@ def job_snapshot(raw: RawJob | Mapping[str, Any]) -> JobSnapshot:
     )
 
 
-def pod_snapshot(raw: RawPod | Mapping[str, Any], *, deleted: bool = False) -> PodSnapshot:
+def pod_snapshot(raw: RawPod | RawMapping, *, deleted: bool = False) -> PodSnapshot:
     """Project a core/v1 Pod's status.
 
     `deleted` is for watch DELETED events, whose object may predate its deletionTimestamp.
@@ -107,7 +106,7 @@ def pod_snapshot(raw: RawPod | Mapping[str, Any], *, deleted: bool = False) -> P
     )
 
 
-def event_record(raw: RawEvent | Mapping[str, Any]) -> EventRecord:
+def event_record(raw: RawEvent | RawMapping) -> EventRecord:
     """Project a core/v1 Event (also accepts the events.k8s.io/v1 field names)."""
     body = _mapping(raw)
     meta = _mapping(body.get("metadata"))
@@ -126,7 +125,7 @@ def event_record(raw: RawEvent | Mapping[str, Any]) -> EventRecord:
     )
 
 
-def node_state(raw: RawNode | Mapping[str, Any], *, deleted: bool = False) -> NodeState:
+def node_state(raw: RawNode | RawMapping, *, deleted: bool = False) -> NodeState:
     """Project a core/v1 Node. A Node without a Ready condition counts as Ready=Unknown."""
     body = _mapping(raw)
     meta = _mapping(body.get("metadata"))
@@ -146,7 +145,7 @@ def node_state(raw: RawNode | Mapping[str, Any], *, deleted: bool = False) -> No
     )
 
 
-def job_uid_of_pod(raw: RawPod | Mapping[str, Any] | None) -> str | None:
+def job_uid_of_pod(raw: RawPod | RawMapping | None) -> str | None:
     """The uid of the Job controlling a pod, or None. Never raises.
 
     The controller ownerReference is authoritative; the labels are a fallback for pods whose

@@ -26,20 +26,17 @@ from watcher.core.manifest import (
     replayable_manifest,
 )
 from watcher.core.model import (
+    NODE_FAULT_CLASSES,
     Action,
     AttemptRecord,
     Classification,
     DeadLetter,
     Decision,
-    FailureClass,
     FailureReport,
     RetryTicket,
 )
 from watcher.core.policy import RetryPolicy, policy_for
 from watcher.kit.metrics import Metrics
-
-# Classes where the node, not the workload, was at fault: a retry may avoid that node.
-NODE_CLASSES = frozenset({FailureClass.NODE_LOST, FailureClass.NODE_SHUTDOWN, FailureClass.EVICTED})
 
 PolicyErrorReporter = Callable[[FailureReport, PolicyError], Any]
 
@@ -233,7 +230,7 @@ def _failed_by_pod_failure_policy(report: FailureReport) -> bool:
 
 
 def _failed_node(report: FailureReport, classification: Classification, policy: RetryPolicy) -> str:
-    if not policy.avoid_failed_node or classification.failure_class not in NODE_CLASSES:
+    if not policy.avoid_failed_node or classification.failure_class not in NODE_FAULT_CLASSES:
         return ""
     failed = [p for p in report.pods if p.node_name and (p.phase == "Failed" or p.deleted)]
     return failed[-1].node_name if failed else ""

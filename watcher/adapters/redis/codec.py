@@ -25,6 +25,7 @@ from watcher.core.model import (
     OwnerRef,
     RetryTicket,
 )
+from watcher.core.records import ENTRY_SHAPE, RecordError, decode_attempt, encode_attempt
 
 __all__ = [
     "VERSION",
@@ -100,14 +101,7 @@ def _owner(owner: OwnerRef) -> dict[str, Any]:
 
 
 def _attempt(a: AttemptRecord) -> dict[str, Any]:
-    return {
-        "attempt": a.attempt,
-        "job_name": a.job_name,
-        "job_uid": a.job_uid,
-        "failure_class": a.failure_class.value,
-        "reason": a.reason,
-        "failed_at": a.failed_at,
-    }
+    return encode_attempt(a, ENTRY_SHAPE)
 
 
 # --- decoding ---------------------------------------------------------------------------------
@@ -186,14 +180,13 @@ def _decode_owner(d: _Fields) -> OwnerRef:
 
 
 def _decode_attempt(d: _Fields) -> AttemptRecord:
-    return AttemptRecord(
-        attempt=d.integer("attempt"),
-        job_name=d.text("job_name"),
-        job_uid=d.text("job_uid"),
-        failure_class=d.failure_class("failure_class"),
-        reason=d.text("reason"),
-        failed_at=d.number("failed_at"),
-    )
+    # One decoder for both wire shapes of a record (watcher.core.records); it reads the raw
+    # object, and its errors become CorruptEntry with this entry's field path.
+    path = d._prefix.removesuffix(".")
+    try:
+        return decode_attempt(d._data, shape=ENTRY_SHAPE, where=f"field '{path}'")
+    except RecordError as exc:
+        raise CorruptEntry(f"{d._what}: {exc}") from None
 
 
 _MISSING: Final[Any] = object()

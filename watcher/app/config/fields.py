@@ -16,9 +16,9 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from watcher.core.annotations import MAX_DURATION_S, did_you_mean, format_duration, parse_duration
 from watcher.core.backoff import JITTER_MODES, Jitter
 from watcher.core.errors import ConfigError
-from watcher.core.policy import MAX_DURATION_S, did_you_mean, format_duration, parse_duration
 from watcher.core.settings import LOG_LEVELS, LogLevel
 
 _REDIS_SCHEMES: Final = ("redis", "rediss", "unix")

@@ -35,19 +35,12 @@ from watcher.app.config.fields import (
     log_level,
     string_value,
 )
+from watcher.core.annotations import MAX_DURATION_S, MAX_FACTOR, MAX_RETRIES_LIMIT, validate_queue
 from watcher.core.backoff import JITTER_MODES
 from watcher.core.classify import ClassifyRules
 from watcher.core.errors import ConfigError
 from watcher.core.model import FailureClass
-from watcher.core.policy import (
-    MAX_DURATION_S,
-    MAX_FACTOR,
-    MAX_RETRIES_LIMIT,
-    ClassPolicy,
-    RetryPolicy,
-    default_class_policy,
-    validate_queue,
-)
+from watcher.core.policy import ClassPolicy, RetryPolicy, default_class_policy
 from watcher.core.settings import (
     DAY_S,
     DEFAULT_SHUTDOWN_GRACE_S,
