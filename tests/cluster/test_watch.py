@@ -35,6 +35,7 @@ from tests.support.watching import (
     lingering_tls_closes,
     sample,
 )
+from watcher.adapters.kube.request import KubeClient
 from watcher.adapters.kube.watch import (
     JOBS,
     Item,
@@ -94,12 +95,11 @@ def watcher(
     settings: KubernetesSettings | None = None,
 ) -> Watcher:
     return Watcher(
-        api,
+        KubeClient(api, settings or KubernetesSettings()),
         resource,
         namespace=namespace,
         metrics=metrics or Metrics(),
         logger=logger or LogLines().logger,
-        settings=settings or KubernetesSettings(),
     )
 
 

@@ -4,12 +4,22 @@ Exceptions are for boundaries (reading the config file, calling the Kubernetes A
 Redis); the pipeline's own outcomes, such as "retries exhausted", are `Decision` values. The
 third-party errors (`kubernetes_asyncio` `ApiException`, `aiohttp` errors, `redis.RedisError`)
 stop at the adapter that called the library: it raises one of these with the original chained
-as ``__cause__``.
+as ``__cause__``. Every Kubernetes response is mapped to a `KubeAPIError` subclass in one
+place, `watcher.adapters.kube.request`.
 
     Exception
     └── WatcherError            base of everything kube-dlq raises on purpose
         ├── ConfigError         the daemon config is unreadable or invalid; names the field path
         ├── KubeAPIError        a Kubernetes API call failed (status, object, server message)
+        │   ├── KubeUnavailable     no usable response: connection failed, timeout, not JSON
+        │   ├── KubeUnauthorized    401
+        │   ├── KubeForbidden       403
+        │   ├── KubeNotFound        404
+        │   ├── KubeConflict        409
+        │   ├── KubeGone            410, or a resourceVersion too old or too new
+        │   ├── KubeInvalid         400, 422
+        │   ├── KubeThrottled       429
+        │   └── KubeServerError     5xx
         └── SinkError           a Redis read or write failed
 
     PolicyError                 NOT an exception: a frozen value describing one malformed
@@ -21,10 +31,24 @@ This module imports nothing outside the standard library, so the pure stages can
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
-__all__ = ["ConfigError", "KubeAPIError", "PolicyError", "SinkError", "WatcherError"]
+__all__ = [
+    "ConfigError",
+    "KubeAPIError",
+    "KubeConflict",
+    "KubeForbidden",
+    "KubeGone",
+    "KubeInvalid",
+    "KubeNotFound",
+    "KubeServerError",
+    "KubeThrottled",
+    "KubeUnauthorized",
+    "KubeUnavailable",
+    "PolicyError",
+    "SinkError",
+    "WatcherError",
+]
 
 
 class WatcherError(Exception):
@@ -67,12 +91,15 @@ class PolicyError:
 
 
 class KubeAPIError(WatcherError):
-    """A call to the Kubernetes API failed.
+    """A call to the Kubernetes API failed. Raised only by `watcher.adapters.kube.request`.
 
-    ``status`` is the HTTP status, or None when no response arrived (timeout, connection
-    reset). Build one with ``from_exception`` inside an ``except`` block and raise it
-    ``from`` the original.
+    ``status`` is the HTTP status, or None when no usable response arrived; ``reason`` is the
+    server's message (from its Status object) or a description of the transport failure.
+    The subclass says what kind of failure it was; ``transient`` whether trying the same
+    request again later may succeed.
     """
+
+    transient: bool = False
 
     def __init__(
         self,
@@ -83,6 +110,8 @@ class KubeAPIError(WatcherError):
         kind: str = "",
         namespace: str = "",
         name: str = "",
+        retry_after_s: float | None = None,
+        timed_out: bool = False,
     ) -> None:
         self.message = message
         self.status = status
@@ -90,54 +119,11 @@ class KubeAPIError(WatcherError):
         self.kind = kind
         self.namespace = namespace
         self.name = name
+        self.retry_after_s = retry_after_s
+        """The server's Retry-After, when it sent one (429, 503)."""
+        self.timed_out = timed_out
+        """No answer in time (a `KubeUnavailable`)."""
         super().__init__(self._describe())
-
-    @classmethod
-    def from_exception(
-        cls,
-        message: str,
-        exc: BaseException,
-        *,
-        kind: str = "",
-        namespace: str = "",
-        name: str = "",
-    ) -> KubeAPIError:
-        """Wrap a client library exception without importing the library.
-
-        Reads ``status``, ``reason`` and ``body`` the way ``kubernetes_asyncio``'s
-        ``ApiException`` carries them; the server's Status message (from the JSON body) is
-        preferred over the HTTP reason phrase. Anything else (timeouts, connection errors)
-        becomes a status-less error named after the exception type.
-        """
-        status = getattr(exc, "status", None)
-        if not isinstance(status, int) or isinstance(status, bool):
-            status = None
-        reason = _server_message(getattr(exc, "body", None))
-        if not reason:
-            raw_reason = getattr(exc, "reason", None)
-            reason = raw_reason if isinstance(raw_reason, str) and raw_reason else ""
-        if status is None and not reason:
-            reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        return cls(message, status=status, reason=reason, kind=kind, namespace=namespace, name=name)
-
-    @property
-    def is_not_found(self) -> bool:
-        return self.status == 404
-
-    @property
-    def is_conflict(self) -> bool:
-        """409: the object already exists, or the write lost a resourceVersion race."""
-        return self.status == 409
-
-    @property
-    def is_gone(self) -> bool:
-        """410: the watch resourceVersion is too old; the caller must re-list."""
-        return self.status == 410
-
-    @property
-    def is_transient(self) -> bool:
-        """True when trying again later may succeed: no response, 429, or a 5xx."""
-        return self.status is None or self.status == 429 or self.status >= 500
 
     def _describe(self) -> str:
         target = "/".join(p for p in (self.kind, self.namespace, self.name) if p)
@@ -149,22 +135,49 @@ class KubeAPIError(WatcherError):
         return f"{text}: {detail}" if detail else text
 
 
+class KubeUnavailable(KubeAPIError):
+    """No usable response: connection refused, reset or dead, a timeout, or a body that is not
+    the JSON the API sends."""
+
+    transient = True
+
+
+class KubeUnauthorized(KubeAPIError):
+    """401: the credentials were rejected (an expired or revoked token)."""
+
+
+class KubeForbidden(KubeAPIError):
+    """403: RBAC denies the request, or the namespace is being deleted."""
+
+
+class KubeNotFound(KubeAPIError):
+    """404: the object, or its namespace, does not exist."""
+
+
+class KubeConflict(KubeAPIError):
+    """409: the object already exists, or a write lost a resourceVersion race."""
+
+
+class KubeGone(KubeAPIError):
+    """410 (or "too old/too large resource version"): a list or watch must start over."""
+
+
+class KubeInvalid(KubeAPIError):
+    """400 or 422: the request is malformed or the object invalid; sending it again as it is
+    can never succeed."""
+
+
+class KubeThrottled(KubeAPIError):
+    """429: the apiserver (API Priority and Fairness) asks to slow down."""
+
+    transient = True
+
+
+class KubeServerError(KubeAPIError):
+    """5xx: the apiserver or something in front of it failed."""
+
+    transient = True
+
+
 class SinkError(WatcherError):
     """A Redis read or write failed, or Redis held data kube-dlq cannot decode."""
-
-
-def _server_message(body: object) -> str:
-    """The ``message`` of a Kubernetes Status object in a response body, if there is one."""
-    if isinstance(body, bytes):
-        body = body.decode("utf-8", errors="replace")
-    if not isinstance(body, str) or not body.strip():
-        return ""
-    try:
-        parsed = json.loads(body)
-    except ValueError:
-        return ""
-    if isinstance(parsed, dict):
-        message = parsed.get("message")
-        if isinstance(message, str):
-            return message
-    return ""

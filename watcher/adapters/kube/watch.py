@@ -46,17 +46,31 @@ import dataclasses
 import json
 import random
 import time
-from collections.abc import AsyncGenerator, Callable, Mapping
-from typing import Any, Final, Literal, TypeAlias
+from collections.abc import AsyncGenerator, Callable
+from typing import Final, Literal, TypeAlias
 from urllib.parse import quote
 
 import aiohttp
-from kubernetes_asyncio.client import ApiClient
 from structlog.typing import FilteringBoundLogger
 
+from watcher.adapters.kube.request import (
+    KubeClient,
+    Target,
+    dispose,
+    error_for,
+    item_kind,
+    read_object,
+    transport_error,
+)
 from watcher.core.backoff import compute_delay
-from watcher.core.errors import KubeAPIError
-from watcher.core.settings import KubernetesSettings
+from watcher.core.errors import (
+    KubeAPIError,
+    KubeForbidden,
+    KubeGone,
+    KubeUnauthorized,
+    KubeUnavailable,
+)
+from watcher.core.rawjson import RawObject
 from watcher.kit.metrics import Metrics
 
 __all__ = [
@@ -68,15 +82,12 @@ __all__ = [
     "PODS",
     "EventType",
     "Item",
-    "RawJSON",
     "Resource",
     "Synced",
     "WatchEvent",
     "Watcher",
-    "stream",
 ]
 
-RawJSON: TypeAlias = dict[str, Any]
 EventType = Literal["ADDED", "MODIFIED", "DELETED"]
 RestartReason = Literal["closed", "timeout", "error", "expired", "unauthorized", "forbidden"]
 
@@ -148,7 +159,7 @@ class WatchEvent:
     """One change of one object. ``obj`` is the raw JSON object, with kind and apiVersion."""
 
     type: EventType
-    obj: RawJSON
+    obj: RawObject
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -189,21 +200,22 @@ class Watcher:
 
     def __init__(
         self,
-        api: ApiClient,
+        client: KubeClient,
         resource: Resource,
         *,
         metrics: Metrics,
         logger: FilteringBoundLogger,
         namespace: str | None = None,
-        settings: KubernetesSettings,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """``api`` supplies host, TLS and credentials; the caller owns and closes it."""
-        self._api = api
+        """Timeouts, page size and backoff come from the client's ``kubernetes`` settings."""
+        settings = client.settings
+        self._client = client
         self.resource = resource
         self.namespace = namespace
         self._path = resource.list_path(namespace)
+        self._target = Target(resource.name, namespace or "")
         self._selectors = resource.selectors()
         self._settings = settings
         self._metrics = metrics
@@ -321,7 +333,7 @@ class Watcher:
             body = await self._get_json(query)
             pages += 1
             items = body.get("items") or []
-            kind, api_version = _item_kind(body)
+            kind, api_version = item_kind(body)
             self._metrics.watch_events.labels(resource=name, type="LISTED").inc(len(items))
             for item in items:
                 if not isinstance(item, dict):
@@ -351,23 +363,14 @@ class Watcher:
         )
         yield Synced(self.resource, frozenset(uids), rv)
 
-    async def _get_json(self, query: list[tuple[str, str]]) -> RawJSON:
+    async def _get_json(self, query: list[tuple[str, str]]) -> RawObject:
         resp = await self._request(query, self._list_timeout)
-        raw = b""
         try:
-            raw = await resp.read()
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise self._transport_restart("list", exc) from exc
-        finally:
-            _dispose(resp, complete=bool(raw))
-        try:
-            body = json.loads(raw)
-        except ValueError as exc:
-            self._metrics.malformed.labels(source=f"list_{self.resource.name}").inc()
-            raise _Restart("error", f"the list response is not JSON: {exc}") from exc
-        if not isinstance(body, dict):
-            raise _Restart("error", "the list response is not a JSON object")
-        return body
+            return await read_object(resp, "list", self._target)
+        except KubeUnavailable as exc:
+            if exc.status is not None:  # an answer arrived, but not a JSON object
+                self._metrics.malformed.labels(source=f"list_{self.resource.name}").inc()
+            raise _restart_for(exc) from exc
 
     # -- layer 3: one watch request --------------------------------------------------------
 
@@ -401,7 +404,7 @@ class Watcher:
                 if event is not None:
                     yield event
         finally:
-            _dispose(resp, complete=ended)
+            dispose(resp, complete=ended)
             if self._clock() - started >= HEALTHY_AFTER_S:
                 self._healthy = True
 
@@ -409,7 +412,7 @@ class Watcher:
         try:
             return await resp.content.readline(max_line_length=MAX_LINE_BYTES)
         except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
-            raise self._transport_restart("watch", exc) from exc
+            raise _restart_for(transport_error("watch", exc, self._target)) from exc
 
     def _decode(self, line: bytes) -> WatchEvent | None:
         """One watch line -> a change to yield, None (bookmark, unknown type), or _Restart."""
@@ -426,7 +429,7 @@ class Watcher:
             raise _Restart("error", f"malformed watch line: {exc}") from exc
         self._metrics.watch_events.labels(resource=name, type=etype).inc()
         if etype == "ERROR":
-            raise _status_restart(obj, "watch error event")
+            raise _restart_for(error_for(None, obj, "watch error event", self._target))
         change = _CHANGE_TYPES.get(etype)
         if change is None and etype != "BOOKMARK":
             # A type this code does not know (a newer apiserver): not a change we can apply,
@@ -446,133 +449,40 @@ class Watcher:
     ) -> aiohttp.ClientResponse:
         what = "watch" if ("watch", "true") in query else "list"
         try:
-            resp: aiohttp.ClientResponse = await self._api.call_api(
-                self._path,
+            return await self._client.send(
                 "GET",
-                query_params=query,
-                header_params={"Accept": "application/json"},
-                auth_settings=["BearerToken"],
-                _preload_content=False,
-                _request_timeout=client_timeout,
+                self._path,
+                what=what,
+                target=self._target,
+                query=query,
+                client_timeout=client_timeout,
             )
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise self._transport_restart(what, exc) from exc
-        if resp.status == 200:
-            return resp
-        body = b""
-        try:
-            body = await resp.read()  # a small Status object; sock_read still applies
-        except (aiohttp.ClientError, OSError, TimeoutError):
-            pass
-        finally:
-            _dispose(resp, complete=bool(body))
-        status = _status_object(body) or {"code": resp.status, "message": resp.reason or ""}
-        status["code"] = resp.status
-        raise _status_restart(
-            status, f"{what} request failed", retry_after_s=_retry_after(resp.headers)
-        )
-
-    def _transport_restart(self, what: str, exc: BaseException) -> _Restart:
-        error = KubeAPIError.from_exception(
-            f"{what} request failed", exc, kind=self.resource.name, namespace=self.namespace or ""
-        )
-        reason: RestartReason = "timeout" if isinstance(exc, TimeoutError) else "error"
-        return _Restart(reason, str(error))
+        except KubeAPIError as exc:
+            raise _restart_for(exc) from exc
 
 
-def stream(
-    api: ApiClient,
-    resource: Resource,
-    *,
-    metrics: Metrics,
-    logger: FilteringBoundLogger,
-    namespace: str | None = None,
-    settings: KubernetesSettings,
-) -> AsyncGenerator[Item, None]:
-    """``Watcher(...).stream()`` for callers that need no access to the watcher itself."""
-    watcher = Watcher(
-        api, resource, metrics=metrics, logger=logger, namespace=namespace, settings=settings
-    )
-    return watcher.stream()
-
-
-def _dispose(resp: aiohttp.ClientResponse, *, complete: bool) -> None:
-    """Give back a fully read response's connection; abort one abandoned mid-body.
-
-    Closing a TLS connection politely sends close_notify and waits up to 30 s (asyncio's
-    ssl_shutdown_timeout) for the peer's: a dead peer's socket would linger that long, and
-    outlive an event loop that ends meanwhile. Nothing more is read from an abandoned
-    stream (timeout, error, cancellation), so its connection is aborted instead.
-    """
-    if complete:
-        resp.release()
-        return
-    connection = resp.connection
-    transport = connection.transport if connection is not None else None
-    if transport is not None:
-        transport.abort()
-    resp.close()
+def _restart_for(error: KubeAPIError) -> _Restart:
+    """How the watch goes on after `error` (the ``reason`` label of watch_restarts)."""
+    reason: RestartReason
+    if isinstance(error, KubeGone):
+        reason = "expired"
+    elif isinstance(error, KubeUnauthorized):
+        reason = "unauthorized"
+    elif isinstance(error, KubeForbidden):
+        reason = "forbidden"
+    elif isinstance(error, KubeUnavailable) and error.timed_out:
+        reason = "timeout"
+    else:
+        reason = "error"
+    return _Restart(reason, str(error), retry_after_s=error.retry_after_s)
 
 
 # -- helpers (pure) -------------------------------------------------------------------------
 
 
-def _status_restart(
-    status: RawJSON, message: str, *, retry_after_s: float | None = None
-) -> _Restart:
-    """A Kubernetes Status (from an ERROR event or an error response) -> how to go on."""
-    code = status.get("code")
-    code = code if isinstance(code, int) and not isinstance(code, bool) else None
-    reason, text = _str(status, "reason"), _str(status, "message")
-    detail = str(KubeAPIError(message, status=code, reason=text or reason or ""))
-    lowered = text.lower()
-    if (
-        code == 410
-        or reason in ("Expired", "Gone")
-        or "too old resource version" in lowered
-        # A lagging apiserver (HA, after a restart) refuses a newer rv; client-go relists.
-        or "too large resource version" in lowered
-    ):
-        return _Restart("expired", detail)
-    if code == 401:
-        return _Restart("unauthorized", detail)
-    if code == 403:
-        return _Restart("forbidden", detail)
-    return _Restart("error", detail, retry_after_s=retry_after_s)
-
-
-def _status_object(body: bytes) -> RawJSON | None:
-    try:
-        parsed = json.loads(body)
-    except ValueError:
-        return None
-    return parsed if isinstance(parsed, dict) else None
-
-
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    value = headers.get("Retry-After")
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
-        return None
-
-
-def _str(obj: RawJSON, key: str) -> str:
-    value = obj.get(key)
-    return value if isinstance(value, str) else ""
-
-
-def _as_dict(value: object) -> RawJSON:
+def _as_dict(value: object) -> RawObject:
     return value if isinstance(value, dict) else {}
 
 
-def _meta(obj: RawJSON) -> RawJSON:
+def _meta(obj: RawObject) -> RawObject:
     return _as_dict(obj.get("metadata"))
-
-
-def _item_kind(body: RawJSON) -> tuple[str, str]:
-    """List items carry no kind/apiVersion; derive them from the list ("JobList" -> "Job")."""
-    kind = body.get("kind")
-    api_version = body.get("apiVersion")
-    kind = kind.removesuffix("List") if isinstance(kind, str) else ""
-    return kind, api_version if isinstance(api_version, str) else ""
