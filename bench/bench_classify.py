@@ -32,6 +32,7 @@ from watcher.core.classify import DEFAULT_RULES, classify
 from watcher.core.correlate import Correlator
 from watcher.core.decide import decide
 from watcher.core.policy import RetryPolicy, policy_for
+from watcher.core.settings import LimitsSettings
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "captured"
 MODEL = {"jobs": "V1Job", "pods": "V1Pod", "events": "CoreV1Event", "nodes": "V1Node"}
@@ -49,7 +50,7 @@ def load_events() -> list[tuple[str, str, bytes]]:
 
 def pipeline_pass(events: list[tuple[str, str, bytes]]) -> int:
     """One replay of every event through projection, correlation, classify and decide."""
-    correlator = Correlator()
+    correlator = Correlator(LimitsSettings())
     policy = RetryPolicy()
     rng = random.Random(1)
     decided = 0

@@ -16,18 +16,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from redis.asyncio import Redis
-
 from devtools.devcluster.build import ensure_binaries
 from devtools.devcluster.cluster import LocalCluster, free_port, kubeconfig_dict, node_manifest
 from devtools.devcluster.commands import default_rbac
 from devtools.devcluster.redis_server import RedisServer
-from watcher.adapters.kube.api import api_client
+from watcher.adapters.kube.connect import connect
+from watcher.adapters.redis.client import redis_client
 from watcher.adapters.redis.queries import DeadLetterQueries
+from watcher.adapters.redis.store import RedisStore
 from watcher.app.config import parse_config
 from watcher.app.daemon import Daemon
 from watcher.cli import dlq
-from watcher.core.settings import Settings
+from watcher.core.settings import LogSettings, Settings
 from watcher.kit.logs import configure, get_logger
 
 NAMESPACE = "demo"
@@ -205,10 +205,10 @@ async def _wait_for_outcomes(daemon: Daemon, queries: DeadLetterQueries, deadlin
             seen = len(entries)
             print(
                 f"[{time.monotonic() - start:5.1f}s] dead letters: {seen}/{expected}, "
-                f"retries pending: {await daemon.sink.pending_retries()}",
+                f"retries pending: {await daemon.store.pending_retries()}",
                 flush=True,
             )
-        if seen >= expected and await daemon.sink.pending_retries() == 0:
+        if seen >= expected and await daemon.store.pending_retries() == 0:
             return
         await asyncio.sleep(1)
     print(f"demo: not every outcome arrived within {deadline_s:.0f}s", file=sys.stderr)
@@ -223,7 +223,7 @@ def _print_failures(daemon: Daemon) -> None:
 
 
 async def _run(state_dir: Path, keep: bool) -> int:
-    configure("info", "console" if sys.stderr.isatty() else "json")
+    configure(LogSettings(level="info", format="auto"))
     binaries = ensure_binaries()
     cluster = LocalCluster(state_dir, binaries, rbac_manifest=default_rbac())
     with cluster as state, RedisServer() as redis_server:
@@ -238,10 +238,11 @@ async def _run(state_dir: Path, keep: bool) -> int:
             )
         )
         config = demo_config(redis_server.url, str(daemon_kubeconfig))
-        api = await api_client(str(daemon_kubeconfig))
-        redis = Redis.from_url(redis_server.url)
-        async with api:
-            daemon = Daemon(config=config, api=api, redis=redis, logger=get_logger())
+        kube = await connect(config.kubernetes)
+        redis = redis_client(config.redis)
+        try:
+            store = RedisStore(redis, config.redis, cluster_name=config.cluster_name)
+            daemon = Daemon(config, kube=kube, store=store, logger=get_logger())
             queries = DeadLetterQueries(redis, config.redis, cluster_name=config.cluster_name)
             runner = asyncio.create_task(daemon.run())
             try:
@@ -269,7 +270,9 @@ async def _run(state_dir: Path, keep: bool) -> int:
             finally:
                 daemon.stop.set()
                 code = await runner
-                await redis.aclose()
+        finally:
+            await redis.aclose()
+            await kube.close()
     return code
 
 

@@ -34,6 +34,9 @@ from tests.support.daemon import (  # noqa: F401 (fixtures)
 )
 from tests.support.kube import RawObject, eventually, raw
 from tests.support.workloads import create_job, failing_job
+from watcher.adapters.kube.leases import LeaseAPI
+from watcher.adapters.kube.request import KubeClient
+from watcher.core.settings import KubernetesSettings, LeaderElectionSettings
 from watcher.service.leadership import ACQUIRE_JITTER, LeaderElector
 
 pytestmark = pytest.mark.cluster
@@ -143,13 +146,17 @@ async def candidate(
     started: list[Candidate] = []
 
     async def start(api: client.ApiClient | None = None) -> Candidate:
+        kube = KubeClient(api or daemon_api, KubernetesSettings())
         elector = LeaderElector(
-            api or daemon_api,
-            lease_name=lease_name,
-            lease_namespace=LEASE_NAMESPACE,
-            lease_duration_s=LEASE_DURATION_S,
-            renew_deadline_s=RENEW_DEADLINE_S,
-            retry_period_s=RETRY_PERIOD_S,
+            LeaseAPI(kube, namespace=LEASE_NAMESPACE, name=lease_name),
+            LeaderElectionSettings(
+                enabled=True,
+                lease_name=lease_name,
+                lease_namespace=LEASE_NAMESPACE,
+                lease_duration_s=LEASE_DURATION_S,
+                renew_deadline_s=RENEW_DEADLINE_S,
+                retry_period_s=RETRY_PERIOD_S,
+            ),
             logger=journal.logger(),
         )
         stopping = asyncio.Event()

@@ -27,8 +27,10 @@ from devtools.devcluster.cluster import ClusterState, free_port, kubeconfig_dict
 from devtools.devcluster.redis_server import RedisServer
 from tests.support.kube import RawObject, condition, eventually, job_manifest, raw
 from tests.support.workloads import create_job, describe, list_jobs
+from watcher.adapters.kube.jobs import JobsAPI
+from watcher.adapters.kube.request import KubeClient
 from watcher.adapters.redis.keys import Keys
-from watcher.adapters.redis.store import ClaimedTicket, RedisStore
+from watcher.adapters.redis.store import RedisStore
 from watcher.core.annotations import (
     ANNOTATION_ATTEMPT,
     ANNOTATION_HISTORY,
@@ -36,11 +38,12 @@ from watcher.core.annotations import (
     ANNOTATION_ORIGINAL_UID,
 )
 from watcher.core.manifest import manifest_for_ticket, replayable_manifest
-from watcher.core.model import AttemptRecord, FailureClass, JobRef, RetryTicket
-from watcher.core.settings import RedisSettings
+from watcher.core.model import AttemptRecord, ClaimedTicket, FailureClass, JobRef, RetryTicket
+from watcher.core.settings import KubernetesSettings, RedisSettings, RetryLoopSettings
 from watcher.kit.logs import get_logger
 from watcher.kit.metrics import Metrics
-from watcher.service.retrying import RetryLoop, RetrySettings, RetryStore
+from watcher.service.ports import RetryStore
+from watcher.service.retrying import RetryLoop
 
 pytestmark = [pytest.mark.cluster, pytest.mark.redis]
 
@@ -97,11 +100,11 @@ def make_loop(
     store: RetryStore, api: client.ApiClient, metrics: Metrics, **settings: Any
 ) -> RetryLoop:
     return RetryLoop(
-        sink=store,
-        api=api,
+        store=store,
+        jobs=JobsAPI(KubeClient(api, KubernetesSettings())),
+        settings=RetryLoopSettings(**settings),
         metrics=metrics,
         logger=get_logger(),
-        settings=RetrySettings(**settings),
     )
 
 

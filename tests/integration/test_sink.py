@@ -29,7 +29,7 @@ from watcher.adapters.redis import codec
 from watcher.adapters.redis.codec import CorruptEntry
 from watcher.adapters.redis.keys import STREAM_FIELD, Keys
 from watcher.adapters.redis.queries import DeadLetterQueries
-from watcher.adapters.redis.store import RedisStore, WriteResult
+from watcher.adapters.redis.store import RedisStore
 from watcher.core.errors import SinkError
 from watcher.core.model import (
     Action,
@@ -39,6 +39,7 @@ from watcher.core.model import (
     JobRef,
     OwnerRef,
     RetryTicket,
+    WriteResult,
 )
 
 pytestmark = pytest.mark.redis

@@ -7,14 +7,14 @@ import random
 import pytest
 import structlog
 
+from tests.support.fakes import FakeJobs
 from tests.support.objects import raw_job
 from watcher.adapters.redis.store import RedisStore
-from watcher.core.classify import ClassifyRules
 from watcher.core.model import DeadLetter, FailureClass, JobRef
-from watcher.core.policy import RetryPolicy
+from watcher.core.settings import Settings
 from watcher.kit.metrics import Metrics
 from watcher.service.handler import FailureHandler
-from watcher.service.pipeline import Pipeline, PipelineSettings, Scope
+from watcher.service.pipeline import Pipeline
 
 pytestmark = pytest.mark.redis
 
@@ -22,12 +22,15 @@ pytestmark = pytest.mark.redis
 async def test_standby_drops_queued_failures_the_leader_already_wrote(store: RedisStore) -> None:
     # Given a standby whose pipeline queued two failed Jobs (its writer is not running)
     metrics = Metrics()
+    settings = Settings(cluster_name="it")
+    jobs = FakeJobs()
     handler = FailureHandler(
-        sink=store, base_policy=RetryPolicy(), rules=ClassifyRules(), cluster_name="it",
-        metrics=metrics, logger=structlog.get_logger(), rng=random.Random(0),
+        store=store, jobs=jobs, policy=settings.retry, classify=settings.classify,
+        cluster_name="it", metrics=metrics, logger=structlog.get_logger(), rng=random.Random(0),
     )  # fmt: skip
     pipeline = Pipeline(
-        handler=handler, scope=Scope(), settings=PipelineSettings(), metrics=metrics,
+        handler=handler, jobs=jobs, scope=settings.scope, classify=settings.classify,
+        settings=settings.pipeline, limits=settings.limits, metrics=metrics,
         logger=structlog.get_logger(),
     )  # fmt: skip
     pipeline.on_job("ADDED", raw_job(name="written", uid="uid-written"))

@@ -53,6 +53,7 @@ from watcher.core import snapshot
 from watcher.core.classify import classify
 from watcher.core.correlate import Correlator
 from watcher.core.model import Classification, FailureClass, FailureReport
+from watcher.core.settings import LimitsSettings
 
 T = TypeVar("T")
 
@@ -658,7 +659,7 @@ def replay(record: Mapping[str, Any], *, dwell_s: float = STUCK_DWELL_S) -> Repl
     A Job without a Failed condition is classified as stuck only if the correlator itself
     finds it stuck (pods waiting to start for `dwell_s`) at the capture time.
     """
-    correlator = Correlator()
+    correlator = Correlator(LimitsSettings())
     job_uid = ""
     for entry in record["watch"]:
         job_uid = _feed(correlator, entry["resource"], entry["type"], entry["object"]) or job_uid

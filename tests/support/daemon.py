@@ -2,11 +2,11 @@
 
 Two ways to run it against the session control plane (as its own ServiceAccount identity):
 
-* in-process (`start_daemon` fixture): a `watcher.app.daemon.Daemon` built from a config document,
-  run as a task of the test's event loop, stopped through its `stop` event at teardown (the
-  exit code must be 0). Its health server listens on a free port; /readyz and /metrics are
-  read over HTTP. Two knobs are turned down for speed: the stuck-Job check interval and the
-  retry poll interval (both daemon internals, not config).
+* in-process (`start_daemon` fixture): a `watcher.app.daemon.Daemon` built from a config
+  document, run as a task of the test's event loop, stopped through its `stop` event at
+  teardown (the exit code must be 0). Its health server listens on a free port; /readyz and
+  /metrics are read over HTTP. Two knobs are turned down for speed, through the config like
+  any setting: classify.stuck_check_interval_s and retry_loop.poll_interval_s.
 * a subprocess (`spawn_daemon` fixture): `python -m watcher run --config FILE`, exactly what a
   user runs, for restart, SIGKILL and SIGTERM tests. Only processes this fixture started are
   signalled, by their PID.
@@ -42,15 +42,14 @@ from redis.asyncio import Redis
 from devtools.devcluster.cluster import ClusterState, free_port
 from devtools.devcluster.redis_server import RedisServer
 from tests.support.kube import eventually
-from watcher.adapters.kube.api import api_client
+from watcher.adapters.kube.connect import connect
 from watcher.adapters.redis.client import redis_client
 from watcher.adapters.redis.queries import DeadLetterQueries
 from watcher.adapters.redis.store import RedisStore
-from watcher.app import daemon as app
 from watcher.app.config import parse_config
 from watcher.app.daemon import Daemon
+from watcher.core.errors import SinkError
 from watcher.core.model import DeadLetter, FailureClass
-from watcher.service.retrying import RetryLoop, RetrySettings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -86,7 +85,7 @@ def config_doc(
         "scope": {"namespaces": [namespace]},
         "classify": {"stuck_pending_after_s": f"{STUCK_DWELL_S}s"},
         "retry": {"classes": {fc.value: {"base_s": BACKOFF_BASE_S} for fc in FailureClass}},
-        "server": {"bind_address": "127.0.0.1", "port": port or free_port()},
+        "server": {"bind_address": "127.0.0.1", "port": free_port() if port is None else port},
         "shutdown_grace_s": SHUTDOWN_GRACE_S,
         "log": {"level": "info", "format": "json"},
     }
@@ -207,10 +206,17 @@ async def all_dead_letters(queries: DeadLetterQueries) -> list[tuple[str, DeadLe
 async def wait_dead_letters(
     queries: DeadLetterQueries, count: int, *, within: float, what: str = "", every: float = 0.25
 ) -> list[tuple[str, DeadLetter]]:
-    """Wait until at least `count` dead letters exist; return them all."""
+    """Wait until at least `count` dead letters exist; return them all.
+
+    A read that fails (Redis restarting: the first command on a pooled connection from before
+    the restart fails) is retried at the next poll, as a person would run the command again.
+    """
 
     async def enough() -> list[tuple[str, DeadLetter]] | None:
-        letters = await all_dead_letters(queries)
+        try:
+            letters = await all_dead_letters(queries)
+        except SinkError:
+            return None
         return letters if len(letters) >= count else None
 
     return await eventually(
@@ -255,18 +261,20 @@ class RunningDaemon:
     daemon: Daemon
     task: asyncio.Task[int]
     doc: Doc
+    redis: Redis
+    """The client the daemon's store uses."""
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     @property
     def store(self) -> RedisStore:
         """The daemon's own store (retry tickets, gauges)."""
-        return self.daemon.sink
+        return self.daemon.store
 
     @property
     def queries(self) -> DeadLetterQueries:
         """A CLI reader of the keys the daemon writes (its config's prefix and cluster)."""
-        config = self.daemon.config
-        return DeadLetterQueries(self.daemon.redis, config.redis, cluster_name=config.cluster_name)
+        config = self.daemon.settings
+        return DeadLetterQueries(self.redis, config.redis, cluster_name=config.cluster_name)
 
     @property
     def port(self) -> int:
@@ -303,7 +311,6 @@ async def start_daemon(
     dlq_redis: Redis,
     cluster_name: str,
     redis_server: RedisServer,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> AsyncIterator[StartDaemon]:
     """Factory: `await start_daemon(**config_overrides)` runs a Daemon for the test's namespace.
 
@@ -311,28 +318,25 @@ async def start_daemon(
     `ready=False` returns as soon as the health server listens instead of waiting for /readyz.
     Every daemon started is stopped at teardown, and must exit 0.
     """
-    monkeypatch.setattr(app, "STUCK_CHECK_INTERVAL_S", STUCK_CHECK_INTERVAL_S)
     started: list[RunningDaemon] = []
 
     async def start(*, ready: bool = True, **overrides: Any) -> RunningDaemon:
-        params: dict[str, Any] = {"redis_url": redis_server.url, "cluster_name": cluster_name}
+        params: dict[str, Any] = {
+            "redis_url": redis_server.url,
+            "cluster_name": cluster_name,
+            "port": 0,  # any free port; RunningDaemon.port reads the one chosen
+            "retry_loop": {"poll_interval_s": RETRY_POLL_S},
+        }
         params.update(overrides)
         doc = config_doc(cluster, namespace=namespace, **params)
+        doc["classify"].setdefault("stuck_check_interval_s", STUCK_CHECK_INTERVAL_S)
         config = parse_config(doc)
-        api = await api_client(config.kubernetes.kubeconfig)
+        kube = await connect(config.kubernetes)
         redis = redis_client(config.redis)
-        daemon = Daemon(config=config, api=api, redis=redis, health_port=0)
-        daemon.retry_loop = RetryLoop(
-            sink=RedisStore(redis, config.redis, cluster_name=config.cluster_name),
-            api=api,
-            metrics=daemon.metrics,
-            logger=daemon.logger,
-            settings=RetrySettings(
-                poll_interval_s=RETRY_POLL_S, lease_s=config.redis.retry_claim_lease_s
-            ),
-        )
-        running = RunningDaemon(daemon, asyncio.create_task(daemon.run()), doc)
-        running.closers += [api.close, redis.aclose]
+        store = RedisStore(redis, config.redis, cluster_name=config.cluster_name)
+        daemon = Daemon(config, kube=kube, store=store)
+        running = RunningDaemon(daemon, asyncio.create_task(daemon.run()), doc, redis)
+        running.closers += [kube.close, redis.aclose]
         started.append(running)
 
         async def listening() -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from watcher.core.correlate import Correlator, Limits
+from watcher.core.correlate import Correlator
 from watcher.core.model import (
     Condition,
     ContainerOutcome,
@@ -14,6 +14,7 @@ from watcher.core.model import (
     NodeState,
     PodSnapshot,
 )
+from watcher.core.settings import LimitsSettings
 
 NS = "batch"
 
@@ -41,7 +42,7 @@ ORDERS = {
 
 @pytest.mark.parametrize("order", list(ORDERS.values()), ids=list(ORDERS))
 def test_report_joins_evidence_in_any_arrival_order(order: tuple[str, ...]) -> None:
-    c = Correlator()
+    c = Correlator(LimitsSettings())
     steps = {
         "job": lambda: c.observe_job(job()),
         "pod": lambda: c.observe_pod("job-uid", NS, pod(node_name="n1")),
@@ -60,7 +61,7 @@ def test_report_joins_evidence_in_any_arrival_order(order: tuple[str, ...]) -> N
 
 
 def test_aggregated_event_keeps_newest_count() -> None:
-    c = Correlator()
+    c = Correlator(LimitsSettings())
     c.observe_job(job())
     c.observe_event(NS, event("Job", "nightly", "BackoffLimitExceeded", count=1))
     c.observe_event(NS, event("Job", "nightly", "BackoffLimitExceeded", count=4))
@@ -70,7 +71,7 @@ def test_aggregated_event_keeps_newest_count() -> None:
 
 
 def test_node_events_and_deletion_reach_reports_of_pods_on_that_node() -> None:
-    c = Correlator()
+    c = Correlator(LimitsSettings())
     c.observe_job(job())
     c.observe_node(NodeState("n1"))
     c.observe_pod("job-uid", NS, pod(node_name="n1", phase="Running"))
@@ -83,7 +84,7 @@ def test_node_events_and_deletion_reach_reports_of_pods_on_that_node() -> None:
 
 
 def test_pods_of_unknown_jobs_are_held_not_tracked() -> None:
-    c = Correlator()
+    c = Correlator(LimitsSettings())
     c.observe_pod("other-uid", NS, pod())
     assert len(c) == 0
     assert c.report("other-uid") is None
@@ -91,7 +92,7 @@ def test_pods_of_unknown_jobs_are_held_not_tracked() -> None:
 
 def test_held_pods_keep_their_newest_version_and_are_bounded() -> None:
     # A restart relists pods before Jobs: the pods of many Jobs wait for their Jobs
-    c = Correlator(Limits(max_orphan_pods=3))
+    c = Correlator(LimitsSettings(max_orphan_pods=3))
     c.observe_pod("a", NS, pod(name="a-1", uid="pa", phase="Running"))
     c.observe_pod("a", NS, pod(name="a-1", uid="pa", phase="Failed"))
     for name in ("b", "c", "d"):
@@ -108,7 +109,7 @@ def test_held_pods_keep_their_newest_version_and_are_bounded() -> None:
 
 
 def test_held_pod_is_adopted_with_its_newest_version() -> None:
-    c = Correlator()
+    c = Correlator(LimitsSettings())
     c.observe_pod("job-uid", NS, pod(phase="Running"))
     c.observe_pod("job-uid", NS, pod(phase="Failed"))
     c.observe_job(job())
@@ -118,7 +119,7 @@ def test_held_pod_is_adopted_with_its_newest_version() -> None:
 
 
 def test_forgetting_a_job_drops_the_pods_held_for_it() -> None:
-    c = Correlator()
+    c = Correlator(LimitsSettings())
     c.observe_pod("job-uid", NS, pod())
     c.forget("job-uid")  # e.g. the Job turned out to be out of scope
     c.observe_job(job())
@@ -128,7 +129,7 @@ def test_forgetting_a_job_drops_the_pods_held_for_it() -> None:
 
 
 def test_pods_per_job_are_bounded_newest_kept() -> None:
-    c = Correlator(Limits(max_pods_per_job=3))
+    c = Correlator(LimitsSettings(max_pods_per_job=3))
     c.observe_job(job())
     for i in range(10):
         c.observe_pod("job-uid", NS, pod(name=f"p{i}", uid=f"u{i}"))
@@ -138,7 +139,7 @@ def test_pods_per_job_are_bounded_newest_kept() -> None:
 
 
 def test_jobs_beyond_the_limit_evict_least_recently_updated() -> None:
-    c = Correlator(Limits(max_jobs=2))
+    c = Correlator(LimitsSettings(max_tracked_jobs=2))
     c.observe_job(job("a", "a"))
     c.observe_job(job("b", "b"))
     c.observe_job(job("a", "a"))  # a updated: b is now the oldest
@@ -149,7 +150,7 @@ def test_jobs_beyond_the_limit_evict_least_recently_updated() -> None:
 
 
 def test_orphan_events_are_bounded() -> None:
-    c = Correlator(Limits(max_orphan_objects=2))
+    c = Correlator(LimitsSettings(max_orphan_events=2))
     for i in range(5):
         c.observe_event(NS, event("Pod", f"p{i}", "Failed"))
     c.observe_job(job())
@@ -161,7 +162,7 @@ def test_orphan_events_are_bounded() -> None:
 
 
 def test_forget_and_retain_only_drop_all_state() -> None:
-    c = Correlator()
+    c = Correlator(LimitsSettings())
     c.observe_job(job("a", "a"))
     c.observe_job(job("b", "b"))
     c.observe_pod("a", NS, pod(name="a-1", uid="pa"))
@@ -204,7 +205,7 @@ STUCK_CASES = {
 def test_stuck_jobs_need_every_pod_waiting_past_dwell(
     pods: list[PodSnapshot], now: float, expected: int
 ) -> None:
-    c = Correlator()
+    c = Correlator(LimitsSettings())
     c.observe_job(job())
     for p in pods:
         c.observe_pod("job-uid", NS, p)
@@ -212,7 +213,7 @@ def test_stuck_jobs_need_every_pod_waiting_past_dwell(
 
 
 def test_failed_job_is_not_stuck() -> None:
-    c = Correlator()
+    c = Correlator(LimitsSettings())
     c.observe_job(job("job-uid", "nightly", Condition("Failed", "True", "BackoffLimitExceeded")))
     c.observe_pod("job-uid", NS, pod(phase="Pending", containers=(PULL,), created_at=0))
     assert c.stuck_jobs(600, dwell_s=300) == []
@@ -220,7 +221,7 @@ def test_failed_job_is_not_stuck() -> None:
 
 def test_events_of_a_pod_never_seen_reach_the_job_through_successful_create() -> None:
     # Given a pod deleted before the daemon started: only Events remain
-    c = Correlator()
+    c = Correlator(LimitsSettings())
     c.observe_event(NS, event("Pod", "nightly-x7k2p", "TaintManagerEviction"))
     c.observe_job(job())
     created = EventRecord("Job", "nightly", "SuccessfulCreate", "Created pod: nightly-x7k2p")

@@ -1,29 +1,52 @@
-"""A malformed kube-dlq.io/ annotation is reported once per failed Job, however often its
-outcome write is attempted (Redis down) or replayed (restart, relist, another replica)."""
+"""FailureHandler: one failed Job's report in, one outcome (retry ticket or dead letter) out.
+
+A malformed kube-dlq.io/ annotation is reported once per failed Job, however often its
+outcome write is attempted (Redis down) or replayed (restart, relist, another replica); the
+rest runs against FakeStore and FakeJobs, with a fake clock.
+"""
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import pytest
 import structlog
+from structlog.testing import capture_logs
 
-from watcher.adapters.redis.store import WriteResult
-from watcher.core.classify import ClassifyRules
-from watcher.core.errors import PolicyError, SinkError
+from tests.support.fakes import FakeClock, FakeJobs, FakeStore
+from tests.support.objects import (
+    DISRUPTION_MESSAGES,
+    JOB_NAME,
+    JOB_UID,
+    NAMESPACE,
+    NODE,
+    T0_UNIX,
+    Raw,
+    disruption,
+    raw_job,
+    raw_pod,
+    report,
+    terminated,
+)
+from watcher.core.errors import KubeForbidden, SinkError
 from watcher.core.model import (
     Action,
     Condition,
     ContainerOutcome,
     DeadLetter,
+    FailureClass,
     FailureReport,
     JobRef,
     JobSnapshot,
     PodSnapshot,
+    WriteResult,
 )
 from watcher.core.policy import RetryPolicy
+from watcher.core.settings import ClassifySettings
 from watcher.kit.metrics import Metrics
-from watcher.service.handler import FailureHandler
+from watcher.service.handler import FailureHandler, Outcome
 
 WRITTEN = WriteResult(True, Action.DEAD_LETTER, "default/1-0")
 ALREADY = WriteResult(False, Action.DEAD_LETTER, "default/1-0")
@@ -69,20 +92,16 @@ async def attempts(
     annotations: tuple[tuple[str, str], ...] = MALFORMED,
 ) -> tuple[list[str], float]:
     """Handle one failed Job until a write returns; (keys reported, malformed metric)."""
-    reported: list[str] = []
     metrics = Metrics()
-
-    async def report(_: FailureReport, error: PolicyError) -> None:
-        reported.append(error.key)
-
+    jobs = FakeJobs()
     handler = FailureHandler(
-        sink=ScriptedSink(*results),  # type: ignore[arg-type]
-        base_policy=RetryPolicy(),
-        rules=ClassifyRules(),
+        store=ScriptedSink(*results),  # type: ignore[arg-type]
+        jobs=jobs,
+        policy=RetryPolicy(),
+        classify=ClassifySettings(),
         cluster_name="test",
         metrics=metrics,
         logger=structlog.get_logger(),
-        on_policy_error=report,
         rng=random.Random(0),
     )
     for result in results:
@@ -95,6 +114,8 @@ async def attempts(
     count = metrics.registry.get_sample_value(
         "kube_dlq_malformed_input_total", {"source": "annotation"}
     )
+    assert {reason for _, reason, _ in jobs.events} <= {"InvalidRetryPolicy"}
+    reported = [message.split("=", 1)[0] for _, _, message in jobs.events]
     return reported, count or 0.0
 
 
@@ -125,3 +146,243 @@ async def test_unreadable_history_annotation_is_reported_and_lineage_restarts() 
     # Then the bad annotation is reported like any malformed kube-dlq.io/ annotation
     assert reported == ["kube-dlq.io/history"]
     assert metric == 1
+
+
+# --- outcomes, against FakeStore and FakeJobs --------------------------------------------------
+
+NOW = T0_UNIX + 120.0
+REF = JobRef(NAMESPACE, JOB_NAME, JOB_UID)
+QUEUE = "kube-dlq.io/queue"
+AVOID_NODE = "kube-dlq.io/avoid-node"
+ATTEMPT = "kube-dlq.io/attempt"
+MAX_RETRIES = "kube-dlq.io/max-retries"
+AVOIDED = f"retry avoid={NODE}"
+NOT_AVOIDED = "retry avoid="
+BATCH_DLQ = RetryPolicy(queue="batch-dlq")
+
+
+@dataclass
+class Rig:
+    handler: FailureHandler
+    store: FakeStore
+    jobs: FakeJobs | None
+    metrics: Metrics
+
+    async def handle(self, pods: list[Raw], **annotations: str) -> Outcome:
+        """Handle the default Job, Failed, with `pods` and these extra annotations."""
+        job = raw_job()
+        job["metadata"]["annotations"].update(annotations)
+        return await self.handler.handle(report(job, pods), job)
+
+    def outcome(self) -> str:
+        """The one outcome written, in one line: "retry avoid=<node>" or "dead_letter <queue>"."""
+        assert len(self.store.outcomes) == 1
+        if self.store.tickets:
+            return f"retry avoid={self.store.tickets[0].avoid_node}"
+        return f"dead_letter {self.store.dead_letters[0].queue}"
+
+
+def rig(policy: RetryPolicy | None = None, *, jobs: FakeJobs | None = None) -> Rig:
+    metrics = Metrics()
+    store = FakeStore()
+    handler = FailureHandler(
+        store=store, jobs=jobs, policy=policy or RetryPolicy(), classify=ClassifySettings(),
+        cluster_name="unit", metrics=metrics, logger=structlog.get_logger(),
+        clock=FakeClock(NOW), rng=random.Random(0),
+    )  # fmt: skip
+    return Rig(handler, store, jobs, metrics)
+
+
+def lost_pod() -> Raw:
+    """Deleted by the taint manager when its node became unreachable: node_lost."""
+    message = DISRUPTION_MESSAGES["DeletionByTaintManager"]
+    return raw_pod(
+        conditions=[disruption("DeletionByTaintManager", message)],
+        containers=[terminated(exit_code=137)],
+    )
+
+
+def evicted_pod() -> Raw:
+    """Evicted by the kubelet under memory pressure: evicted."""
+    return raw_pod(reason="Evicted", message="The node was low on resource: memory.")
+
+
+def preempted_pod() -> Raw:
+    """Preempted by the scheduler for a higher-priority pod: preempted (not the node's fault)."""
+    message = DISRUPTION_MESSAGES["PreemptionByScheduler"]
+    return raw_pod(conditions=[disruption("PreemptionByScheduler", message)])
+
+
+def app_pod() -> Raw:
+    """Its container exited with code 2: app_error."""
+    return raw_pod(containers=[terminated(exit_code=2)])
+
+
+RETRIED = {
+    "node_lost: deleted by the taint manager": (lost_pod, FailureClass.NODE_LOST),
+    "evicted by the kubelet": (evicted_pod, FailureClass.EVICTED),
+}
+
+
+@pytest.mark.parametrize(("pod", "fclass"), RETRIED.values(), ids=list(RETRIED))
+async def test_retryable_failure_schedules_the_next_attempt_after_now(
+    pod: Callable[[], Raw], fclass: FailureClass
+) -> None:
+    # Given the default policy (infrastructure classes are retried)
+    r = rig(jobs=FakeJobs())
+
+    # When the Job's first attempt fails this way
+    outcome = await r.handle([pod()])
+
+    # Then one retry ticket is written, for attempt 2, due after now; no dead letter
+    assert outcome.decision.action is Action.RETRY
+    [ticket] = r.store.tickets
+    assert (ticket.job, ticket.failure_class, ticket.attempt) == (REF, fclass, 2)
+    assert NOW < ticket.due_at <= NOW + 30  # the first retry's delay: 30 s, full jitter
+    assert ticket.manifest["metadata"]["name"] == JOB_NAME
+    assert [(h.attempt, h.failure_class) for h in ticket.history] == [(1, fclass)]
+    assert r.store.dead_letters == []
+
+
+ATTEMPTS = {"first attempt": (None, 2), "second attempt": ("2", 3), "fourth attempt": ("4", 5)}
+
+
+@pytest.mark.parametrize(("attempt", "next_attempt"), ATTEMPTS.values(), ids=list(ATTEMPTS))
+async def test_retry_ticket_carries_the_failed_attempt_plus_one(
+    attempt: str | None, next_attempt: int
+) -> None:
+    # Given a Job that is attempt `attempt` of its lineage (kube-dlq.io/attempt; none: 1)
+    r = rig(jobs=FakeJobs())
+    annotations = {ATTEMPT: attempt} if attempt is not None else {}
+
+    # When it fails with a retried class
+    await r.handle([lost_pod()], **annotations)
+
+    # Then the ticket re-creates it as the next attempt
+    assert [t.attempt for t in r.store.tickets] == [next_attempt]
+
+
+AVOIDING = {
+    # pod, policy avoid_failed_node, kube-dlq.io/avoid-node, outcome
+    "node_lost, default": (lost_pod, True, None, AVOIDED),
+    "evicted, default": (evicted_pod, True, None, AVOIDED),
+    "node_lost, avoid_failed_node off": (lost_pod, False, None, NOT_AVOIDED),
+    "node_lost, annotated avoid-node=false": (lost_pod, True, "false", NOT_AVOIDED),
+    "node_lost, off but annotated avoid-node=true": (lost_pod, False, "true", AVOIDED),
+    "preempted: not the node's fault": (preempted_pod, True, None, NOT_AVOIDED),
+}
+
+
+@pytest.mark.parametrize(
+    ("pod", "avoid", "annotation", "expected"), AVOIDING.values(), ids=list(AVOIDING)
+)
+async def test_retry_avoids_the_failed_pods_node_when_avoid_failed_node(
+    pod: Callable[[], Raw], avoid: bool, annotation: str | None, expected: str
+) -> None:
+    # Given a policy with avoid_failed_node on or off, maybe overridden by the Job
+    r = rig(RetryPolicy(avoid_failed_node=avoid), jobs=FakeJobs())
+    annotations = {AVOID_NODE: annotation} if annotation is not None else {}
+
+    # When its pod on NODE fails with a retried class
+    await r.handle([pod()], **annotations)
+
+    # Then the retry avoids that node only when the node was at fault and avoiding is on
+    assert r.outcome() == expected
+
+
+QUEUES = {
+    # policy queue, kube-dlq.io/queue, outcome
+    "the default queue": (RetryPolicy(), None, "dead_letter default"),
+    "the configured queue": (BATCH_DLQ, None, "dead_letter batch-dlq"),
+    "the Job's queue annotation wins": (BATCH_DLQ, "team-a", "dead_letter team-a"),
+}
+
+
+@pytest.mark.parametrize(("policy", "annotation", "expected"), QUEUES.values(), ids=list(QUEUES))
+async def test_non_retryable_failure_is_dead_lettered_to_its_queue(
+    policy: RetryPolicy, annotation: str | None, expected: str
+) -> None:
+    # Given a policy with a dead-letter queue, maybe overridden by the Job
+    r = rig(policy, jobs=FakeJobs())
+    annotations = {QUEUE: annotation} if annotation is not None else {}
+
+    # When the Job fails with a class that is not retried (app_error)
+    outcome = await r.handle([app_pod()], **annotations)
+
+    # Then one dead letter is written to that queue, with the pod's classification
+    assert r.outcome() == expected
+    [letter] = r.store.dead_letters
+    assert outcome.classification.failure_class is FailureClass.APP_ERROR
+    assert (letter.job, letter.failure_class, letter.attempts) == (REF, FailureClass.APP_ERROR, 1)
+    assert (letter.cluster, letter.failed_at) == ("unit", NOW)
+    assert r.store.tickets == []
+    queue = expected.split()[1]
+    labels = {"queue": queue, "failure_class": "app_error"}
+    assert r.metrics.registry.get_sample_value("kube_dlq_dead_letters_total", labels) == 1
+
+
+MALFORMED_POLICY = {
+    # pod, key, value, outcome (the default for that key applies)
+    "queue name with spaces": (app_pod, QUEUE, "Team A!", "dead_letter batch-dlq"),
+    "avoid-node not a boolean": (lost_pod, AVOID_NODE, "perhaps", AVOIDED),
+    "max-retries not a number": (lost_pod, MAX_RETRIES, "lots", AVOIDED),
+    "unknown key (a typo)": (app_pod, "kube-dlq.io/max-retry", "3", "dead_letter batch-dlq"),
+}
+
+
+@pytest.mark.parametrize(
+    ("pod", "key", "value", "expected"), MALFORMED_POLICY.values(), ids=list(MALFORMED_POLICY)
+)
+async def test_malformed_annotation_warns_on_the_job_and_its_default_applies(
+    pod: Callable[[], Raw], key: str, value: str, expected: str
+) -> None:
+    # Given a Job with one malformed kube-dlq.io/ annotation
+    jobs = FakeJobs()
+    r = rig(BATCH_DLQ, jobs=jobs)
+
+    # When it fails
+    await r.handle([pod()], **{key: value})
+
+    # Then one InvalidRetryPolicy Warning Event names the key, and the default is used
+    [(job, reason, message)] = jobs.events
+    assert (job, reason) == (REF, "InvalidRetryPolicy")
+    assert message.startswith(f"{key}={value!r}: ")
+    assert message.endswith("kube-dlq applied the default for this key")
+    assert r.outcome() == expected
+
+
+async def test_warning_event_refused_is_logged_and_the_outcome_still_written() -> None:
+    # Given a Job with a malformed annotation, and RBAC refusing to create Events
+    jobs = FakeJobs()
+    jobs.fail_next(KubeForbidden("creating Event failed", status=403, reason="forbidden"))
+    r = rig(jobs=jobs)
+
+    # When it fails
+    with capture_logs() as logs:
+        outcome = await r.handle([app_pod()], **{QUEUE: "Team A!"})
+
+    # Then the outcome is written all the same, and the refused Event is logged
+    assert outcome.write.written
+    assert r.outcome() == "dead_letter default"
+    assert jobs.events == []
+    [failed] = [line for line in logs if line["event"] == "event_write_failed"]
+    assert "403" in failed["error"]
+    assert failed["log_level"] == "warning"
+
+
+async def test_without_a_jobs_port_a_malformed_annotation_is_logged_and_counted_only() -> None:
+    # Given a handler without access to the Jobs API (jobs=None)
+    r = rig(jobs=None)
+
+    # When a Job with a malformed annotation fails
+    with capture_logs() as logs:
+        outcome = await r.handle([app_pod()], **{QUEUE: "Team A!"})
+
+    # Then the outcome is written, the annotation logged and counted, and no Event attempted
+    assert outcome.write.written
+    assert r.outcome() == "dead_letter default"
+    events = [line["event"] for line in logs]
+    assert events.count("policy_annotation_invalid") == 1
+    assert "event_write_failed" not in events
+    labels = {"source": "annotation"}
+    assert r.metrics.registry.get_sample_value("kube_dlq_malformed_input_total", labels) == 1

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from watcher.core.settings import ServerSettings
 from watcher.kit.metrics import Metrics
 
 ReadinessCheck = Callable[[], Awaitable[list[str]]]
@@ -19,12 +20,13 @@ ReadinessCheck = Callable[[], Awaitable[list[str]]]
 
 class HealthServer:
     def __init__(
-        self, *, metrics: Metrics, readiness: ReadinessCheck, host: str, port: int
+        self, settings: ServerSettings, *, metrics: Metrics, readiness: ReadinessCheck
     ) -> None:
         self.metrics = metrics
         self.readiness = readiness
-        self.host = host
-        self.port = port
+        self.host = settings.bind_address
+        self.port = settings.port
+        """The port listened on (the one chosen, once started, when settings say 0)."""
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
@@ -36,7 +38,7 @@ class HealthServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
-        if self.port == 0:  # tests ask for any free port
+        if self.port == 0:  # any free port: find out which
             server = site._server
             sockets = getattr(server, "sockets", None) or []
             if sockets:

@@ -11,100 +11,84 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-from kubernetes_asyncio import client
-from redis.asyncio import Redis
 from structlog.typing import FilteringBoundLogger
 
 from watcher.adapters.http import HealthServer
 from watcher.adapters.kube import watch
-from watcher.adapters.kube.api import KubeAPI, api_client
+from watcher.adapters.kube.connect import connect
+from watcher.adapters.kube.leases import LeaseAPI
+from watcher.adapters.kube.request import KubeClient
 from watcher.adapters.redis.client import redis_client
 from watcher.adapters.redis.store import RedisStore
-from watcher.core.classify import ClassifyRules
-from watcher.core.errors import KubeAPIError, PolicyError, SinkError
-from watcher.core.model import FailureReport
+from watcher.app.components import build
+from watcher.core.errors import SinkError
 from watcher.core.settings import Settings
-from watcher.kit.aio import first_done
+from watcher.kit.aio import every, first_done
 from watcher.kit.logs import get_logger
 from watcher.kit.metrics import Metrics
-from watcher.service.handler import FailureHandler
-from watcher.service.leadership import LeaderElector
-from watcher.service.pipeline import Pipeline, PipelineSettings, Scope
-from watcher.service.retrying import RetryLoop, RetrySettings
+from watcher.service.leadership import LeaderElector, resolve_lease_namespace
+from watcher.service.retrying import RetryLoop
 
-GAUGE_INTERVAL_S = 15.0
-STUCK_CHECK_INTERVAL_S = 10.0
-NAMESPACE_REFRESH_S = 30.0
-STANDBY_PRUNE_S = 15.0
+READINESS_PING_S = 2.0
+"""How long /readyz waits for Redis to answer a PING."""
 
 
-@dataclass
 class Daemon:
     """Everything `kube-dlq run` builds, kept together so tests can drive it in-process."""
 
-    config: Settings
-    api: client.ApiClient
-    redis: Redis
-    metrics: Metrics = field(default_factory=Metrics)
-    logger: FilteringBoundLogger = field(default_factory=get_logger)
-    health_port: int | None = None
-    """Override of config.server.port (0: any free port, for tests)."""
-
-    def __post_init__(self) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        kube: KubeClient,
+        store: RedisStore,
+        metrics: Metrics | None = None,
+        logger: FilteringBoundLogger | None = None,
+    ) -> None:
+        """`kube` and `store` are the caller's: it opened them and closes them after `run`."""
+        self.settings = settings
+        self.shutdown_grace_s = settings.shutdown_grace_s
+        """On SIGTERM, what the writer and the retry loop get to finish before cancellation."""
+        self.kube = kube
+        self.store = store
+        self.metrics = metrics or Metrics()
+        self.logger = logger or get_logger()
         self.stop = asyncio.Event()
-        self.kube = KubeAPI(self.api, request_timeout_s=self.config.kubernetes.request_timeout_s)
-        self.sink = RedisStore(self.redis, self.config.redis, cluster_name=self.config.cluster_name)
-        self.handler = FailureHandler(
-            sink=self.sink,
-            base_policy=self.config.retry,
-            rules=ClassifyRules(io_timeout_patterns=self.config.classify.io_timeout_patterns),
-            cluster_name=self.config.cluster_name,
-            metrics=self.metrics,
-            logger=self.logger,
-            on_policy_error=self._report_policy_error,
-            rng=random.Random(),
-        )
-        scope = self.config.scope
-        self.pipeline = Pipeline(
-            handler=self.handler,
-            scope=Scope(namespaces=frozenset(scope.namespaces), opt_in=scope.jobs == "opt-in"),
-            settings=PipelineSettings(
-                stuck_pending_after_s=self.config.classify.stuck_pending_after_s
-            ),
-            metrics=self.metrics,
-            logger=self.logger,
-        )
-        self.pipeline.fetch_job = self.kube.get_job
-        self.pipeline.stuck_deleter = self.kube.delete_job
+        parts = build(settings, kube=kube, store=store, metrics=self.metrics, logger=self.logger)
+        self.handler = parts.handler
+        self.pipeline = parts.pipeline
         self.retry_loop = RetryLoop(
-            sink=self.sink,
-            api=self.api,
+            store=store,
+            jobs=parts.jobs,
+            settings=settings.retry_loop,
             metrics=self.metrics,
             logger=self.logger,
-            settings=RetrySettings(lease_s=self.config.redis.retry_claim_lease_s),
         )
         self.synced: set[str] = set()
+        election = settings.leader_election
         self.elector = (
-            LeaderElector.from_config(
-                self.api, self.config.leader_election, metrics=self.metrics, logger=self.logger
+            LeaderElector(
+                LeaseAPI(
+                    kube,
+                    namespace=resolve_lease_namespace(election.lease_namespace),
+                    name=election.lease_name,
+                ),
+                election,
+                metrics=self.metrics,
+                logger=self.logger,
             )
-            if self.config.leader_election.enabled
+            if election.enabled
             else None
         )
         """With leader election on, this replica writes and retries only while it leads."""
-        self.health = HealthServer(
-            metrics=self.metrics,
-            readiness=self.readiness,
-            host=self.config.server.bind_address,
-            port=self.config.server.port if self.health_port is None else self.health_port,
-        )
+        self.health = HealthServer(settings.server, metrics=self.metrics, readiness=self.readiness)
+        self.chores = self._chore_plan()
+        """(name, interval_s, chore) of every periodic root task."""
 
     # -- running --------------------------------------------------------------------------
 
@@ -127,11 +111,11 @@ class Daemon:
 
     async def _supervise(self) -> int:
         await self._check_redis()
-        if self.config.scope.namespace_label_selector:
+        if self.settings.scope.namespace_label_selector:
             await self._refresh_namespaces()
         await self.health.start()
         self.logger.info(
-            "daemon_started", cluster=self.config.cluster_name, health_port=self.health.port
+            "daemon_started", cluster=self.settings.cluster_name, health_port=self.health.port
         )
         watchers = {
             name: asyncio.create_task(self._consume(resource, on_event, on_synced), name=name)
@@ -143,22 +127,10 @@ class Daemon:
             duties = [asyncio.create_task(self._lead(self.elector), name="leader-duties")]
         chores = [
             asyncio.create_task(
-                self._every(STUCK_CHECK_INTERVAL_S, self._check_stuck), name="stuck-check"
-            ),
-            asyncio.create_task(self._every(GAUGE_INTERVAL_S, self._refresh_gauges), name="gauges"),
+                every(interval, chore, stop=self.stop, logger=self.logger, name=name), name=name
+            )
+            for name, interval, chore in self.chores
         ]
-        if self.elector is not None:
-            chores.append(
-                asyncio.create_task(
-                    self._every(STANDBY_PRUNE_S, self._prune_as_standby), name="standby-prune"
-                )
-            )
-        if self.config.scope.namespace_label_selector:
-            chores.append(
-                asyncio.create_task(
-                    self._every(NAMESPACE_REFRESH_S, self._refresh_namespaces), name="namespaces"
-                )
-            )
         everything = [*watchers.values(), *duties, *chores]
         stopper = asyncio.create_task(self.stop.wait(), name="stop")
         done, _ = await asyncio.wait([stopper, *everything], return_when=asyncio.FIRST_COMPLETED)
@@ -181,6 +153,20 @@ class Daemon:
         self.logger.info("daemon_stopped", exit_code=exit_code)
         return exit_code
 
+    def _chore_plan(self) -> list[tuple[str, float, Callable[[], Awaitable[None]]]]:
+        s = self.settings
+        plan: list[tuple[str, float, Callable[[], Awaitable[None]]]] = [
+            ("stuck-check", s.classify.stuck_check_interval_s, self._check_stuck),
+            ("gauges", s.dead_letter.depth_refresh_s, self._refresh_gauges),
+        ]
+        if self.elector is not None:
+            plan.append(
+                ("standby-prune", s.leader_election.standby_prune_s, self._prune_as_standby)
+            )
+        if s.scope.namespace_label_selector:
+            plan.append(("namespaces", s.scope.namespace_refresh_s, self._refresh_namespaces))
+        return plan
+
     async def _shutdown(
         self, immediate: list[asyncio.Task[Any]], graceful: list[asyncio.Task[Any]]
     ) -> None:
@@ -189,7 +175,7 @@ class Daemon:
         await asyncio.gather(*immediate, return_exceptions=True)
         # The writer and the retry loop see `stop` and finish what they hold; give them the
         # grace period, then cancel. Anything unwritten is found again on the next start.
-        _, pending = await asyncio.wait(graceful, timeout=self.config.shutdown_grace_s)
+        _, pending = await asyncio.wait(graceful, timeout=self.shutdown_grace_s)
         for task in pending:
             self.logger.warning("shutdown_grace_expired", task=task.get_name())
             task.cancel()
@@ -283,38 +269,25 @@ class Daemon:
             await self.pipeline.wait_for_space()
 
     def _stream(self, resource: watch.Resource) -> AsyncIterator[watch.WatchEvent | watch.Synced]:
-        return watch.stream(
-            self.api,
-            resource,
-            metrics=self.metrics,
-            logger=self.logger,
-            settings=self.config.kubernetes,
-        )
+        return self._watcher(resource).stream()
 
-    async def _every(self, interval_s: float, chore: Callable[[], Awaitable[None]]) -> None:
-        """Run `chore` every interval (net of its run time) until cancelled; log, never die."""
-        while not self.stop.is_set():
-            started = time.monotonic()
-            try:
-                await chore()
-            except Exception as exc:  # a chore failing once must not stop the daemon
-                self.logger.warning("chore_failed", chore=chore.__name__, error=repr(exc))
-            elapsed = time.monotonic() - started
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stop.wait(), timeout=max(0.1, interval_s - elapsed))
+    def _watcher(self, resource: watch.Resource) -> watch.Watcher:
+        return watch.Watcher(self.kube, resource, metrics=self.metrics, logger=self.logger)
 
     async def _refresh_namespaces(self) -> None:
         """Namespaces matching scope.namespace_label_selector (labels can change at any time)."""
-        selector = self.config.scope.namespace_label_selector
-        listed = await self.kube.list_raw("/api/v1/namespaces", labelSelector=selector)
-        names = frozenset(str(ns["metadata"]["name"]) for ns in listed["items"])
+        selector = self.settings.scope.namespace_label_selector
+        listed = await self.kube.list_all(
+            "/api/v1/namespaces", what="listing namespaces", query=[("labelSelector", selector)]
+        )
+        names = frozenset(str((ns.get("metadata") or {}).get("name", "")) for ns in listed)
         if names != self.pipeline.selected_namespaces:
             self.logger.info("namespaces_selected", selector=selector, count=len(names))
         self.pipeline.selected_namespaces = names
 
     async def _prune_as_standby(self) -> None:
         if self.elector is not None and not self.elector.is_leader.is_set():
-            dropped = await self.pipeline.prune_handled(self.sink.handled)
+            dropped = await self.pipeline.prune_handled(self.store.handled)
             if dropped:
                 self.logger.debug("standby_queue_pruned", dropped=dropped)
 
@@ -324,12 +297,12 @@ class Daemon:
             self.logger.info("stuck_jobs_found", count=found)
 
     async def _refresh_gauges(self) -> None:
-        depths = await self.sink.queue_depths()
-        ages = await self.sink.oldest_age_s(time.time())
+        depths = await self.store.queue_depths()
+        ages = await self.store.oldest_age_s(time.time())
         for queue, depth in depths.items():
             self.metrics.dead_letter_depth.labels(queue=queue).set(depth)
             self.metrics.dead_letter_oldest_age.labels(queue=queue).set(ages.get(queue, 0.0))
-        self.metrics.retries_pending.set(await self.sink.pending_retries())
+        self.metrics.retries_pending.set(await self.store.pending_retries())
 
     async def readiness(self) -> list[str]:
         missing = [
@@ -338,36 +311,27 @@ class Daemon:
             if name not in self.synced
         ]
         try:
-            await asyncio.wait_for(self.redis.ping(), timeout=2)
-        except Exception as exc:  # any failure to answer means not ready; report it
-            missing.append(f"redis: {exc!r}")
+            await self.store.ping(READINESS_PING_S)
+        except SinkError as exc:
+            missing.append(f"redis: {exc}")
         return missing
 
     async def _check_redis(self) -> None:
         try:
-            for problem in await self.sink.server_problems():
+            for problem in await self.store.server_problems():
                 self.logger.warning("redis_misconfigured", problem=problem)
         except SinkError as exc:
             # Not fatal: the writer keeps failures and retries until Redis is back.
             self.logger.warning("redis_unreachable_at_start", error=str(exc))
 
-    async def _report_policy_error(self, report: FailureReport, error: PolicyError) -> None:
-        try:
-            await self.kube.warn_on_job(
-                report.job.ref,
-                "InvalidRetryPolicy",
-                f"{error.key}={error.value!r}: {error.message}; "
-                "kube-dlq applied the default for this key",
-            )
-        except KubeAPIError as exc:
-            self.logger.warning("event_write_failed", error=str(exc))
 
-
-async def run_daemon(config: Settings) -> int:
-    api = await api_client(config.kubernetes.kubeconfig, config.kubernetes.context)
-    redis = redis_client(config.redis)
+async def run_daemon(settings: Settings) -> int:
+    """`kube-dlq run`: connect, run until SIGTERM, close. Returns the exit code."""
+    kube = await connect(settings.kubernetes)
+    redis = redis_client(settings.redis)
     try:
-        async with api:
-            return await Daemon(config=config, api=api, redis=redis).run()
+        store = RedisStore(redis, settings.redis, cluster_name=settings.cluster_name)
+        return await Daemon(settings, kube=kube, store=store).run()
     finally:
         await redis.aclose()
+        await kube.close()

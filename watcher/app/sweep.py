@@ -8,24 +8,23 @@ none yet. The sink's per-uid marker makes it safe to run beside the daemon or tw
 from __future__ import annotations
 
 import asyncio
-import random
+import dataclasses
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from kubernetes_asyncio import client
-from redis.asyncio import Redis
 from structlog.typing import FilteringBoundLogger
 
 from watcher.adapters.kube import watch
-from watcher.adapters.kube.api import KubeAPI
+from watcher.adapters.kube.connect import connect
+from watcher.adapters.kube.request import KubeClient
+from watcher.adapters.redis.client import redis_client
 from watcher.adapters.redis.store import RedisStore
-from watcher.core.classify import ClassifyRules
+from watcher.app.components import build
 from watcher.core.settings import Settings
+from watcher.kit.logs import get_logger
 from watcher.kit.metrics import Metrics
-from watcher.service.handler import FailureHandler
-from watcher.service.pipeline import Pipeline, PipelineSettings, Scope
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,40 +41,19 @@ def _stderr(message: str) -> None:
 
 
 async def sweep(
-    config: Settings,
-    api: client.ApiClient,
-    redis: Redis,
+    settings: Settings,
     *,
+    kube: KubeClient,
+    store: RedisStore,
     metrics: Metrics,
     logger: FilteringBoundLogger,
     progress: Callable[[str], None] = _stderr,
 ) -> SweepResult:
-    kube = KubeAPI(api, request_timeout_s=config.kubernetes.request_timeout_s)
-    handler = FailureHandler(
-        sink=RedisStore(redis, config.redis, cluster_name=config.cluster_name),
-        base_policy=config.retry,
-        rules=ClassifyRules(io_timeout_patterns=config.classify.io_timeout_patterns),
-        cluster_name=config.cluster_name,
-        metrics=metrics,
-        logger=logger,
-        rng=random.Random(),
-    )
-    scope = Scope(
-        namespaces=frozenset(config.scope.namespaces), opt_in=config.scope.jobs == "opt-in"
-    )
-    pipeline = Pipeline(
-        handler=handler,
-        scope=scope,
-        metrics=metrics,
-        logger=logger,
-        settings=PipelineSettings(
-            settle_s=0.0,
-            evidence_wait_s=0.0,  # everything there is was just listed
-            stuck_pending_after_s=config.classify.stuck_pending_after_s,
-        ),
-    )
-    pipeline.fetch_job = kube.get_job
-    pipeline.stuck_deleter = kube.delete_job
+    # Everything there is was just listed: no settle time, no wait for late evidence.
+    at_once = dataclasses.replace(settings.pipeline, settle_s=0.0, evidence_wait_s=0.0)
+    pipeline = build(
+        settings, kube=kube, store=store, metrics=metrics, logger=logger, pipeline=at_once
+    ).pipeline
 
     started = time.monotonic()
     feeds = (
@@ -86,9 +64,9 @@ async def sweep(
     )
     jobs_seen = 0
     for resource, on_object in feeds:
-        query = {"labelSelector": resource.label_selector} if resource.label_selector else {}
-        listed = await kube.list_raw(resource.path, **query)
-        items = listed["items"]
+        items = await kube.list_all(
+            resource.path, what=f"listing {resource.name}", query=resource.selectors()
+        )
         progress(f"listed {len(items)} {resource.name}")
         if resource is watch.JOBS:
             jobs_seen = len(items)
@@ -110,3 +88,18 @@ async def sweep(
         f"{result.already_handled} already handled, {result.unwritten} not written"
     )
     return result
+
+
+async def run_sweep(settings: Settings) -> int:
+    """`kube-dlq sweep`: 0 when every failure found was written, 1 otherwise."""
+    kube = await connect(settings.kubernetes)
+    redis = redis_client(settings.redis)
+    try:
+        store = RedisStore(redis, settings.redis, cluster_name=settings.cluster_name)
+        result = await sweep(
+            settings, kube=kube, store=store, metrics=Metrics(), logger=get_logger()
+        )
+    finally:
+        await redis.aclose()
+        await kube.close()
+    return 0 if result.unwritten == 0 else 1

@@ -19,7 +19,7 @@ from watcher.app.config import apply_env, load_config
 from watcher.cli import dlq
 from watcher.core.errors import ConfigError, SinkError
 from watcher.core.settings import Settings
-from watcher.kit.logs import configure, get_logger
+from watcher.kit.logs import configure
 
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
@@ -150,13 +150,15 @@ def _run_product(args: argparse.Namespace) -> int:
         )
         return 0
     config = _load(args.config)
-    configure(config.log.level, config.log.format)
+    configure(config.log)
     if args.command == "run":
         from watcher.app.daemon import run_daemon
 
         return asyncio.run(run_daemon(config))
     if args.command == "sweep":
-        return asyncio.run(_sweep(config))
+        from watcher.app.sweep import run_sweep
+
+        return asyncio.run(run_sweep(config))
     if args.dlq_command == "list":
         return asyncio.run(
             _with_redis(
@@ -172,21 +174,6 @@ def _run_product(args: argparse.Namespace) -> int:
             lambda queries: dlq.show_entry(queries, args.id, out=sys.stdout, err=sys.stderr),
         )
     )
-
-
-async def _sweep(config: Settings) -> int:
-    from watcher.adapters.kube.api import api_client
-    from watcher.app.sweep import sweep
-    from watcher.kit.metrics import Metrics
-
-    api = await api_client(config.kubernetes.kubeconfig, config.kubernetes.context)
-    redis = redis_client(config.redis)
-    try:
-        async with api:
-            result = await sweep(config, api, redis, metrics=Metrics(), logger=get_logger())
-    finally:
-        await redis.aclose()
-    return 0 if result.unwritten == 0 else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -15,28 +15,13 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 from watcher.core.model import EventRecord, FailureReport, JobSnapshot, NodeState, PodSnapshot
+from watcher.core.settings import LimitsSettings
 
 # Waiting reasons that mean a pod will not start by itself (the kubelet keeps retrying).
 STUCK_WAITING_REASONS = frozenset({
     "ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull",
     "CreateContainerConfigError", "CreateContainerError", "RunContainerError",
 })  # fmt: skip
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    max_jobs: int = 20_000
-    """Jobs tracked at once; beyond it the least recently updated Job's evidence is dropped."""
-    max_pods_per_job: int = 32
-    """Newest pods kept per Job (a Job with backoffLimit 100 keeps its last 32 attempts)."""
-    max_events_per_object: int = 16
-    """Newest distinct Events kept per Job, pod or node."""
-    max_orphan_objects: int = 4_096
-    """Events whose Job or pod has not been seen yet, held until it shows up."""
-    max_orphan_pods: int = 10_000
-    """Pods whose Job has not been seen yet, held until it shows up: the pod watch can be
-    ahead of the Job watch, and after a restart the pods may be listed before the Jobs. Pods
-    of Jobs that never show up (out of scope, handled, finished) age out, oldest Job first."""
 
 
 @dataclass(slots=True)
@@ -47,7 +32,8 @@ class _JobState:
 
 
 class Correlator:
-    def __init__(self, limits: Limits = Limits()) -> None:
+    def __init__(self, limits: LimitsSettings) -> None:
+        """`limits` bound every collection held (config `limits`)."""
         self.limits = limits
         self._jobs: OrderedDict[str, _JobState] = OrderedDict()
         self._job_by_name: dict[tuple[str, str], str] = {}
@@ -211,7 +197,7 @@ class Correlator:
         held.append(event)
         del held[: -self.limits.max_events_per_object]
         self._orphans.move_to_end(key)
-        while len(self._orphans) > self.limits.max_orphan_objects:
+        while len(self._orphans) > self.limits.max_orphan_events:
             self._orphans.popitem(last=False)
 
     def _adopt_orphans(self, namespace: str, kind: str, name: str, state: _JobState) -> None:
@@ -238,7 +224,7 @@ class Correlator:
             self.observe_pod(job_uid, namespace, pod)
 
     def _enforce_job_limit(self) -> None:
-        while len(self._jobs) > self.limits.max_jobs:
+        while len(self._jobs) > self.limits.max_tracked_jobs:
             oldest = next(iter(self._jobs))
             self.forget(oldest)
             self.evicted_jobs += 1

@@ -277,3 +277,29 @@ class RetryTicket:
     manifest: RawObject = field(default_factory=dict)
     history: tuple[AttemptRecord, ...] = ()
     avoid_node: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """What `dead_letter` / `schedule_retry` did for a job uid.
+
+    ``written`` is False when the uid was already handled before; then ``action`` and ``ref``
+    describe that earlier outcome, which may be of the other kind.
+    """
+
+    written: bool
+    action: Action
+    ref: str
+    """``<queue>/<stream-id>`` for a dead letter, the ticket id for a retry."""
+
+    @property
+    def already_handled(self) -> bool:
+        return not self.written
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedTicket:
+    ticket_id: str
+    ticket: RetryTicket
+    lease_until: float
+    """Unix seconds; after this another claim may take the ticket again unless it is acked."""

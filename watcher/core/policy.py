@@ -50,10 +50,6 @@ from watcher.core.errors import PolicyError
 from watcher.core.model import CAPACITY_LOSS_CLASSES, FailureClass, JobSnapshot
 
 __all__ = [
-    # Re-exported for watcher.service.pipeline and watcher.service.retrying until they import
-    # them from watcher.core.annotations, where they are defined.
-    "ANNOTATION_ENABLED",
-    "ANNOTATION_ORIGINAL_UID",
     "DEFAULT_APP_BUDGET",
     "DEFAULT_INFRA_BUDGET",
     "DEFAULT_QUEUE",

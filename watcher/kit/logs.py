@@ -10,15 +10,17 @@ import contextlib
 import logging
 import sys
 from collections.abc import Iterator
-from typing import Any, Literal
+from typing import Any
 
 import structlog
 from structlog.typing import FilteringBoundLogger
 
-Format = Literal["auto", "json", "console"]
+from watcher.core.settings import LogSettings
 
 
-def configure(level: str = "info", fmt: Format = "auto") -> None:
+def configure(settings: LogSettings) -> None:
+    """Configure structlog from the ``log`` settings section, once, at process start."""
+    fmt, level = settings.format, settings.level
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     renderer: Any = (
         structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer()

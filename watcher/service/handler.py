@@ -15,10 +15,9 @@ from typing import Any
 
 from structlog.typing import FilteringBoundLogger
 
-from watcher.adapters.redis.store import RedisStore, WriteResult
 from watcher.core.classify import ClassifyRules, classify
 from watcher.core.decide import decide
-from watcher.core.errors import PolicyError
+from watcher.core.errors import KubeAPIError, PolicyError
 from watcher.core.manifest import (
     attempt_of,
     first_failed_at_of,
@@ -34,11 +33,12 @@ from watcher.core.model import (
     Decision,
     FailureReport,
     RetryTicket,
+    WriteResult,
 )
 from watcher.core.policy import RetryPolicy, policy_for
+from watcher.core.settings import ClassifySettings
 from watcher.kit.metrics import Metrics
-
-PolicyErrorReporter = Callable[[FailureReport, PolicyError], Any]
+from watcher.service.ports import JobsPort, OutcomeStore
 
 MAX_UNSETTLED = 10_000
 """Failed writes remembered (one uid each) until a retry returns; bounds what Jobs deleted
@@ -56,23 +56,24 @@ class FailureHandler:
     def __init__(
         self,
         *,
-        sink: RedisStore,
-        base_policy: RetryPolicy,
-        rules: ClassifyRules,
+        store: OutcomeStore,
+        jobs: JobsPort | None,
+        policy: RetryPolicy,
+        classify: ClassifySettings,
         cluster_name: str,
         metrics: Metrics,
         logger: FilteringBoundLogger,
-        on_policy_error: PolicyErrorReporter | None = None,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
     ) -> None:
-        self.sink = sink
-        self.base_policy = base_policy
-        self.rules = rules
+        self.store = store
+        self.jobs = jobs
+        """Where a Warning Event reports a malformed annotation (None: log and count only)."""
+        self.base_policy = policy
+        self.rules = ClassifyRules(io_timeout_patterns=classify.io_timeout_patterns)
         self.cluster_name = cluster_name
         self.metrics = metrics
         self.log = logger
-        self.on_policy_error = on_policy_error
         self.clock = clock
         self.rng = rng or random.Random()
         self._unsettled: dict[str, None] = {}
@@ -113,7 +114,7 @@ class FailureHandler:
         tried_before = uid in self._unsettled
         self._remember_unsettled(uid)  # until the write below returns
         if decision.action is Action.RETRY:
-            write = await self.sink.schedule_retry(
+            write = await self.store.schedule_retry(
                 RetryTicket(
                     job=report.job.ref,
                     attempt=attempt + 1,
@@ -126,7 +127,7 @@ class FailureHandler:
                 )
             )
         else:
-            write = await self.sink.dead_letter(
+            write = await self.store.dead_letter(
                 DeadLetter(
                     queue=policy.queue,
                     job=report.job.ref,
@@ -168,8 +169,21 @@ class FailureHandler:
                 value=error.value,
                 error=error.message,
             )
-            if self.on_policy_error is not None:
-                await self.on_policy_error(report, error)
+            if self.jobs is not None:
+                await self._warn(report, error)
+
+    async def _warn(self, report: FailureReport, error: PolicyError) -> None:
+        """A Warning Event on the Job, so its author sees the bad annotation in kubectl."""
+        assert self.jobs is not None
+        try:
+            await self.jobs.warn(
+                report.job.ref,
+                "InvalidRetryPolicy",
+                f"{error.key}={error.value!r}: {error.message}; "
+                "kube-dlq applied the default for this key",
+            )
+        except KubeAPIError as exc:  # the outcome is written; the Event is a courtesy
+            self.log.warning("event_write_failed", error=str(exc))
 
     def _count(
         self,

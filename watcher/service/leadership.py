@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import json
 import math
 import os
 import random
@@ -40,14 +39,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
-import aiohttp
-from kubernetes_asyncio import client
-from kubernetes_asyncio.client.exceptions import ApiException
 from structlog.typing import FilteringBoundLogger
 
+from watcher.core.errors import KubeAPIError
+from watcher.core.rawjson import RawObject
 from watcher.core.settings import LeaderElectionSettings
+from watcher.kit.aio import sleep_or_stop
 from watcher.kit.logs import get_logger
 from watcher.kit.metrics import Metrics
+from watcher.service.ports import LeasePort
 
 __all__ = [
     "DEFAULT_LEASE_NAMESPACE",
@@ -55,8 +55,6 @@ __all__ = [
     "default_identity",
     "resolve_lease_namespace",
 ]
-
-RawObject = dict[str, Any]
 
 DEFAULT_LEASE_NAMESPACE: Final = "kube-dlq"
 """Lease namespace outside a pod (no ServiceAccount namespace file): the one rbac.yaml uses."""
@@ -66,8 +64,6 @@ SERVICE_ACCOUNT_NAMESPACE_FILE: Final = Path(
 ACQUIRE_JITTER: Final = 0.2
 """Standbys poll every retry period times 1 to 1.2, so they do not all ask at once (client-go
 jitters by up to 2.2x; a smaller factor keeps a released lease's handover near one period)."""
-
-_API_ERRORS: Final = (ApiException, aiohttp.ClientError, TimeoutError, ValueError)
 
 
 def default_identity() -> str:
@@ -110,31 +106,27 @@ class LeaderElector:
 
     def __init__(
         self,
-        api: client.ApiClient,
+        leases: LeasePort,
+        settings: LeaderElectionSettings,
         *,
-        lease_name: str,
-        lease_namespace: str,
-        lease_duration_s: float,
-        renew_deadline_s: float,
-        retry_period_s: float,
         identity: str | None = None,
         metrics: Metrics | None = None,
         logger: FilteringBoundLogger | None = None,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
     ) -> None:
-        if not 0 < retry_period_s < renew_deadline_s < lease_duration_s:
+        if not 0 < settings.retry_period_s < settings.renew_deadline_s < settings.lease_duration_s:
             raise ValueError("need 0 < retry_period_s < renew_deadline_s < lease_duration_s")
-        self.leases = client.CoordinationV1Api(api)
-        self.name = lease_name
-        self.namespace = lease_namespace
-        self.lease_duration_s = lease_duration_s
-        self.renew_deadline_s = renew_deadline_s
-        self.retry_period_s = retry_period_s
+        self.leases = leases
+        self.name = leases.name
+        self.namespace = leases.namespace
+        self.lease_duration_s = settings.lease_duration_s
+        self.renew_deadline_s = settings.renew_deadline_s
+        self.retry_period_s = settings.retry_period_s
         self.identity = identity or default_identity()
         self.metrics = metrics or Metrics()
         self.log = (logger or get_logger()).bind(
-            lease=f"{lease_namespace}/{lease_name}", identity=self.identity
+            lease=f"{self.namespace}/{self.name}", identity=self.identity
         )
         self.clock = clock
         self.rng = rng or random.Random()
@@ -152,26 +144,6 @@ class LeaderElector:
         """Local clock at the start of the last successful write of our own record."""
         self._failures = 0
         self.metrics.leader.set(0)
-
-    @classmethod
-    def from_config(
-        cls,
-        api: client.ApiClient,
-        config: LeaderElectionSettings,
-        *,
-        metrics: Metrics | None = None,
-        logger: FilteringBoundLogger | None = None,
-    ) -> LeaderElector:
-        return cls(
-            api,
-            lease_name=config.lease_name,
-            lease_namespace=resolve_lease_namespace(config.lease_namespace),
-            lease_duration_s=config.lease_duration_s,
-            renew_deadline_s=config.renew_deadline_s,
-            retry_period_s=config.retry_period_s,
-            metrics=metrics,
-            logger=logger,
-        )
 
     # -- running --------------------------------------------------------------------------
 
@@ -208,7 +180,7 @@ class LeaderElector:
                 self._start_term()
                 return True
             period = self.retry_period_s * (1 + ACQUIRE_JITTER * self.rng.random())
-            if await _wait(stop, period):
+            if await sleep_or_stop(stop, period):
                 break
         return False
 
@@ -216,7 +188,7 @@ class LeaderElector:
         """Renew every retry period while leading; returns on stop (still leader) or loss."""
         while True:
             deadline = self._renewed_at + self.renew_deadline_s
-            if await _wait(stop, min(self.retry_period_s, deadline - self.clock())):
+            if await sleep_or_stop(stop, min(self.retry_period_s, deadline - self.clock())):
                 return
             left = deadline - self.clock()
             if left <= 0:
@@ -254,7 +226,7 @@ class LeaderElector:
         try:
             async with asyncio.timeout(limit_s):
                 outcome = await self._try_acquire_or_renew(limit_s)
-        except _API_ERRORS as exc:
+        except (KubeAPIError, TimeoutError) as exc:
             self._failures += 1
             self.log.warning(
                 "leader_election_error",
@@ -274,7 +246,7 @@ class LeaderElector:
     async def _try_acquire_or_renew(self, timeout_s: float) -> _Attempt:
         for _ in range(2):  # a write conflict re-reads once
             started = self.clock()
-            lease = await self._get(timeout_s)
+            lease = await self.leases.get(timeout_s)
             if lease is None:
                 written = await self._write(None, self._record(None), timeout_s)
             else:
@@ -344,59 +316,18 @@ class LeaderElector:
                     )
                     if await self._write(lease, spec, self.renew_deadline_s) is not None:
                         return True
-                    lease = await self._get(self.renew_deadline_s)
-        except _API_ERRORS as exc:
+                    lease = await self.leases.get(self.renew_deadline_s)
+        except (KubeAPIError, TimeoutError) as exc:
             self.log.warning("leader_election_error", error=_describe(exc), releasing=True)
         return False
-
-    # -- API calls (raw JSON) -------------------------------------------------------------
-
-    async def _get(self, timeout_s: float) -> RawObject | None:
-        status, body = await _send(
-            self.leases.read_namespaced_lease(
-                self.name, self.namespace, _preload_content=False, _request_timeout=timeout_s
-            )
-        )
-        if status == 404:
-            return None
-        _check(status, body)
-        return body
 
     async def _write(
         self, lease: RawObject | None, spec: RawObject, timeout_s: float
     ) -> RawObject | None:
         """Create (no `lease`) or replace at `lease`'s resourceVersion; None on a conflict."""
         if lease is None:
-            body: Any = {  # raw JSON, not a V1Lease model
-                "apiVersion": "coordination.k8s.io/v1",
-                "kind": "Lease",
-                "metadata": {"name": self.name, "namespace": self.namespace},
-                "spec": spec,
-            }
-            call = self.leases.create_namespaced_lease(
-                self.namespace, body, _preload_content=False, _request_timeout=timeout_s
-            )
-        else:
-            body = {**lease, "spec": spec}
-            call = self.leases.replace_namespaced_lease(
-                self.name, self.namespace, body, _preload_content=False, _request_timeout=timeout_s
-            )
-        status, written = await _send(call)
-        if status == 409:  # changed (or created) since we read it: re-read
-            return None
-        _check(status, written)
-        return written
-
-
-async def _wait(stop: asyncio.Event, seconds: float) -> bool:
-    """Sleep up to `seconds`; True as soon as `stop` is set. Always yields to the loop."""
-    if seconds <= 0:
-        await asyncio.sleep(0)
-    else:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(seconds):
-                await stop.wait()
-    return stop.is_set()
+            return await self.leases.create(spec, timeout_s)
+        return await self.leases.replace(lease, spec, timeout_s)
 
 
 def _micro_time() -> str:
@@ -405,33 +336,4 @@ def _micro_time() -> str:
 
 
 def _describe(exc: BaseException) -> str:
-    if isinstance(exc, ApiException):
-        return f"HTTP {exc.status} {exc.reason}"
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    return repr(exc)
-
-
-async def _send(call: Any) -> tuple[int, RawObject]:
-    """Await a ``_preload_content=False`` call: (status, decoded body), whatever the status
-    (the client raises for none of them in this mode)."""
-    resp = await call
-    try:
-        status: int = resp.status
-        data = await resp.read()
-    finally:
-        resp.release()
-    try:
-        body = json.loads(data)
-    except ValueError:
-        if 200 <= status < 300:
-            raise
-        body = {}
-    return status, body if isinstance(body, dict) else {}
-
-
-def _check(status: int, body: Mapping[str, Any]) -> None:
-    if not 200 <= status < 300:
-        raise ApiException(status=status, reason=str(body.get("message") or body.get("reason")))
-    if body.get("kind") != "Lease":
-        raise ValueError(f"expected a Lease, got kind {body.get('kind')!r}")
+    return "timed out" if isinstance(exc, TimeoutError) else str(exc)

@@ -12,62 +12,48 @@ dropping work. A failure that is still unwritten at shutdown is found again on t
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from structlog.typing import FilteringBoundLogger
 
 from watcher.core import snapshot
+from watcher.core.annotations import ANNOTATION_ENABLED
 from watcher.core.backoff import compute_delay
 from watcher.core.correlate import Correlator
 from watcher.core.errors import KubeAPIError, SinkError
 from watcher.core.model import FailureReport, JobSnapshot
-from watcher.core.policy import ANNOTATION_ENABLED
-from watcher.kit.aio import first_done
+from watcher.core.settings import (
+    ClassifySettings,
+    LimitsSettings,
+    PipelineSettings,
+    ScopeSettings,
+)
+from watcher.kit.aio import first_done, sleep_or_stop
 from watcher.kit.logs import job_context
 from watcher.kit.metrics import Metrics
 from watcher.service.handler import FailureHandler
+from watcher.service.ports import JobsPort
 
 RawObject = Mapping[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
-class Scope:
-    """Which Jobs kube-dlq handles (from config `scope`)."""
-
-    namespaces: frozenset[str] = frozenset()
-    """Empty: every namespace (subject to the label selector's matches, if any)."""
-    opt_in: bool = False
-    """True: only Jobs labelled or annotated kube-dlq.io/enabled=true."""
-
-    def includes(self, job: JobSnapshot, selected_namespaces: frozenset[str] | None) -> bool:
-        ns = job.ref.namespace
-        if self.namespaces and ns not in self.namespaces:
-            return False
-        if selected_namespaces is not None and ns not in selected_namespaces:
-            return False
-        flag = dict(job.labels).get(ANNOTATION_ENABLED) or job.annotation(ANNOTATION_ENABLED)
-        if flag is not None and flag.lower() == "false":
-            return False
-        return not self.opt_in or (flag is not None and flag.lower() == "true")
-
-
-@dataclass(frozen=True, slots=True)
-class PipelineSettings:
-    settle_s: float = 2.0
-    """Wait after a Job turns Failed before classifying, for pod/Event watches to catch up."""
-    stuck_pending_after_s: float = 900.0
-    max_pending: int = 10_000
-    """Failures decided-but-unwritten held in memory before the watches are pushed back."""
-    evidence_wait_s: float = 10.0
-    """How long a failed Job waits for its failed pods to arrive before it is classified
-    with whatever evidence there is."""
-    handled_memory: int = 50_000
-    """Recently handled Job uids remembered to skip Redis round-trips on replays."""
+def in_scope(
+    job: JobSnapshot, scope: ScopeSettings, selected_namespaces: frozenset[str] | None
+) -> bool:
+    """Whether kube-dlq handles `job` (config `scope`; `selected_namespaces` are those the
+    namespace label selector matched, None when there is no selector)."""
+    ns = job.ref.namespace
+    if scope.namespaces and ns not in scope.namespaces:
+        return False
+    if selected_namespaces is not None and ns not in selected_namespaces:
+        return False
+    flag = dict(job.labels).get(ANNOTATION_ENABLED) or job.annotation(ANNOTATION_ENABLED)
+    if flag is not None and flag.lower() == "false":
+        return False
+    return scope.jobs != "opt-in" or (flag is not None and flag.lower() == "true")
 
 
 class Pipeline:
@@ -75,19 +61,26 @@ class Pipeline:
         self,
         *,
         handler: FailureHandler,
-        scope: Scope,
+        jobs: JobsPort,
+        scope: ScopeSettings,
+        classify: ClassifySettings,
         settings: PipelineSettings,
+        limits: LimitsSettings,
         metrics: Metrics,
         logger: FilteringBoundLogger,
-        correlator: Correlator | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.handler = handler
+        self.jobs = jobs
+        """Reads a stuck Job fresh (its manifest is not kept in memory) and deletes it once
+        its outcome is written, so it stops holding resources."""
         self.scope = scope
+        self.stuck_pending_after_s = classify.stuck_pending_after_s
         self.settings = settings
+        self.limits = limits
         self.metrics = metrics
         self.log = logger
-        self.correlator = correlator or Correlator()
+        self.correlator = Correlator(limits)
         self.clock = clock
         self.selected_namespaces: frozenset[str] | None = None
         self._raw_jobs: dict[str, RawObject] = {}
@@ -104,10 +97,6 @@ class Pipeline:
         """Outcomes written by this process (dead letters and retry tickets)."""
         self.already_handled = 0
         """Failures found already handled (replays, restarts, another replica)."""
-        self.fetch_job: Callable[[str, str], Awaitable[RawObject | None]] | None = None
-        """Reads a Job fresh from the API (a stuck Job's manifest is not kept in memory)."""
-        self.stuck_deleter: Callable[[str, str], Awaitable[object]] | None = None
-        """Deletes a stuck Job once its outcome is written, so it stops holding resources."""
 
     # -- watch consumers ------------------------------------------------------------------
 
@@ -118,7 +107,7 @@ class Pipeline:
             self._malformed("job", exc)
             return
         uid = job.ref.uid
-        if event_type == "DELETED" or not self.scope.includes(job, self.selected_namespaces):
+        if event_type == "DELETED" or not in_scope(job, self.scope, self.selected_namespaces):
             if uid not in self._queued:
                 self.correlator.forget(uid)
             return
@@ -213,14 +202,13 @@ class Pipeline:
                 self._enqueue(uid, self.clock() + delay, force=True)
                 if stop.is_set():
                     return  # down at shutdown: the next start finds the Job again
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=delay)
+                await sleep_or_stop(stop, delay)
 
     async def _handle(self, uid: str) -> None:
         job = self.correlator.job(uid)
         raw = self._raw_jobs.get(uid)
-        if raw is None and job is not None and self.fetch_job is not None:
-            raw = await self.fetch_job(job.ref.namespace, job.ref.name)
+        if raw is None and job is not None:
+            raw = await self.jobs.get(job.ref.namespace, job.ref.name)
         if job is None or raw is None:
             self._done(uid)  # deleted meanwhile, or out of scope now
             return
@@ -238,8 +226,8 @@ class Pipeline:
             else:
                 self.written += 1
             self.metrics.decision_latency.observe(max(0.0, self.clock() - first_seen))
-            if stuck_for is not None and self.stuck_deleter is not None:
-                await self.stuck_deleter(job.ref.namespace, job.ref.name)
+            if stuck_for is not None:
+                await self.jobs.delete(job.ref.namespace, job.ref.name, uid=uid)
         self._done(uid)
 
     def _evidence_missing(
@@ -259,9 +247,7 @@ class Pipeline:
     def check_stuck(self) -> int:
         """Queue Jobs whose pods have waited to start past the dwell time. Returns how many."""
         found = 0
-        for uid, _waited in self.correlator.stuck_jobs(
-            self.clock(), self.settings.stuck_pending_after_s
-        ):
+        for uid, _waited in self.correlator.stuck_jobs(self.clock(), self.stuck_pending_after_s):
             if uid in self._queued or uid in self._handled:
                 continue
             self._enqueue(uid, self.clock())
@@ -298,7 +284,7 @@ class Pipeline:
         self._queued.add(uid)
         heapq.heappush(self._due, (due, uid))
         self.metrics.backlog.set(len(self._queued))
-        if len(self._queued) >= self.settings.max_pending:
+        if len(self._queued) >= self.limits.max_pending_writes:
             self._space.clear()
         self._wakeup.set()
 
@@ -322,11 +308,11 @@ class Pipeline:
         self._raw_jobs.pop(uid, None)
         self.correlator.forget(uid)
         self._handled[uid] = None
-        while len(self._handled) > self.settings.handled_memory:
+        while len(self._handled) > self.limits.handled_memory:
             del self._handled[next(iter(self._handled))]
         self.metrics.backlog.set(len(self._queued))
         self.metrics.tracked_jobs.set(len(self.correlator))
-        if len(self._queued) < self.settings.max_pending:
+        if len(self._queued) < self.limits.max_pending_writes:
             self._space.set()
 
     def _malformed(self, source: str, exc: Exception) -> None:

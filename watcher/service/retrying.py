@@ -1,7 +1,8 @@
 """Fire due retries: re-create failed Jobs from their Redis tickets, exactly once.
 
-Each cycle claims up to ``batch_size`` due tickets (leased for ``lease_s``), creates the Job
-``watcher.core.manifest.manifest_for_ticket`` builds from each, and settles the ticket:
+Each cycle claims up to ``batch_size`` due tickets (leased for redis.retry_claim_lease_s),
+creates the Job ``watcher.core.manifest.manifest_for_ticket`` builds from each, and settles
+the ticket:
 
     create result                      ticket          outcome label    log event
     201 Created                        ack             created          retry_fired
@@ -31,33 +32,29 @@ lease; its Job, if created, then answers 409. Nothing is dropped.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
-import json
-import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Final, Protocol, TypeVar
+from typing import Any, Final, TypeVar
 
-import aiohttp
-from kubernetes_asyncio import client
-from kubernetes_asyncio.client.exceptions import ApiException
 from structlog.typing import FilteringBoundLogger
 
-from watcher.adapters.redis.store import ClaimedTicket
+from watcher.core.annotations import ANNOTATION_ORIGINAL_UID
 from watcher.core.backoff import compute_delay
-from watcher.core.errors import KubeAPIError, SinkError
+from watcher.core.errors import KubeAPIError, KubeConflict, KubeInvalid, KubeNotFound, SinkError
 from watcher.core.manifest import manifest_for_ticket
-from watcher.core.policy import ANNOTATION_ORIGINAL_UID
+from watcher.core.model import ClaimedTicket
+from watcher.core.settings import RetryLoopSettings
+from watcher.kit.aio import sleep_or_stop
 from watcher.kit.metrics import Metrics
+from watcher.service.ports import JobsPort, RetryStore
 
-__all__ = ["Outcome", "RetryLoop", "RetrySettings", "RetryStore"]
+__all__ = ["Outcome", "RetryLoop"]
 
 T = TypeVar("T")
 
-PERMANENT_STATUSES: Final = frozenset({400, 404, 422})
+PERMANENT_ERRORS: Final = (KubeInvalid, KubeNotFound)
 """Create failures that no retry can fix: a malformed body, a deleted namespace, a Job the
 apiserver rejects as invalid. Everything else (401, 403, 429, 5xx, no response) may pass later:
 credentials rotate, RBAC gets fixed, a Terminating namespace answers 403 until it is gone."""
@@ -74,79 +71,25 @@ class Outcome(enum.StrEnum):
     DEFERRED = "deferred"
 
 
-class RetryStore(Protocol):
-    """The part of `watcher.adapters.redis.store.RedisStore` the loop uses."""
-
-    async def claim_due_retries(self, now: float, *, limit: int) -> list[ClaimedTicket]: ...
-
-    async def ack_retry(self, ticket_id: str) -> bool: ...
-
-    async def release_retry(self, ticket_id: str, due_at: float) -> bool: ...
-
-    async def pending_retries(self) -> int: ...
-
-
-@dataclass(frozen=True, slots=True)
-class RetrySettings:
-    poll_interval_s: float = 5.0
-    """How often due tickets are claimed. Retry delays are tens of seconds and more, so 5 s
-    late is invisible, and one small Lua call every 5 s costs Redis nothing."""
-    batch_size: int = 25
-    """Tickets claimed per call. A full batch is followed at once by the next claim, so this
-    bounds one claim's work, not the throughput."""
-    lease_s: float = 60.0
-    """How long a claimed ticket is ours (``redis.retry_claim_lease_s``). A lease that runs out
-    mid-batch only costs a 409 on the other replica, never a second Job."""
-    request_timeout_s: float = 30.0
-    """Upper bound on one create (or the lookup after a 409), so a hung apiserver connection
-    cannot hold a batch, or a shutdown, for long."""
-    defer_base_s: float = 15.0
-    """First delay before a ticket whose create failed transiently is tried again."""
-    defer_cap_s: float = 600.0
-    """Longest such delay: a broken RBAC binding or a long apiserver outage is retried every
-    ten minutes at most, and the ticket is never dropped."""
-    error_backoffs_s: tuple[float, ...] = (1.0, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0)
-    """Waits after consecutive failed cycles (Redis down); the last one repeats."""
-
-    def __post_init__(self) -> None:
-        positive = {
-            "poll_interval_s": self.poll_interval_s,
-            "lease_s": self.lease_s,
-            "request_timeout_s": self.request_timeout_s,
-            "defer_cap_s": self.defer_cap_s,
-        }
-        for name, value in positive.items():
-            if not (math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if not 0 <= self.defer_base_s <= self.defer_cap_s:
-            raise ValueError("defer_base_s must be between 0 and defer_cap_s")
-        if not self.error_backoffs_s or any(
-            not (math.isfinite(s) and s > 0) for s in self.error_backoffs_s
-        ):
-            raise ValueError("error_backoffs_s must be non-empty finite numbers > 0")
-
-
 class RetryLoop:
     """Claims due retry tickets and re-creates their Jobs; see the module docstring."""
 
     def __init__(
         self,
         *,
-        sink: RetryStore,
-        api: client.ApiClient,
+        store: RetryStore,
+        jobs: JobsPort,
+        settings: RetryLoopSettings,
         metrics: Metrics,
         logger: FilteringBoundLogger,
-        settings: RetrySettings | None = None,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
     ) -> None:
-        self._sink = sink
-        self._batch_api = client.BatchV1Api(api)
+        self._store = store
+        self._jobs = jobs
         self._metrics = metrics
         self._log = logger
-        self._settings = settings if settings is not None else RetrySettings()
+        self._settings = settings
         self._clock = clock
         self._rng = rng if rng is not None else random.Random()
         self._deferrals: dict[str, int] = {}
@@ -185,7 +128,7 @@ class RetryLoop:
                 else:
                     failures = 0
                     wait = self._next_wait(claimed, loop.time() - started)
-                await _sleep_unless(stop, wait)
+                await sleep_or_stop(stop, wait)
         except asyncio.CancelledError:
             self._log.info("retry_loop_cancelled")
             raise
@@ -205,14 +148,14 @@ class RetryLoop:
         settings = self._settings
         claimed = await self._redis(
             "claim_due_retries",
-            self._sink.claim_due_retries(now, limit=settings.batch_size),
+            self._store.claim_due_retries(now, limit=settings.batch_size),
         )
         for index, item in enumerate(claimed):
             if stop is not None and stop.is_set():
                 await self._give_back(claimed[index:], now)
                 break
             await self._fire_guarded(item, now)
-        pending = await self._redis("pending_retries", self._sink.pending_retries())
+        pending = await self._redis("pending_retries", self._store.pending_retries())
         self._metrics.retries_pending.set(pending)
         return len(claimed)
 
@@ -234,7 +177,7 @@ class RetryLoop:
         """Release claimed tickets we will not fire (stopping), so no one waits for the lease."""
         for item in items:
             try:
-                await self._redis("release_retry", self._sink.release_retry(item.ticket_id, now))
+                await self._redis("release_retry", self._store.release_retry(item.ticket_id, now))
             except SinkError:
                 return  # counted; the leases run out and another replica takes them
         self._log.info("retry_tickets_released", count=len(items))
@@ -272,7 +215,7 @@ class RetryLoop:
         name: str = body["metadata"]["name"]
         log = log.bind(job=name)
         try:
-            await self._create(ticket.job.namespace, name, body)
+            await self._jobs.create(ticket.job.namespace, body)
         except KubeAPIError as err:
             await self._settle_failed_create(item, body, err, log, now)
             return
@@ -288,10 +231,10 @@ class RetryLoop:
         log: FilteringBoundLogger,
         now: float,
     ) -> None:
-        if err.status in PERMANENT_STATUSES:
+        if isinstance(err, PERMANENT_ERRORS):
             await self._abandon(item, log, err.reason or str(err), status=err.status)
             return
-        if not err.is_conflict:
+        if not isinstance(err, KubeConflict):
             await self._defer(item, log, status=err.status, error=str(err), now=now)
             return
         try:
@@ -359,11 +302,11 @@ class RetryLoop:
             retry_in_s=round(delay, 3),
             deferrals=count,
         )
-        await self._redis("release_retry", self._sink.release_retry(item.ticket_id, now + delay))
+        await self._redis("release_retry", self._store.release_retry(item.ticket_id, now + delay))
 
     async def _ack(self, item: ClaimedTicket) -> None:
         self._deferrals.pop(item.ticket_id, None)
-        await self._redis("ack_retry", self._sink.ack_retry(item.ticket_id))
+        await self._redis("ack_retry", self._store.ack_retry(item.ticket_id))
 
     def _count(self, outcome: Outcome) -> None:
         self._metrics.retries_fired.labels(outcome=outcome.value).inc()
@@ -377,86 +320,16 @@ class RetryLoop:
 
     # --- the Kubernetes API -------------------------------------------------------------------
 
-    async def _create(self, namespace: str, name: str, body: dict[str, Any]) -> None:
-        """POST the Job; raises `KubeAPIError` unless the apiserver answered 2xx."""
-        # The client serialises a plain dict as it is; its V1Job annotation is too narrow.
-        raw_body: Any = body
-        status, data = await self._request(
-            "create Job",
-            namespace,
-            name,
-            lambda timeout: self._batch_api.create_namespaced_job(
-                namespace, raw_body, _preload_content=False, _request_timeout=timeout
-            ),
-        )
-        if not 200 <= status < 300:
-            raise _api_error("create Job", status, data, namespace, name)
-
     async def _is_our_retry(self, namespace: str, body: dict[str, Any]) -> bool:
         """After a 409: is the existing Job this ticket's retry (same original uid)?
 
         A Job deleted again since the 409 (finished with ttlSecondsAfterFinished: 0, or
         removed by hand) counts as ours: creating it again could run it twice.
         """
-        name: str = body["metadata"]["name"]
-        status, data = await self._request(
-            "read Job",
-            namespace,
-            name,
-            lambda timeout: self._batch_api.read_namespaced_job(
-                name, namespace, _preload_content=False, _request_timeout=timeout
-            ),
-        )
-        if status == 404:
+        existing = await self._jobs.get(namespace, body["metadata"]["name"])
+        if existing is None:
             return True
-        if not 200 <= status < 300:
-            raise _api_error("read Job", status, data, namespace, name)
-        try:
-            existing = json.loads(data)
-            found = existing["metadata"]["annotations"][ANNOTATION_ORIGINAL_UID]
-        except (ValueError, KeyError, TypeError):
-            return False
+        annotations = (existing.get("metadata") or {}).get("annotations")
+        found = annotations.get(ANNOTATION_ORIGINAL_UID) if isinstance(annotations, dict) else None
         expected = body["metadata"]["annotations"][ANNOTATION_ORIGINAL_UID]
         return bool(found == expected)
-
-    async def _request(
-        self,
-        what: str,
-        namespace: str,
-        name: str,
-        call: Callable[[float], Awaitable[Any]],
-    ) -> tuple[int, bytes]:
-        """Send one request with ``_preload_content=False``: (status, body), whatever the
-        status; a transport failure or timeout raises `KubeAPIError` without a status."""
-        timeout = self._settings.request_timeout_s
-        try:
-            async with asyncio.timeout(timeout):
-                response = await call(timeout)
-                try:
-                    data: bytes = await response.read()
-                    status: int = response.status
-                finally:
-                    response.release()
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise KubeAPIError.from_exception(
-                f"{what} failed", exc, kind="Job", namespace=namespace, name=name
-            ) from exc
-        return status, data
-
-
-def _api_error(what: str, status: int, data: bytes, namespace: str, name: str) -> KubeAPIError:
-    exc = ApiException(status=status)
-    exc.body = data
-    return KubeAPIError.from_exception(
-        f"{what} failed", exc, kind="Job", namespace=namespace, name=name
-    )
-
-
-async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
-    """Wait `seconds`, or less if `stop` is set meanwhile; always yields to the event loop."""
-    if seconds <= 0:
-        await asyncio.sleep(0)
-        return
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(seconds):
-            await stop.wait()

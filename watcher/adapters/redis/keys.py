@@ -29,14 +29,10 @@ from dataclasses import dataclass
 from typing import Final
 
 __all__ = [
-    "DEFAULT_CLUSTER",
-    "DEFAULT_PREFIX",
     "STREAM_FIELD",
     "Keys",
 ]
 
-DEFAULT_PREFIX: Final = "kube-dlq"
-DEFAULT_CLUSTER: Final = "default"
 
 STREAM_FIELD: Final = "data"
 """The single field of a dead-letter stream entry; its value is a codec envelope."""
@@ -48,8 +44,10 @@ _FORBIDDEN = frozenset("{}")
 class Keys:
     """Key names for one kube-dlq installation (prefix) watching one Kubernetes cluster."""
 
-    prefix: str = DEFAULT_PREFIX
-    cluster: str = DEFAULT_CLUSTER
+    prefix: str
+    """redis.key_prefix"""
+    cluster: str
+    """cluster_name"""
 
     def __post_init__(self) -> None:
         for name, value in (("prefix", self.prefix), ("cluster", self.cluster)):

@@ -29,8 +29,8 @@ crash.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, Final
 
 from redis.asyncio import Redis
@@ -40,7 +40,7 @@ from watcher.adapters.redis.codec import CorruptEntry
 from watcher.adapters.redis.guard import Guard, as_bytes, check_client, ms, stream_id_key, text
 from watcher.adapters.redis.keys import STREAM_FIELD, Keys
 from watcher.core.errors import SinkError
-from watcher.core.model import Action, DeadLetter, RetryTicket
+from watcher.core.model import Action, ClaimedTicket, DeadLetter, RetryTicket, WriteResult
 from watcher.core.settings import RedisSettings
 
 __all__ = ["ClaimedTicket", "RedisStore", "WriteResult"]
@@ -50,32 +50,6 @@ REQUEUE_BATCH: Final = 1000
 the next calls, so one claim never blocks Redis for long after a long outage."""
 
 _MIN_REDIS: Final = (6, 2)
-
-
-@dataclass(frozen=True, slots=True)
-class WriteResult:
-    """What `dead_letter` / `schedule_retry` did for a job uid.
-
-    ``written`` is False when the uid was already handled before; then ``action`` and ``ref``
-    describe that earlier outcome, which may be of the other kind.
-    """
-
-    written: bool
-    action: Action
-    ref: str
-    """``<queue>/<stream-id>`` for a dead letter, the ticket id for a retry."""
-
-    @property
-    def already_handled(self) -> bool:
-        return not self.written
-
-
-@dataclass(frozen=True, slots=True)
-class ClaimedTicket:
-    ticket_id: str
-    ticket: RetryTicket
-    lease_until: float
-    """Unix seconds; after this another claim may take the ticket again unless it is acked."""
 
 
 class RedisStore:
@@ -274,6 +248,12 @@ class RedisStore:
         async with self._guard(op):
             members = await self._redis.smembers(self._keys.queues)
         return sorted(text(m) for m in members)
+
+    async def ping(self, timeout_s: float) -> None:
+        """Answer within `timeout_s` or raise SinkError (the daemon's readiness check)."""
+        async with self._guard("ping"):
+            async with asyncio.timeout(timeout_s):
+                await self._redis.ping()
 
     async def server_problems(self) -> list[str]:
         """Settings of the Redis server that break the store's guarantees; empty when fine."""

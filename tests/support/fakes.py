@@ -1,0 +1,157 @@
+"""In-memory fakes of the service layer's Protocols (watcher.service.ports), for unit tests.
+
+Each keeps what a test needs to assert on (the calls it got, what it holds) and behaves like
+the real adapter where the service depends on it: the store writes each Job uid's outcome
+once and answers "already handled" after; the Jobs fake answers None for a Job it does not
+hold and refuses a delete whose uid precondition does not match. Scripted failures (a
+`SinkError` or `KubeAPIError` queued with `fail_next`) are raised by the next call.
+`FakeClock` stands in for the `clock=` the service takes, and for the writer's backoff sleep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from watcher.core.errors import KubeConflict, SinkError, WatcherError
+from watcher.core.model import Action, DeadLetter, JobRef, RetryTicket, WriteResult
+from watcher.core.rawjson import RawObject
+from watcher.service.ports import JobsPort, OutcomeStore
+
+
+@dataclass
+class FakeStore:
+    """An `OutcomeStore`: one outcome per Job uid, like the Lua scripts."""
+
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    tickets: list[RetryTicket] = field(default_factory=list)
+    outcomes: dict[str, WriteResult] = field(default_factory=dict)
+    """Job uid -> the outcome first written for it."""
+    failures: list[SinkError] = field(default_factory=list)
+    """Raised, in order, by the next writes (Redis down)."""
+    writes: int = 0
+    """Write calls received, failed ones included."""
+
+    def fail_next(self, *errors: SinkError) -> None:
+        self.failures.extend(errors)
+
+    async def dead_letter(self, letter: DeadLetter) -> WriteResult:
+        return self._write(
+            letter.job.uid,
+            Action.DEAD_LETTER,
+            f"{letter.queue}/{len(self.dead_letters) + 1}-0",
+            lambda: self.dead_letters.append(letter),
+        )
+
+    async def schedule_retry(self, ticket: RetryTicket) -> WriteResult:
+        return self._write(
+            ticket.job.uid, Action.RETRY, ticket.job.uid, lambda: self.tickets.append(ticket)
+        )
+
+    async def handled(self, job_uids: Sequence[str]) -> set[str]:
+        return {uid for uid in job_uids if uid in self.outcomes}
+
+    def _write(self, uid: str, action: Action, ref: str, keep: Any) -> WriteResult:
+        self.writes += 1
+        if self.failures:
+            raise self.failures.pop(0)
+        earlier = self.outcomes.get(uid)
+        if earlier is not None:
+            return WriteResult(False, earlier.action, earlier.ref)
+        keep()
+        self.outcomes[uid] = WriteResult(True, action, ref)
+        return self.outcomes[uid]
+
+
+@dataclass
+class FakeJobs:
+    """A `JobsPort` over a dict of raw Jobs keyed by (namespace, name)."""
+
+    jobs: dict[tuple[str, str], RawObject] = field(default_factory=dict)
+    deleted: list[tuple[str, str, str | None]] = field(default_factory=list)
+    """(namespace, name, uid precondition) of every delete that removed a Job."""
+    events: list[tuple[JobRef, str, str]] = field(default_factory=list)
+    """(job, reason, message) of every Warning Event written."""
+    failures: list[WatcherError] = field(default_factory=list)
+    """Raised, in order, by the next calls of any method."""
+    failures_of: dict[str, list[WatcherError]] = field(default_factory=dict)
+    """Method name -> raised, in order, by the next calls of that method (before `failures`)."""
+
+    def fail_next(self, *errors: WatcherError, method: str | None = None) -> None:
+        """Make the next calls raise `errors`: of any method, or only of `method` ("delete")."""
+        if method is None:
+            self.failures.extend(errors)
+        else:
+            self.failures_of.setdefault(method, []).extend(errors)
+
+    def put(self, raw_job: Mapping[str, Any]) -> None:
+        meta = raw_job["metadata"]
+        self.jobs[(meta["namespace"], meta["name"])] = copy.deepcopy(dict(raw_job))
+
+    async def get(self, namespace: str, name: str) -> RawObject | None:
+        self._maybe_fail("get")
+        found = self.jobs.get((namespace, name))
+        return copy.deepcopy(found) if found is not None else None
+
+    async def create(self, namespace: str, body: Mapping[str, Any]) -> RawObject:
+        self._maybe_fail("create")
+        name = body["metadata"]["name"]
+        if (namespace, name) in self.jobs:
+            raise KubeConflict("creating Job failed", status=409, reason="AlreadyExists")
+        self.put({**body, "metadata": {**body["metadata"], "namespace": namespace}})
+        return copy.deepcopy(self.jobs[(namespace, name)])
+
+    async def delete(self, namespace: str, name: str, *, uid: str | None = None) -> bool:
+        self._maybe_fail("delete")
+        found = self.jobs.get((namespace, name))
+        if found is None or (uid and found["metadata"].get("uid") != uid):
+            return False
+        del self.jobs[(namespace, name)]
+        self.deleted.append((namespace, name, uid))
+        return True
+
+    async def warn(self, job: JobRef, reason: str, message: str) -> None:
+        self._maybe_fail("warn")
+        self.events.append((job, reason, message))
+
+    def _maybe_fail(self, method: str) -> None:
+        scripted = self.failures_of.get(method)
+        if scripted:
+            raise scripted.pop(0)
+        if self.failures:
+            raise self.failures.pop(0)
+
+
+@dataclass
+class FakeClock:
+    """A `clock=` that only moves when told to (unix seconds, like `time.time`).
+
+    `sleep_or_stop` has the signature of `watcher.kit.aio.sleep_or_stop`: patched in its place
+    it advances the clock by the time asked for instead of waiting, and records it.
+    """
+
+    now: float = 0.0
+    sleeps: list[float] = field(default_factory=list)
+    """Seconds asked for by every `sleep_or_stop` call, in order."""
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    async def sleep_or_stop(self, stop: asyncio.Event, seconds: float) -> bool:
+        self.sleeps.append(seconds)
+        self.advance(max(0.0, seconds))
+        await asyncio.sleep(0)
+        return stop.is_set()
+
+
+def _conforms(store: OutcomeStore, jobs: JobsPort) -> None:
+    """mypy checks here that the fakes implement the Protocols they stand in for."""
+
+
+_conforms(FakeStore(), FakeJobs())

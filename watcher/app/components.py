@@ -1,0 +1,67 @@
+"""Wiring shared by the daemon and the one-shot sweep: the pipeline and what it is built on.
+
+Both turn failed Jobs into outcomes the same way, so both get their pipeline here, each part
+given its own settings section and its collaborators at construction.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from structlog.typing import FilteringBoundLogger
+
+from watcher.adapters.kube.jobs import JobsAPI
+from watcher.adapters.kube.request import KubeClient
+from watcher.adapters.redis.store import RedisStore
+from watcher.core.settings import PipelineSettings, Settings
+from watcher.kit.metrics import Metrics
+from watcher.service.handler import FailureHandler
+from watcher.service.pipeline import Pipeline
+
+__all__ = ["Components", "build"]
+
+
+@dataclass(frozen=True, slots=True)
+class Components:
+    jobs: JobsAPI
+    handler: FailureHandler
+    pipeline: Pipeline
+
+
+def build(
+    settings: Settings,
+    *,
+    kube: KubeClient,
+    store: RedisStore,
+    metrics: Metrics,
+    logger: FilteringBoundLogger,
+    pipeline: PipelineSettings | None = None,
+) -> Components:
+    """The pipeline for `settings`; `pipeline` replaces the settings' own section (the sweep
+    classifies at once: everything there is was just listed)."""
+    jobs = JobsAPI(kube)
+    handler = FailureHandler(
+        store=store,
+        jobs=jobs,
+        policy=settings.retry,
+        classify=settings.classify,
+        cluster_name=settings.cluster_name,
+        metrics=metrics,
+        logger=logger,
+        rng=random.Random(),
+    )
+    return Components(
+        jobs=jobs,
+        handler=handler,
+        pipeline=Pipeline(
+            handler=handler,
+            jobs=jobs,
+            scope=settings.scope,
+            classify=settings.classify,
+            settings=pipeline or settings.pipeline,
+            limits=settings.limits,
+            metrics=metrics,
+            logger=logger,
+        ),
+    )

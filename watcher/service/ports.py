@@ -1,0 +1,80 @@
+"""What the service layer needs from the outside world, as Protocols.
+
+The pipeline, the handler, the retry loop and leader election are given these at construction.
+The real ones are the adapters (`watcher.adapters.kube.jobs.JobsAPI`,
+`watcher.adapters.kube.leases.LeaseAPI`, the Redis store); unit tests pass in-memory fakes.
+Every method raises only `watcher.core.errors` exceptions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from watcher.core.model import ClaimedTicket, DeadLetter, JobRef, RetryTicket, WriteResult
+from watcher.core.rawjson import RawObject
+
+__all__ = ["JobsPort", "LeasePort", "OutcomeStore", "RetryStore"]
+
+
+class OutcomeStore(Protocol):
+    """Where outcomes are written exactly once (`watcher.adapters.redis.store.RedisStore`).
+
+    Both writes are keyed by the failed Job's uid: a second write for the same uid writes
+    nothing and answers with the first outcome (``already_handled``). Raise SinkError.
+    """
+
+    async def dead_letter(self, letter: DeadLetter) -> WriteResult: ...
+
+    async def schedule_retry(self, ticket: RetryTicket) -> WriteResult: ...
+
+    async def handled(self, job_uids: Sequence[str]) -> set[str]:
+        """The uids among `job_uids` whose outcome is written (by anyone)."""
+        ...
+
+
+class RetryStore(Protocol):
+    """Due retry tickets, claimed with a lease (`watcher.adapters.redis.store.RedisStore`)."""
+
+    async def claim_due_retries(self, now: float, *, limit: int) -> list[ClaimedTicket]: ...
+
+    async def ack_retry(self, ticket_id: str) -> bool: ...
+
+    async def release_retry(self, ticket_id: str, due_at: float) -> bool: ...
+
+    async def pending_retries(self) -> int: ...
+
+
+class JobsPort(Protocol):
+    """Jobs in the API (`watcher.adapters.kube.jobs.JobsAPI`)."""
+
+    async def get(self, namespace: str, name: str) -> RawObject | None:
+        """The Job now, or None if there is none of that name."""
+        ...
+
+    async def create(self, namespace: str, body: Mapping[str, Any]) -> RawObject:
+        """Create a Job; 409 raises KubeConflict."""
+        ...
+
+    async def delete(self, namespace: str, name: str, *, uid: str | None = None) -> bool:
+        """Delete a Job (and its pods); False if gone, or (with `uid`) if it is another one."""
+        ...
+
+    async def warn(self, job: JobRef, reason: str, message: str) -> None:
+        """A Warning Event on the Job."""
+        ...
+
+
+class LeasePort(Protocol):
+    """One Lease (`watcher.adapters.kube.leases.LeaseAPI`); writes answer None on a conflict."""
+
+    namespace: str
+    name: str
+
+    async def get(self, timeout_s: float) -> RawObject | None: ...
+
+    async def create(self, spec: Mapping[str, Any], timeout_s: float) -> RawObject | None: ...
+
+    async def replace(
+        self, lease: Mapping[str, Any], spec: Mapping[str, Any], timeout_s: float
+    ) -> RawObject | None: ...
