@@ -129,8 +129,9 @@ class FakeJobs:
 class FakeClock:
     """A `clock=` that only moves when told to (unix seconds, like `time.time`).
 
-    `sleep_or_stop` has the signature of `watcher.kit.aio.sleep_or_stop`: patched in its place
-    it advances the clock by the time asked for instead of waiting, and records it.
+    `sleep_or_stop` has the signature of `watcher.kit.aio.sleep_or_stop`: passed as a
+    Pipeline's `sleep=`, it advances the clock by the time asked for instead of waiting, and
+    records it.
     """
 
     now: float = 0.0

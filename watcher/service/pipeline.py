@@ -69,6 +69,7 @@ class Pipeline:
         metrics: Metrics,
         logger: FilteringBoundLogger,
         clock: Callable[[], float] = time.time,
+        sleep: Callable[[asyncio.Event, float], Awaitable[bool]] = sleep_or_stop,
     ) -> None:
         self.handler = handler
         self.jobs = jobs
@@ -82,6 +83,8 @@ class Pipeline:
         self.log = logger
         self.correlator = Correlator(limits)
         self.clock = clock
+        self._sleep = sleep
+        """Waits out the writer's backoff (`watcher.kit.aio.sleep_or_stop`; a fake in tests)."""
         self.selected_namespaces: frozenset[str] | None = None
         self._raw_jobs: dict[str, RawObject] = {}
         self._due: list[tuple[float, str]] = []
@@ -93,6 +96,8 @@ class Pipeline:
         self._space = asyncio.Event()
         self._space.set()
         self._first_seen: dict[str, float] = {}
+        self._deletes_due: dict[str, tuple[str, str]] = {}
+        """Stuck Jobs whose outcome is written and whose delete is still to be done."""
         self.written = 0
         """Outcomes written by this process (dead letters and retry tickets)."""
         self.already_handled = 0
@@ -170,6 +175,8 @@ class Pipeline:
         failure is never classified before the evidence that was already there arrives.
         """
         await first_done(self.ready.wait(), stop.wait())
+        if not self.ready.is_set():
+            return  # stopped during the first lists: classify nothing on partial evidence
         errors_in_a_row = 0
         while not (stop.is_set() and not self._due_now()):
             uid = self._pop_due()
@@ -202,13 +209,19 @@ class Pipeline:
                 self._enqueue(uid, self.clock() + delay, force=True)
                 if stop.is_set():
                     return  # down at shutdown: the next start finds the Job again
-                await sleep_or_stop(stop, delay)
+                await self._sleep(stop, delay)
 
     async def _handle(self, uid: str) -> None:
+        if uid in self._deletes_due:  # the outcome is written; only the stuck Job's delete is left
+            await self._delete_stuck(uid)
+            self._done(uid)
+            return
         job = self.correlator.job(uid)
         raw = self._raw_jobs.get(uid)
         if raw is None and job is not None:
             raw = await self.jobs.get(job.ref.namespace, job.ref.name)
+            if raw is not None and (raw.get("metadata") or {}).get("uid") != uid:
+                raw = None  # re-created under the same name since: another Job, not this one
         if job is None or raw is None:
             self._done(uid)  # deleted meanwhile, or out of scope now
             return
@@ -227,8 +240,27 @@ class Pipeline:
                 self.written += 1
             self.metrics.decision_latency.observe(max(0.0, self.clock() - first_seen))
             if stuck_for is not None:
-                await self.jobs.delete(job.ref.namespace, job.ref.name, uid=uid)
+                self._deletes_due[uid] = (job.ref.namespace, job.ref.name)
+                await self._delete_stuck(uid)
         self._done(uid)
+
+    async def _delete_stuck(self, uid: str) -> None:
+        """Delete a stuck Job whose outcome is written, so it stops holding resources.
+
+        A transient failure raises (the writer backs off and calls again, for the delete
+        alone); a refusal (403, 422, ...) is logged and the Job is left, since no retry can
+        help and the outcome is already safe.
+        """
+        namespace, name = self._deletes_due[uid]
+        try:
+            await self.jobs.delete(namespace, name, uid=uid)
+        except KubeAPIError as exc:
+            if exc.transient:
+                raise
+            self.log.error(
+                "stuck_job_delete_refused", namespace=namespace, job=name, error=str(exc)
+            )
+        del self._deletes_due[uid]
 
     def _evidence_missing(
         self, report: FailureReport, stuck_for: float | None, first_seen: float
@@ -304,6 +336,7 @@ class Pipeline:
 
     def _done(self, uid: str) -> None:
         self._queued.discard(uid)
+        self._deletes_due.pop(uid, None)
         self._first_seen.pop(uid, None)
         self._raw_jobs.pop(uid, None)
         self.correlator.forget(uid)
