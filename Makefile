@@ -18,6 +18,7 @@ check:
 	$(VENV)/bin/ruff check watcher devtools tests bench
 	$(VENV)/bin/ruff format --check watcher devtools tests bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 pytest:
 	$(PY) -m watcher dev build
