@@ -149,6 +149,30 @@ def test_jobs_beyond_the_limit_evict_least_recently_updated() -> None:
     assert c.evicted_jobs == 1
 
 
+def test_pinned_job_is_never_evicted_for_room() -> None:
+    # Given room for two Jobs, the oldest of which has a failure not yet written (pinned)
+    c = Correlator(LimitsSettings(max_tracked_jobs=2))
+    c.observe_job(job("a", "a"))
+    c.pin("a")
+    # When more Jobs arrive than there is room for
+    for name in ("b", "c", "d"):
+        c.observe_job(job(name, name))
+    # Then only unpinned Jobs are evicted; once unpinned, a is evictable again
+    assert c.job("a") is not None and c.job("d") is not None
+    assert c.job("b") is None and c.job("c") is None
+    c.unpin("a")
+    c.observe_job(job("e", "e"))
+    assert c.job("a") is None
+
+
+def test_when_every_job_is_pinned_the_bound_yields_rather_than_drop_one() -> None:
+    c = Correlator(LimitsSettings(max_tracked_jobs=1))
+    for name in ("a", "b", "c"):
+        c.pin(name)  # as the pipeline does for a failed Job: pinned before it is tracked
+        c.observe_job(job(name, name))
+    assert all(c.job(name) is not None for name in ("a", "b", "c"))
+
+
 def test_orphan_events_are_bounded() -> None:
     c = Correlator(LimitsSettings(max_orphan_events=2))
     for i in range(5):

@@ -29,12 +29,13 @@ from tests.support.objects import (
     raw_job,
     raw_node,
     raw_pod,
+    running,
     terminated,
     waiting,
 )
 from watcher.core.annotations import ANNOTATION_ENABLED
 from watcher.core.errors import KubeServerError, SinkError
-from watcher.core.model import Action, FailureClass, JobRef, WriteResult
+from watcher.core.model import Action, DeadLetter, FailureClass, JobRef, WriteResult
 from watcher.core.settings import LimitsSettings, ScopeSettings, Settings
 from watcher.kit.metrics import Metrics
 from watcher.service.handler import FailureHandler
@@ -740,3 +741,215 @@ async def test_malformed_object_is_counted_and_skipped(
     # Then it is counted by source, each time, and nothing is queued
     assert rig.sample("kube_dlq_malformed_input_total", source=source) == 2
     assert rig.pipeline.pending == 0
+
+
+# --- shutdown: everything queued is written ----------------------------------------------------
+
+
+async def shut_down(rig: Rig) -> None:
+    """Run the writer as the daemon does at SIGTERM: both its stop and the shutdown are set."""
+    stop = asyncio.Event()
+    stop.set()
+    await rig.pipeline.run_writer(stop, shutdown=stop)
+
+
+async def test_failure_still_settling_at_shutdown_is_written_before_exit() -> None:
+    # Given a Job that failed a moment ago (ttlSecondsAfterFinished: 0 may delete it any time)
+    rig = build()
+    fail(rig)
+    rig.clock.advance(SETTLE_S / 4)
+
+    # When the daemon shuts down before its settle time is over
+    await shut_down(rig)
+
+    # Then it is written now, with the evidence at hand, and nothing is left queued
+    [letter] = rig.store.dead_letters
+    assert letter.failure_class is FailureClass.APP_ERROR
+    assert rig.pipeline.pending == 0
+
+
+async def test_failure_waiting_for_its_pod_at_shutdown_is_written_with_what_there_is() -> None:
+    # Given a failed Job whose failed pod has not reached the pod watch yet
+    rig = build()
+    rig.pipeline.on_job("ADDED", raw_job())
+    rig.clock.advance(SETTLE_S)
+    await rig.drain()
+    assert rig.store.writes == 0  # waiting for evidence
+
+    # When the daemon shuts down meanwhile
+    await shut_down(rig)
+
+    # Then it is written without waiting any longer
+    assert rig.uids_written() == [JOB_UID]
+    assert rig.store.dead_letters[0].failure_class is FailureClass.UNKNOWN
+
+
+async def test_write_failing_at_shutdown_is_retried_until_it_lands() -> None:
+    # Given a queued failure, and Redis failing the next write
+    rig = build()
+    fail(rig)
+    rig.store.fail_next(REDIS_DOWN)
+
+    # When the daemon shuts down (its grace period bounds the writer from outside)
+    async with asyncio.timeout(5):
+        await shut_down(rig)
+
+    # Then the write is tried again before exit, and lands once
+    assert rig.uids_written() == [JOB_UID]
+    assert rig.store.writes == 2
+
+
+async def test_term_end_without_shutdown_leaves_unsettled_failures_queued() -> None:
+    # Given a failure still settling on a replica whose leadership term ends (not a shutdown)
+    rig = build()
+    fail(rig)
+
+    # When its writer stops for the end of the term
+    await rig.drain()
+
+    # Then nothing is written early: the next leader writes it after the settle time
+    assert rig.store.writes == 0
+    assert rig.pipeline.pending == 1
+
+
+# --- bulkheads: one bad failure never stops the others -----------------------------------------
+
+
+class CrashingOnce(FakeStore):
+    """A store on which handling the Job `uid` raises a bug (not a Redis error); its fallback
+    dead letter (class unknown) fails with Redis down the first `fallback_down` times."""
+
+    def __init__(self, uid: str, *, fallback_down: int = 0) -> None:
+        super().__init__()
+        self.poison = uid
+        self.fallback_down = fallback_down
+
+    async def dead_letter(self, letter: DeadLetter) -> WriteResult:
+        if letter.job.uid == self.poison:
+            if letter.failure_class is not FailureClass.UNKNOWN:
+                raise OverflowError("int too large to convert to float")
+            if self.fallback_down:
+                self.fallback_down -= 1
+                raise REDIS_DOWN
+        return await super().dead_letter(letter)
+
+
+async def test_failure_whose_handling_crashes_is_dead_lettered_as_unknown_and_others_go_on() -> (
+    None
+):
+    # Given two failed Jobs, the first of which makes handling raise unexpectedly
+    rig = build(store=CrashingOnce("uid-poison"))
+    fail(rig, name="poison", uid="uid-poison")
+    fail(rig, name="fine", uid="uid-fine")
+    rig.clock.advance(SETTLE_S)
+
+    # When the writer runs
+    await rig.drain()
+
+    # Then both Jobs get one outcome each: the crashed one as unknown, the error as its reason
+    by_uid = {letter.job.uid: letter for letter in rig.store.dead_letters}
+    assert set(by_uid) == {"uid-poison", "uid-fine"}
+    assert by_uid["uid-poison"].failure_class is FailureClass.UNKNOWN
+    assert "OverflowError: int too large" in by_uid["uid-poison"].reason
+    assert by_uid["uid-poison"].manifest["metadata"]["name"] == "poison"
+    assert by_uid["uid-fine"].failure_class is FailureClass.APP_ERROR
+    assert rig.sample("kube_dlq_handling_errors_total", stage="writer") == 1
+    assert rig.pipeline.pending == 0
+
+
+async def test_crashed_failure_whose_dead_letter_cannot_be_written_yet_is_kept() -> None:
+    # Given a failure whose handling crashes, and Redis down for the fallback write
+    rig = build(store=CrashingOnce(JOB_UID, fallback_down=1))
+    fail(rig)
+    rig.clock.advance(SETTLE_S)
+
+    # When the writer runs until Redis is back
+    await rig.run_for(2.0)
+
+    # Then the failure is written once, as unknown, and nothing is lost
+    assert [letter.failure_class for letter in rig.store.dead_letters] == [FailureClass.UNKNOWN]
+    assert rig.pipeline.pending == 0
+
+
+# --- the memory bound drops only what can be rebuilt -------------------------------------------
+
+
+async def test_memory_bound_never_drops_a_failure_that_is_not_written() -> None:
+    # Given room to track two Jobs, and a failure queued while Redis is down
+    rig = build(limits=LimitsSettings(max_tracked_jobs=2))
+    fail(rig)
+    rig.clock.advance(SETTLE_S)
+    rig.store.fail_next(REDIS_DOWN)
+    await rig.drain()
+    assert rig.pipeline.pending == 1
+
+    # When many more Jobs are tracked than the bound allows
+    for index in range(10):
+        rig.pipeline.on_job("ADDED", stuck_job(uid=f"uid-busy-{index}"))
+    assert len(rig.pipeline.correlator) <= 3
+
+    # Then the unwritten failure keeps its evidence, and is written once Redis is back
+    await rig.run_for(1.0)
+    [letter] = rig.store.dead_letters
+    assert letter.job.uid == JOB_UID
+    assert letter.failure_class is FailureClass.APP_ERROR
+    assert rig.pipeline.correlator.evicted_jobs >= 8
+
+
+# --- the stuck path re-checks before it acts ---------------------------------------------------
+
+
+async def test_stuck_job_that_started_before_the_write_is_neither_written_nor_deleted() -> None:
+    # Given a Job found stuck, in the API
+    rig = stuck_rig()
+    rig.jobs.put(stuck_job())
+    rig.clock.now = T0_UNIX + STUCK_AFTER_S
+    assert rig.pipeline.check_stuck() == 1
+
+    # When its pod starts running before the writer gets to it
+    rig.pipeline.on_pod("MODIFIED", raw_pod(phase="Running", containers=[running()]))
+    await rig.drain()
+
+    # Then no outcome is written and the Job is left alone, and it is not remembered as handled
+    assert rig.store.writes == 0
+    assert rig.jobs.deleted == []
+    assert rig.pipeline.pending == 0
+    rig.pipeline.on_pod("MODIFIED", raw_pod(phase="Pending", containers=[waiting()]))
+    rig.clock.advance(STUCK_AFTER_S)
+    assert rig.pipeline.check_stuck() == 1
+
+
+async def test_stuck_job_that_completed_in_the_api_meanwhile_is_not_written() -> None:
+    # Given a Job found stuck, whose copy in the API says it completed since
+    rig = stuck_rig()
+    done = stuck_job()
+    done["status"] = {
+        "succeeded": 1,
+        "conditions": [{"type": "Complete", "status": "True", "reason": "Completed"}],
+    }
+    rig.jobs.put(done)
+    rig.clock.now = T0_UNIX + STUCK_AFTER_S
+    assert rig.pipeline.check_stuck() == 1
+
+    # When the writer gets to it
+    await rig.drain()
+
+    # Then it is neither dead-lettered nor deleted
+    assert rig.store.writes == 0
+    assert rig.jobs.deleted == []
+
+
+async def test_failure_arriving_when_the_memory_bound_is_reached_is_kept() -> None:
+    # Given as many Jobs tracked as the bound allows
+    rig = build(limits=LimitsSettings(max_tracked_jobs=2))
+    for index in range(2):
+        rig.pipeline.on_job("ADDED", stuck_job(uid=f"uid-busy-{index}"))
+
+    # When a Job fails on top of them
+    fail(rig)
+    rig.clock.advance(SETTLE_S)
+    await rig.drain()
+
+    # Then it is the older evidence that makes room, and the failure is written
+    assert rig.uids_written() == [JOB_UID]
+    assert rig.store.dead_letters[0].failure_class is FailureClass.APP_ERROR

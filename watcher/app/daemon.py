@@ -118,7 +118,9 @@ class Daemon:
             "daemon_started", cluster=self.settings.cluster_name, health_port=self.health.port
         )
         watchers = {
-            name: asyncio.create_task(self._consume(resource, on_event, on_synced), name=name)
+            name: asyncio.create_task(
+                self._consume(self._stream(resource), resource, on_event, on_synced), name=name
+            )
             for name, resource, on_event, on_synced in self._watch_plan()
         }
         if self.elector is None:
@@ -185,7 +187,7 @@ class Daemon:
     def _start_duties(self, stop: asyncio.Event) -> list[asyncio.Task[None]]:
         """The outcome writer and the retry loop: the work one replica does for all."""
         return [
-            asyncio.create_task(self.pipeline.run_writer(stop), name="writer"),
+            asyncio.create_task(self.pipeline.run_writer(stop, shutdown=self.stop), name="writer"),
             asyncio.create_task(self.retry_loop.run(stop), name="retry-loop"),
         ]
 
@@ -253,19 +255,28 @@ class Daemon:
 
     async def _consume(
         self,
+        items: AsyncIterator[watch.Item],
         resource: watch.Resource,
         on_event: Callable[[str, dict[str, Any]], None],
         on_synced: Callable[[frozenset[str]], None] | None,
     ) -> None:
-        async for item in self._stream(resource):
-            if isinstance(item, watch.Synced):
-                if on_synced is not None:
-                    on_synced(item.uids)
-                self.synced.add(resource.name)
-                if len(self.synced) == len(self._watch_plan()):
-                    self.pipeline.ready.set()
+        """Feed one resource's watch into the pipeline; one bad object is reported, skipped."""
+        async for item in items:
+            try:
+                if isinstance(item, watch.Synced):
+                    if on_synced is not None:
+                        on_synced(item.uids)
+                    self.synced.add(resource.name)
+                    if len(self.synced) == len(self._watch_plan()):
+                        self.pipeline.ready.set()
+                    continue
+                on_event(item.type, item.obj)
+            except Exception:  # a bulkhead: one object must not end the watch (or the daemon)
+                self.metrics.handling_errors.labels(stage=f"watch_{resource.name}").inc()
+                self.logger.exception(
+                    "watch_event_crashed", resource=resource.name, object=_identity(item)
+                )
                 continue
-            on_event(item.type, item.obj)
             await self.pipeline.wait_for_space()
 
     def _stream(self, resource: watch.Resource) -> AsyncIterator[watch.WatchEvent | watch.Synced]:
@@ -323,6 +334,16 @@ class Daemon:
         except SinkError as exc:
             # Not fatal: the writer keeps failures and retries until Redis is back.
             self.logger.warning("redis_unreachable_at_start", error=str(exc))
+
+
+def _identity(item: watch.Item) -> str:
+    """``namespace/name (uid)`` of a watch event's object, for a log line; never raises."""
+    if isinstance(item, watch.Synced):
+        return f"list of {item.resource.name}"
+    meta = item.obj.get("metadata")
+    if not isinstance(meta, dict):
+        return "?"
+    return f"{meta.get('namespace', '')}/{meta.get('name', '')} ({meta.get('uid', '')})"[:300]
 
 
 async def run_daemon(settings: Settings) -> int:

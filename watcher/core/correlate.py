@@ -44,6 +44,8 @@ class Correlator:
         self._orphan_pods: OrderedDict[str, dict[str, tuple[str, PodSnapshot]]] = OrderedDict()
         """Job uid -> pod uid -> (namespace, newest version) of pods whose Job is not known."""
         self._orphan_pod_count = 0
+        self._pinned: set[str] = set()
+        """Jobs whose failure is queued and not yet written: never evicted (not rebuildable)."""
         self.evicted_jobs = 0
         """Jobs dropped because max_jobs was reached (exported as a metric by the app)."""
 
@@ -111,8 +113,16 @@ class Correlator:
             name=name, exists=False, ready="Unknown", taints=old.taints if old else ()
         )
 
+    def pin(self, job_uid: str) -> None:
+        """Keep this Job's evidence whatever the limits: its failure is not written yet."""
+        self._pinned.add(job_uid)
+
+    def unpin(self, job_uid: str) -> None:
+        self._pinned.discard(job_uid)
+
     def forget(self, job_uid: str) -> None:
         """Drop everything held for a Job (handled, succeeded or deleted)."""
+        self._pinned.discard(job_uid)
         self._drop_orphan_pods(job_uid)
         state = self._jobs.pop(job_uid, None)
         if state is None:
@@ -153,14 +163,22 @@ class Correlator:
             stuck_for_s=stuck_for_s,
         )
 
-    def stuck_jobs(self, now: float, dwell_s: float) -> list[tuple[str, float]]:
+    def stuck_jobs(
+        self, now: float, dwell_s: float, *, only: str | None = None
+    ) -> list[tuple[str, float]]:
         """Jobs with no running pod whose pods have waited to start for longer than dwell_s.
 
         Kubernetes never fails these (an image that cannot be pulled, a missing ConfigMap,
-        no node that fits), so kube-dlq treats them as failed after a dwell time.
+        no node that fits), so kube-dlq treats them as failed after a dwell time. With
+        `only`, just that Job is checked.
         """
         stuck = []
-        for uid, state in self._jobs.items():
+        if only is None:
+            candidates = list(self._jobs.items())
+        else:
+            state_of = self._jobs.get(only)
+            candidates = [(only, state_of)] if state_of is not None else []
+        for uid, state in candidates:
             if state.snapshot.condition("Failed") or state.snapshot.condition("Complete"):
                 continue
             waits = [
@@ -224,8 +242,19 @@ class Correlator:
             self.observe_pod(job_uid, namespace, pod)
 
     def _enforce_job_limit(self) -> None:
-        while len(self._jobs) > self.limits.max_tracked_jobs:
+        """Evict the least recently updated Jobs past max_tracked_jobs, pinned ones excepted.
+
+        Only evidence that the watch can deliver again is dropped. Pinned Jobs can outnumber
+        the limit only while more failures wait to be written than it allows, and the
+        pipeline's max_pending_writes back-pressure (below max_tracked_jobs) stops that.
+        """
+        skipped = 0
+        while len(self._jobs) > self.limits.max_tracked_jobs and skipped <= len(self._pinned):
             oldest = next(iter(self._jobs))
+            if oldest in self._pinned:
+                self._jobs.move_to_end(oldest)
+                skipped += 1
+                continue
             self.forget(oldest)
             self.evicted_jobs += 1
 

@@ -98,6 +98,13 @@ class Metrics:
             ["source"],
             registry=r,
         )
+        self.handling_errors = Counter(
+            f"{PREFIX}_handling_errors_total",
+            "Unexpected errors (bugs) while handling one object or one failure, by stage; the "
+            "object is reported and the failure dead-lettered as unknown, the loop goes on.",
+            ["stage"],
+            registry=r,
+        )
         self.decision_latency = Histogram(
             f"{PREFIX}_decision_latency_seconds",
             "From seeing a Job fail to its dead letter or retry being durably written.",

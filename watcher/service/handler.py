@@ -31,7 +31,9 @@ from watcher.core.model import (
     Classification,
     DeadLetter,
     Decision,
+    FailureClass,
     FailureReport,
+    JobSnapshot,
     RetryTicket,
     WriteResult,
 )
@@ -151,6 +153,38 @@ class FailureHandler:
             # another replica). A write that failed here may have landed all the same (a
             # timeout), so "already handled" after a failed try still counts as ours.
             await self._report_policy_errors(report, errors)
+        return Outcome(classification, decision, write)
+
+    async def dead_letter_unhandled(
+        self, job: JobSnapshot, raw_job: Mapping[str, Any] | None, error: str
+    ) -> Outcome:
+        """Dead-letter a Job whose handling raised unexpectedly: class unknown, `error` as its
+        reason, the default queue. Nothing of the Job is parsed again (its annotations may be
+        what broke the handling); the manifest is kept when it can be cleaned.
+        """
+        now = self.clock()
+        reason = f"kube-dlq could not handle this failure: {error}"
+        try:
+            manifest = replayable_manifest(raw_job) if raw_job is not None else {}
+        except Exception:  # the manifest may be what broke handling; the outcome still counts
+            manifest = {}
+        classification = Classification(FailureClass.UNKNOWN, reason)
+        decision = Decision(Action.DEAD_LETTER, "handling failed", attempt=1)
+        write = await self.store.dead_letter(
+            DeadLetter(
+                queue=self.base_policy.queue,
+                job=job.ref,
+                failure_class=FailureClass.UNKNOWN,
+                reason=reason,
+                attempts=1,
+                failed_at=now,
+                cluster=self.cluster_name,
+                evidence=(error,),
+                owner=job.owner,
+                manifest=manifest,
+            )
+        )
+        self._count(classification, decision, write, self.base_policy)
         return Outcome(classification, decision, write)
 
     def _remember_unsettled(self, uid: str) -> None:

@@ -39,6 +39,10 @@ from watcher.service.ports import JobsPort
 
 RawObject = Mapping[str, Any]
 
+_CRASH_REASON_CHARS = 500
+"""The error a crashed handling is dead-lettered with is cut to this (it is a reason, not a
+traceback; the traceback is in the log line)."""
+
 
 def in_scope(
     job: JobSnapshot, scope: ScopeSettings, selected_namespaces: frozenset[str] | None
@@ -98,6 +102,10 @@ class Pipeline:
         self._first_seen: dict[str, float] = {}
         self._deletes_due: dict[str, tuple[str, str]] = {}
         """Stuck Jobs whose outcome is written and whose delete is still to be done."""
+        self._crashed: dict[str, str] = {}
+        """Failures whose handling raised unexpectedly: uid -> the error, their reason."""
+        self._flushing = False
+        """Shutting down: everything queued is due, no more waiting for evidence."""
         self.written = 0
         """Outcomes written by this process (dead letters and retry tickets)."""
         self.already_handled = 0
@@ -119,8 +127,11 @@ class Pipeline:
         if job.condition("Complete") or uid in self._handled:
             self.correlator.forget(uid)
             return
+        failed = job.condition("Failed") is not None
+        if failed:
+            self.correlator.pin(uid)  # before it is tracked: the bound must not evict it
         self.correlator.observe_job(job)
-        if job.condition("Failed"):
+        if failed:
             # The raw object is kept only for failed Jobs, until handled: it is the replayable
             # manifest, and the Job may be deleted (ttlSecondsAfterFinished) before we write.
             self._raw_jobs[uid] = raw
@@ -168,48 +179,105 @@ class Pipeline:
 
     # -- the writer -----------------------------------------------------------------------
 
-    async def run_writer(self, stop: asyncio.Event) -> None:
+    async def run_writer(
+        self, stop: asyncio.Event, *, shutdown: asyncio.Event | None = None
+    ) -> None:
         """Handle due failures until `stop` is set and nothing due is left to write.
 
         Nothing is handled before `ready` is set (every watch has done its first list), so a
         failure is never classified before the evidence that was already there arrives.
+
+        When `shutdown` is set too (the process is stopping, not just this replica's term),
+        everything queued is written at once with the evidence at hand, settle time and
+        evidence wait or not: a Job with ttlSecondsAfterFinished: 0 may be gone by the next
+        start. Failed writes are then retried until done; the caller bounds that with its
+        grace period (it cancels the writer).
         """
         await first_done(self.ready.wait(), stop.wait())
         if not self.ready.is_set():
             return  # stopped during the first lists: classify nothing on partial evidence
         errors_in_a_row = 0
-        while not (stop.is_set() and not self._due_now()):
+        while True:
+            if stop.is_set():
+                if shutdown is not None and shutdown.is_set():
+                    self._flush_now()
+                if not self._due_now():
+                    break
             uid = self._pop_due()
             if uid is None:
                 await self._sleep_until_due(stop)
                 continue
             try:
-                await self._handle(uid)
+                await (
+                    self._dead_letter_crashed(uid) if uid in self._crashed else self._handle(uid)
+                )
                 errors_in_a_row = 0
             except (SinkError, KubeAPIError) as exc:
                 errors_in_a_row += 1
-                operation = "write" if isinstance(exc, SinkError) else "kubernetes"
-                if isinstance(exc, SinkError):
-                    self.metrics.redis_errors.labels(operation="write").inc()
-                delay = compute_delay(
-                    errors_in_a_row,
-                    base_s=0.5,
-                    factor=2,
-                    cap_s=30,
-                    jitter="equal",
-                    rng=self.handler.rng,
-                )
-                self.log.warning(
-                    "outcome_write_failed",
-                    operation=operation,
-                    error=str(exc),
-                    retry_in_s=round(delay, 2),
-                    pending=len(self._queued),
-                )
-                self._enqueue(uid, self.clock() + delay, force=True)
-                if stop.is_set():
-                    return  # down at shutdown: the next start finds the Job again
-                await self._sleep(stop, delay)
+                delay = self._write_failed(uid, exc, errors_in_a_row)
+                if not stop.is_set():
+                    await self._sleep(stop, delay)
+                elif self._flushing:
+                    await asyncio.sleep(delay)  # shutting down: keep trying within the grace
+                else:
+                    return  # the term ended: the next leader (or start) finds the Job again
+            except Exception as exc:  # a bulkhead: one Job's bug must not stop the writer
+                self._crash(uid, exc)
+
+    def _write_failed(self, uid: str, exc: SinkError | KubeAPIError, in_a_row: int) -> float:
+        """Count and log a failed write, queue `uid` again after a backoff; the backoff."""
+        if isinstance(exc, SinkError):
+            self.metrics.redis_errors.labels(operation="write").inc()
+        delay = compute_delay(
+            in_a_row, base_s=0.5, factor=2, cap_s=30, jitter="equal", rng=self.handler.rng
+        )
+        self.log.warning(
+            "outcome_write_failed",
+            operation="write" if isinstance(exc, SinkError) else "kubernetes",
+            error=str(exc),
+            retry_in_s=round(delay, 2),
+            pending=len(self._queued),
+        )
+        # Flushing at shutdown, the writer sleeps the backoff itself and tries again at once.
+        self._enqueue(uid, self.clock() + (0.0 if self._flushing else delay), force=True)
+        return delay
+
+    def _flush_now(self) -> None:
+        """Make every queued failure due now and stop waiting for more evidence (shutdown)."""
+        if self._flushing:
+            return
+        self._flushing = True
+        now = self.clock()
+        for uid in self._queued:
+            heapq.heappush(self._due, (now, uid))
+        if self._queued:
+            self.log.info("writing_queued_failures_before_exit", pending=len(self._queued))
+
+    def _crash(self, uid: str, exc: Exception) -> None:
+        """Handling `uid` raised something unexpected: report it, dead-letter it next."""
+        job = self.correlator.job(uid)
+        self.metrics.handling_errors.labels(stage="writer").inc()
+        self.log.exception(
+            "failure_handling_crashed",
+            job_uid=uid,
+            namespace=job.ref.namespace if job else None,
+            job=job.ref.name if job else None,
+        )
+        self._crashed[uid] = f"{type(exc).__name__}: {exc}"[:_CRASH_REASON_CHARS]
+        self._enqueue(uid, self.clock(), force=True)
+
+    async def _dead_letter_crashed(self, uid: str) -> None:
+        """Write a Job whose handling crashed as class unknown, the error as its reason."""
+        job = self.correlator.job(uid)
+        if job is None:
+            self._done(uid)
+            return
+        with job_context(job.ref.namespace, job.ref.name, uid):
+            outcome = await self.handler.dead_letter_unhandled(
+                job, self._raw_jobs.get(uid), self._crashed[uid]
+            )
+        self._count_outcome(outcome.write.already_handled)
+        self._done(uid)
 
     async def _handle(self, uid: str) -> None:
         if uid in self._deletes_due:  # the outcome is written; only the stuck Job's delete is left
@@ -229,15 +297,15 @@ class Pipeline:
         report = self.correlator.report(uid, stuck_for_s=stuck_for)
         assert report is not None
         first_seen = self._first_seen.get(uid, self.clock())
-        if self._evidence_missing(report, stuck_for, first_seen):
+        if not self._flushing and self._evidence_missing(report, stuck_for, first_seen):
             self._enqueue(uid, self.clock() + 1.0, force=True)
+            return
+        if stuck_for is not None and not self._still_stuck(uid, raw):
+            self._dequeue(uid)  # started (or finished) since it was found stuck: not a failure
             return
         with job_context(job.ref.namespace, job.ref.name, uid):
             outcome = await self.handler.handle(report, raw)
-            if outcome.write.already_handled:
-                self.already_handled += 1
-            else:
-                self.written += 1
+            self._count_outcome(outcome.write.already_handled)
             self.metrics.decision_latency.observe(max(0.0, self.clock() - first_seen))
             if stuck_for is not None:
                 self._deletes_due[uid] = (job.ref.namespace, job.ref.name)
@@ -261,6 +329,23 @@ class Pipeline:
                 "stuck_job_delete_refused", namespace=namespace, job=name, error=str(exc)
             )
         del self._deletes_due[uid]
+
+    def _count_outcome(self, already_handled: bool) -> None:
+        if already_handled:
+            self.already_handled += 1
+        else:
+            self.written += 1
+
+    def _still_stuck(self, uid: str, raw: RawObject) -> bool:
+        """Right before acting on a stuck Job: is it stuck still, by the API and by its pods?"""
+        try:
+            fresh = snapshot.job_snapshot(raw)
+        except snapshot.MalformedObject:
+            return True  # the API's copy is unreadable; what the watch said stands
+        if fresh.condition("Failed") or fresh.condition("Complete"):
+            return False
+        stuck = self.correlator.stuck_jobs(self.clock(), self.stuck_pending_after_s, only=uid)
+        return bool(stuck)
 
     def _evidence_missing(
         self, report: FailureReport, stuck_for: float | None, first_seen: float
@@ -314,6 +399,7 @@ class Pipeline:
             return
         self._first_seen.setdefault(uid, self.clock())
         self._queued.add(uid)
+        self.correlator.pin(uid)  # unwritten: its evidence must not be evicted for room
         heapq.heappush(self._due, (due, uid))
         self.metrics.backlog.set(len(self._queued))
         if len(self._queued) >= self.limits.max_pending_writes:
@@ -335,16 +421,23 @@ class Pipeline:
         await first_done(self._wakeup.wait(), stop.wait(), at_most_s=timeout)
 
     def _done(self, uid: str) -> None:
-        self._queued.discard(uid)
-        self._deletes_due.pop(uid, None)
-        self._first_seen.pop(uid, None)
-        self._raw_jobs.pop(uid, None)
+        """The failure is settled (written, or gone from the API): forget it for good."""
+        self._dequeue(uid)
         self.correlator.forget(uid)
         self._handled[uid] = None
         while len(self._handled) > self.limits.handled_memory:
             del self._handled[next(iter(self._handled))]
-        self.metrics.backlog.set(len(self._queued))
         self.metrics.tracked_jobs.set(len(self.correlator))
+
+    def _dequeue(self, uid: str) -> None:
+        """Nothing to write for `uid` now; its evidence stays tracked (it may fail later)."""
+        self._queued.discard(uid)
+        self._deletes_due.pop(uid, None)
+        self._crashed.pop(uid, None)
+        self._first_seen.pop(uid, None)
+        self._raw_jobs.pop(uid, None)
+        self.correlator.unpin(uid)
+        self.metrics.backlog.set(len(self._queued))
         if len(self._queued) < self.limits.max_pending_writes:
             self._space.set()
 
