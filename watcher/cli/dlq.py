@@ -9,6 +9,7 @@ from typing import Any, TextIO
 
 from watcher.adapters.redis.codec import CorruptEntry
 from watcher.adapters.redis.queries import DeadLetterQueries
+from watcher.core.manifest import mask_inline_env
 from watcher.core.model import DeadLetter
 
 
@@ -29,9 +30,13 @@ def summary(entry_id: str, letter: DeadLetter) -> dict[str, Any]:
     }
 
 
-def full(entry_id: str, letter: DeadLetter) -> dict[str, Any]:
-    """Everything stored for an entry (`dlq show`)."""
+def full(entry_id: str, letter: DeadLetter, *, reveal: bool = False) -> dict[str, Any]:
+    """Everything stored for an entry (`dlq show`); inline env values hidden unless `reveal`."""
     doc = asdict(letter)
+    if not reveal:
+        doc["manifest"], hidden = mask_inline_env(letter.manifest)
+        if hidden:
+            doc["hidden_env_values"] = hidden
     doc["failure_class"] = letter.failure_class.value
     for record in doc["history"]:
         record["failure_class"] = str(record["failure_class"])
@@ -53,7 +58,9 @@ async def list_entries(
     return 0
 
 
-async def show_entry(queries: DeadLetterQueries, entry_id: str, *, out: TextIO, err: TextIO) -> int:
+async def show_entry(
+    queries: DeadLetterQueries, entry_id: str, *, out: TextIO, err: TextIO, reveal: bool = False
+) -> int:
     try:
         found = await queries.get_dead_letter(entry_id)
     except (ValueError, CorruptEntry) as exc:
@@ -62,7 +69,7 @@ async def show_entry(queries: DeadLetterQueries, entry_id: str, *, out: TextIO, 
     if found is None:
         err.write(f"kube-dlq dlq show: no dead letter {entry_id}\n")
         return 1
-    json.dump(full(*found), out, indent=2, default=str)
+    json.dump(full(*found, reveal=reveal), out, indent=2, default=str)
     out.write("\n")
     return 0
 

@@ -89,6 +89,11 @@ def _add_product(sub: Subparsers) -> None:
     )
     _add_config(show)
     show.add_argument("id", help="entry id as shown by `dlq list` (<queue>/<stream-id>)")
+    show.add_argument(
+        "--reveal",
+        action="store_true",
+        help="print inline env values of the manifest (hidden by default: they may be secrets)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -171,7 +176,9 @@ def _run_product(args: argparse.Namespace) -> int:
     return asyncio.run(
         _with_redis(
             config,
-            lambda queries: dlq.show_entry(queries, args.id, out=sys.stdout, err=sys.stderr),
+            lambda queries: dlq.show_entry(
+                queries, args.id, out=sys.stdout, err=sys.stderr, reveal=args.reveal
+            ),
         )
     )
 

@@ -258,6 +258,33 @@ def manifest_for_ticket(ticket: RetryTicket) -> RawObject:
     )
 
 
+MASKED: Final = "<hidden: kube-dlq dlq show --reveal prints it>"
+"""What an inline env value reads as in output meant for people."""
+_CONTAINER_LISTS: Final = ("initContainers", "containers", "ephemeralContainers")
+
+
+def mask_inline_env(manifest: RawMapping) -> tuple[RawObject, int]:
+    """A copy of a Job manifest with every inline ``env[].value`` hidden; how many were.
+
+    Inline values are where people put tokens and passwords they did not move to a Secret;
+    ``valueFrom`` references stay as they are (they name a Secret, they do not hold it).
+    Whatever the manifest's shape, this never raises: it is run on stored, untrusted data.
+    """
+    body: RawObject = copy.deepcopy(dict(manifest))
+    template = _mapping(_mapping(body.get("spec")).get("template"))
+    pod_spec = _mapping(template.get("spec"))
+    hidden = 0
+    for key in _CONTAINER_LISTS:
+        containers = pod_spec.get(key)
+        for container in containers if isinstance(containers, list) else ():
+            env = container.get("env") if isinstance(container, dict) else None
+            for var in env if isinstance(env, list) else ():
+                if isinstance(var, dict) and "value" in var:
+                    var["value"] = MASKED
+                    hidden += 1
+    return body, hidden
+
+
 def _avoid_node(spec: RawObject, node: str) -> None:
     """Require ``kubernetes.io/hostname NotIn [node]`` in every node selector term.
 
