@@ -27,6 +27,12 @@ from tests.support.kube import (
     raw,
     watch_pods,
 )
+from tests.support.rbac import EVERY_VERB, LEASE_NAMESPACE, Grant, used_grants
+from watcher.adapters.kube.jobs import JobsAPI
+from watcher.adapters.kube.request import KubeClient
+from watcher.core.errors import KubeForbidden
+from watcher.core.model import JobRef
+from watcher.core.settings import KubernetesSettings
 
 pytestmark = pytest.mark.cluster
 
@@ -276,3 +282,106 @@ async def test_daemon_identity_is_limited_to_its_rbac(
     with pytest.raises(ApiException) as denied_delete:
         await core.delete_namespaced_pod("anything", namespace)
     assert denied_delete.value.status == 403
+
+
+# --- least privilege: the daemon's identity has exactly what the code uses -----------------------
+
+CLUSTER_SCOPED = frozenset({"nodes", "namespaces"})
+
+
+async def access(
+    api: client.ApiClient, group: str, resource: str, verb: str, namespace: str
+) -> bool:
+    """Whether the identity of `api` may `verb` `resource`, as the apiserver decides it."""
+    review = {
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SelfSubjectAccessReview",
+        "spec": {
+            "resourceAttributes": {
+                "group": group,
+                "resource": resource,
+                "verb": verb,
+                "namespace": namespace,
+            }
+        },
+    }
+    auth = client.AuthorizationV1Api(api)
+    answer = await raw(auth.create_self_subject_access_review(review, _preload_content=False))
+    return bool(answer["status"].get("allowed"))
+
+
+async def test_daemon_identity_may_use_exactly_the_verbs_the_code_sends(
+    daemon_api: client.ApiClient, namespace: str
+) -> None:
+    # Given what the code sends (found by running every call site, tests/support/rbac.py),
+    # and every verb on every resource it touches, the CronJobs it once read included
+    used = {g.anywhere() for g in await used_grants()}
+    resources = {(g.group, g.resource) for g in used} | {("batch", "cronjobs")}
+    wrong: list[str] = []
+    for group, resource in sorted(resources):
+        if resource == "leases":  # only in the daemon's own namespace, nowhere else
+            places = {LEASE_NAMESPACE: True, namespace: False}
+        else:
+            places = {"" if resource in CLUSTER_SCOPED else namespace: True}
+        for where, may in places.items():
+            for verb in EVERY_VERB:
+                expected = may and Grant(group, resource, verb) in used
+                if await access(daemon_api, group, resource, verb, where) != expected:
+                    wrong.append(f"{verb} {group}/{resource} in {where or 'cluster'}: {expected=}")
+    # Then the apiserver allows each verb the code sends and refuses every other one
+    assert wrong == []
+
+
+async def test_daemon_identity_is_refused_the_dropped_verbs_on_real_objects(
+    admin_api: client.ApiClient,
+    daemon_api: client.ApiClient,
+    cluster: ClusterState,
+    namespace: str,
+) -> None:
+    # Given a pod, an Event kube-dlq wrote itself, a node and a namespace that all exist
+    core = client.CoreV1Api(admin_api)
+    pod = {
+        "metadata": {"name": "some-pod"},
+        "spec": {"containers": [{"name": "main", "image": "registry.invalid/x:1"}]},
+    }
+    await raw(core.create_namespaced_pod(namespace, pod, _preload_content=False))
+    kube = KubeClient(daemon_api, KubernetesSettings())
+    await JobsAPI(kube).warn(JobRef(namespace, "nightly", "uid-1"), "InvalidRetryPolicy", "x=1")
+
+    # Then what the daemon does with them works: the lists its watches make, the Event write
+    pods = await kube.list_all(f"/api/v1/namespaces/{namespace}/pods", what="listing pods")
+    assert [p["metadata"]["name"] for p in pods] == ["some-pod"]
+    events = await kube.list_all(f"/api/v1/namespaces/{namespace}/events", what="listing")
+    ours = [e for e in events if e["reason"] == "InvalidRetryPolicy"]  # (the scheduler's too)
+    assert len(ours) == 1
+    event_name = ours[0]["metadata"]["name"]
+    nodes = await kube.list_all("/api/v1/nodes", what="listing nodes")
+    assert cluster.nodes[0] in {n["metadata"]["name"] for n in nodes}
+    selected = await kube.list_all(
+        "/api/v1/namespaces",
+        what="listing namespaces",
+        query=[("labelSelector", f"kubernetes.io/metadata.name={namespace}")],
+    )
+    assert [n["metadata"]["name"] for n in selected] == [namespace]
+
+    # And what deploy/rbac.yaml no longer grants is refused with 403, object by object
+    refused = {
+        "get one pod": ("GET", f"/api/v1/namespaces/{namespace}/pods/some-pod", None),
+        "patch an Event": (
+            "PATCH",
+            f"/api/v1/namespaces/{namespace}/events/{event_name}",
+            {"message": "changed"},
+        ),
+        "get an Event": ("GET", f"/api/v1/namespaces/{namespace}/events/{event_name}", None),
+        "get a node": ("GET", f"/api/v1/nodes/{cluster.nodes[0]}", None),
+        "get a namespace": ("GET", f"/api/v1/namespaces/{namespace}", None),
+        "get a CronJob": ("GET", f"/apis/batch/v1/namespaces/{namespace}/cronjobs/any", None),
+    }
+    for what, (method, path, body) in refused.items():
+        # (authorization comes before everything else: a PATCH is refused before its body
+        # or content type is looked at, a GET before the object is looked up)
+        with pytest.raises(KubeForbidden) as denied:
+            await kube.call(method, path, what=what, body=body)
+        assert denied.value.status == 403, what
+    with pytest.raises(KubeForbidden):  # namespaces are listed, never watched
+        await kube.list_all("/api/v1/namespaces", what="watching", query=[("watch", "true")])

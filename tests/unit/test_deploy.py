@@ -1,4 +1,5 @@
-"""What deploy/ ships is consistent with the code: its config loads, its probes exist."""
+"""What deploy/ ships is consistent with the code: its config loads, its probes exist, its RBAC
+grants exactly the verbs the code sends."""
 
 from __future__ import annotations
 
@@ -7,6 +8,14 @@ from typing import Any
 
 import yaml
 
+from tests.support.rbac import (
+    LEASE_NAMESPACE,
+    Grant,
+    Request,
+    grant_of,
+    manifest_grants,
+    used_grants,
+)
 from watcher.app.config import parse_config
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -47,3 +56,60 @@ def test_rbac_grants_leader_election_on_leases() -> None:
     role = next(d for d in documents("rbac.yaml") if d["kind"] == "Role")
     rule = next(r for r in role["rules"] if "leases" in r["resources"])
     assert set(rule["verbs"]) >= {"get", "create", "update"}
+
+
+# --- least privilege: deploy/ grants exactly what the code uses ----------------------------------
+
+
+def _unused_and_missing(granted: set[Grant], used: set[Grant]) -> tuple[set[Grant], set[Grant]]:
+    """(granted but not used, used but not granted), ignoring where each applies."""
+    granted_any = {g.anywhere() for g in granted}
+    used_any = {g.anywhere() for g in used}
+    return granted_any - used_any, used_any - granted_any
+
+
+async def test_rbac_grants_exactly_the_verbs_the_code_uses() -> None:
+    used = await used_grants()
+    granted = manifest_grants("rbac.yaml")
+    # Cluster-wide (the watches are), plus the leader Lease in the daemon's own namespace
+    assert set(granted) == {"", LEASE_NAMESPACE}
+    unused, missing = _unused_and_missing(granted[""] | granted[LEASE_NAMESPACE], used)
+    assert unused == set(), f"deploy/rbac.yaml grants verbs no code sends: {sorted(unused)}"
+    assert missing == set(), f"the code sends requests deploy/rbac.yaml denies: {sorted(missing)}"
+    leases = {g for g in used if g.resource == "leases"}
+    assert granted[LEASE_NAMESPACE] == leases
+    assert not any(g.resource == "leases" for g in granted[""]), "Leases only in kube-dlq"
+
+
+async def test_the_code_uses_what_the_review_found_unused_nowhere() -> None:
+    # The verbs dropped from deploy/rbac.yaml: if code starts sending one, this names it.
+    dropped = {
+        Grant("batch", "cronjobs", "get"),
+        Grant("", "events", "get"),
+        Grant("", "events", "patch"),
+        Grant("", "pods", "get"),
+        Grant("", "nodes", "get"),
+        Grant("", "namespaces", "get"),
+        Grant("", "namespaces", "watch"),
+    }
+    assert {g.anywhere() for g in await used_grants()} & dropped == set()
+
+
+def test_grant_of_maps_requests_as_the_apiserver_does() -> None:
+    assert grant_of(Request("GET", "/api/v1/namespaces")) == Grant("", "namespaces", "list")
+    assert grant_of(Request("GET", "/api/v1/namespaces/a")) == Grant("", "namespaces", "get")
+    assert grant_of(Request("GET", "/api/v1/pods", (("watch", "true"),))) == Grant(
+        "", "pods", "watch"
+    )
+    assert grant_of(Request("GET", "/api/v1/namespaces/a/pods/p")) == Grant(
+        "", "pods", "get", namespaced=True
+    )
+    assert grant_of(Request("PATCH", "/api/v1/namespaces/a/events/e")) == Grant(
+        "", "events", "patch", namespaced=True
+    )
+    assert grant_of(Request("PUT", "/apis/coordination.k8s.io/v1/namespaces/a/leases/l")) == (
+        Grant("coordination.k8s.io", "leases", "update", namespaced=True)
+    )
+    assert grant_of(Request("DELETE", "/apis/batch/v1/namespaces/a/jobs")) == Grant(
+        "batch", "jobs", "deletecollection", namespaced=True
+    )
