@@ -1,11 +1,12 @@
 """What deploy/ ships is consistent with the code: its config loads, its probes exist, its RBAC
-grants exactly the verbs the code sends."""
+grants exactly the verbs the code sends, and its pods run hardened."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from tests.support.rbac import (
@@ -113,3 +114,35 @@ def test_grant_of_maps_requests_as_the_apiserver_does() -> None:
     assert grant_of(Request("DELETE", "/apis/batch/v1/namespaces/a/jobs")) == Grant(
         "batch", "jobs", "deletecollection", namespaced=True
     )
+
+
+# --- pod hardening: the daemon and the sweep alike -----------------------------------------------
+
+
+def _pod_specs() -> dict[str, dict[str, Any]]:
+    docs = documents("deployment.yaml")
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    cron = next(d for d in docs if d["kind"] == "CronJob")
+    return {
+        "Deployment": deployment["spec"]["template"]["spec"],
+        "CronJob": cron["spec"]["jobTemplate"]["spec"]["template"]["spec"],
+    }
+
+
+@pytest.mark.parametrize("kind", ["Deployment", "CronJob"])
+def test_pods_run_hardened(kind: str) -> None:
+    pod = _pod_specs()[kind]
+    assert pod["serviceAccountName"] == "kube-dlq"
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] != 0
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    for container in pod["containers"]:
+        context = container["securityContext"]
+        assert context["allowPrivilegeEscalation"] is False, container["name"]
+        assert context["readOnlyRootFilesystem"] is True, container["name"]
+        assert context["capabilities"]["drop"] == ["ALL"], container["name"]
+        assert "add" not in context["capabilities"], container["name"]
+        assert "privileged" not in context or context["privileged"] is False
+        resources = container["resources"]
+        assert {"cpu", "memory"} <= set(resources["requests"]), container["name"]
+        assert "memory" in resources["limits"], container["name"]
