@@ -7,10 +7,12 @@ asserts on what Kubernetes itself wrote, which is what kube-dlq will later read.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -27,7 +29,7 @@ from tests.support.kube import (
     raw,
     watch_pods,
 )
-from tests.support.rbac import EVERY_VERB, LEASE_NAMESPACE, Grant, used_grants
+from tests.support.rbac import DEPLOY, EVERY_VERB, LEASE_NAMESPACE, Grant, used_grants
 from watcher.adapters.kube.jobs import JobsAPI
 from watcher.adapters.kube.request import KubeClient
 from watcher.core.errors import KubeForbidden
@@ -385,3 +387,108 @@ async def test_daemon_identity_is_refused_the_dropped_verbs_on_real_objects(
         assert denied.value.status == 403, what
     with pytest.raises(KubeForbidden):  # namespaces are listed, never watched
         await kube.list_all("/api/v1/namespaces", what="watching", query=[("watch", "true")])
+
+
+def rendered_namespaced_rbac(namespace: str, account: str, suffix: str) -> list[RawObject]:
+    """deploy/rbac-namespaced.yaml rendered for `namespace` as its comment says, bound to the
+    ServiceAccount `account` of that namespace instead of kube-dlq's, cluster objects renamed
+    with `suffix` and the Lease Role moved into `namespace` too: applying it touches neither the
+    daemon's identity nor other tests, and it is gone with the namespace."""
+    text = (DEPLOY / "rbac-namespaced.yaml").read_text()
+    text = text.replace("namespace: team-a  # scope", f"namespace: {namespace}  # scope")
+    docs = [d for d in yaml.safe_load_all(text) if d and d["kind"] != "ServiceAccount"]
+    for doc in docs:  # RBAC decides by the user name: the account itself need not exist
+        meta = doc["metadata"]
+        if meta.get("namespace") == LEASE_NAMESPACE:
+            meta["namespace"] = namespace
+        if doc["kind"].startswith("Cluster"):
+            meta["name"] = f"{meta['name']}-{suffix}"
+        if doc.get("roleRef", {}).get("kind") == "ClusterRole":
+            doc["roleRef"]["name"] = f"{doc['roleRef']['name']}-{suffix}"
+        for subject in doc.get("subjects", ()):
+            subject.update(name=account, namespace=namespace)
+    return docs
+
+
+async def apply_rbac(rbac: client.RbacAuthorizationV1Api, doc: RawObject) -> None:
+    kind, namespace = doc["kind"], doc["metadata"].get("namespace", "")
+    if kind == "ClusterRole":
+        await raw(rbac.create_cluster_role(doc, _preload_content=False))
+    elif kind == "ClusterRoleBinding":
+        await raw(rbac.create_cluster_role_binding(doc, _preload_content=False))
+    elif kind == "Role":
+        await raw(rbac.create_namespaced_role(namespace, doc, _preload_content=False))
+    else:
+        await raw(rbac.create_namespaced_role_binding(namespace, doc, _preload_content=False))
+
+
+async def subject_may(
+    admin_api: client.ApiClient, user: str, group: str, resource: str, verb: str, where: str
+) -> bool:
+    """Whether `user` (a ServiceAccount's user name) may `verb` `resource`, asked as admin."""
+    review = {
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SubjectAccessReview",
+        "spec": {
+            "user": user,
+            "groups": ["system:serviceaccounts", "system:authenticated"],
+            "resourceAttributes": {
+                "group": group,
+                "resource": resource,
+                "verb": verb,
+                "namespace": where,
+            },
+        },
+    }
+    auth = client.AuthorizationV1Api(admin_api)
+    answer = await raw(auth.create_subject_access_review(review, _preload_content=False))
+    return bool(answer["status"].get("allowed"))
+
+
+async def test_namespaced_rbac_grants_job_writes_only_in_its_namespaces(
+    admin_api: client.ApiClient, namespace: str
+) -> None:
+    # Given deploy/rbac-namespaced.yaml applied for one scope namespace, to an account of its own
+    suffix = uuid.uuid4().hex[:6]
+    account = f"kube-dlq-ns-{suffix}"
+    docs = rendered_namespaced_rbac(namespace, account, suffix)
+    rbac = client.RbacAuthorizationV1Api(admin_api)
+    user = f"system:serviceaccount:{namespace}:{account}"
+
+    async def may(group: str, resource: str, verb: str, where: str) -> bool:
+        return await subject_may(admin_api, user, group, resource, verb, where)
+
+    try:
+        for doc in docs:
+            await apply_rbac(rbac, doc)
+
+        async def bound() -> bool:  # the authorizer sees new bindings through its informers
+            return (
+                await may("batch", "jobs", "create", namespace)
+                and await may("batch", "jobs", "list", "")
+                and await may("coordination.k8s.io", "leases", "update", namespace)
+            )
+
+        await eventually(bound, within=10, what="the applied roles to take effect")
+        # Then Jobs are read, created and deleted, and Events written, in the scope namespace
+        for verb in ("get", "create", "delete"):
+            assert await may("batch", "jobs", verb, namespace), verb
+        assert await may("", "events", "create", namespace)
+        # But in no other namespace
+        for verb in ("get", "create", "delete"):
+            assert not await may("batch", "jobs", verb, "default"), verb
+        assert not await may("", "events", "create", "default")
+        # While the watches still see the whole cluster, and namespaces are not listed at all
+        for group, resource in (("batch", "jobs"), ("", "pods"), ("", "events"), ("", "nodes")):
+            for verb in ("list", "watch"):
+                assert await may(group, resource, verb, ""), (resource, verb)
+        assert not await may("", "namespaces", "list", "")
+        assert await may("coordination.k8s.io", "leases", "update", namespace)
+    finally:  # the namespaced objects go with the namespace; the cluster ones go here
+        for doc in docs:
+            name = doc["metadata"]["name"]
+            with contextlib.suppress(ApiException):  # never created: the apply failed first
+                if doc["kind"] == "ClusterRole":
+                    await raw(rbac.delete_cluster_role(name, _preload_content=False))
+                elif doc["kind"] == "ClusterRoleBinding":
+                    await raw(rbac.delete_cluster_role_binding(name, _preload_content=False))

@@ -116,6 +116,58 @@ def test_grant_of_maps_requests_as_the_apiserver_does() -> None:
     )
 
 
+async def test_namespaced_rbac_grants_job_writes_only_through_a_role() -> None:
+    # deploy/rbac-namespaced.yaml, for scope.namespaces: the same verbs, but every request
+    # about one Job (get, create, delete, its Warning Event) only in a scope namespace's Role
+    used = await used_grants()
+    granted = manifest_grants("rbac-namespaced.yaml")
+    assert set(granted) == {"", LEASE_NAMESPACE, "team-a"}
+    # No namespace list: scope.namespaces and namespace_label_selector exclude each other
+    in_use = {g for g in used if g.resource != "namespaces"}
+    unused, missing = _unused_and_missing(set().union(*granted.values()), in_use)
+    assert unused == set() and missing == set(), (sorted(unused), sorted(missing))
+    cluster_wide = granted[""]
+    assert {g.verb for g in cluster_wide} == {"list", "watch"}
+    assert cluster_wide == {g for g in in_use if not g.namespaced}
+    per_job = {g for g in in_use if g.namespaced and g.resource != "leases"}
+    assert granted["team-a"] == per_job
+    assert {Grant("batch", "jobs", v, namespaced=True) for v in ("create", "delete")} <= per_job
+    assert granted[LEASE_NAMESPACE] == {g for g in in_use if g.resource == "leases"}
+
+
+def test_namespaced_rbac_renders_per_namespace_as_its_comment_says() -> None:
+    # The sed of the file's comment moves the Role and RoleBinding, and nothing else
+    text = (DEPLOY / "rbac-namespaced.yaml").read_text()
+    assert "s/namespace: team-a  # scope/namespace: $ns  # scope/" in text
+    rendered = [
+        d
+        for d in yaml.safe_load_all(
+            text.replace("namespace: team-a  # scope", "namespace: team-b  # scope")
+        )
+        if d
+    ]
+    original = documents("rbac-namespaced.yaml")
+    moved = [
+        (d["kind"], d["metadata"]["name"])
+        for d, before in zip(rendered, original, strict=True)
+        if d != before
+    ]
+    assert moved == [("Role", "kube-dlq-jobs"), ("RoleBinding", "kube-dlq-jobs")]
+    assert {d["metadata"]["namespace"] for d in rendered[-2:]} == {"team-b"}
+
+
+def test_namespaced_rbac_narrows_the_cluster_role_in_place() -> None:
+    # Applied over rbac.yaml, it replaces the same ClusterRole: nothing broader stays bound
+    def cluster_names(name: str) -> set[tuple[str, str]]:
+        return {
+            (d["kind"], d["metadata"]["name"])
+            for d in documents(name)
+            if d["kind"] in ("ClusterRole", "ClusterRoleBinding")
+        }
+
+    assert cluster_names("rbac-namespaced.yaml") == cluster_names("rbac.yaml")
+
+
 # --- pod hardening: the daemon and the sweep alike -----------------------------------------------
 
 
