@@ -623,6 +623,26 @@ async def test_readyz_follows_the_initial_sync_and_redis(
     await eventually(ready_again, within=15, what="/readyz to say 200 again")
 
 
+async def test_a_redis_without_persistence_is_reported_but_the_daemon_stays_ready(
+    start_daemon: StartDaemon, redis_server: RedisServer, own_redis: RedisServer
+) -> None:
+    # Given a daemon on a Redis started with --appendonly no --save "" (the session's)
+    daemon = await start_daemon(redis_url=redis_server.url)
+    # Then it is ready, and /readyz and the gauge say its outcomes would not survive a restart
+    status, body = await daemon.get("/readyz")
+    assert status == 200, body
+    first, warning = body.splitlines()
+    assert first == "ok"
+    assert warning.startswith("warning: redis not durable: no persistence (appendonly no")
+    assert await daemon.metric("kube_dlq_redis_durable") == 0
+    assert await daemon.stop() == 0
+
+    # Given a daemon on a Redis with the append-only file: durable, nothing to warn of
+    durable = await start_daemon(redis_url=own_redis.url)
+    assert await durable.get("/readyz") == (200, "ok\n")
+    assert await durable.metric("kube_dlq_redis_durable") == 1
+
+
 # --- 7. Redis down -------------------------------------------------------------------------------
 
 

@@ -110,8 +110,8 @@ def private_server() -> Iterator[Callable[..., RedisServer]]:
     """Factory for a redis-server of the test's own, for tests that stop or restart it."""
     made: list[RedisServer] = []
 
-    def create(*, persistent: bool = False) -> RedisServer:
-        server = RedisServer(persistent=persistent).start()
+    def create(*, persistent: bool = False, extra_args: tuple[str, ...] = ()) -> RedisServer:
+        server = RedisServer(persistent=persistent, extra_args=extra_args).start()
         made.append(server)
         return server
 

@@ -246,8 +246,13 @@ def cluster_name() -> str:
 
 @pytest.fixture
 def own_redis() -> Iterator[RedisServer]:
-    """A redis-server of the test's own, for tests that freeze, stop or restart it."""
-    with RedisServer() as server:
+    """A redis-server of the test's own, for tests that freeze, stop or restart it.
+
+    With the append-only file, as docs/install.md requires of a production Redis: a daemon
+    on it is durable (/readyz says a plain "ok"), and a restart keeps what was written. The
+    session `redis_server` is the one without persistence.
+    """
+    with RedisServer(persistent=True) as server:
         yield server
 
 

@@ -1,12 +1,15 @@
 """HTTP endpoints for the kubelet and Prometheus: /healthz, /readyz, /metrics.
 
 /healthz answers as long as the event loop does (a wedged loop fails the liveness probe).
-/readyz is ready once every watch has done its initial list and Redis answers a PING.
+/readyz is ready once every watch has done its initial list and Redis answers a PING. Its
+body also carries warnings that do not make the pod unready (Redis not durable, for one):
+the first line is "ok" or "not ready: ...", each warning a line "warning: ..." after it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -14,8 +17,18 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from watcher.core.settings import ServerSettings
 from watcher.kit.metrics import Metrics
 
-ReadinessCheck = Callable[[], Awaitable[list[str]]]
-"""Returns what is not ready yet (empty list: ready)."""
+
+@dataclass(frozen=True, slots=True)
+class Readiness:
+    """What /readyz answers."""
+
+    missing: Sequence[str] = ()
+    """What is not ready yet: any makes /readyz answer 503."""
+    warnings: Sequence[str] = ()
+    """Said in the body whatever the status; never makes the pod unready."""
+
+
+ReadinessCheck = Callable[[], Awaitable[Readiness]]
 
 
 class HealthServer:
@@ -53,10 +66,10 @@ class HealthServer:
         return web.Response(text="ok\n")
 
     async def _readyz(self, _: web.Request) -> web.Response:
-        missing = await self.readiness()
-        if missing:
-            return web.Response(status=503, text="not ready: " + "; ".join(missing) + "\n")
-        return web.Response(text="ok\n")
+        state = await self.readiness()
+        status = ("not ready: " + "; ".join(state.missing)) if state.missing else "ok"
+        lines = [status, *(f"warning: {w}" for w in state.warnings)]
+        return web.Response(status=503 if state.missing else 200, text="\n".join(lines) + "\n")
 
     async def _metrics(self, _: web.Request) -> web.Response:
         body = generate_latest(self.metrics.registry)

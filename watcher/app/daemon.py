@@ -1,10 +1,10 @@
 """The composition root: build every part from the config, run them, stop them cleanly.
 
 Root tasks: one consumer per watched resource, the outcome writer, the retry loop, and a few
-periodic chores (stuck-Job check, queue-depth gauges). Signals only set the stop event; this
-supervisor owns shutdown: stop watching, give in-flight writes `shutdown_grace_s`, cancel the
-rest, close clients. A root task that dies unexpectedly stops the daemon with exit code 1
-(Kubernetes restarts it) rather than leaving it half-alive.
+periodic chores (stuck-Job check, queue-depth gauges and Redis durability). Signals only set
+the stop event; this supervisor owns shutdown: stop watching, give in-flight writes
+`shutdown_grace_s`, cancel the rest, close clients. A root task that dies unexpectedly stops
+the daemon with exit code 1 (Kubernetes restarts it) rather than leaving it half-alive.
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ from typing import Any
 
 from structlog.typing import FilteringBoundLogger
 
-from watcher.adapters.http import HealthServer
+from watcher.adapters.http import HealthServer, Readiness
 from watcher.adapters.kube import watch
 from watcher.adapters.kube.connect import connect
 from watcher.adapters.kube.leases import LeaseAPI
 from watcher.adapters.kube.request import KubeClient
 from watcher.adapters.redis.client import redis_client
-from watcher.adapters.redis.store import RedisStore
+from watcher.adapters.redis.store import Durability, RedisStore
 from watcher.app.components import build
 from watcher.core.errors import SinkError
 from watcher.core.settings import Settings
@@ -70,6 +70,8 @@ class Daemon:
             logger=self.logger,
         )
         self.synced: set[str] = set()
+        self.redis_durability: Durability | None = None
+        """What the last successful check found (None before one succeeded)."""
         election = settings.leader_election
         self.elector = (
             LeaderElector(
@@ -308,6 +310,9 @@ class Daemon:
             self.logger.info("stuck_jobs_found", count=found)
 
     async def _refresh_gauges(self) -> None:
+        # Durability first: the daemon has no reconnect hook, so this tick is where a Redis
+        # that restarted (a new run_id) or was reconfigured is noticed.
+        await self._check_durability()
         depths = await self.store.queue_depths()
         ages = await self.store.oldest_age_s(time.time())
         for queue, depth in depths.items():
@@ -315,7 +320,14 @@ class Daemon:
             self.metrics.dead_letter_oldest_age.labels(queue=queue).set(ages.get(queue, 0.0))
         self.metrics.retries_pending.set(await self.store.pending_retries())
 
-    async def readiness(self) -> list[str]:
+    async def readiness(self) -> Readiness:
+        """/readyz: not ready until every watch listed and while Redis does not answer.
+
+        A Redis that is not durable is a warning in the body, never unready: the daemon is
+        still the one writer of outcomes and still writes them (unready would not stop it, only
+        hide it, and with one Redis every replica at once); the gauge is what to alert on
+        (docs/install.md).
+        """
         missing = [
             f"{name} not synced"
             for name in ("jobs", "pods", "events", "nodes")
@@ -325,15 +337,50 @@ class Daemon:
             await self.store.ping(READINESS_PING_S)
         except SinkError as exc:
             missing.append(f"redis: {exc}")
-        return missing
+        known = self.redis_durability
+        warnings = [] if known is None or known.durable else [_not_durable(known)]
+        return Readiness(missing, warnings)
 
     async def _check_redis(self) -> None:
         try:
             for problem in await self.store.server_problems():
                 self.logger.warning("redis_misconfigured", problem=problem)
+            await self._check_durability()
         except SinkError as exc:
             # Not fatal: the writer keeps failures and retries until Redis is back.
             self.logger.warning("redis_unreachable_at_start", error=str(exc))
+
+    async def _check_durability(self) -> None:
+        """Read Redis's durability into the gauge; log only what changed since the last check.
+
+        Logged: the first result, a change of what is missing (or unreadable), and a restart
+        (a new run_id). A restart of a Redis that was not durable is a warning: outcomes it
+        had acknowledged may be gone, and this process will not write them again (it
+        remembers what it handled); `kube-dlq sweep` or a daemon restart finds the failed
+        Jobs still in the cluster and writes them again.
+        """
+        now = await self.store.durability()
+        before, self.redis_durability = self.redis_durability, now
+        self.metrics.redis_durable.set(1 if now.durable else 0)
+        if before is not None and now.run_id != before.run_id:
+            log = self.logger.info if before.durable else self.logger.warning
+            log("redis_restarted", outcomes_at_risk=not before.durable, missing=list(now.missing))
+        unchanged = before is not None and (before.missing, before.unchecked) == (
+            now.missing,
+            now.unchecked,
+        )
+        if unchanged:
+            return
+        if now.durable:
+            self.logger.info("redis_durable", unchecked=list(now.unchecked))
+        else:
+            self.logger.warning(
+                "redis_not_durable", missing=list(now.missing), unchecked=list(now.unchecked)
+            )
+
+
+def _not_durable(durability: Durability) -> str:
+    return "redis not durable: " + "; ".join(durability.missing)
 
 
 def _identity(item: watch.Item) -> str:

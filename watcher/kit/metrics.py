@@ -117,6 +117,13 @@ class Metrics:
             ["operation"],
             registry=r,
         )
+        self.redis_durable = Gauge(
+            f"{PREFIX}_redis_durable",
+            "1 when the last check found Redis keeps acknowledged outcomes across a restart "
+            "(AOF, fsync at least every second, replicas guarded by min-replicas-to-write); "
+            "0 when it does not, or before a check succeeded.",
+            registry=r,
+        )
         self.backlog = Gauge(
             f"{PREFIX}_pending_writes",
             "Failures decided but not yet durably written (grows while Redis is down).",

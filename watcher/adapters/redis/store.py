@@ -18,6 +18,11 @@ Redis must not evict keys (``maxmemory-policy noeviction``): under ``volatile-*`
 outcome markers, which carry TTLs, are the first keys to go, and a replay after an eviction
 would write a second entry. `RedisStore.server_problems` checks this and the server version.
 
+An outcome is only as durable as the server makes it: without the append-only file, or with
+replicas a failover can promote before they have it, Redis acknowledges a write it can still
+lose. `RedisStore.durability` reads what the server does (INFO, and CONFIG GET where it is
+allowed) and `assess_durability` says what is missing; the daemon reports it.
+
 The caller bounds its own concurrency: redis-py's asyncio pool fails with
 ``MaxConnectionsError`` (a `SinkError` here) rather than waiting once ``max_connections``
 (default 100) commands are in flight, unless the client uses a ``BlockingConnectionPool``.
@@ -30,10 +35,12 @@ crash.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from watcher.adapters.redis import codec, scripts
 from watcher.adapters.redis.codec import CorruptEntry
@@ -43,13 +50,93 @@ from watcher.core.errors import SinkError
 from watcher.core.model import Action, ClaimedTicket, DeadLetter, RetryTicket, WriteResult
 from watcher.core.settings import RedisSettings
 
-__all__ = ["ClaimedTicket", "RedisStore", "WriteResult"]
+__all__ = ["ClaimedTicket", "Durability", "RedisStore", "WriteResult", "assess_durability"]
 
 REQUEUE_BATCH: Final = 1000
 """At most this many lease-expired tickets go back to due per claim call; the rest follow on
 the next calls, so one claim never blocks Redis for long after a long outage."""
 
 _MIN_REDIS: Final = (6, 2)
+
+DURABILITY_CONFIG: Final = ("save", "appendfsync", "min-replicas-to-write")
+"""The settings `RedisStore.durability` reads with CONFIG GET (one name per call: Redis 6.2
+takes one pattern per CONFIG GET)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Durability:
+    """Whether Redis keeps an outcome it acknowledged across a restart or a failover."""
+
+    run_id: str
+    """INFO run_id: a new one means the server restarted (and, if it was not durable, that
+    outcomes acknowledged before may be gone)."""
+    missing: tuple[str, ...] = ()
+    """Why acknowledged outcomes can be lost, one phrase each; empty when they are durable."""
+    unchecked: tuple[str, ...] = ()
+    """Settings that could not be read (CONFIG refused: renamed away, or denied by an ACL, as
+    on managed Redis), so the check could not use them."""
+
+    @property
+    def durable(self) -> bool:
+        return not self.missing
+
+
+def assess_durability(info: Mapping[str, Any], config: Mapping[str, str] | None) -> Durability:
+    """What `info` (INFO's default sections) and `config` (CONFIG GET of DURABILITY_CONFIG,
+    or None when refused) say about durability.
+
+    Durable means: the append-only file is on, fsynced at least every second, its last write
+    succeeded, and this is the primary; and when it has replicas, min-replicas-to-write >= 1,
+    so it refuses writes rather than acknowledging them with no replica attached. RDB
+    snapshots alone are not durable: a restart loses everything written since the last one.
+    """
+    missing: list[str] = []
+    unchecked: list[str] = []
+
+    def setting(name: str) -> str | None:
+        if config is None or name not in config:
+            unchecked.append(name)
+            return None
+        return config[name]
+
+    if _int(info.get("aof_enabled")) != 1:
+        save = setting("save")
+        if save == "":
+            missing.append('no persistence (appendonly no, save ""): a restart loses every outcome')
+        else:
+            snapshots = "RDB snapshots" if save is None else f"RDB snapshots (save {save})"
+            missing.append(
+                f"appendonly no: at most {snapshots}; a restart loses every outcome written "
+                "since the last one"
+            )
+        if str(info.get("rdb_last_bgsave_status", "ok")) != "ok":
+            missing.append("the last RDB snapshot failed (rdb_last_bgsave_status err)")
+    else:
+        if setting("appendfsync") == "no":
+            missing.append(
+                "appendfsync no: the OS decides when the AOF reaches the disk; a host crash "
+                "loses what it had not written (often ~30 s)"
+            )
+        if str(info.get("aof_last_write_status", "ok")) != "ok":
+            missing.append("the last AOF write failed (aof_last_write_status err)")
+    role = str(info.get("role", "master"))
+    if role != "master":
+        missing.append(f"role {role}: this is a replica, not the primary outcomes are written to")
+    elif (replicas := _int(info.get("connected_slaves"))) > 0:
+        guard = setting("min-replicas-to-write")
+        if guard is not None and _int(guard) < 1:
+            missing.append(
+                f"{replicas} replica(s) but min-replicas-to-write 0: a failover can promote a "
+                "replica without the latest acknowledged outcomes"
+            )
+    return Durability(str(info.get("run_id", "")), tuple(missing), tuple(unchecked))
+
+
+def _int(value: object) -> int:
+    try:
+        return int(str(value))
+    except ValueError:
+        return 0
 
 
 class RedisStore:
@@ -254,6 +341,26 @@ class RedisStore:
         async with self._guard("ping"):
             async with asyncio.timeout(timeout_s):
                 await self._redis.ping()
+
+    async def durability(self) -> Durability:
+        """Read what the server does to keep acknowledged writes (see `assess_durability`).
+
+        CONFIG GET is refused on many managed Redis (the command renamed away, or an ACL):
+        then only INFO is used, and the settings it could not read are named in ``unchecked``.
+        """
+        read: dict[str, str] = {}
+        refused = False
+        async with self._guard("durability"):
+            info = await self._redis.info()
+            try:
+                for name in DURABILITY_CONFIG:
+                    reply = await self._redis.config_get(name)
+                    for key, value in reply.items():
+                        if key is not None and value is not None:
+                            read[text(key)] = text(value)
+            except ResponseError:  # unknown command or NOPERM: not an outage, just unknown
+                refused = True
+        return assess_durability(info, None if refused else read)
 
     async def server_problems(self) -> list[str]:
         """Settings of the Redis server that break the store's guarantees; empty when fine."""
