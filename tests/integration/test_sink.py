@@ -376,6 +376,30 @@ async def test_stream_is_capped_at_about_max_len(redis: Redis, keys: Keys) -> No
 
 
 @pytest.mark.usefixtures("small_stream_nodes")
+async def test_each_write_reports_exactly_the_entries_its_trim_removed(
+    redis: Redis, keys: Keys
+) -> None:
+    # Given a store capping each queue at ~10 entries (approximate: whole nodes of 4)
+    store = make_store(redis, stream_maxlen=10)
+
+    # When 50 different jobs are dead-lettered, the stream's length read around each write
+    reported, removed = [], []
+    for i in range(50):
+        before = await stream_len(redis, keys)
+        result = await store.dead_letter(letter(f"trim-{i}"))
+        reported.append(result.trimmed)
+        removed.append(before + 1 - await stream_len(redis, keys))
+
+    # Then every write reports exactly what its trim removed, the total is everything written
+    # beyond what the stream holds, and trims did happen (whole nodes at a time)
+    assert reported == removed
+    assert sum(reported) == 50 - await stream_len(redis, keys)
+    assert sum(reported) >= 36 and set(reported) <= {0, 4}
+    # And a replay reports nothing trimmed (it writes nothing)
+    assert (await store.dead_letter(letter("trim-49"))).trimmed == 0
+
+
+@pytest.mark.usefixtures("small_stream_nodes")
 async def test_entries_older_than_max_age_are_trimmed(redis: Redis, keys: Keys) -> None:
     # Given a queue holding four entries written long ago (stream ids in 2001)
     old = codec.encode_dead_letter(letter("old"))
@@ -389,6 +413,8 @@ async def test_entries_older_than_max_age_are_trimmed(redis: Redis, keys: Keys) 
     # Then the old entries are trimmed by age and the new one remains
     listed = await make_queries(redis).list_dead_letters("batch", count=10)
     assert [entry_id for entry_id, _ in listed] == [new.ref]
+    # And the write reports the four it trimmed
+    assert new.trimmed == 4
 
 
 async def test_list_get_depths_and_ages_across_queues(

@@ -15,9 +15,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+import structlog
 from redis.asyncio import Redis
 
 from devtools.devcluster.redis_server import RedisServer
+from tests.support import objects
 from watcher.adapters.redis import codec
 from watcher.adapters.redis.client import redis_client
 from watcher.adapters.redis.keys import STREAM_FIELD, Keys
@@ -26,6 +28,8 @@ from watcher.adapters.redis.store import RedisStore
 from watcher.app.config import parse_config
 from watcher.core.model import DeadLetter, FailureClass, JobRef, RetryTicket
 from watcher.core.settings import Settings
+from watcher.kit.metrics import Metrics
+from watcher.service.handler import FailureHandler
 
 pytestmark = pytest.mark.redis
 
@@ -101,6 +105,41 @@ async def test_configured_stream_maxlen_caps_each_queue(
         app_client, capped.redis, cluster_name="capped"
     ).list_dead_letters("batch", count=10)
     assert newest[-1][1].job.uid == "capped-29"
+
+
+@pytest.mark.usefixtures("small_stream_nodes")
+async def test_entries_trimmed_by_the_configured_cap_are_counted_by_queue(
+    redis_server: RedisServer, app_client: Redis, redis: Redis
+) -> None:
+    # Given the handler the daemon builds, over a store whose queues are capped at 5 entries
+    config = config_for(redis_server, "counted", stream_maxlen=5)
+    metrics = Metrics()
+    handler = FailureHandler(
+        store=store_of(config, app_client), jobs=None, policy=config.retry,
+        classify=config.classify, cluster_name=config.cluster_name, metrics=metrics,
+        logger=structlog.get_logger(),
+    )  # fmt: skip
+
+    # When 30 Jobs fail with a class that is not retried (exit code 2: app_error)
+    for i in range(30):
+        job = objects.raw_job(name=f"flood-{i}", uid=f"flood-uid-{i}")
+        pods = [objects.raw_pod(containers=[objects.terminated(exit_code=2)])]
+        outcome = await handler.handle(objects.report(job, pods), job)
+        assert outcome.write.written
+
+    # Then what the queue lost to its cap is counted on that queue, exactly: 30 written minus
+    # what the stream still holds
+    queue = config.retry.queue
+    held = await redis.xlen(Keys(PREFIX, "counted").dlq(queue))
+    assert 5 <= held < 5 + NODE_ENTRIES
+    trimmed = metrics.registry.get_sample_value(
+        "kube_dlq_dead_letters_trimmed_total", {"queue": queue}
+    )
+    assert trimmed == 30 - held
+    written = metrics.registry.get_sample_value(
+        "kube_dlq_dead_letters_total", {"queue": queue, "failure_class": "app_error"}
+    )
+    assert written == 30
 
 
 @pytest.mark.usefixtures("small_stream_nodes")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import copy
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from watcher.core.errors import KubeConflict, SinkError, WatcherError
@@ -34,17 +34,22 @@ class FakeStore:
     """Raised, in order, by the next writes (Redis down)."""
     writes: int = 0
     """Write calls received, failed ones included."""
+    trims: list[int] = field(default_factory=list)
+    """Reported, in order, as ``trimmed`` by the next dead letters written (a full queue)."""
 
     def fail_next(self, *errors: SinkError) -> None:
         self.failures.extend(errors)
 
     async def dead_letter(self, letter: DeadLetter) -> WriteResult:
-        return self._write(
+        result = self._write(
             letter.job.uid,
             Action.DEAD_LETTER,
             f"{letter.queue}/{len(self.dead_letters) + 1}-0",
             lambda: self.dead_letters.append(letter),
         )
+        if result.written and self.trims:
+            return replace(result, trimmed=self.trims.pop(0))
+        return result
 
     async def schedule_retry(self, ticket: RetryTicket) -> WriteResult:
         return self._write(

@@ -291,6 +291,9 @@ class WriteResult:
     action: Action
     ref: str
     """``<queue>/<stream-id>`` for a dead letter, the ticket id for a retry."""
+    trimmed: int = 0
+    """Older entries the queue's caps (``redis.stream_maxlen``, ``redis.stream_max_age_s``)
+    removed from the stream when this dead letter was written; 0 for a retry or a replay."""
 
     @property
     def already_handled(self) -> bool:

@@ -56,8 +56,9 @@ class RedisSettings:
     key_prefix: str = "kube-dlq"
     """First part of every key, so several installations can share one Redis."""
     stream_maxlen: int = 10_000
-    """Approximate cap on entries per dead-letter queue stream (MAXLEN ~): entries carry
-    manifests and pod reports of a few KiB, so 10 000 keep a queue in the tens of MiB."""
+    """Approximate cap on entries per dead-letter queue stream (XTRIM MAXLEN ~): entries carry
+    manifests and pod reports, about 4.7 KB each in Redis (measured: docs/dead-letters.md), so
+    10 000 keep a queue at about 45 MiB."""
     stream_max_age_s: float = 30 * DAY_S
     """Dead letters older than this are trimmed: 30 days is time to notice, fix and redrive."""
     outcome_ttl_s: float = 30 * DAY_S

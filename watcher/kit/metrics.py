@@ -44,6 +44,13 @@ class Metrics:
             ["queue", "failure_class"],
             registry=r,
         )
+        self.dead_letters_trimmed = Counter(
+            f"{PREFIX}_dead_letters_trimmed_total",
+            "Dead letters removed from a queue by its caps (redis.stream_maxlen, "
+            "redis.stream_max_age_s) to make room for newer ones.",
+            ["queue"],
+            registry=r,
+        )
         self.duplicates_suppressed = Counter(
             f"{PREFIX}_duplicates_suppressed_total",
             "Failures seen again (replay, relist, restart, another replica) and not rewritten.",

@@ -87,7 +87,8 @@ class RedisStore:
         """Append `letter` to its queue's stream unless its job uid was already handled.
 
         The stream is trimmed (approximately: whole stream nodes) to ``stream_maxlen`` entries
-        and to entries younger than ``stream_max_age_s`` in the same step.
+        and to entries younger than ``stream_max_age_s`` in the same step; the result's
+        ``trimmed`` is how many entries that removed (exactly, not approximately).
         """
         payload = codec.encode_dead_letter(letter)
         k = self._keys
@@ -121,10 +122,13 @@ class RedisStore:
         return self._write_result(ticket_id, reply)
 
     def _write_result(self, job_uid: str, reply: Any) -> WriteResult:
-        written, marker = reply
+        written, marker, *rest = reply
+        trimmed = int(rest[0]) if rest else 0
         action, _, ref = text(marker).partition(":")
         try:
-            return WriteResult(written=bool(written), action=Action(action), ref=ref)
+            return WriteResult(
+                written=bool(written), action=Action(action), ref=ref, trimmed=trimmed
+            )
         except ValueError:
             raise SinkError(
                 f"outcome marker {self._keys.outcome(job_uid)!r} holds {text(marker)!r}, "
