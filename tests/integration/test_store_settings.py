@@ -179,8 +179,11 @@ async def test_configured_prefix_marker_ttl_and_claim_lease_reach_the_store(
     store = store_of(config, app_client)
     keys = Keys(PREFIX, "tuned")
 
-    # When a dead letter is written, and a retry ticket scheduled and claimed
+    # When a dead letter is written and a list of Jobs shows its Job gone, and a retry ticket
+    # is scheduled and claimed
     await store.dead_letter(letter("dl", "tuned"))
+    mark = await store.outcome_watermark()
+    await store.forget_absent(set(), written_up_to=mark, namespaces=None)
     now = time.time()
     await store.schedule_retry(
         RetryTicket(
@@ -194,8 +197,8 @@ async def test_configured_prefix_marker_ttl_and_claim_lease_reach_the_store(
     )
     (claimed,) = await store.claim_due_retries(now, limit=1)
 
-    # Then the keys carry the configured prefix and cluster, the marker the configured TTL,
-    # and the claim the configured lease
+    # Then the keys carry the configured prefix and cluster, the forgotten marker the
+    # configured TTL, and the claim the configured lease
     assert 7_190_000 < await redis.pttl(keys.outcome("dl")) <= 7_200_000
     assert claimed.lease_until == now + 90
     assert await redis.zscore(keys.retry_inflight, "rt") == round((now + 90) * 1000)

@@ -301,6 +301,18 @@ class WriteResult:
 
 
 @dataclass(frozen=True, slots=True)
+class ForgetResult:
+    """What one pass over the outcome markers did (`forget_absent`)."""
+
+    forgotten: int = 0
+    """Markers of Jobs the list did not show, now set to expire."""
+    pending_retry: int = 0
+    """Such markers kept because their retry ticket is still pending."""
+    out_of_scope: int = 0
+    """Such markers left alone because their namespace is outside the caller's scope."""
+
+
+@dataclass(frozen=True, slots=True)
 class ClaimedTicket:
     ticket_id: str
     ticket: RetryTicket

@@ -62,9 +62,10 @@ class RedisSettings:
     stream_max_age_s: float = 30 * DAY_S
     """Dead letters older than this are trimmed: 30 days is time to notice, fix and redrive."""
     outcome_ttl_s: float = 30 * DAY_S
-    """How long the exactly-once marker of a failed Job's uid lives. It must outlast every
-    replay source (relists, restarts, a Job kept by ttlSecondsAfterFinished); about 100 bytes
-    per failed Job."""
+    """How long the exactly-once marker of a failed Job's uid lives once a complete list of Jobs
+    has shown the Job gone from the API (until then it has no TTL: docs/exactly-once.md). It
+    covers a writer that still holds the failure of a Job deleted meanwhile (a queued write,
+    Redis unreachable for it); about 340 bytes per failed Job, index entry included."""
     retry_claim_lease_s: float = 60.0
     """A claimed retry ticket goes back to the queue if not acknowledged within this: longer than
     one Job re-creation including API retries, short enough that a crashed replica's tickets
