@@ -4,19 +4,28 @@ once a complete list of Jobs shows it gone (docs/exactly-once.md).
 Before, every marker expired ``redis.outcome_ttl_s`` (30 days) after it was written, and a Job
 still Failed in the API was then dead-lettered (or retried) a second time. Now a marker has no
 TTL; ``forget_absent`` sets one (the same setting) only on markers of Jobs a list did not show,
-in the caller's scope, without a pending retry.
+in the caller's scope, without a pending retry. The last test runs `kube-dlq sweep` (its
+`sweep` function) over a scripted Kubernetes API and this Redis, twice.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
+from typing import Any
 
 import pytest
+import structlog
 from redis.asyncio import Redis
 
-from tests.integration.conftest import make_store
+from tests.integration.conftest import CLUSTER, PREFIX, make_store
+from tests.support import objects
+from watcher.adapters.kube import watch
 from watcher.adapters.redis import store as store_module
 from watcher.adapters.redis.keys import Keys
+from watcher.adapters.redis.store import RedisStore
+from watcher.app.config import parse_config
+from watcher.app.sweep import sweep
 from watcher.core.model import (
     Action,
     DeadLetter,
@@ -25,6 +34,7 @@ from watcher.core.model import (
     JobRef,
     RetryTicket,
 )
+from watcher.kit.metrics import Metrics
 
 pytestmark = pytest.mark.redis
 
@@ -220,3 +230,77 @@ async def test_an_old_mark_never_forgets_markers_written_after_it(redis: Redis, 
     # Then the new marker is not forgotten
     assert result == ForgetResult()
     assert await redis.ttl(keys.outcome("again")) == -1
+
+
+# --- the sweep --------------------------------------------------------------------------------
+
+
+class ScriptedKube:
+    """The one KubeClient call `sweep` makes: list_all, answered from `lists` by path."""
+
+    def __init__(self) -> None:
+        self.lists: dict[str, list[dict[str, Any]]] = {}
+
+    async def list_all(
+        self, path: str, *, what: str, query: Sequence[tuple[str, str]] = ()
+    ) -> list[dict[str, Any]]:
+        return [dict(item) for item in self.lists.get(path, [])]
+
+
+async def run_sweep(kube: ScriptedKube, store: RedisStore, **doc: Any) -> Any:
+    settings = parse_config({"cluster_name": CLUSTER, "redis": {"key_prefix": PREFIX}, **doc})
+    return await sweep(
+        settings,
+        kube=kube,  # type: ignore[arg-type]
+        store=store,
+        metrics=Metrics(),
+        logger=structlog.get_logger(),
+        progress=lambda _: None,
+    )
+
+
+def failed_job(name: str, uid: str) -> dict[str, Any]:
+    job = objects.raw_job(name=name, uid=uid, failed_reason="BackoffLimitExceeded")
+    job["metadata"]["annotations"] = {}
+    return job
+
+
+def failed_pod(job_uid: str) -> dict[str, Any]:
+    pod = objects.raw_pod(containers=[objects.terminated(exit_code=2)])
+    pod["metadata"]["labels"]["batch.kubernetes.io/controller-uid"] = job_uid
+    pod["metadata"]["uid"] = f"pod-{job_uid}"
+    return pod
+
+
+@pytest.mark.parametrize(
+    ("scope", "forgotten"),
+    [({}, 1), ({"namespaces": [objects.NAMESPACE]}, 1), ({"namespaces": ["other"]}, 0)],
+    ids=["every namespace", "its namespace", "another namespace"],
+)
+async def test_sweep_forgets_markers_of_jobs_gone_since_its_last_run_in_its_scope(
+    redis: Redis, keys: Keys, scope: dict[str, Any], forgotten: int
+) -> None:
+    # Given a sweep that dead-lettered two failed Jobs (any scope writes: this is about forgetting)
+    store = make_store(redis)
+    kube = ScriptedKube()
+    jobs = [failed_job("stays", "uid-stays"), failed_job("goes", "uid-goes")]
+    kube.lists[watch.JOBS.path] = jobs
+    kube.lists[watch.JOB_PODS.path] = [failed_pod("uid-stays"), failed_pod("uid-goes")]
+    first = await run_sweep(kube, store)
+    assert (first.written, first.markers_forgotten) == (2, 0)
+
+    # When one of the Jobs is deleted and the sweep runs again, with `scope`
+    kube.lists[watch.JOBS.path] = jobs[:1]
+    second = await run_sweep(kube, store, scope=scope)
+
+    # Then the deleted Job's marker is forgotten if its namespace is in scope; the other Job,
+    # still Failed in the API, is not written again and keeps its marker for good
+    assert (second.written, second.markers_forgotten) == (0, forgotten)
+    assert (await redis.ttl(keys.outcome("uid-goes")) > 0) == bool(forgotten)
+    assert await redis.ttl(keys.outcome("uid-stays")) == -1
+    assert await stream_len_any(redis, keys) == 2
+
+
+async def stream_len_any(redis: Redis, keys: Keys) -> int:
+    queues = [q.decode() for q in await redis.smembers(keys.queues)]
+    return sum([int(await redis.xlen(keys.dlq(q))) for q in queues])

@@ -32,6 +32,7 @@ from watcher.kit.aio import every, first_done
 from watcher.kit.logs import get_logger
 from watcher.kit.metrics import Metrics
 from watcher.service.leadership import LeaderElector, resolve_lease_namespace
+from watcher.service.markers import MarkerSweeper, marker_scope
 from watcher.service.retrying import RetryLoop
 
 READINESS_PING_S = 2.0
@@ -69,6 +70,8 @@ class Daemon:
             metrics=self.metrics,
             logger=self.logger,
         )
+        self.markers = MarkerSweeper(store, metrics=self.metrics, logger=self.logger)
+        """Forgets, after each complete list of Jobs, the markers of Jobs gone from the API."""
         self.synced: set[str] = set()
         election = settings.leader_election
         self.elector = (
@@ -257,6 +260,9 @@ class Daemon:
         on_event: Callable[[str, dict[str, Any]], None],
         on_synced: Callable[[frozenset[str]], None] | None,
     ) -> None:
+        jobs = resource is watch.JOBS
+        if jobs:
+            await self.markers.before_list()
         async for item in self._stream(resource):
             if isinstance(item, watch.Synced):
                 if on_synced is not None:
@@ -264,9 +270,23 @@ class Daemon:
                 self.synced.add(resource.name)
                 if len(self.synced) == len(self._watch_plan()):
                     self.pipeline.ready.set()
+                if jobs:
+                    await self._sweep_markers(item.uids)
                 continue
             on_event(item.type, item.obj)
             await self.pipeline.wait_for_space()
+
+    async def _sweep_markers(self, present_uids: frozenset[str]) -> None:
+        """After a complete list of Jobs: the writer forgets the markers of Jobs gone.
+
+        Runs in the Jobs consumer, so the stream (and any relist) waits until the next list's
+        mark is noted: `before_list` always comes before the list it is for. Every replica notes
+        the mark; only the one that writes (the leader, with election on) forgets, in its scope.
+        """
+        if self.elector is None or self.elector.is_leader.is_set():
+            scope = marker_scope(self.settings.scope, self.pipeline.selected_namespaces)
+            await self.markers.after_list(present_uids, scope)
+        await self.markers.before_list()
 
     def _stream(self, resource: watch.Resource) -> AsyncIterator[watch.WatchEvent | watch.Synced]:
         return self._watcher(resource).stream()
@@ -303,6 +323,7 @@ class Daemon:
             self.metrics.dead_letter_depth.labels(queue=queue).set(depth)
             self.metrics.dead_letter_oldest_age.labels(queue=queue).set(ages.get(queue, 0.0))
         self.metrics.retries_pending.set(await self.store.pending_retries())
+        self.metrics.outcome_markers.set(await self.store.outcome_markers())
 
     async def readiness(self) -> list[str]:
         missing = [

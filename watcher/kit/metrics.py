@@ -56,6 +56,17 @@ class Metrics:
             "Failures seen again (replay, relist, restart, another replica) and not rewritten.",
             registry=r,
         )
+        self.markers_forgotten = Counter(
+            f"{PREFIX}_outcome_markers_forgotten_total",
+            "Exactly-once markers of Jobs a complete list showed gone from the API, set to "
+            "expire (after redis.outcome_ttl_s).",
+            registry=r,
+        )
+        self.outcome_markers = Gauge(
+            f"{PREFIX}_outcome_markers",
+            "Exactly-once markers kept for good: one per failed Job that may still be in the API.",
+            registry=r,
+        )
         self.retries_scheduled = Counter(
             f"{PREFIX}_retries_scheduled_total",
             "Retries scheduled in Redis, by failure class.",
