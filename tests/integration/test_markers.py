@@ -232,6 +232,28 @@ async def test_an_old_mark_never_forgets_markers_written_after_it(redis: Redis, 
     assert await redis.ttl(keys.outcome("again")) == -1
 
 
+async def test_index_members_the_scripts_would_not_write_are_not_fatal(
+    redis: Redis, keys: Keys
+) -> None:
+    # Given a marker of a Job without a namespace (a malformed object), and index members
+    # that no script writes (one without a uid, one without a slash)
+    store = make_store(redis)
+    await store.dead_letter(letter("no-namespace", namespace=""))
+    await redis.zadd(keys.outcome_index, {"ns/": 0, "no-slash": 0})
+    mark = await store.outcome_watermark()
+
+    # When a pass in scope ["ns"] and one of any scope run
+    narrow = await store.forget_absent(set(), written_up_to=mark, namespaces={"ns"})
+    wide = await store.forget_absent(set(), written_up_to=mark, namespaces=None)
+
+    # Then neither raises; the namespace-less marker is out of a named scope and forgotten by
+    # a pass of any scope; the member without a uid is left alone
+    assert narrow == ForgetResult(out_of_scope=2)
+    assert wide == ForgetResult(forgotten=2)
+    assert await redis.ttl(keys.outcome("no-namespace")) > 0
+    assert await indexed(redis, keys) == ["ns/"]
+
+
 # --- the sweep --------------------------------------------------------------------------------
 
 

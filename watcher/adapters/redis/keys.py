@@ -95,10 +95,18 @@ class Keys:
 
     @staticmethod
     def outcome_member(namespace: str, job_uid: str) -> str:
-        """``<namespace>/<job-uid>``: a namespace is a DNS label, so it has no ``/``."""
-        if not namespace or "/" in namespace or not job_uid:
-            raise ValueError(f"no marker index member for {namespace!r}, {job_uid!r}")
+        """``<namespace>/<job-uid>``; read back with `outcome_member_parts`."""
+        if not job_uid:
+            raise ValueError("job uid must not be empty")
         return f"{namespace}/{job_uid}"
+
+    @staticmethod
+    def outcome_member_parts(member: str) -> tuple[str, str]:
+        """(namespace, job uid) of an `outcome_member`. Split at the last ``/``: a uid (a UUID)
+        has none, and a namespace (a DNS label) has none either, but a malformed one must not
+        make this name another uid."""
+        namespace, _, uid = member.rpartition("/")
+        return namespace, uid
 
     @property
     def retry_tickets(self) -> str:

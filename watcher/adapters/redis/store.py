@@ -212,9 +212,9 @@ class RedisStore:
             page = [(text(member), int(score)) for member, score in reply]
             absent: list[tuple[str, str]] = []
             for member, _ in page:
-                namespace, _, uid = member.partition("/")
-                if uid in present_uids:
-                    continue
+                namespace, uid = Keys.outcome_member_parts(member)
+                if not uid or uid in present_uids:
+                    continue  # (no uid: not written by the scripts; left alone)
                 if namespaces is not None and namespace not in namespaces:
                     out_of_scope += 1
                     continue
