@@ -14,7 +14,7 @@ import pytest
 
 from devtools.devcluster.redis_server import RedisServer
 from tests.integration.conftest import make_redis, make_store
-from watcher.adapters.redis.store import Durability
+from watcher.adapters.redis.durability import Durability
 
 pytestmark = pytest.mark.redis
 

@@ -213,17 +213,24 @@ async def test_scheduled_retry_is_stored_once_and_blocks_a_later_dead_letter(
     assert await stream_len(redis, keys) == 0
 
 
-async def test_outcome_marker_expires_after_configured_ttl(redis: Redis, keys: Keys) -> None:
-    # Given a store whose outcome markers live one hour
+async def test_outcome_markers_have_no_ttl_and_are_indexed_by_namespace(
+    redis: Redis, keys: Keys
+) -> None:
+    # Given a store whose forgotten markers expire after one hour (before, every marker did)
     store = make_store(redis, outcome_ttl_s=3600)
 
     # When a dead letter and a ticket are written
     await store.dead_letter(letter("uid-4"))
     await store.schedule_retry(ticket("uid-5"))
 
-    # Then both markers carry that TTL and say what happened
+    # Then neither marker has a TTL (kept while the Job may be in the API); both are indexed
+    # with their namespace, in write order; and they say what happened
     for uid in ("uid-4", "uid-5"):
-        assert 3_590_000 < await redis.pttl(keys.outcome(uid)) <= 3_600_000
+        assert await redis.ttl(keys.outcome(uid)) == -1
+    assert await redis.zrange(keys.outcome_index, 0, -1, withscores=True) == [
+        (b"ns/uid-4", 1.0),
+        (b"ns/uid-5", 2.0),
+    ]
     marker = await redis.get(keys.outcome("uid-4"))
     assert isinstance(marker, bytes) and marker.startswith(b"dead_letter:batch/")
     assert await redis.get(keys.outcome("uid-5")) == b"retry:uid-5"
@@ -243,6 +250,9 @@ async def test_retry_ticket_survives_expired_marker_without_duplicate(
     assert result.already_handled and result.ref == "uid-6"
     assert await redis.zscore(keys.retry_due, "uid-6") == T0 * 1000
     assert await redis.get(keys.outcome("uid-6")) == b"retry:uid-6"
+    # And the restored marker is kept for good (no TTL) and indexed
+    assert await redis.ttl(keys.outcome("uid-6")) == -1
+    assert await redis.zscore(keys.outcome_index, "ns/uid-6") is not None
 
 
 async def test_every_field_round_trips_through_redis(
@@ -376,6 +386,30 @@ async def test_stream_is_capped_at_about_max_len(redis: Redis, keys: Keys) -> No
 
 
 @pytest.mark.usefixtures("small_stream_nodes")
+async def test_each_write_reports_exactly_the_entries_its_trim_removed(
+    redis: Redis, keys: Keys
+) -> None:
+    # Given a store capping each queue at ~10 entries (approximate: whole nodes of 4)
+    store = make_store(redis, stream_maxlen=10)
+
+    # When 50 different jobs are dead-lettered, the stream's length read around each write
+    reported, removed = [], []
+    for i in range(50):
+        before = await stream_len(redis, keys)
+        result = await store.dead_letter(letter(f"trim-{i}"))
+        reported.append(result.trimmed)
+        removed.append(before + 1 - await stream_len(redis, keys))
+
+    # Then every write reports exactly what its trim removed, the total is everything written
+    # beyond what the stream holds, and trims did happen (whole nodes at a time)
+    assert reported == removed
+    assert sum(reported) == 50 - await stream_len(redis, keys)
+    assert sum(reported) >= 36 and set(reported) <= {0, 4}
+    # And a replay reports nothing trimmed (it writes nothing)
+    assert (await store.dead_letter(letter("trim-49"))).trimmed == 0
+
+
+@pytest.mark.usefixtures("small_stream_nodes")
 async def test_entries_older_than_max_age_are_trimmed(redis: Redis, keys: Keys) -> None:
     # Given a queue holding four entries written long ago (stream ids in 2001)
     old = codec.encode_dead_letter(letter("old"))
@@ -389,6 +423,8 @@ async def test_entries_older_than_max_age_are_trimmed(redis: Redis, keys: Keys) 
     # Then the old entries are trimmed by age and the new one remains
     listed = await make_queries(redis).list_dead_letters("batch", count=10)
     assert [entry_id for entry_id, _ in listed] == [new.ref]
+    # And the write reports the four it trimmed
+    assert new.trimmed == 4
 
 
 async def test_list_get_depths_and_ages_across_queues(
@@ -584,8 +620,9 @@ async def test_all_keys_share_one_cluster_slot(store: RedisStore, redis: Redis) 
     names = [k async for k in redis.scan_iter(match="kube-dlq-test:*")]
     slots = {key_slot(k) for k in names}
 
-    # Then there are all kinds of keys, in one slot (so every Lua script is cluster-safe)
-    assert len(names) == 9
+    # Then there are all kinds of keys, in one slot (so every Lua script is cluster-safe):
+    # queues, 2 streams, 3 markers, the marker index and its counter, tickets, inflight, corrupt
+    assert len(names) == 11
     assert len(slots) == 1
 
 

@@ -15,9 +15,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+import structlog
 from redis.asyncio import Redis
 
 from devtools.devcluster.redis_server import RedisServer
+from tests.support import objects
 from watcher.adapters.redis import codec
 from watcher.adapters.redis.client import redis_client
 from watcher.adapters.redis.keys import STREAM_FIELD, Keys
@@ -26,6 +28,8 @@ from watcher.adapters.redis.store import RedisStore
 from watcher.app.config import parse_config
 from watcher.core.model import DeadLetter, FailureClass, JobRef, RetryTicket
 from watcher.core.settings import Settings
+from watcher.kit.metrics import Metrics
+from watcher.service.handler import FailureHandler
 
 pytestmark = pytest.mark.redis
 
@@ -104,6 +108,41 @@ async def test_configured_stream_maxlen_caps_each_queue(
 
 
 @pytest.mark.usefixtures("small_stream_nodes")
+async def test_entries_trimmed_by_the_configured_cap_are_counted_by_queue(
+    redis_server: RedisServer, app_client: Redis, redis: Redis
+) -> None:
+    # Given the handler the daemon builds, over a store whose queues are capped at 5 entries
+    config = config_for(redis_server, "counted", stream_maxlen=5)
+    metrics = Metrics()
+    handler = FailureHandler(
+        store=store_of(config, app_client), jobs=None, policy=config.retry,
+        classify=config.classify, cluster_name=config.cluster_name, metrics=metrics,
+        logger=structlog.get_logger(),
+    )  # fmt: skip
+
+    # When 30 Jobs fail with a class that is not retried (exit code 2: app_error)
+    for i in range(30):
+        job = objects.raw_job(name=f"flood-{i}", uid=f"flood-uid-{i}")
+        pods = [objects.raw_pod(containers=[objects.terminated(exit_code=2)])]
+        outcome = await handler.handle(objects.report(job, pods), job)
+        assert outcome.write.written
+
+    # Then what the queue lost to its cap is counted on that queue, exactly: 30 written minus
+    # what the stream still holds
+    queue = config.retry.queue
+    held = await redis.xlen(Keys(PREFIX, "counted").dlq(queue))
+    assert 5 <= held < 5 + NODE_ENTRIES
+    trimmed = metrics.registry.get_sample_value(
+        "kube_dlq_dead_letters_trimmed_total", {"queue": queue}
+    )
+    assert trimmed == 30 - held
+    written = metrics.registry.get_sample_value(
+        "kube_dlq_dead_letters_total", {"queue": queue, "failure_class": "app_error"}
+    )
+    assert written == 30
+
+
+@pytest.mark.usefixtures("small_stream_nodes")
 async def test_configured_stream_max_age_trims_older_entries(
     redis_server: RedisServer, app_client: Redis, redis: Redis
 ) -> None:
@@ -140,8 +179,11 @@ async def test_configured_prefix_marker_ttl_and_claim_lease_reach_the_store(
     store = store_of(config, app_client)
     keys = Keys(PREFIX, "tuned")
 
-    # When a dead letter is written, and a retry ticket scheduled and claimed
+    # When a dead letter is written and a list of Jobs shows its Job gone, and a retry ticket
+    # is scheduled and claimed
     await store.dead_letter(letter("dl", "tuned"))
+    mark = await store.outcome_watermark()
+    await store.forget_absent(set(), written_up_to=mark, namespaces=None)
     now = time.time()
     await store.schedule_retry(
         RetryTicket(
@@ -155,8 +197,8 @@ async def test_configured_prefix_marker_ttl_and_claim_lease_reach_the_store(
     )
     (claimed,) = await store.claim_due_retries(now, limit=1)
 
-    # Then the keys carry the configured prefix and cluster, the marker the configured TTL,
-    # and the claim the configured lease
+    # Then the keys carry the configured prefix and cluster, the forgotten marker the
+    # configured TTL, and the claim the configured lease
     assert 7_190_000 < await redis.pttl(keys.outcome("dl")) <= 7_200_000
     assert claimed.lease_until == now + 90
     assert await redis.zscore(keys.retry_inflight, "rt") == round((now + 90) * 1000)

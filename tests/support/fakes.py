@@ -3,7 +3,9 @@
 Each keeps what a test needs to assert on (the calls it got, what it holds) and behaves like
 the real adapter where the service depends on it: the store writes each Job uid's outcome
 once and answers "already handled" after; the Jobs fake answers None for a Job it does not
-hold and refuses a delete whose uid precondition does not match. Scripted failures (a
+hold and refuses a delete whose uid precondition does not match. The store's markers also
+carry a sequence number and a namespace, and `forget_absent` drops them like the real one (the
+real one lets them expire; here they are gone at once). Scripted failures (a
 `SinkError` or `KubeAPIError` queued with `fail_next`) are raised by the next call.
 `FakeClock` stands in for the `clock=` the service takes, and for the writer's backoff sleep.
 """
@@ -12,19 +14,35 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence, Set
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from watcher.core.errors import KubeConflict, SinkError, WatcherError
-from watcher.core.model import Action, DeadLetter, JobRef, RetryTicket, WriteResult
+from watcher.core.model import (
+    Action,
+    DeadLetter,
+    ForgetResult,
+    JobRef,
+    RetryTicket,
+    WriteResult,
+)
 from watcher.core.rawjson import RawObject
-from watcher.service.ports import JobsPort, OutcomeStore
+from watcher.service.ports import JobsPort, MarkerStore, OutcomeStore
+
+
+@dataclass(frozen=True, slots=True)
+class ForgetCall:
+    """The arguments of one `FakeStore.forget_absent` call."""
+
+    present_uids: frozenset[str]
+    written_up_to: int
+    namespaces: frozenset[str] | None
 
 
 @dataclass
 class FakeStore:
-    """An `OutcomeStore`: one outcome per Job uid, like the Lua scripts."""
+    """An `OutcomeStore` and a `MarkerStore`: one outcome per Job uid, like the Lua scripts."""
 
     dead_letters: list[DeadLetter] = field(default_factory=list)
     tickets: list[RetryTicket] = field(default_factory=list)
@@ -34,36 +52,85 @@ class FakeStore:
     """Raised, in order, by the next writes (Redis down)."""
     writes: int = 0
     """Write calls received, failed ones included."""
+    trims: list[int] = field(default_factory=list)
+    """Reported, in order, as ``trimmed`` by the next dead letters written (a full queue)."""
+    marker_index: dict[str, tuple[str, int]] = field(default_factory=dict)
+    """Job uid -> (namespace, sequence number) of its marker, as the index holds it."""
+    seq: int = 0
+    """The last sequence number a marker got."""
+    calls: list[str] = field(default_factory=list)
+    """Names of the `MarkerStore` methods called, in order."""
+    forgets: list[ForgetCall] = field(default_factory=list)
+    marker_failures: list[SinkError] = field(default_factory=list)
+    """Raised, in order, by the next `MarkerStore` calls."""
 
     def fail_next(self, *errors: SinkError) -> None:
         self.failures.extend(errors)
 
     async def dead_letter(self, letter: DeadLetter) -> WriteResult:
-        return self._write(
-            letter.job.uid,
+        result = self._write(
+            letter.job,
             Action.DEAD_LETTER,
             f"{letter.queue}/{len(self.dead_letters) + 1}-0",
             lambda: self.dead_letters.append(letter),
         )
+        if result.written and self.trims:
+            return replace(result, trimmed=self.trims.pop(0))
+        return result
 
     async def schedule_retry(self, ticket: RetryTicket) -> WriteResult:
         return self._write(
-            ticket.job.uid, Action.RETRY, ticket.job.uid, lambda: self.tickets.append(ticket)
+            ticket.job, Action.RETRY, ticket.job.uid, lambda: self.tickets.append(ticket)
         )
 
     async def handled(self, job_uids: Sequence[str]) -> set[str]:
         return {uid for uid in job_uids if uid in self.outcomes}
 
-    def _write(self, uid: str, action: Action, ref: str, keep: Any) -> WriteResult:
+    async def outcome_watermark(self) -> int:
+        self.calls.append("outcome_watermark")
+        if self.marker_failures:
+            raise self.marker_failures.pop(0)
+        return self.seq
+
+    async def forget_absent(
+        self,
+        present_uids: Set[str],
+        *,
+        written_up_to: int,
+        namespaces: Set[str] | None,
+    ) -> ForgetResult:
+        self.calls.append("forget_absent")
+        scope = frozenset(namespaces) if namespaces is not None else None
+        self.forgets.append(ForgetCall(frozenset(present_uids), written_up_to, scope))
+        if self.marker_failures:
+            raise self.marker_failures.pop(0)
+        pending = {t.job.uid for t in self.tickets}
+        forgotten = kept = out_of_scope = 0
+        for uid, (namespace, seq) in list(self.marker_index.items()):
+            if seq > written_up_to or uid in present_uids:
+                continue
+            if scope is not None and namespace not in scope:
+                out_of_scope += 1
+            elif uid in pending:
+                kept += 1
+            else:
+                del self.marker_index[uid]
+                del self.outcomes[uid]
+                forgotten += 1
+        return ForgetResult(forgotten, kept, out_of_scope)
+
+    def _write(self, job: JobRef, action: Action, ref: str, keep: Any) -> WriteResult:
         self.writes += 1
         if self.failures:
             raise self.failures.pop(0)
-        earlier = self.outcomes.get(uid)
+        earlier = self.outcomes.get(job.uid)
         if earlier is not None:
             return WriteResult(False, earlier.action, earlier.ref)
         keep()
-        self.outcomes[uid] = WriteResult(True, action, ref)
-        return self.outcomes[uid]
+        self.seq += 1
+        self.marker_index[job.uid] = (job.namespace, self.seq)
+        self.outcomes[job.uid] = WriteResult(True, action, ref)
+        return self.outcomes[job.uid]
 
 
 @dataclass
@@ -151,8 +218,8 @@ class FakeClock:
         return stop.is_set()
 
 
-def _conforms(store: OutcomeStore, jobs: JobsPort) -> None:
+def _conforms(store: OutcomeStore, markers: MarkerStore, jobs: JobsPort) -> None:
     """mypy checks here that the fakes implement the Protocols they stand in for."""
 
 
-_conforms(FakeStore(), FakeJobs())
+_conforms(FakeStore(), FakeStore(), FakeJobs())

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from watcher.adapters.redis.store import assess_durability
+from watcher.adapters.redis.durability import assess_durability
 
 AOF: dict[str, Any] = {
     "run_id": "r1",

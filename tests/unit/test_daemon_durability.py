@@ -19,7 +19,8 @@ from redis.asyncio import Redis
 
 from tests.support.watching import LogLines
 from watcher.adapters.kube.request import KubeClient
-from watcher.adapters.redis.store import Durability, RedisStore
+from watcher.adapters.redis.durability import Durability
+from watcher.adapters.redis.store import RedisStore
 from watcher.app.daemon import Daemon
 from watcher.core.errors import SinkError
 from watcher.core.settings import ServerSettings, Settings
@@ -53,6 +54,9 @@ class ScriptedStore(RedisStore):
 
     async def oldest_age_s(self, now: float) -> dict[str, float]:
         return {}
+
+    async def outcome_markers(self) -> int:
+        return 0
 
     async def pending_retries(self) -> int:
         return 0

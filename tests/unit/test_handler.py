@@ -321,6 +321,38 @@ async def test_non_retryable_failure_is_dead_lettered_to_its_queue(
     assert r.metrics.registry.get_sample_value("kube_dlq_dead_letters_total", labels) == 1
 
 
+async def test_dead_letters_trimmed_to_make_room_are_counted_and_logged_by_queue() -> None:
+    # Given a queue at its cap: writing the next dead letter trims 4 older ones
+    r = rig(BATCH_DLQ, jobs=FakeJobs())
+    r.store.trims.append(4)
+
+    # When a Job fails with a class that is not retried
+    with capture_logs() as logs:
+        outcome = await r.handle([app_pod()])
+
+    # Then the write reports the 4, they are counted on that queue and logged with it
+    assert outcome.write.trimmed == 4
+    trimmed = "kube_dlq_dead_letters_trimmed_total"
+    assert r.metrics.registry.get_sample_value(trimmed, {"queue": "batch-dlq"}) == 4
+    [line] = [line for line in logs if line["event"] == "dead_letters_trimmed"]
+    assert (line["queue"], line["removed"], line["log_level"]) == ("batch-dlq", 4, "warning")
+
+
+async def test_a_write_that_trims_nothing_logs_no_trim() -> None:
+    # Given a queue below its cap
+    r = rig(BATCH_DLQ, jobs=FakeJobs())
+
+    # When a Job is dead-lettered
+    with capture_logs() as logs:
+        outcome = await r.handle([app_pod()])
+
+    # Then nothing is reported trimmed, counted or logged
+    assert outcome.write.written and outcome.write.trimmed == 0
+    trimmed = "kube_dlq_dead_letters_trimmed_total"
+    assert r.metrics.registry.get_sample_value(trimmed, {"queue": "batch-dlq"}) is None
+    assert "dead_letters_trimmed" not in [line["event"] for line in logs]
+
+
 MALFORMED_POLICY = {
     # pod, key, value, outcome (the default for that key applies)
     "queue name with spaces": (app_pod, QUEUE, "Team A!", "dead_letter batch-dlq"),

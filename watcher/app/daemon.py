@@ -24,7 +24,8 @@ from watcher.adapters.kube.connect import connect
 from watcher.adapters.kube.leases import LeaseAPI
 from watcher.adapters.kube.request import KubeClient
 from watcher.adapters.redis.client import redis_client
-from watcher.adapters.redis.store import Durability, RedisStore
+from watcher.adapters.redis.durability import Durability
+from watcher.adapters.redis.store import RedisStore
 from watcher.app.components import build
 from watcher.core.errors import SinkError
 from watcher.core.settings import Settings
@@ -32,8 +33,11 @@ from watcher.kit.aio import every, first_done
 from watcher.kit.logs import get_logger
 from watcher.kit.metrics import Metrics
 from watcher.service.leadership import LeaderElector, resolve_lease_namespace
+from watcher.service.markers import MarkerSweeper, marker_scope
 from watcher.service.retrying import RetryLoop
 
+EXIT_MARGIN_S = 1.0
+"""Of shutdown_grace_s, what is kept for cancelling the last tasks and closing the clients."""
 READINESS_PING_S = 2.0
 """How long /readyz waits for Redis to answer a PING."""
 
@@ -69,6 +73,8 @@ class Daemon:
             metrics=self.metrics,
             logger=self.logger,
         )
+        self.markers = MarkerSweeper(store, metrics=self.metrics, logger=self.logger)
+        """Forgets, after each complete list of Jobs, the markers of Jobs gone from the API."""
         self.synced: set[str] = set()
         self.redis_durability: Durability | None = None
         """What the last successful check found (None before one succeeded)."""
@@ -174,12 +180,16 @@ class Daemon:
     async def _shutdown(
         self, immediate: list[asyncio.Task[Any]], graceful: list[asyncio.Task[Any]]
     ) -> None:
+        started = time.monotonic()
         for task in immediate:
             task.cancel()
         await asyncio.gather(*immediate, return_exceptions=True)
-        # The writer and the retry loop see `stop` and finish what they hold; give them the
-        # grace period, then cancel. Anything unwritten is found again on the next start.
-        _, pending = await asyncio.wait(graceful, timeout=self.shutdown_grace_s)
+        # The writer and the retry loop see `stop` and finish what they hold: the writer
+        # writes everything queued, retrying while Redis fails. They get what is left of the
+        # grace period, less what cancelling and closing take, so the process exits within
+        # shutdown_grace_s of SIGTERM; then they are cancelled.
+        left = self.shutdown_grace_s - EXIT_MARGIN_S - (time.monotonic() - started)
+        _, pending = await asyncio.wait(graceful, timeout=max(0.0, left))
         for task in pending:
             self.logger.warning("shutdown_grace_expired", task=task.get_name())
             task.cancel()
@@ -263,6 +273,9 @@ class Daemon:
         on_synced: Callable[[frozenset[str]], None] | None,
     ) -> None:
         """Feed one resource's watch into the pipeline; one bad object is reported, skipped."""
+        jobs = resource is watch.JOBS
+        if jobs:
+            await self.markers.before_list()
         async for item in items:
             try:
                 if isinstance(item, watch.Synced):
@@ -271,6 +284,8 @@ class Daemon:
                     self.synced.add(resource.name)
                     if len(self.synced) == len(self._watch_plan()):
                         self.pipeline.ready.set()
+                    if jobs:
+                        await self._sweep_markers(item.uids)
                     continue
                 on_event(item.type, item.obj)
             except Exception:  # a bulkhead: one object must not end the watch (or the daemon)
@@ -280,6 +295,18 @@ class Daemon:
                 )
                 continue
             await self.pipeline.wait_for_space()
+
+    async def _sweep_markers(self, present_uids: frozenset[str]) -> None:
+        """After a complete list of Jobs: the writer forgets the markers of Jobs gone.
+
+        Runs in the Jobs consumer, so the stream (and any relist) waits until the next list's
+        mark is noted: `before_list` always comes before the list it is for. Every replica notes
+        the mark; only the one that writes (the leader, with election on) forgets, in its scope.
+        """
+        if self.elector is None or self.elector.is_leader.is_set():
+            scope = marker_scope(self.settings.scope, self.pipeline.selected_namespaces)
+            await self.markers.after_list(present_uids, scope)
+        await self.markers.before_list()
 
     def _stream(self, resource: watch.Resource) -> AsyncIterator[watch.WatchEvent | watch.Synced]:
         return self._watcher(resource).stream()
@@ -319,6 +346,7 @@ class Daemon:
             self.metrics.dead_letter_depth.labels(queue=queue).set(depth)
             self.metrics.dead_letter_oldest_age.labels(queue=queue).set(ages.get(queue, 0.0))
         self.metrics.retries_pending.set(await self.store.pending_retries())
+        self.metrics.outcome_markers.set(await self.store.outcome_markers())
 
     async def readiness(self) -> Readiness:
         """/readyz: not ready until every watch listed and while Redis does not answer.

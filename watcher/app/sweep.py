@@ -2,7 +2,9 @@
 
 Lists Nodes, Jobs, their pods and Events, feeds them through the same pipeline as the daemon
 (settle time zero), and writes an outcome for every failed or stuck Job in scope that has
-none yet. The sink's per-uid marker makes it safe to run beside the daemon or twice.
+none yet. The sink's per-uid marker makes it safe to run beside the daemon or twice. Its list
+of Jobs is complete, so afterwards it forgets the markers of Jobs gone from the API
+(`watcher.service.markers`), in its scope.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from watcher.app.components import build
 from watcher.core.settings import Settings
 from watcher.kit.logs import get_logger
 from watcher.kit.metrics import Metrics
+from watcher.service.markers import MarkerSweeper, marker_scope
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +37,8 @@ class SweepResult:
     written: int
     already_handled: int
     unwritten: int
+    markers_forgotten: int = 0
+    """Outcome markers of Jobs the list showed gone from the API, now set to expire."""
 
 
 def _stderr(message: str) -> None:
@@ -55,6 +60,9 @@ async def sweep(
         settings, kube=kube, store=store, metrics=metrics, logger=logger, pipeline=at_once
     ).pipeline
 
+    markers = MarkerSweeper(store, metrics=metrics, logger=logger)
+    await markers.before_list()  # before the Jobs are listed: see watcher.service.markers
+
     started = time.monotonic()
     feeds = (
         (watch.NODES, pipeline.on_node),
@@ -63,6 +71,7 @@ async def sweep(
         (watch.EVENTS, pipeline.on_event),
     )
     jobs_seen = 0
+    job_uids: set[str] = set()
     for resource, on_object in feeds:
         items = await kube.list_all(
             resource.path, what=f"listing {resource.name}", query=resource.selectors()
@@ -70,6 +79,7 @@ async def sweep(
         progress(f"listed {len(items)} {resource.name}")
         if resource is watch.JOBS:
             jobs_seen = len(items)
+            job_uids = {str((item.get("metadata") or {}).get("uid") or "") for item in items}
         for item in items:
             on_object("ADDED", item)
     pipeline.check_stuck()
@@ -80,12 +90,21 @@ async def sweep(
     stop = asyncio.Event()
     stop.set()  # drain what is due, then return
     await pipeline.run_writer(stop)
+    forgot = await markers.after_list(
+        job_uids, marker_scope(settings.scope, pipeline.selected_namespaces)
+    )
     result = SweepResult(
-        jobs_seen, failures, pipeline.written, pipeline.already_handled, pipeline.pending
+        jobs_seen,
+        failures,
+        pipeline.written,
+        pipeline.already_handled,
+        pipeline.pending,
+        forgot.forgotten if forgot is not None else 0,
     )
     progress(
         f"sweep done in {time.monotonic() - started:.1f}s: {result.written} written, "
-        f"{result.already_handled} already handled, {result.unwritten} not written"
+        f"{result.already_handled} already handled, {result.unwritten} not written, "
+        f"{result.markers_forgotten} outcome markers of Jobs gone forgotten"
     )
     return result
 

@@ -291,10 +291,25 @@ class WriteResult:
     action: Action
     ref: str
     """``<queue>/<stream-id>`` for a dead letter, the ticket id for a retry."""
+    trimmed: int = 0
+    """Older entries the queue's caps (``redis.stream_maxlen``, ``redis.stream_max_age_s``)
+    removed from the stream when this dead letter was written; 0 for a retry or a replay."""
 
     @property
     def already_handled(self) -> bool:
         return not self.written
+
+
+@dataclass(frozen=True, slots=True)
+class ForgetResult:
+    """What one pass over the outcome markers did (`forget_absent`)."""
+
+    forgotten: int = 0
+    """Markers of Jobs the list did not show, now set to expire."""
+    pending_retry: int = 0
+    """Such markers kept because their retry ticket is still pending."""
+    out_of_scope: int = 0
+    """Such markers left alone because their namespace is outside the caller's scope."""
 
 
 @dataclass(frozen=True, slots=True)

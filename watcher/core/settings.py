@@ -56,14 +56,16 @@ class RedisSettings:
     key_prefix: str = "kube-dlq"
     """First part of every key, so several installations can share one Redis."""
     stream_maxlen: int = 10_000
-    """Approximate cap on entries per dead-letter queue stream (MAXLEN ~): entries carry
-    manifests and pod reports of a few KiB, so 10 000 keep a queue in the tens of MiB."""
+    """Approximate cap on entries per dead-letter queue stream (XTRIM MAXLEN ~): entries carry
+    manifests and pod reports, about 4.7 KB each in Redis (measured: docs/dead-letters.md), so
+    10 000 keep a queue at about 45 MiB."""
     stream_max_age_s: float = 30 * DAY_S
     """Dead letters older than this are trimmed: 30 days is time to notice, fix and redrive."""
     outcome_ttl_s: float = 30 * DAY_S
-    """How long the exactly-once marker of a failed Job's uid lives. It must outlast every
-    replay source (relists, restarts, a Job kept by ttlSecondsAfterFinished); about 100 bytes
-    per failed Job."""
+    """How long the exactly-once marker of a failed Job's uid lives once a complete list of Jobs
+    has shown the Job gone from the API (until then it has no TTL: docs/exactly-once.md). It
+    covers a writer that still holds the failure of a Job deleted meanwhile (a queued write,
+    Redis unreachable for it); about 340 bytes per failed Job, index entry included."""
     retry_claim_lease_s: float = 60.0
     """A claimed retry ticket goes back to the queue if not acknowledged within this: longer than
     one Job re-creation including API retries, short enough that a crashed replica's tickets

@@ -44,9 +44,27 @@ class Metrics:
             ["queue", "failure_class"],
             registry=r,
         )
+        self.dead_letters_trimmed = Counter(
+            f"{PREFIX}_dead_letters_trimmed_total",
+            "Dead letters removed from a queue by its caps (redis.stream_maxlen, "
+            "redis.stream_max_age_s) to make room for newer ones.",
+            ["queue"],
+            registry=r,
+        )
         self.duplicates_suppressed = Counter(
             f"{PREFIX}_duplicates_suppressed_total",
             "Failures seen again (replay, relist, restart, another replica) and not rewritten.",
+            registry=r,
+        )
+        self.markers_forgotten = Counter(
+            f"{PREFIX}_outcome_markers_forgotten_total",
+            "Exactly-once markers of Jobs a complete list showed gone from the API, set to "
+            "expire (after redis.outcome_ttl_s).",
+            registry=r,
+        )
+        self.outcome_markers = Gauge(
+            f"{PREFIX}_outcome_markers",
+            "Exactly-once markers kept for good: one per failed Job that may still be in the API.",
             registry=r,
         )
         self.retries_scheduled = Counter(

@@ -244,6 +244,9 @@ class FailureHandler:
             )
         else:
             self.metrics.dead_letters_written.labels(queue=policy.queue, failure_class=fclass).inc()
+            if write.trimmed:
+                self.metrics.dead_letters_trimmed.labels(queue=policy.queue).inc(write.trimmed)
+                self.log.warning("dead_letters_trimmed", queue=policy.queue, removed=write.trimmed)
             self.log.info(
                 "dead_lettered",
                 failure_class=fclass,

@@ -8,13 +8,20 @@ Every method raises only `watcher.core.errors` exceptions.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from typing import Any, Protocol
 
-from watcher.core.model import ClaimedTicket, DeadLetter, JobRef, RetryTicket, WriteResult
+from watcher.core.model import (
+    ClaimedTicket,
+    DeadLetter,
+    ForgetResult,
+    JobRef,
+    RetryTicket,
+    WriteResult,
+)
 from watcher.core.rawjson import RawObject
 
-__all__ = ["JobsPort", "LeasePort", "OutcomeStore", "RetryStore"]
+__all__ = ["JobsPort", "LeasePort", "MarkerStore", "OutcomeStore", "RetryStore"]
 
 
 class OutcomeStore(Protocol):
@@ -30,6 +37,27 @@ class OutcomeStore(Protocol):
 
     async def handled(self, job_uids: Sequence[str]) -> set[str]:
         """The uids among `job_uids` whose outcome is written (by anyone)."""
+        ...
+
+
+class MarkerStore(Protocol):
+    """Forgetting the outcome markers of Jobs gone from the API
+    (`watcher.adapters.redis.store.RedisStore`). Raise SinkError."""
+
+    async def outcome_watermark(self) -> int:
+        """The newest marker's sequence number: read before a complete list of Jobs begins."""
+        ...
+
+    async def forget_absent(
+        self,
+        present_uids: Set[str],
+        *,
+        written_up_to: int,
+        namespaces: Set[str] | None,
+    ) -> ForgetResult:
+        """Let expire the markers at or below `written_up_to` whose uid is not in
+        `present_uids`, whose namespace is in `namespaces` (None: any), and whose retry ticket
+        is not pending."""
         ...
 
 

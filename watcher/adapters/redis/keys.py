@@ -5,7 +5,11 @@ Layout for prefix ``kube-dlq`` and cluster ``prod`` (``{prod}`` is a Redis Clust
     kube-dlq:{prod}:queues               set      names of the dead-letter queues ever written
     kube-dlq:{prod}:dlq:<queue>          stream   one entry per dead letter, field "data"
     kube-dlq:{prod}:outcome:<job-uid>    string   exactly-once marker, "dead_letter:<queue>/<id>"
-                                                  or "retry:<ticket-id>"; TTL redis.outcome_ttl_s
+                                                  or "retry:<ticket-id>"; no TTL while its Job
+                                                  may be in the API (see below)
+    kube-dlq:{prod}:outcomes             zset     marker index: "<namespace>/<job-uid>",
+                                                  score = the marker's sequence number
+    kube-dlq:{prod}:outcomes:seq         string   the last sequence number given to a marker
     kube-dlq:{prod}:retry:tickets        hash     ticket id -> encoded RetryTicket
     kube-dlq:{prod}:retry:due            zset     ticket id, score = due time (unix ms)
     kube-dlq:{prod}:retry:inflight       zset     claimed ticket id, score = lease expiry (unix ms)
@@ -17,10 +21,12 @@ that one cluster's kube-dlq data sits on one shard; dead-letter streams are capp
 tickets are few, so that is far below a shard's capacity. Several clusters sharing one Redis
 spread over slots by cluster name.
 
-TTLs: outcome markers expire (``redis.outcome_ttl_s``); streams are trimmed by length and age
-(``redis.stream_maxlen``, ``redis.stream_max_age_s``) instead of expiring as a whole. Those
-defaults live in `watcher.core.settings.RedisSettings` only. Retry tickets have no TTL on
-purpose: they are a work queue, removed by ack, and a TTL would silently drop a scheduled retry.
+TTLs: an outcome marker has none while it is indexed; once a complete list of Jobs shows its
+Job gone from the API it leaves the index and expires after ``redis.outcome_ttl_s``
+(docs/exactly-once.md). Streams are trimmed by length and age (``redis.stream_maxlen``,
+``redis.stream_max_age_s``) instead of expiring as a whole. Those defaults live in
+`watcher.core.settings.RedisSettings` only. Retry tickets have no TTL on purpose: they are a
+work queue, removed by ack, and a TTL would silently drop a scheduled retry.
 """
 
 from __future__ import annotations
@@ -76,6 +82,31 @@ class Keys:
         if not job_uid:
             raise ValueError("job uid must not be empty")
         return f"{self.base}:outcome:{job_uid}"
+
+    @property
+    def outcome_index(self) -> str:
+        """Every marker without a TTL, as `outcome_member`, scored by its sequence number."""
+        return f"{self.base}:outcomes"
+
+    @property
+    def outcome_seq(self) -> str:
+        """The counter the marker index's scores come from (INCR)."""
+        return f"{self.base}:outcomes:seq"
+
+    @staticmethod
+    def outcome_member(namespace: str, job_uid: str) -> str:
+        """``<namespace>/<job-uid>``; read back with `outcome_member_parts`."""
+        if not job_uid:
+            raise ValueError("job uid must not be empty")
+        return f"{namespace}/{job_uid}"
+
+    @staticmethod
+    def outcome_member_parts(member: str) -> tuple[str, str]:
+        """(namespace, job uid) of an `outcome_member`. Split at the last ``/``: a uid (a UUID)
+        has none, and a namespace (a DNS label) has none either, but a malformed one must not
+        make this name another uid."""
+        namespace, _, uid = member.rpartition("/")
+        return namespace, uid
 
     @property
     def retry_tickets(self) -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from importlib.resources import files
 from typing import Final
 
-__all__ = ["CLAIM", "DEAD_LETTER", "RELEASE", "SCHEDULE_RETRY"]
+__all__ = ["CLAIM", "DEAD_LETTER", "FORGET", "RELEASE", "SCHEDULE_RETRY"]
 
 _PACKAGE: Final = __name__.rpartition(".")[0]
 
@@ -28,3 +28,4 @@ DEAD_LETTER: Final = _read("dead_letter.lua")
 SCHEDULE_RETRY: Final = _read("schedule_retry.lua")
 CLAIM: Final = _read("claim.lua")
 RELEASE: Final = _read("release.lua")
+FORGET: Final = _read("forget.lua")

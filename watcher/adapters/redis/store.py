@@ -2,10 +2,11 @@
 
 `RedisStore` wraps a `redis.asyncio.Redis` that the caller builds and closes (normally with
 `watcher.adapters.redis.client.redis_client`, always with ``decode_responses=False``) and takes
-the ``redis`` settings section, so every documented key (stream caps, marker TTL, claim lease,
-operation timeout) is the value it uses. Key names come from `watcher.adapters.redis.keys`,
-(de)serialisation from `watcher.adapters.redis.codec`, the Lua scripts from
-`watcher.adapters.redis.scripts`. The CLI's reads are `watcher.adapters.redis.queries`.
+the ``redis`` settings section, so every documented key (stream caps, the TTL of forgotten
+markers, claim lease, operation timeout) is the value it uses. Key names come from
+`watcher.adapters.redis.keys`, (de)serialisation from `watcher.adapters.redis.codec`, the Lua
+scripts from `watcher.adapters.redis.scripts`. The CLI's reads are
+`watcher.adapters.redis.queries`.
 
 Exactly once: each write is one Lua script that checks the job uid's outcome marker and, only
 when it is absent, writes the entry and sets the marker, in one atomic step. Replayed watch
@@ -14,9 +15,13 @@ and a client that times out mid-write may simply call again. Lua scripts are not
 on error, so in each script nothing that can fail comes after the entry's write: an entry is
 never left without its marker.
 
-Redis must not evict keys (``maxmemory-policy noeviction``): under ``volatile-*`` policies the
-outcome markers, which carry TTLs, are the first keys to go, and a replay after an eviction
-would write a second entry. `RedisStore.server_problems` checks this and the server version.
+Markers have no TTL while their Job may still be in the API: each is indexed (namespace and
+uid, scored by a sequence number) in the same script, and `forget_absent` lets expire only
+those a complete list of Jobs showed gone (docs/exactly-once.md has the argument).
+
+Redis must not evict keys (``maxmemory-policy noeviction``): an evicted marker lets a replay
+write a second entry, and under ``allkeys-*`` policies any marker may go.
+`RedisStore.server_problems` checks this and the server version.
 
 An outcome is only as durable as the server makes it: without the append-only file, or with
 replicas a failover can promote before they have it, Redis acknowledges a write it can still
@@ -35,8 +40,7 @@ crash.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence, Set
 from typing import Any, Final
 
 from redis.asyncio import Redis
@@ -44,99 +48,35 @@ from redis.exceptions import ResponseError
 
 from watcher.adapters.redis import codec, scripts
 from watcher.adapters.redis.codec import CorruptEntry
+from watcher.adapters.redis.durability import Durability, assess_durability
 from watcher.adapters.redis.guard import Guard, as_bytes, check_client, ms, stream_id_key, text
 from watcher.adapters.redis.keys import STREAM_FIELD, Keys
 from watcher.core.errors import SinkError
-from watcher.core.model import Action, ClaimedTicket, DeadLetter, RetryTicket, WriteResult
+from watcher.core.model import (
+    Action,
+    ClaimedTicket,
+    DeadLetter,
+    ForgetResult,
+    JobRef,
+    RetryTicket,
+    WriteResult,
+)
 from watcher.core.settings import RedisSettings
 
-__all__ = ["ClaimedTicket", "Durability", "RedisStore", "WriteResult", "assess_durability"]
+__all__ = ["ClaimedTicket", "ForgetResult", "RedisStore", "WriteResult"]
 
 REQUEUE_BATCH: Final = 1000
 """At most this many lease-expired tickets go back to due per claim call; the rest follow on
 the next calls, so one claim never blocks Redis for long after a long outage."""
+
+FORGET_BATCH: Final = 500
+"""Markers read from the index, and at most forgotten, per round-trip of `forget_absent`."""
 
 _MIN_REDIS: Final = (6, 2)
 
 DURABILITY_CONFIG: Final = ("save", "appendfsync", "min-replicas-to-write")
 """The settings `RedisStore.durability` reads with CONFIG GET (one name per call: Redis 6.2
 takes one pattern per CONFIG GET)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Durability:
-    """Whether Redis keeps an outcome it acknowledged across a restart or a failover."""
-
-    run_id: str
-    """INFO run_id: a new one means the server restarted (and, if it was not durable, that
-    outcomes acknowledged before may be gone)."""
-    missing: tuple[str, ...] = ()
-    """Why acknowledged outcomes can be lost, one phrase each; empty when they are durable."""
-    unchecked: tuple[str, ...] = ()
-    """Settings that could not be read (CONFIG refused: renamed away, or denied by an ACL, as
-    on managed Redis), so the check could not use them."""
-
-    @property
-    def durable(self) -> bool:
-        return not self.missing
-
-
-def assess_durability(info: Mapping[str, Any], config: Mapping[str, str] | None) -> Durability:
-    """What `info` (INFO's default sections) and `config` (CONFIG GET of DURABILITY_CONFIG,
-    or None when refused) say about durability.
-
-    Durable means: the append-only file is on, fsynced at least every second, its last write
-    succeeded, and this is the primary; and when it has replicas, min-replicas-to-write >= 1,
-    so it refuses writes rather than acknowledging them with no replica attached. RDB
-    snapshots alone are not durable: a restart loses everything written since the last one.
-    """
-    missing: list[str] = []
-    unchecked: list[str] = []
-
-    def setting(name: str) -> str | None:
-        if config is None or name not in config:
-            unchecked.append(name)
-            return None
-        return config[name]
-
-    if _int(info.get("aof_enabled")) != 1:
-        save = setting("save")
-        if save == "":
-            missing.append('no persistence (appendonly no, save ""): a restart loses every outcome')
-        else:
-            snapshots = "RDB snapshots" if save is None else f"RDB snapshots (save {save})"
-            missing.append(
-                f"appendonly no: at most {snapshots}; a restart loses every outcome written "
-                "since the last one"
-            )
-        if str(info.get("rdb_last_bgsave_status", "ok")) != "ok":
-            missing.append("the last RDB snapshot failed (rdb_last_bgsave_status err)")
-    else:
-        if setting("appendfsync") == "no":
-            missing.append(
-                "appendfsync no: the OS decides when the AOF reaches the disk; a host crash "
-                "loses what it had not written (often ~30 s)"
-            )
-        if str(info.get("aof_last_write_status", "ok")) != "ok":
-            missing.append("the last AOF write failed (aof_last_write_status err)")
-    role = str(info.get("role", "master"))
-    if role != "master":
-        missing.append(f"role {role}: this is a replica, not the primary outcomes are written to")
-    elif (replicas := _int(info.get("connected_slaves"))) > 0:
-        guard = setting("min-replicas-to-write")
-        if guard is not None and _int(guard) < 1:
-            missing.append(
-                f"{replicas} replica(s) but min-replicas-to-write 0: a failover can promote a "
-                "replica without the latest acknowledged outcomes"
-            )
-    return Durability(str(info.get("run_id", "")), tuple(missing), tuple(unchecked))
-
-
-def _int(value: object) -> int:
-    try:
-        return int(str(value))
-    except ValueError:
-        return 0
 
 
 class RedisStore:
@@ -163,6 +103,7 @@ class RedisStore:
         self._schedule_retry_script = redis.register_script(scripts.SCHEDULE_RETRY)
         self._claim_script = redis.register_script(scripts.CLAIM)
         self._release_script = redis.register_script(scripts.RELEASE)
+        self._forget_script = redis.register_script(scripts.FORGET)
 
     @property
     def keys(self) -> Keys:
@@ -174,20 +115,27 @@ class RedisStore:
         """Append `letter` to its queue's stream unless its job uid was already handled.
 
         The stream is trimmed (approximately: whole stream nodes) to ``stream_maxlen`` entries
-        and to entries younger than ``stream_max_age_s`` in the same step.
+        and to entries younger than ``stream_max_age_s`` in the same step; the result's
+        ``trimmed`` is how many entries that removed (exactly, not approximately).
         """
         payload = codec.encode_dead_letter(letter)
         k = self._keys
         async with self._guard("dead_letter"):
             reply = await self._dead_letter_script(
-                keys=[k.outcome(letter.job.uid), k.dlq(letter.queue), k.queues],
+                keys=[
+                    k.outcome(letter.job.uid),
+                    k.dlq(letter.queue),
+                    k.queues,
+                    k.outcome_index,
+                    k.outcome_seq,
+                ],
                 args=[
                     letter.queue,
                     payload,
-                    self._outcome_ttl_ms,
                     self._stream_maxlen,
                     self._stream_max_age_ms,
                     STREAM_FIELD,
+                    _member(letter.job),
                 ],
             )
         return self._write_result(letter.job.uid, reply)
@@ -202,21 +150,112 @@ class RedisStore:
         ticket_id = ticket.job.uid
         async with self._guard("schedule_retry"):
             reply = await self._schedule_retry_script(
-                keys=[k.outcome(ticket_id), k.retry_tickets, k.retry_due],
-                args=[ticket_id, payload, ms(ticket.due_at), self._outcome_ttl_ms],
+                keys=[
+                    k.outcome(ticket_id),
+                    k.retry_tickets,
+                    k.retry_due,
+                    k.outcome_index,
+                    k.outcome_seq,
+                ],
+                args=[ticket_id, payload, ms(ticket.due_at), _member(ticket.job)],
             )
         return self._write_result(ticket_id, reply)
 
     def _write_result(self, job_uid: str, reply: Any) -> WriteResult:
-        written, marker = reply
+        written, marker, *rest = reply
+        trimmed = int(rest[0]) if rest else 0
         action, _, ref = text(marker).partition(":")
         try:
-            return WriteResult(written=bool(written), action=Action(action), ref=ref)
+            return WriteResult(
+                written=bool(written), action=Action(action), ref=ref, trimmed=trimmed
+            )
         except ValueError:
             raise SinkError(
                 f"outcome marker {self._keys.outcome(job_uid)!r} holds {text(marker)!r}, "
                 "not '<action>:<ref>'"
             ) from None
+
+    # --- forgetting markers ----------------------------------------------------------------------
+
+    async def outcome_watermark(self) -> int:
+        """The sequence number of the newest marker written so far (0: none yet).
+
+        Read it before a complete list of Jobs starts and pass it to `forget_absent` after:
+        every marker at or below it was written before the list began, so its Job, if it still
+        existed, was in the list.
+        """
+        async with self._guard("outcome_watermark"):
+            raw = await self._redis.get(self._keys.outcome_seq)
+        return int(raw) if raw is not None else 0
+
+    async def forget_absent(
+        self,
+        present_uids: Set[str],
+        *,
+        written_up_to: int,
+        namespaces: Set[str] | None,
+    ) -> ForgetResult:
+        """Let expire the markers of Jobs a complete list showed gone from the API.
+
+        A marker is forgotten when it is indexed at or below `written_up_to` (the
+        `outcome_watermark` read before the list began), its uid is not in `present_uids`
+        (every Job uid that list returned), its namespace is in `namespaces` (None: any) and no
+        retry ticket of its uid is pending. It then leaves the index and expires after
+        ``redis.outcome_ttl_s``. The index is read in batches of `FORGET_BATCH`, each batch
+        forgotten in one script that checks all of this again; running it twice, or from two
+        processes at once, forgets each marker once.
+        """
+        k = self._keys
+        forgotten = pending = out_of_scope = 0
+        low: str = "-inf"
+        while True:
+            reply: Any
+            async with self._guard("forget_absent"):
+                reply = await self._redis.zrange(
+                    k.outcome_index,
+                    low,
+                    written_up_to,
+                    byscore=True,
+                    offset=0,
+                    num=FORGET_BATCH,
+                    withscores=True,
+                )
+            page = [(text(member), int(score)) for member, score in reply]
+            absent: list[tuple[str, str]] = []
+            for member, _ in page:
+                namespace, uid = Keys.outcome_member_parts(member)
+                if not uid or uid in present_uids:
+                    continue  # (no uid: not written by the scripts; left alone)
+                if namespaces is not None and namespace not in namespaces:
+                    out_of_scope += 1
+                    continue
+                absent.append((member, uid))
+            if absent:
+                async with self._guard("forget_absent"):
+                    done, kept = await self._forget_script(
+                        keys=[
+                            k.outcome_index,
+                            k.retry_tickets,
+                            *(k.outcome(uid) for _, uid in absent),
+                        ],
+                        args=[
+                            written_up_to,
+                            self._outcome_ttl_ms,
+                            *(part for pair in absent for part in pair),
+                        ],
+                    )
+                forgotten += int(done)
+                pending += int(kept)
+            if len(page) < FORGET_BATCH:
+                break
+            # Scores are distinct (each marker takes the next number), so this resumes exactly.
+            low = f"({page[-1][1]}"
+        return ForgetResult(forgotten=forgotten, pending_retry=pending, out_of_scope=out_of_scope)
+
+    async def outcome_markers(self) -> int:
+        """Markers kept for good (indexed): Jobs that may still be in the API."""
+        async with self._guard("outcome_markers"):
+            return int(await self._redis.zcard(self._keys.outcome_index))
 
     # --- retry tickets --------------------------------------------------------------------------
 
@@ -380,3 +419,7 @@ class RedisStore:
                 "break exactly-once"
             )
         return problems
+
+
+def _member(job: JobRef) -> str:
+    return Keys.outcome_member(job.namespace, job.uid)

@@ -1,20 +1,35 @@
 -- dead_letter: append a dead letter to its queue's stream unless the job uid was handled.
--- KEYS[1] outcome marker   KEYS[2] dlq stream   KEYS[3] queues set
--- ARGV[1] queue  ARGV[2] payload  ARGV[3] marker ttl ms  ARGV[4] maxlen  ARGV[5] max age ms
--- (0 = no age trim)  ARGV[6] stream field
--- -> {1, marker} written now | {0, marker} job uid already handled (nothing written)
+-- KEYS[1] outcome marker   KEYS[2] dlq stream   KEYS[3] queues set   KEYS[4] marker index zset
+-- KEYS[5] marker sequence
+-- ARGV[1] queue  ARGV[2] payload  ARGV[3] maxlen  ARGV[4] max age ms (0 = no age trim)
+-- ARGV[5] stream field  ARGV[6] index member "<namespace>/<job uid>"
+-- -> {1, marker, trimmed} written now; trimmed = entries the caps removed from the stream
+--    | {0, marker, 0} job uid already handled (nothing written)
+-- The marker has no TTL and is indexed with the next sequence number: it is kept until a
+-- complete list of Jobs shows the Job gone from the API (forget.lua). A marker found with a
+-- TTL (written by a version whose markers expired, or forgotten since) is seen again, so its
+-- Job may still be in the API: it is kept for good again, and indexed.
+-- The entry is added, then trimmed with XTRIM rather than XADD MAXLEN: the same approximate
+-- (~, whole stream nodes) trim, but XTRIM answers how many entries it removed, exactly.
 local existing = redis.call('GET', KEYS[1])
 if existing then
-  return {0, existing}
+  if redis.call('PTTL', KEYS[1]) > 0 then
+    redis.call('PERSIST', KEYS[1])
+    redis.call('ZADD', KEYS[4], 'NX', redis.call('INCR', KEYS[5]), ARGV[6])
+  end
+  return {0, existing, 0}
 end
+local seq = redis.call('INCR', KEYS[5])
 redis.call('SADD', KEYS[3], ARGV[1])
-local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', ARGV[6], ARGV[2])
-local max_age = tonumber(ARGV[5])
+local id = redis.call('XADD', KEYS[2], '*', ARGV[5], ARGV[2])
+local marker = 'dead_letter:' .. ARGV[1] .. '/' .. id
+redis.call('SET', KEYS[1], marker)
+redis.call('ZADD', KEYS[4], seq, ARGV[6])
+local trimmed = redis.call('XTRIM', KEYS[2], 'MAXLEN', '~', ARGV[3])
+local max_age = tonumber(ARGV[4])
 if max_age > 0 then
   local t = redis.call('TIME')
   local min_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - max_age
-  redis.call('XTRIM', KEYS[2], 'MINID', '~', string.format('%.0f', min_ms))
+  trimmed = trimmed + redis.call('XTRIM', KEYS[2], 'MINID', '~', string.format('%.0f', min_ms))
 end
-local marker = 'dead_letter:' .. ARGV[1] .. '/' .. id
-redis.call('SET', KEYS[1], marker, 'PX', ARGV[3])
-return {1, marker}
+return {1, marker, trimmed}
