@@ -30,6 +30,7 @@ from tests.support.workloads import create_job, describe, list_jobs
 from watcher.adapters.kube.jobs import JobsAPI
 from watcher.adapters.kube.request import KubeClient
 from watcher.adapters.redis.keys import Keys
+from watcher.adapters.redis.queries import DeadLetterQueries
 from watcher.adapters.redis.store import RedisStore
 from watcher.core.annotations import (
     ANNOTATION_ATTEMPT,
@@ -86,6 +87,11 @@ def keys() -> Keys:
     return Keys(prefix=SETTINGS.key_prefix, cluster=CLUSTER)
 
 
+def queries_of(redis: Redis) -> DeadLetterQueries:
+    """The CLI's reader of what this module's stores write."""
+    return DeadLetterQueries(redis, SETTINGS, cluster_name=CLUSTER)
+
+
 @pytest.fixture
 def store(redis: Redis) -> RedisStore:
     return make_store(redis)
@@ -103,6 +109,7 @@ def make_loop(
         store=store,
         jobs=JobsAPI(KubeClient(api, KubernetesSettings())),
         settings=RetryLoopSettings(**settings),
+        cluster_name=CLUSTER,
         metrics=metrics,
         logger=get_logger(),
     )
@@ -434,14 +441,15 @@ async def test_ticket_whose_job_already_exists_is_acked_as_already_exists(
     assert "retry_already_exists" in [e["event"] for e in logs]
 
 
-async def test_foreign_job_holding_the_retry_name_abandons_the_ticket(
+async def test_foreign_job_holding_the_retry_name_gets_a_retry_of_its_own_name(
     admin_api: client.ApiClient,
     daemon_api: client.ApiClient,
     namespace: str,
     store: RedisStore,
     metrics: Metrics,
 ) -> None:
-    # Given someone else's Job already has the name the retry would get
+    # Given someone else's Job already has the name the retry would get (a re-created
+    # fixed-name Job and its own retry, say)
     foreign = await create_job(admin_api, namespace, job_manifest("ingest-r2"))
     ticket = ticket_for(namespace, "ingest")
     assert (await store.schedule_retry(ticket)).written
@@ -450,16 +458,48 @@ async def test_foreign_job_holding_the_retry_name_abandons_the_ticket(
     with capture_logs() as logs:
         await make_loop(store, daemon_api, metrics).fire_due(time.time())
 
-    # Then the ticket is abandoned with a clear log, and the foreign Job is left alone
-    assert fired(metrics, "abandoned") == 1
-    assert fired(metrics, "already_exists") == 0
+    # Then the retry runs once, under the name unique to its ticket, and the foreign Job is
+    # left alone
+    assert fired(metrics, "created") == 1
+    assert fired(metrics, "abandoned") == 0
     assert await store.pending_retries() == 0
     current = await read_job(admin_api, namespace, "ingest-r2")
     assert current["metadata"]["uid"] == foreign["metadata"]["uid"]
+    unique = manifest_for_ticket(ticket, unique_name=True)["metadata"]["name"]
+    assert unique.startswith("ingest-") and unique.endswith("-r2") and unique != "ingest-r2"
+    retry = await read_job(admin_api, namespace, unique)
+    assert retry["metadata"]["annotations"][ANNOTATION_ORIGINAL_UID] == ticket.job.uid
+    assert "retry_name_taken" in [e["event"] for e in logs]
+
+
+async def test_foreign_jobs_holding_both_names_dead_letter_the_ticket_with_the_reason(
+    admin_api: client.ApiClient,
+    daemon_api: client.ApiClient,
+    namespace: str,
+    store: RedisStore,
+    metrics: Metrics,
+    redis: Redis,
+) -> None:
+    # Given someone else's Jobs hold both the usual and the unique retry name
+    ticket = ticket_for(namespace, "ingest")
+    unique = manifest_for_ticket(ticket, unique_name=True)["metadata"]["name"]
+    for name in ("ingest-r2", unique):
+        await create_job(admin_api, namespace, job_manifest(name))
+    assert (await store.schedule_retry(ticket)).written
+
+    # When the ticket is fired
+    with capture_logs() as logs:
+        await make_loop(store, daemon_api, metrics).fire_due(time.time())
+
+    # Then it ends as a dead letter that says why, and no Job is created or touched
+    assert fired(metrics, "abandoned") == 1
+    assert await store.pending_retries() == 0
+    [(_, letter)] = list(await queries_of(redis).list_dead_letters(None, count=10))
+    assert letter.job == ticket.job and letter.queue == ticket.queue
+    assert "could not be created" in letter.reason and "not this ticket's retry" in letter.reason
+    assert letter.attempts == ticket.attempt - 1
     abandoned = [e for e in logs if e["event"] == "retry_abandoned"]
-    assert len(abandoned) == 1
-    assert abandoned[0]["status"] == 409
-    assert "is not this ticket's retry" in abandoned[0]["error"]
+    assert len(abandoned) == 1 and abandoned[0]["status"] == 409
 
 
 async def test_ticket_for_a_deleted_namespace_is_abandoned(
@@ -467,6 +507,7 @@ async def test_ticket_for_a_deleted_namespace_is_abandoned(
     daemon_api: client.ApiClient,
     store: RedisStore,
     metrics: Metrics,
+    redis: Redis,
 ) -> None:
     # Given a ticket whose namespace has been deleted since the Job failed
     gone = await create_namespace(admin_api, "t-gone")
@@ -491,6 +532,8 @@ async def test_ticket_for_a_deleted_namespace_is_abandoned(
     assert len(abandoned) == 1
     assert abandoned[0]["status"] == 404
     assert abandoned[0]["namespace"] == gone
+    [(_, letter)] = list(await queries_of(redis).list_dead_letters(None, count=10))
+    assert letter.job == ticket.job and "could not be created" in letter.reason
     assert abandoned[0]["failed_job"] == "cleanup"
     assert abandoned[0]["failed_job_uid"] == ticket.job.uid
 

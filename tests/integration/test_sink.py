@@ -334,6 +334,37 @@ async def test_claimed_ticket_whose_lease_expires_is_claimed_again(redis: Redis)
     assert await store.pending_retries() == 1
 
 
+async def test_abandoned_ticket_becomes_one_dead_letter_in_its_place(
+    redis: Redis, keys: Keys
+) -> None:
+    # Given a claimed ticket whose Job can never be created
+    store = make_store(redis, retry_claim_lease_s=5)
+    await store.schedule_retry(ticket("stuck"))
+    [claimed] = await store.claim_due_retries(T0, limit=1)
+    instead = letter("stuck", reason="retry 2 could not be created: namespace gone")
+
+    # When two replicas abandon it (the second after its lease ran out, say)
+    first = await store.abandon_retry(claimed.ticket_id, instead)
+    second = await store.abandon_retry(claimed.ticket_id, instead)
+
+    # Then exactly one dead letter replaces it, and the Job's marker names that dead letter
+    assert first is not None and first.written and second is None
+    entries = await make_queries(redis).list_dead_letters(None, count=10)
+    assert [lt.reason for _, lt in entries] == ["retry 2 could not be created: namespace gone"]
+    assert await redis.get(keys.outcome("stuck")) == f"dead_letter:{first.ref}".encode()
+    assert await store.pending_retries() == 0
+    assert await store.claim_due_retries(T0 + 3600, limit=10) == []
+
+
+async def test_acked_ticket_cannot_be_abandoned(redis: Redis) -> None:
+    store = make_store(redis, retry_claim_lease_s=5)
+    await store.schedule_retry(ticket("done"))
+    await store.claim_due_retries(T0, limit=1)
+    await store.ack_retry("done")
+    assert await store.abandon_retry("done", letter("done")) is None
+    assert list(await make_queries(redis).list_dead_letters(None, count=10)) == []
+
+
 async def test_acked_ticket_is_gone_for_good(redis: Redis, keys: Keys) -> None:
     # Given a claimed ticket
     store = make_store(redis, retry_claim_lease_s=5)

@@ -70,6 +70,7 @@ class Daemon:
             store=store,
             jobs=parts.jobs,
             settings=settings.retry_loop,
+            cluster_name=settings.cluster_name,
             metrics=self.metrics,
             logger=self.logger,
         )

@@ -101,6 +101,7 @@ _DROPPED_ANNOTATIONS: Final = frozenset(
     }
 )
 _HASH_LEN: Final = 8
+_SALT_LEN: Final = 6
 _ERROR_VALUE_CHARS: Final = 200
 _DNS_SUBDOMAIN_RE: Final = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
 _UID_RE: Final = re.compile(r"[A-Za-z0-9-]{1,128}")
@@ -172,7 +173,7 @@ def _clean_template_meta(template: RawObject, *, drop: Iterable[str]) -> None:
 # --- the retry Job -------------------------------------------------------------------------------
 
 
-def retry_job_name(original_name: str, attempt: int) -> str:
+def retry_job_name(original_name: str, attempt: int, *, salt: str = "") -> str:
     """``<original>-r<attempt>``, shortened to at most 63 characters when needed.
 
     When ``<original>-r<attempt>`` is too long, the original is cut and an 8-hex-digit hash of
@@ -180,10 +181,17 @@ def retry_job_name(original_name: str, attempt: int) -> str:
     The hash keeps two long names that share their first 50 characters apart; it depends on
     the original name only, so every attempt of one Job carries the same one. A cut that ends
     in ``-`` or ``.`` is trimmed so the result stays a valid DNS-1123 name.
+
+    With `salt` (the ticket id, when the usual name is taken by a Job of another lineage, such
+    as a re-created fixed-name Job's own retry), a hash of it goes before ``-r<attempt>``:
+    ``<original>-<salt hash>-r<attempt>``. It is as deterministic as the usual name, so a
+    second firing of the same ticket still collides with the first instead of running twice.
     """
     if attempt < 2:
         raise ValueError(f"a retry has attempt >= 2, got {attempt}")
     suffix = f"-r{attempt}"
+    if salt:
+        suffix = f"-{hashlib.sha256(salt.encode()).hexdigest()[:_SALT_LEN]}{suffix}"
     if len(original_name) + len(suffix) <= MAX_JOB_NAME:
         return original_name + suffix
     digest = hashlib.sha256(original_name.encode()).hexdigest()[:_HASH_LEN]
@@ -201,13 +209,15 @@ def retry_manifest(
     first_failed_at: float,
     history: tuple[AttemptRecord, ...],
     avoid_node: str = "",
+    salt: str = "",
 ) -> RawObject:
     """The Job to create for ``attempt`` (2 = first retry) of the Job ``original_name``.
 
     ``clean`` is cleaned again (idempotent) and not modified. Lineage annotations from an
-    earlier retry are replaced. Raises ``ValueError`` for ``attempt < 2``.
+    earlier retry are replaced. Raises ``ValueError`` for ``attempt < 2``. ``salt``: see
+    `retry_job_name`.
     """
-    name = retry_job_name(original_name, attempt)
+    name = retry_job_name(original_name, attempt, salt=salt)
     body = replayable_manifest(clean)
     meta = body["metadata"]
     meta["name"] = name
@@ -227,7 +237,7 @@ def retry_manifest(
     return body
 
 
-def manifest_for_ticket(ticket: RetryTicket) -> RawObject:
+def manifest_for_ticket(ticket: RetryTicket, *, unique_name: bool = False) -> RawObject:
     """The Job a retry ticket asks for: ``retry_manifest`` with the lineage taken from it.
 
     ``ticket.manifest`` is the cleaned manifest of the Job that failed; when that Job was
@@ -255,6 +265,7 @@ def manifest_for_ticket(ticket: RetryTicket) -> RawObject:
         first_failed_at=first_failed_at,
         history=ticket.history,
         avoid_node=ticket.avoid_node,
+        salt=ticket.job.uid if unique_name else "",
     )
 
 

@@ -277,6 +277,10 @@ class RetryTicket:
     manifest: RawObject = field(default_factory=dict)
     history: tuple[AttemptRecord, ...] = ()
     avoid_node: str = ""
+    queue: str = "default"
+    """The dead-letter queue of the failed Job: where the ticket goes if the retry cannot be
+    created (its queue when it was scheduled; tickets stored before this field read as
+    "default")."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -126,6 +126,7 @@ class FailureHandler:
                     manifest=manifest,
                     history=(*history, record),
                     avoid_node=_failed_node(report, classification, policy),
+                    queue=policy.queue,
                 )
             )
         else:

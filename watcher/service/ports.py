@@ -70,6 +70,10 @@ class RetryStore(Protocol):
 
     async def release_retry(self, ticket_id: str, due_at: float) -> bool: ...
 
+    async def abandon_retry(self, ticket_id: str, letter: DeadLetter) -> WriteResult | None:
+        """Settle a ticket as `letter` instead; None if it was settled already."""
+        ...
+
     async def pending_retries(self) -> int: ...
 
 

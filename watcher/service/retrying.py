@@ -8,10 +8,10 @@ the ticket:
     201 Created                        ack             created          retry_fired
     409, the Job is this lineage's     ack             already_exists   retry_already_exists
       (or it is gone again by now)
-    409, the Job there is not this     ack             abandoned        retry_abandoned
-      ticket's retry (other lineage)
-    400/404/422 (namespace gone,       ack             abandoned        retry_abandoned
-      invalid body), bad ticket
+    409, the Job there is not this     try the name unique to this ticket (<job>-<hash>-r<n>):
+      ticket's retry (other lineage)     created / already_exists as above, else abandoned
+    400/404/422 (namespace gone,       dead letter     abandoned        retry_abandoned
+      invalid body), bad ticket          with the reason, in place of the ticket (atomic)
     401/403/429/5xx, no response       release with    deferred         retry_deferred
                                          backoff
     any other exception (a bug)        release with    deferred         retry_fire_crashed
@@ -44,7 +44,7 @@ from watcher.core.annotations import ANNOTATION_ORIGINAL_UID
 from watcher.core.backoff import compute_delay
 from watcher.core.errors import KubeAPIError, KubeConflict, KubeInvalid, KubeNotFound, SinkError
 from watcher.core.manifest import manifest_for_ticket
-from watcher.core.model import ClaimedTicket
+from watcher.core.model import ClaimedTicket, DeadLetter
 from watcher.core.settings import RetryLoopSettings
 from watcher.kit.aio import sleep_or_stop
 from watcher.kit.metrics import Metrics
@@ -60,6 +60,7 @@ apiserver rejects as invalid. Everything else (401, 403, 429, 5xx, no response) 
 credentials rotate, RBAC gets fixed, a Terminating namespace answers 403 until it is gone."""
 
 _MAX_TRACKED_DEFERRALS: Final = 10_000
+_REASON_CHARS: Final = 500
 
 
 class Outcome(enum.StrEnum):
@@ -80,6 +81,7 @@ class RetryLoop:
         store: RetryStore,
         jobs: JobsPort,
         settings: RetryLoopSettings,
+        cluster_name: str,
         metrics: Metrics,
         logger: FilteringBoundLogger,
         clock: Callable[[], float] = time.time,
@@ -87,6 +89,8 @@ class RetryLoop:
     ) -> None:
         self._store = store
         self._jobs = jobs
+        self._cluster_name = cluster_name
+        """Named in the dead letter of a retry that cannot be created."""
         self._metrics = metrics
         self._log = logger
         self._settings = settings
@@ -207,21 +211,40 @@ class RetryLoop:
             attempt=ticket.attempt,
             failure_class=ticket.failure_class.value,
         )
-        try:
-            body = manifest_for_ticket(ticket)
-        except ValueError as exc:
-            await self._abandon(item, log, f"invalid ticket: {exc}", status=None)
+        # The usual name first; if a Job of another lineage holds it (a fixed-name Job that
+        # was re-created, and its own retry), a name unique to this ticket.
+        for unique_name in (False, True):
+            try:
+                body = manifest_for_ticket(ticket, unique_name=unique_name)
+            except ValueError as exc:
+                await self._abandon(item, log, f"invalid ticket: {exc}", status=None)
+                return
+            named = log.bind(job=body["metadata"]["name"])
+            try:
+                await self._jobs.create(ticket.job.namespace, body)
+            except KubeConflict as err:
+                if unique_name:
+                    await self._settle_failed_create(item, body, err, named, now)
+                    return
+                try:
+                    ours = await self._is_our_retry(ticket.job.namespace, body)
+                except KubeAPIError as lookup_err:
+                    error = str(lookup_err)
+                    await self._defer(item, named, status=lookup_err.status, error=error, now=now)
+                    return
+                if ours:
+                    self._already_exists(named)
+                    await self._ack(item)
+                    return
+                named.info("retry_name_taken", by="a Job of another lineage")
+                continue
+            except KubeAPIError as err:
+                await self._settle_failed_create(item, body, err, named, now)
+                return
+            self._count(Outcome.CREATED)
+            named.info("retry_fired", outcome=Outcome.CREATED.value, avoid_node=ticket.avoid_node)
+            await self._ack(item)
             return
-        name: str = body["metadata"]["name"]
-        log = log.bind(job=name)
-        try:
-            await self._jobs.create(ticket.job.namespace, body)
-        except KubeAPIError as err:
-            await self._settle_failed_create(item, body, err, log, now)
-            return
-        self._count(Outcome.CREATED)
-        log.info("retry_fired", outcome=Outcome.CREATED.value, avoid_node=ticket.avoid_node)
-        await self._ack(item)
 
     async def _settle_failed_create(
         self,
@@ -250,14 +273,38 @@ class RetryLoop:
             )
             await self._abandon(item, log, reason, status=409)
             return
+        self._already_exists(log)
+        await self._ack(item)
+
+    def _already_exists(self, log: FilteringBoundLogger) -> None:
         self._count(Outcome.ALREADY_EXISTS)
         log.info("retry_already_exists", outcome=Outcome.ALREADY_EXISTS.value)
-        await self._ack(item)
 
     async def _abandon(
         self, item: ClaimedTicket, log: FilteringBoundLogger, reason: str, *, status: int | None
     ) -> None:
+        """The retry can never be created: the ticket becomes a dead letter with the reason."""
         ticket = item.ticket
+        letter = DeadLetter(
+            queue=ticket.queue,
+            job=ticket.job,
+            failure_class=ticket.failure_class,
+            reason=f"retry {ticket.attempt} could not be created: {reason}"[:_REASON_CHARS],
+            attempts=ticket.attempt - 1,
+            failed_at=self._clock(),
+            cluster=self._cluster_name,
+            evidence=(f"the failed Job's own failure: {ticket.reason}"[:_REASON_CHARS],),
+            manifest=ticket.manifest,
+            history=ticket.history,
+            report={"retry_abandoned": {"status": status, "error": reason[:_REASON_CHARS]}},
+        )
+        written = await self._redis(
+            "abandon_retry", self._store.abandon_retry(item.ticket_id, letter)
+        )
+        self._deferrals.pop(item.ticket_id, None)
+        if written is None:
+            log.info("retry_already_settled", ticket_id=item.ticket_id)
+            return
         self._count(Outcome.ABANDONED)
         log.error(
             "retry_abandoned",
@@ -268,8 +315,8 @@ class RetryLoop:
             due_at=ticket.due_at,
             avoid_node=ticket.avoid_node,
             earlier_attempts=len(ticket.history),
+            dead_letter=written.ref,
         )
-        await self._ack(item)
 
     async def _defer(
         self,

@@ -82,6 +82,7 @@ def encode_retry_ticket(ticket: RetryTicket) -> bytes:
             "manifest": ticket.manifest,
             "history": [_attempt(a) for a in ticket.history],
             "avoid_node": ticket.avoid_node,
+            "queue": ticket.queue,
         },
     )
 
@@ -139,6 +140,7 @@ def decode_retry_ticket(raw: bytes | str) -> RetryTicket:
         manifest=d.obj("manifest"),
         history=tuple(_decode_attempt(f) for f in d.children("history")),
         avoid_node=d.text("avoid_node", ""),
+        queue=d.text("queue", "default"),
     )
 
 

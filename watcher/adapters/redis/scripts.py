@@ -14,7 +14,7 @@ from __future__ import annotations
 from importlib.resources import files
 from typing import Final
 
-__all__ = ["CLAIM", "DEAD_LETTER", "FORGET", "RELEASE", "SCHEDULE_RETRY"]
+__all__ = ["ABANDON_RETRY", "CLAIM", "DEAD_LETTER", "FORGET", "RELEASE", "SCHEDULE_RETRY"]
 
 _PACKAGE: Final = __name__.rpartition(".")[0]
 
@@ -29,3 +29,4 @@ SCHEDULE_RETRY: Final = _read("schedule_retry.lua")
 CLAIM: Final = _read("claim.lua")
 RELEASE: Final = _read("release.lua")
 FORGET: Final = _read("forget.lua")
+ABANDON_RETRY: Final = _read("abandon_retry.lua")

@@ -103,6 +103,7 @@ class RedisStore:
         self._schedule_retry_script = redis.register_script(scripts.SCHEDULE_RETRY)
         self._claim_script = redis.register_script(scripts.CLAIM)
         self._release_script = redis.register_script(scripts.RELEASE)
+        self._abandon_script = redis.register_script(scripts.ABANDON_RETRY)
         self._forget_script = redis.register_script(scripts.FORGET)
 
     @property
@@ -308,6 +309,38 @@ class RedisStore:
             pipe.zrem(k.retry_due, ticket_id)
             deleted, *_ = await pipe.execute()
         return bool(deleted)
+
+    async def abandon_retry(self, ticket_id: str, letter: DeadLetter) -> WriteResult | None:
+        """Replace a claimed ticket whose Job cannot be created by `letter`, atomically.
+
+        None when the ticket was already settled (acked, or abandoned by another replica):
+        then nothing is written, so a retry is never both created and dead-lettered, and never
+        dead-lettered twice.
+        """
+        payload = codec.encode_dead_letter(letter)
+        k = self._keys
+        async with self._guard("abandon_retry"):
+            reply = await self._abandon_script(
+                keys=[
+                    k.outcome(letter.job.uid),
+                    k.dlq(letter.queue),
+                    k.queues,
+                    k.retry_tickets,
+                    k.retry_inflight,
+                    k.retry_due,
+                ],
+                args=[
+                    letter.queue,
+                    payload,
+                    self._stream_maxlen,
+                    self._stream_max_age_ms,
+                    STREAM_FIELD,
+                    ticket_id,
+                ],
+            )
+        if not reply[0]:
+            return None
+        return self._write_result(letter.job.uid, reply)
 
     async def release_retry(self, ticket_id: str, due_at: float) -> bool:
         """Give a claimed ticket back, due again at `due_at`. False if it was already acked."""
