@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from watcher.core.model import ClaimedTicket, DeadLetter, JobRef, RetryTicket, WriteResult
+from watcher.core.model import ClaimedBatch, DeadLetter, JobRef, RetryTicket, WriteResult
 from watcher.core.rawjson import RawObject
 
 __all__ = ["JobsPort", "LeasePort", "OutcomeStore", "RetryStore"]
@@ -36,7 +36,10 @@ class OutcomeStore(Protocol):
 class RetryStore(Protocol):
     """Due retry tickets, claimed with a lease (`watcher.adapters.redis.store.RedisStore`)."""
 
-    async def claim_due_retries(self, now: float, *, limit: int) -> list[ClaimedTicket]: ...
+    async def claim_due_retries(self, now: float, *, limit: int) -> ClaimedBatch:
+        """Due tickets, leased; those that failed to decode are in ``.quarantined`` instead
+        (already moved aside by the store), for the caller to count and report."""
+        ...
 
     async def ack_retry(self, ticket_id: str) -> bool: ...
 
