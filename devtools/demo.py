@@ -254,7 +254,7 @@ async def _run(state_dir: Path, keep: bool) -> int:
                 await _wait_for_outcomes(daemon, queries, deadline_s=150)
                 print("\n== kube-dlq dlq list ==")
                 await dlq.list_entries(
-                    queries, queue=None, count=50, output="table", out=sys.stdout
+                    queries, queue=None, count=50, output="table", out=sys.stdout, err=sys.stderr
                 )
                 print("\n== kube_dlq_failures_total (from /metrics) ==")
                 _print_failures(daemon)

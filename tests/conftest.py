@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 from kubernetes_asyncio import client, config
 
 from devtools.devcluster.build import ensure_binaries
@@ -65,3 +66,11 @@ def redis_server() -> Iterator[RedisServer]:
     """One redis-server for the whole run; tests isolate by FLUSHDB, not by server."""
     with RedisServer() as server:
         yield server
+
+
+@pytest.fixture(autouse=True)
+def _structlog_defaults() -> Iterator[None]:
+    """Undo a test's `configure()` (the CLI run in-process sets it): it binds the stream that
+    test's capture had, closed once the test ends, and later log lines would go there."""
+    yield
+    structlog.reset_defaults()

@@ -39,7 +39,7 @@ from watcher.core.annotations import (
     ANNOTATION_ORIGINAL_UID,
 )
 from watcher.core.manifest import manifest_for_ticket, replayable_manifest
-from watcher.core.model import AttemptRecord, ClaimedTicket, FailureClass, JobRef, RetryTicket
+from watcher.core.model import AttemptRecord, ClaimedBatch, FailureClass, JobRef, RetryTicket
 from watcher.core.settings import KubernetesSettings, RedisSettings, RetryLoopSettings
 from watcher.kit.logs import get_logger
 from watcher.kit.metrics import Metrics
@@ -321,7 +321,7 @@ class ClaimSignal:
         self.acks_allowed = asyncio.Event()
         self.acks_allowed.set()
 
-    async def claim_due_retries(self, now: float, *, limit: int) -> list[ClaimedTicket]:
+    async def claim_due_retries(self, now: float, *, limit: int) -> ClaimedBatch:
         got = await self.inner.claim_due_retries(now, limit=limit)
         self.claimed.set()
         return got
@@ -630,7 +630,7 @@ class StopAfterClaim(ClaimSignal):
         super().__init__(inner)
         self.stop = stop
 
-    async def claim_due_retries(self, now: float, *, limit: int) -> list[ClaimedTicket]:
+    async def claim_due_retries(self, now: float, *, limit: int) -> ClaimedBatch:
         got = await super().claim_due_retries(now, limit=limit)
         self.stop.set()
         return got

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import random
 import re
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -19,7 +20,8 @@ import pytest
 
 from tests.support import objects as o
 from tests.support.objects import Raw
-from watcher.core.classify import DEFAULT_RULES, ClassifyRules, classify
+from watcher.core.classify import DEFAULT_RULES, MAX_MATCHED_CHARS, ClassifyRules, classify
+from watcher.core.classify.patterns import matched_part
 from watcher.core.model import (
     Condition,
     ContainerOutcome,
@@ -1126,6 +1128,116 @@ def test_classify_compiles_no_pattern(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_rules_compare_by_their_patterns() -> None:
     assert ClassifyRules() == DEFAULT_RULES
     assert ClassifyRules(("a",)) != DEFAULT_RULES
+
+
+# --- bounded matching ------------------------------------------------------------------------
+
+ADVERSARIAL_UNIT = "MountVolume.SetUp failed "
+"""Every occurrence restarts the `.*` of the default `Volume\\.\\w+ failed.*timed out`, which
+then scans to the end of the line for a "timed out" that never comes: quadratic in the text."""
+
+
+def _report_with_message(message: str) -> FailureReport:
+    """One failed container and one never-started pod's Warning Events, all carrying
+    `message`: each place a pattern reads a termination or Event message."""
+    job = JobSnapshot(
+        ref=JobRef("batch", "nightly", "job-uid"),
+        conditions=(Condition("Failed", "True", "BackoffLimitExceeded"),),
+    )
+    failed = PodSnapshot(
+        name="p-1",
+        uid="p-1-uid",
+        phase="Failed",
+        containers=(
+            ContainerOutcome(
+                "main", exit_code=1, terminated_reason="Error", terminated_message=message
+            ),
+        ),
+    )
+    waiting = PodSnapshot(
+        name="p-2",
+        uid="p-2-uid",
+        phase="Pending",
+        containers=(ContainerOutcome("main", waiting_reason="ContainerCreating"),),
+    )
+    events = (
+        EventRecord("Pod", "p-2", "FailedMount", message, "Warning"),
+        EventRecord("Pod", "p-2", "Failed", message, "Warning"),
+    )
+    return FailureReport(job=job, pods=(failed, waiting), events=events)
+
+
+def _cost(report: FailureReport, runs: int) -> float:
+    """The fastest of `runs` classifications: the least noisy measure on a shared machine."""
+    best = float("inf")
+    for _ in range(runs):
+        start = time.perf_counter()
+        classify(report)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def test_a_huge_adversarial_message_is_matched_in_bounded_time() -> None:
+    # Unclipped, the default patterns take ~200 s on this 1 MiB message (0.85 s on 64 KiB),
+    # millions of times a 100-byte message. Clipped to MAX_MATCHED_CHARS the two measure
+    # 80x to 140x apart: what is left is the quadratic pattern on 2 x 2 KiB, the price of
+    # matching a kubelet's 4 KiB termination message whole. The bound is generous for a noisy
+    # shared machine and still thousands of times below the unclipped cost. No absolute
+    # times: the ratio is the claim.
+    huge = (ADVERSARIAL_UNIT * (2**20 // len(ADVERSARIAL_UNIT) + 1))[: 2**20]
+    small_report = _report_with_message("x" * 100)
+    huge_report = _report_with_message(huge)
+    assert classify(huge_report).failure_class is FC.APP_ERROR  # no "timed out" anywhere
+
+    small = _cost(small_report, 200)
+    big = _cost(huge_report, 5)
+
+    assert big < 500 * small, f"1 MiB message costs {big / small:.0f}x a 100-byte one"
+
+
+def test_the_cost_of_a_match_stops_growing_past_the_clip() -> None:
+    # 16 KiB and 1 MiB of the same adversarial text are both cut to the same head and tail.
+    def text(size: int) -> str:
+        return (ADVERSARIAL_UNIT * (size // len(ADVERSARIAL_UNIT) + 1))[:size]
+
+    at_16k = _cost(_report_with_message(text(16 * 1024)), 5)
+    at_1m = _cost(_report_with_message(text(2**20)), 5)
+
+    assert at_1m < 5 * at_16k, f"1 MiB costs {at_1m / at_16k:.1f}x 16 KiB"
+
+
+def test_a_long_message_is_matched_on_its_head_and_tail() -> None:
+    filler = "x" * (4 * MAX_MATCHED_CHARS)
+    at_end = _report_with_message(filler + " dial tcp: i/o timeout")
+    at_start = _report_with_message("read: connection timed out " + filler)
+    in_the_middle = _report_with_message(filler + " i/o timeout " + filler)
+
+    assert classify(at_end).failure_class is FC.IO_TIMEOUT
+    assert classify(at_start).failure_class is FC.IO_TIMEOUT
+    assert classify(in_the_middle).failure_class is FC.APP_ERROR  # not seen: the cost is bounded
+
+
+def test_a_message_up_to_the_clip_is_matched_whole() -> None:
+    message = "x" * (MAX_MATCHED_CHARS // 2) + "i/o timeout"
+    message += "y" * (MAX_MATCHED_CHARS - len(message))
+    assert len(message) == MAX_MATCHED_CHARS
+    assert matched_part(message) == message
+    assert classify(_report_with_message(message)).failure_class is FC.IO_TIMEOUT
+
+
+def test_the_clip_makes_up_no_match_across_the_cut() -> None:
+    # The whole message has "Volume.x failed" and "timed out" on different lines, so the
+    # default pattern does not match it; glued together, head and tail would put them on one.
+    head = "y" * (MAX_MATCHED_CHARS // 2 - len("Volume.x failed")) + "Volume.x failed"
+    tail = "timed out" + "w" * (MAX_MATCHED_CHARS // 2 - len("timed out"))
+    message = head + "\n" + "z" * 10_000 + tail
+    assert classify(_report_with_message(message)).failure_class is FC.APP_ERROR
+
+    clipped = matched_part(message)
+
+    assert clipped.startswith(head) and clipped.endswith(tail)
+    assert not DEFAULT_RULES.io_timeout_in(message)
+    assert DEFAULT_RULES.io_timeout_in(head + tail)  # what a careless clip would see
 
 
 # --- totality --------------------------------------------------------------------------------

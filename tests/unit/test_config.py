@@ -394,6 +394,37 @@ def test_load_config_reports_file_problems(tmp_path: Path, text: str, message: s
     assert caught.value.file == str(path)
 
 
+# Crashes the fuzz tests (tests/fuzz/test_fuzz_config.py) found: PyYAML and the loader let
+# ValueError, TypeError, RecursionError and OverflowError out instead of a ConfigError.
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        pytest.param("cluster_name: a\npipeline: 2001-13-40\n", "month must be in", id="month"),
+        pytest.param("cluster_name: a\nx: 2001-02-30 10:00:00\n", "day is out of", id="day"),
+        pytest.param("cluster_name: a\nx: !!int 0x\n", "invalid literal", id="empty-hex"),
+        pytest.param("cluster_name: a\nx: " + "9" * 5000 + "\n", "digits", id="int-digits"),
+        pytest.param("cluster_name: a\n? [a, b]\n: 1\n", "found a list as a key", id="list-key"),
+        pytest.param("? {a: 1}\n: 1\n", "found a dict as a key", id="dict-key"),
+        pytest.param("x: " + "[" * 1100 + "]" * 1100 + "\n", "nested too deeply", id="deep"),
+        pytest.param(
+            "cluster_name: a\nshutdown_grace_s: 1" + "0" * 400 + "\n",
+            "shutdown_grace_s: must be at least 0s and at most 1h",
+            id="huge-int-duration",
+        ),
+    ],
+)
+def test_hostile_yaml_is_a_config_error(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "kube-dlq.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
+
+
+def test_a_duration_beyond_a_float_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"retry\.classes\.node_lost\.base_s: must be at least"):
+        parse_config(doc(retry={"classes": {"node_lost": {"base_s": 10**400}}}))
+
+
 def test_yaml_merge_keys_may_be_overridden(tmp_path: Path) -> None:
     path = tmp_path / "kube-dlq.yaml"
     path.write_text(

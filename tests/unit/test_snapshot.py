@@ -21,6 +21,7 @@ from watcher.core.model import (
     PodSnapshot,
 )
 from watcher.core.snapshot import (
+    MAX_MESSAGE_CHARS,
     MalformedObject,
     event_record,
     job_snapshot,
@@ -544,6 +545,40 @@ def test_event_record_tolerates_odd_fields(raw: Raw, field: str, expected: objec
 )
 def test_node_state(raw: Raw, deleted: bool, expected: NodeState) -> None:
     assert node_state(raw, deleted=deleted) == expected
+
+
+# --- bounded messages ----------------------------------------------------------------------
+
+
+def test_long_messages_keep_their_head_and_tail() -> None:
+    # A hostile or hand-written status can carry megabytes of message; the projections keep a
+    # bounded head and tail of each, so the correlator's memory and the dead letters stay small.
+    huge = "HEAD" + "x" * 2**20 + "TAIL"
+    pod = pod_snapshot(
+        o.raw_pod(
+            message=huge,
+            conditions=[o.condition("DisruptionTarget", message=huge)],
+            containers=[o.terminated("main", 1, "Error", huge), o.waiting("side", message=huge)],
+        )
+    )
+    event = event_record(o.raw_event("Pod", "p", "FailedMount", huge))
+    kept = [
+        pod.message,
+        pod.conditions[0].message,
+        pod.containers[0].terminated_message,
+        pod.containers[1].waiting_message,
+        event.message,
+    ]
+    for message in kept:
+        assert len(message) <= MAX_MESSAGE_CHARS + len("\n…\n")
+        assert message.startswith("HEADxxx") and message.endswith("xxxTAIL")
+        assert "\n…\n" in message
+
+
+def test_messages_up_to_the_bound_are_kept_whole() -> None:
+    message = "m" * MAX_MESSAGE_CHARS
+    event = event_record(o.raw_event("Pod", "p", "FailedMount", message))
+    assert event.message == message
 
 
 # --- totality ------------------------------------------------------------------------------

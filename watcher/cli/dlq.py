@@ -1,4 +1,9 @@
-"""`kube-dlq dlq list|show`: what landed on the dead-letter queues, for people and scripts."""
+"""`kube-dlq dlq list|show`: what landed on the dead-letter queues, for people and scripts.
+
+Entries that do not decode never stop a listing: each is one warning line on stderr, so
+stdout stays exactly the table or the JSON (``-o json`` output is parseable whatever is
+stored). ``show`` of such an entry prints one error line and exits 2.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,7 @@ import time
 from dataclasses import asdict
 from typing import Any, TextIO
 
-from watcher.adapters.redis.codec import CorruptEntry
-from watcher.adapters.redis.queries import DeadLetterQueries
+from watcher.adapters.redis.queries import CorruptRecord, DeadLetterQueries
 from watcher.core.manifest import mask_inline_env
 from watcher.core.model import DeadLetter
 
@@ -45,7 +49,13 @@ def full(entry_id: str, letter: DeadLetter, *, reveal: bool = False) -> dict[str
 
 
 async def list_entries(
-    queries: DeadLetterQueries, *, queue: str | None, count: int, output: str, out: TextIO
+    queries: DeadLetterQueries,
+    *,
+    queue: str | None,
+    count: int,
+    output: str,
+    out: TextIO,
+    err: TextIO,
 ) -> int:
     entries = await queries.list_dead_letters(queue, count=count)
     if output == "json":
@@ -54,7 +64,7 @@ async def list_entries(
     else:
         _table([summary(i, letter) for i, letter in entries], out)
     for bad in entries.corrupt:
-        out.write(f"warning: entry {bad.entry_id} could not be read: {bad.error}\n")
+        err.write(_one_line(f"warning: entry {bad.entry_id} could not be read: {bad.error}"))
     return 0
 
 
@@ -62,9 +72,14 @@ async def show_entry(
     queries: DeadLetterQueries, entry_id: str, *, out: TextIO, err: TextIO, reveal: bool = False
 ) -> int:
     try:
-        found = await queries.get_dead_letter(entry_id)
-    except (ValueError, CorruptEntry) as exc:
-        err.write(f"kube-dlq dlq show: {exc}\n")
+        found = await queries.find_dead_letter(entry_id)
+    except ValueError as exc:
+        err.write(_one_line(f"kube-dlq dlq show: {exc}"))
+        return 2
+    if isinstance(found, CorruptRecord):
+        err.write(
+            _one_line(f"kube-dlq dlq show: {found.entry_id} could not be read: {found.error}")
+        )
         return 2
     if found is None:
         err.write(f"kube-dlq dlq show: no dead letter {entry_id}\n")
@@ -99,4 +114,16 @@ def _table(rows: list[dict[str, Any]], out: TextIO) -> None:
 
 
 def _iso(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+    try:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+    except (OverflowError, OSError, ValueError):  # finite, but beyond what time_t holds
+        return f"{ts:g}"
+
+
+_LINE_CHARS = 500
+
+
+def _one_line(text: str) -> str:
+    """`text` as one line of at most _LINE_CHARS: a stored error can quote stored bytes."""
+    line = " ".join(text.split())
+    return (line if len(line) <= _LINE_CHARS else line[: _LINE_CHARS - 1] + "…") + "\n"

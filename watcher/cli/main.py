@@ -169,7 +169,12 @@ def _run_product(args: argparse.Namespace) -> int:
             _with_redis(
                 config,
                 lambda queries: dlq.list_entries(
-                    queries, queue=args.queue, count=args.limit, output=args.output, out=sys.stdout
+                    queries,
+                    queue=args.queue,
+                    count=args.limit,
+                    output=args.output,
+                    out=sys.stdout,
+                    err=sys.stderr,
                 ),
             )
         )

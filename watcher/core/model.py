@@ -8,6 +8,7 @@ pure stages (correlate, classify, policy, backoff, decide) are testable from tab
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -322,3 +323,29 @@ class ClaimedTicket:
     ticket: RetryTicket
     lease_until: float
     """Unix seconds; after this another claim may take the ticket again unless it is acked."""
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantinedTicket:
+    """A due retry ticket that could not be decoded and was set aside, not fired."""
+
+    ticket_id: str
+    """As stored; an id that is not UTF-8 is shown with backslash escapes."""
+    error: str
+    """Why it did not decode (the codec's message)."""
+
+
+class ClaimedBatch(list[ClaimedTicket]):
+    """The tickets one claim handed out, plus those it quarantined instead (`quarantined`).
+
+    A list, so callers that only fire tickets use it as one; the store owns no metrics or
+    logs, so it returns what it set aside and the retry loop counts and reports it.
+    """
+
+    def __init__(
+        self,
+        claimed: Iterable[ClaimedTicket] = (),
+        quarantined: Iterable[QuarantinedTicket] = (),
+    ) -> None:
+        super().__init__(claimed)
+        self.quarantined: tuple[QuarantinedTicket, ...] = tuple(quarantined)

@@ -8,7 +8,9 @@ value is type-checked where it is read and falls back to the model's default. Th
 without an identity nothing can be correlated, and the caller logs and counts it.
 
 Only status-level data is kept. Pod specs are read for `nodeName` alone and never stored, so
-the daemon's memory does not grow with the size of users' pod templates.
+the daemon's memory does not grow with the size of users' pod templates. For the same reason
+messages (pod, condition, container and Event messages) are kept up to MAX_MESSAGE_CHARS: their
+head and their tail.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from watcher.core.model import (
 from watcher.core.rawjson import RawEvent, RawJob, RawMapping, RawNode, RawPod
 
 __all__ = [
+    "MAX_MESSAGE_CHARS",
     "MalformedObject",
     "event_record",
     "job_snapshot",
@@ -52,6 +55,16 @@ _RFC3339 = re.compile(
     r"(?P<zone>[Zz]|[+-]\d{2}:\d{2})?"
 )
 _INT_TEXT = re.compile(r"[+-]?\d{1,10}")
+
+MESSAGE_HEAD_CHARS = 8 * 1024
+MESSAGE_TAIL_CHARS = 8 * 1024
+MAX_MESSAGE_CHARS = MESSAGE_HEAD_CHARS + MESSAGE_TAIL_CHARS
+"""Longest message a projection keeps; a longer one keeps its first and last 8 KiB. What
+Kubernetes writes is far shorter (a termination message is at most 4 KiB, an Event note 1 KiB),
+but the fields are free text: a hand-written status or a hostile Event can hold megabytes, which
+would otherwise sit in the correlator's memory and in every dead letter's report. The classifier
+matches a shorter part still (`watcher.core.classify.patterns.MAX_MATCHED_CHARS`)."""
+_MESSAGE_CUT = "\n…\n"
 
 
 class MalformedObject(ValueError):
@@ -96,7 +109,7 @@ def pod_snapshot(raw: RawPod | RawMapping, *, deleted: bool = False) -> PodSnaps
         uid=uid,
         phase=_str(status, "phase"),
         reason=_str(status, "reason"),
-        message=_str(status, "message"),
+        message=_message(status, "message"),
         node_name=_str(_mapping(body.get("spec")), "nodeName"),
         deleted=deleted or _is_set(meta.get("deletionTimestamp")),
         conditions=_conditions(status),
@@ -118,7 +131,7 @@ def event_record(raw: RawEvent | RawMapping) -> EventRecord:
         involved_kind=_str(involved, "kind"),
         involved_name=_str(involved, "name"),
         reason=_str(body, "reason"),
-        message=_str(body, "message") or _str(body, "note"),
+        message=_message(body, "message") or _message(body, "note"),
         type=_str(body, "type") or "Normal",
         count=_positive(body.get("count")) or _positive(series.get("count")) or 1,
         last_seen=_event_last_seen(body, series),
@@ -204,7 +217,7 @@ def _conditions(status: Mapping[str, object]) -> tuple[Condition, ...]:
             type=_str(c, "type"),
             status=_str(c, "status"),
             reason=_str(c, "reason"),
-            message=_str(c, "message"),
+            message=_message(c, "message"),
         )
         for c in _mappings(status.get("conditions"))
         if _str(c, "type")
@@ -231,9 +244,9 @@ def _container(raw: Mapping[str, object], *, init: bool) -> ContainerOutcome:
         exit_code=_int(terminated.get("exitCode")),
         signal=_int(terminated.get("signal")),
         terminated_reason=_str(terminated, "reason"),
-        terminated_message=_str(terminated, "message"),
+        terminated_message=_message(terminated, "message"),
         waiting_reason=_str(waiting, "reason"),
-        waiting_message=_str(waiting, "message"),
+        waiting_message=_message(waiting, "message"),
         restart_count=_count(raw, "restartCount"),
     )
 
@@ -278,6 +291,14 @@ def _mappings(value: object) -> Sequence[Mapping[str, object]]:
 def _str(raw: Mapping[str, object], key: str) -> str:
     value = raw.get(key)
     return value if isinstance(value, str) else ""
+
+
+def _message(raw: Mapping[str, object], key: str) -> str:
+    """A free-text message, cut to its head and tail past MAX_MESSAGE_CHARS."""
+    text = _str(raw, key)
+    if len(text) <= MAX_MESSAGE_CHARS:
+        return text
+    return text[:MESSAGE_HEAD_CHARS] + _MESSAGE_CUT + text[-MESSAGE_TAIL_CHARS:]
 
 
 def _is_set(value: object) -> bool:

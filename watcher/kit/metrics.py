@@ -123,6 +123,13 @@ class Metrics:
             ["stage"],
             registry=r,
         )
+        self.quarantined = Counter(
+            f"{PREFIX}_quarantined_entries_total",
+            "Stored entries that failed to decode and were set aside (retry tickets: moved to "
+            "the corrupt hash instead of being fired), by kind.",
+            ["kind"],
+            registry=r,
+        )
         self.decision_latency = Histogram(
             f"{PREFIX}_decision_latency_seconds",
             "From seeing a Job fail to its dead letter or retry being durably written.",

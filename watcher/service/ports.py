@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence, Set
 from typing import Any, Protocol
 
 from watcher.core.model import (
-    ClaimedTicket,
+    ClaimedBatch,
     DeadLetter,
     ForgetResult,
     JobRef,
@@ -64,7 +64,10 @@ class MarkerStore(Protocol):
 class RetryStore(Protocol):
     """Due retry tickets, claimed with a lease (`watcher.adapters.redis.store.RedisStore`)."""
 
-    async def claim_due_retries(self, now: float, *, limit: int) -> list[ClaimedTicket]: ...
+    async def claim_due_retries(self, now: float, *, limit: int) -> ClaimedBatch:
+        """Due tickets, leased; those that failed to decode are in ``.quarantined`` instead
+        (already moved aside by the store), for the caller to count and report."""
+        ...
 
     async def ack_retry(self, ticket_id: str) -> bool: ...
 

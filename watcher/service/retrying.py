@@ -154,6 +154,11 @@ class RetryLoop:
             "claim_due_retries",
             self._store.claim_due_retries(now, limit=settings.batch_size),
         )
+        for bad in claimed.quarantined:
+            # Already moved to the corrupt hash by the store; counted and named here so an
+            # operator learns of it, then the rest of the batch is fired as usual.
+            self._metrics.quarantined.labels(kind="retry_ticket").inc()
+            self._log.warning("retry_ticket_quarantined", ticket_id=bad.ticket_id, error=bad.error)
         for index, item in enumerate(claimed):
             if stop is not None and stop.is_set():
                 await self._give_back(claimed[index:], now)

@@ -9,12 +9,21 @@ encoded as compact UTF-8 JSON. ``decode(encode(x)) == x`` for every `DeadLetter`
 tuples). Version 1 evolves additively: readers ignore fields they do not know, and a field that
 has a default in `watcher.core.model` may be missing. Anything else that does not fit raises
 `CorruptEntry`, which callers report and skip.
+
+Decoding is total: whatever bytes Redis hands back, the decoders return an entry or raise
+`CorruptEntry`, never another error. That includes input built to hurt: nesting deeper than
+MAX_DEPTH (the parser would raise RecursionError, and code that walks a decoded manifest
+recursively, such as ``copy.deepcopy`` or ``dataclasses.asdict``, would too), numbers that
+overflow a float (``1e400``, ``10**400``), integers beyond 64 bits, and strings with a lone
+surrogate (``"\\ud800"`` is valid JSON, but no such text can be encoded again: not stored, not
+printed, not sent to the apiserver).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import math
+from collections.abc import Iterator, Mapping
 from typing import Any, Final
 
 from watcher.core.model import (
@@ -39,6 +48,16 @@ __all__ = [
 VERSION: Final = 1
 KIND_DEAD_LETTER: Final = "dead_letter"
 KIND_RETRY_TICKET: Final = "retry_ticket"
+
+MAX_DEPTH: Final = 64
+"""Deepest nesting of objects and lists a stored entry may have. A Job manifest is about a
+dozen levels deep (spec.template.spec.affinity...values); the limit leaves room for that many
+times over and keeps every recursive walk of a decoded entry (deepcopy, asdict, json.dumps) far
+below Python's recursion limit, wherever on the stack it runs."""
+
+MAX_INT: Final = 2**63 - 1
+"""Largest magnitude of a stored integer: what other readers of the same keys (jq, Redis Lua,
+a Go or Java tool) can hold. Nothing kube-dlq writes comes near it."""
 
 
 class CorruptEntry(ValueError):
@@ -152,6 +171,12 @@ def _open(raw: bytes | str, kind: str, what: str) -> Mapping[str, Any]:
         raise CorruptEntry(f"{what}: not valid UTF-8 JSON: {exc}") from exc
     except TypeError as exc:
         raise CorruptEntry(f"{what}: expected bytes or str, got {type(raw).__name__}") from exc
+    except RecursionError:
+        # The C parser recurses once per level; past the interpreter's limit it gives up.
+        raise CorruptEntry(f"{what}: nested deeper than {MAX_DEPTH} levels") from None
+    problem = _unusable(body)
+    if problem:
+        raise CorruptEntry(f"{what}: {problem}")
     if not isinstance(body, dict):
         raise CorruptEntry(f"{what}: expected a JSON object envelope, got {_json_type(body)}")
     version = body.get("v")
@@ -171,6 +196,46 @@ def _open(raw: bytes | str, kind: str, what: str) -> Mapping[str, Any]:
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
+
+
+def _unusable(value: object) -> str:
+    """What makes a parsed value unusable, or "": nesting deeper than MAX_DEPTH, or a string
+    (key or value) that is not valid Unicode."""
+    for node, depth in _nodes(value):
+        if isinstance(node, str) and not _encodable(node):
+            return "a string holds a lone surrogate (not valid Unicode)"
+        if isinstance(node, dict | list) and depth >= MAX_DEPTH:  # the top is level 1
+            return f"nested deeper than {MAX_DEPTH} levels"
+    return ""
+
+
+def _nodes(value: object) -> Iterator[tuple[object, int]]:
+    """Every value inside `value` (dict keys too) with its depth, the top at 0. Iterative, so
+    it cannot run out of stack whatever the nesting; it stops descending below MAX_DEPTH."""
+    stack: list[tuple[object, int]] = [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        yield node, depth
+        if depth >= MAX_DEPTH:
+            continue
+        if isinstance(node, dict):
+            stack.extend((child, depth + 1) for child in (*node.keys(), *node.values()))
+        elif isinstance(node, list):
+            stack.extend((child, depth + 1) for child in node)
+
+
+def _non_finite(value: object) -> bool:
+    """Whether a float in `value` is infinite: ``1e400`` is valid JSON that parses as inf, and
+    neither Redis nor the apiserver take inf back."""
+    return any(isinstance(n, float) and not math.isfinite(n) for n, _ in _nodes(value))
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _decode_job(d: _Fields) -> JobRef:
@@ -225,20 +290,33 @@ class _Fields:
 
     def integer(self, key: str) -> int:
         value = self.get(key)
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise self._fail(key, "integer", value)
+        if not isinstance(value, int) or isinstance(value, bool) or abs(value) > MAX_INT:
+            raise self._fail(key, "integer of at most 64 bits", value)
         return value
 
     def number(self, key: str) -> float:
+        """A finite float. Ints are widened; one too large for a float (10**400) and the
+        parser's infinity for 1e400 are rejected, as the time fields they stand for would be
+        unusable (a NaN or infinite due time never comes, an overflow crashes the reader)."""
         value = self.get(key)
         if not isinstance(value, int | float) or isinstance(value, bool):
             raise self._fail(key, "number", value)
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number):
+            raise self._fail(key, "finite number", value)
+        return number
 
     def obj(self, key: str) -> dict[str, Any]:
         value = self.get(key, {})
         if not isinstance(value, dict):
             raise self._fail(key, "object", value)
+        if _non_finite(value):
+            raise CorruptEntry(
+                f"{self._what}: field '{self._prefix}{key}': a number is out of range for a float"
+            )
         return value
 
     def texts(self, key: str) -> tuple[str, ...]:

@@ -2,9 +2,11 @@
 
 `DeadLetterQueries` backs ``kube-dlq dlq list|show``. It takes the same ``redis`` settings
 section and cluster name as the daemon's `watcher.adapters.redis.store.RedisStore`, so it reads
-the keys the daemon writes. Entries that fail to decode are reported (`CorruptRecord`, or a
-`codec.CorruptEntry` naming the entry), never a crash; Redis failures surface as `SinkError`
-(`watcher.adapters.redis.guard`).
+the keys the daemon writes. Whatever is stored, the reads are total: an entry that fails to
+decode, one without its data field, a queue name that is not UTF-8 are each reported as a
+`CorruptRecord` value (``list_dead_letters``, ``find_dead_letter``), or as `codec.CorruptEntry`
+naming the entry (``get_dead_letter``, for callers that want an exception), never another
+error; Redis failures surface as `SinkError` (`watcher.adapters.redis.guard`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from watcher.adapters.redis.keys import STREAM_FIELD, Keys
 from watcher.core.model import DeadLetter
 from watcher.core.settings import RedisSettings
 
-__all__ = ["CorruptRecord", "DeadLetterList", "DeadLetterQueries"]
+__all__ = ["CorruptRecord", "DeadLetterList", "DeadLetterQueries", "FoundLetter"]
 
 _STREAM_ID: Final = re.compile(r"\d+(-\d+)?")
 _RANGE_START: Final = re.compile(r"-|\(?\d+(-\d+)?")
@@ -37,6 +39,10 @@ class CorruptRecord:
     error: str
     raw: bytes | None
     """The stored bytes, or None when the entry had no data field at all."""
+
+
+FoundLetter = tuple[str, DeadLetter]
+"""``(<queue>/<stream-id>, letter)``."""
 
 
 class DeadLetterList(list[tuple[str, DeadLetter]]):
@@ -63,10 +69,23 @@ class DeadLetterQueries:
         return self._keys
 
     async def queues(self) -> list[str]:
-        """Names of all dead-letter queues ever written, sorted."""
+        """Names of all dead-letter queues ever written, sorted (members that are not UTF-8,
+        which name no queue kube-dlq writes, left out; `list_dead_letters` reports them)."""
+        names, _ = await self._queue_names()
+        return names
+
+    async def _queue_names(self) -> tuple[list[str], list[CorruptRecord]]:
         async with self._guard("queues"):
             members = await self._redis.smembers(self._keys.queues)
-        return sorted(text(m) for m in members)
+        names: list[str] = []
+        bad: list[CorruptRecord] = []
+        for member in map(as_bytes, members):
+            try:
+                names.append(member.decode())
+            except UnicodeDecodeError as exc:
+                shown = member.decode(errors="backslashreplace")
+                bad.append(CorruptRecord(f"{shown}/", f"queue name is not UTF-8: {exc}", None))
+        return sorted(names), bad
 
     async def list_dead_letters(
         self, queue: str | None, *, count: int, start: str = "-"
@@ -82,7 +101,11 @@ class DeadLetterQueries:
             raise ValueError("count must be >= 1")
         if not _RANGE_START.fullmatch(start):
             raise ValueError(f"start must be '-', a stream id or '(<stream id>', got {start!r}")
-        names = [queue] if queue is not None else await self.queues()
+        bad_names: list[CorruptRecord] = []
+        if queue is not None:
+            names = [queue]
+        else:
+            names, bad_names = await self._queue_names()
         async with self._guard("list_dead_letters"), self._redis.pipeline() as pipe:
             for name in names:
                 pipe.xrange(self._keys.dlq(name), min=start, max="+", count=count)
@@ -93,23 +116,21 @@ class DeadLetterQueries:
             for sid, fields in entries or ()
         ]
         rows.sort(key=lambda r: (stream_id_key(r[0]), r[1]))
-        out = DeadLetterList()
+        out = DeadLetterList(corrupt=bad_names)
         for sid, name, fields in rows[:count]:
-            entry_id = f"{name}/{sid}"
-            raw = _field(fields)
-            try:
-                if raw is None:
-                    raise CorruptEntry(f"entry has no {STREAM_FIELD!r} field")
-                out.append((entry_id, codec.decode_dead_letter(raw)))
-            except CorruptEntry as exc:
-                out.corrupt.append(CorruptRecord(entry_id, str(exc), raw))
+            entry = _decoded(f"{name}/{sid}", fields)
+            if isinstance(entry, CorruptRecord):
+                out.corrupt.append(entry)
+            else:
+                out.append(entry)
         return out
 
-    async def get_dead_letter(self, entry_id: str) -> tuple[str, DeadLetter] | None:
+    async def find_dead_letter(self, entry_id: str) -> FoundLetter | CorruptRecord | None:
         """Look up ``<queue>/<stream-id>``, or a bare stream id in every queue.
 
-        Returns ``(<queue>/<stream-id>, letter)`` or None if absent. Raises `ValueError` for a
-        malformed id and `CorruptEntry` (naming the entry) if the entry does not decode.
+        Returns ``(<queue>/<stream-id>, letter)``, a `CorruptRecord` naming the entry if it is
+        there but does not decode, or None if absent. Raises `ValueError` for a malformed id
+        (the caller's input, not stored data); never for what is stored.
         """
         queue, _, sid = entry_id.rpartition("/")
         if not _STREAM_ID.fullmatch(sid) or (queue == "" and "/" in entry_id):
@@ -121,15 +142,30 @@ class DeadLetterQueries:
             ranges = await pipe.execute()
         for name, entries in zip(names, ranges, strict=True):
             if entries:
-                found_id = f"{name}/{text(entries[0][0])}"
-                raw = _field(entries[0][1])
-                if raw is None:
-                    raise CorruptEntry(f"{found_id}: entry has no {STREAM_FIELD!r} field")
-                try:
-                    return found_id, codec.decode_dead_letter(raw)
-                except CorruptEntry as exc:
-                    raise CorruptEntry(f"{found_id}: {exc}") from exc
+                return _decoded(f"{name}/{text(entries[0][0])}", entries[0][1])
         return None
+
+    async def get_dead_letter(self, entry_id: str) -> FoundLetter | None:
+        """`find_dead_letter`, with a corrupt entry raised as `CorruptEntry` naming it.
+
+        Returns ``(<queue>/<stream-id>, letter)`` or None if absent. Raises `ValueError` for a
+        malformed id and `CorruptEntry` if the entry does not decode; nothing else.
+        """
+        found = await self.find_dead_letter(entry_id)
+        if isinstance(found, CorruptRecord):
+            raise CorruptEntry(f"{found.entry_id}: {found.error}")
+        return found
+
+
+def _decoded(entry_id: str, fields: dict[Any, Any]) -> FoundLetter | CorruptRecord:
+    """One stream entry as ``(entry_id, letter)``, or what is wrong with it."""
+    raw = _field(fields)
+    if raw is None:
+        return CorruptRecord(entry_id, f"entry has no {STREAM_FIELD!r} field", None)
+    try:
+        return entry_id, codec.decode_dead_letter(raw)
+    except CorruptEntry as exc:
+        return CorruptRecord(entry_id, str(exc), raw)
 
 
 def _field(fields: dict[Any, Any]) -> bytes | None:

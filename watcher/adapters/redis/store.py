@@ -54,16 +54,18 @@ from watcher.adapters.redis.keys import STREAM_FIELD, Keys
 from watcher.core.errors import SinkError
 from watcher.core.model import (
     Action,
+    ClaimedBatch,
     ClaimedTicket,
     DeadLetter,
     ForgetResult,
     JobRef,
+    QuarantinedTicket,
     RetryTicket,
     WriteResult,
 )
 from watcher.core.settings import RedisSettings
 
-__all__ = ["ClaimedTicket", "ForgetResult", "RedisStore", "WriteResult"]
+__all__ = ["ClaimedBatch", "ClaimedTicket", "ForgetResult", "RedisStore", "WriteResult"]
 
 REQUEUE_BATCH: Final = 1000
 """At most this many lease-expired tickets go back to due per claim call; the rest follow on
@@ -260,12 +262,15 @@ class RedisStore:
 
     # --- retry tickets --------------------------------------------------------------------------
 
-    async def claim_due_retries(self, now: float, *, limit: int) -> list[ClaimedTicket]:
+    async def claim_due_retries(self, now: float, *, limit: int) -> ClaimedBatch:
         """Claim up to `limit` tickets due at `now`, leased until ``now + retry_claim_lease_s``.
 
         Lease-expired claims are first put back as due (crash recovery). Two callers never get
-        the same ticket from one due period. Tickets that fail to decode are moved to the
-        corrupt hash (see `corrupt_retries`) and not returned.
+        the same ticket from one due period. A ticket that fails to decode (or whose id is not
+        UTF-8) is moved to the corrupt hash (see `corrupt_retries`), never returned and never
+        raised: one poison ticket must not stall the batch around it, nor come back after its
+        lease to stall the next one. The batch lists those in ``.quarantined`` for the caller
+        to count and report.
         """
         if limit < 1:
             raise ValueError("limit must be >= 1")
@@ -277,21 +282,26 @@ class RedisStore:
                 args=[ms(now), limit, ms(lease_until), REQUEUE_BATCH],
             )
         claimed: list[ClaimedTicket] = []
-        corrupt: list[tuple[str, bytes]] = []
+        corrupt: list[tuple[bytes, bytes]] = []
+        quarantined: list[QuarantinedTicket] = []
         flat = reply[2:]
         for raw_id, body in zip(flat[::2], flat[1::2], strict=True):
-            ticket_id = text(raw_id)
+            raw_id, body = as_bytes(raw_id), as_bytes(body)
             try:
+                ticket_id = raw_id.decode()
                 ticket = codec.decode_retry_ticket(body)
-            except CorruptEntry:
-                corrupt.append((ticket_id, body))
+            except (CorruptEntry, UnicodeDecodeError) as exc:
+                error = str(exc) if isinstance(exc, CorruptEntry) else f"ticket id: {exc}"
+                corrupt.append((raw_id, body))
+                quarantined.append(QuarantinedTicket(_shown(raw_id), error))
                 continue
             claimed.append(ClaimedTicket(ticket_id, ticket, lease_until))
         if corrupt:
             await self._quarantine(corrupt)
-        return claimed
+        return ClaimedBatch(claimed, quarantined)
 
-    async def _quarantine(self, entries: Sequence[tuple[str, bytes]]) -> None:
+    async def _quarantine(self, entries: Sequence[tuple[bytes, bytes]]) -> None:
+        # By the raw id: an id that is not UTF-8 has no str that names the same key.
         k = self._keys
         async with self._guard("quarantine_retries"), self._redis.pipeline() as pipe:
             for ticket_id, body in entries:
@@ -375,7 +385,7 @@ class RedisStore:
         """Tickets that failed to decode when claimed: ticket id -> stored bytes."""
         async with self._guard("corrupt_retries"):
             raw = await self._redis.hgetall(self._keys.retry_corrupt)
-        return {text(key): as_bytes(value) for key, value in raw.items()}
+        return {_shown(as_bytes(key)): as_bytes(value) for key, value in raw.items()}
 
     # --- gauges and health ----------------------------------------------------------------------
 
@@ -406,7 +416,9 @@ class RedisStore:
         # daemon's store does not depend on the CLI's read side.
         async with self._guard(op):
             members = await self._redis.smembers(self._keys.queues)
-        return sorted(text(m) for m in members)
+        # A member that is not UTF-8 names no queue kube-dlq writes (names are validated
+        # ASCII): skipped, so one bad member cannot stop the gauges.
+        return sorted(name for name in map(_utf8, members) if name is not None)
 
     async def ping(self, timeout_s: float) -> None:
         """Answer within `timeout_s` or raise SinkError (the daemon's readiness check)."""
@@ -456,3 +468,15 @@ class RedisStore:
 
 def _member(job: JobRef) -> str:
     return Keys.outcome_member(job.namespace, job.uid)
+
+
+def _shown(raw_id: bytes) -> str:
+    """A stored id as text for logs and reports, whatever its bytes."""
+    return raw_id.decode(errors="backslashreplace")
+
+
+def _utf8(value: bytes | str) -> str | None:
+    try:
+        return text(value)
+    except UnicodeDecodeError:
+        return None

@@ -9,8 +9,9 @@ rejects a key given twice in one mapping.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
 
@@ -196,7 +197,10 @@ def duration_value(value: object, path: str, *, positive: bool, max_s: float) ->
     if isinstance(value, str):
         seconds = checked(parse_duration, value, path)
     elif isinstance(value, int | float) and not isinstance(value, bool):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # an int beyond any float, e.g. 400 digits: out of range anyway
+            seconds = math.inf
     else:
         raise ConfigError(
             path, f"must be seconds or a duration like 90s, 5m, 1h, got {describe(value)}"
@@ -272,6 +276,14 @@ def _construct_mapping(loader: StrictLoader, node: yaml.MappingNode) -> dict[Any
         if key_node.tag == "tag:yaml.org,2002:merge":
             continue  # "<<: *anchor" may be overridden by explicit keys, as YAML intends
         key = loader.construct_object(key_node, deep=True)
+        if not isinstance(key, Hashable) or isinstance(key, list | dict):
+            # "? [a, b]" is legal YAML but no Python dict key; say so as a YAML error.
+            raise yaml.constructor.ConstructorError(
+                "while constructing a mapping",
+                node.start_mark,
+                f"found a {type(key).__name__} as a key",
+                key_node.start_mark,
+            )
         if isinstance(key, str | int | float | bool) and key in seen:
             raise yaml.constructor.ConstructorError(
                 "while constructing a mapping",

@@ -93,6 +93,13 @@ def load_config(path: str | os.PathLike[str]) -> Settings:
         document = yaml.load(text, Loader=StrictLoader)  # a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise ConfigError("", f"invalid YAML in {name}: {exc}", file=name) from exc
+    except (ValueError, TypeError) as exc:
+        # PyYAML's constructors let some value errors through unwrapped: an impossible
+        # timestamp (2001-13-40), "!!int 0x", an int of more digits than Python converts.
+        raise ConfigError("", f"invalid YAML in {name}: {exc}", file=name) from exc
+    except RecursionError:
+        # The composer recurses once per nesting level; no config is nested that deep.
+        raise ConfigError("", f"invalid YAML in {name}: nested too deeply", file=name) from None
     if document is None:
         document = {}
     if not isinstance(document, Mapping):

@@ -53,6 +53,17 @@ pod's own Events). `jobs` holds both rule tables, the choice of the deciding pod
 from __future__ import annotations
 
 from watcher.core.classify.jobs import classify
-from watcher.core.classify.patterns import DEFAULT_IO_TIMEOUT_PATTERNS, DEFAULT_RULES, ClassifyRules
+from watcher.core.classify.patterns import (
+    DEFAULT_IO_TIMEOUT_PATTERNS,
+    DEFAULT_RULES,
+    MAX_MATCHED_CHARS,
+    ClassifyRules,
+)
 
-__all__ = ["DEFAULT_IO_TIMEOUT_PATTERNS", "DEFAULT_RULES", "ClassifyRules", "classify"]
+__all__ = [
+    "DEFAULT_IO_TIMEOUT_PATTERNS",
+    "DEFAULT_RULES",
+    "MAX_MATCHED_CHARS",
+    "ClassifyRules",
+    "classify",
+]

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from watcher.core.classify.containers import never_ran
 from watcher.core.classify.evidence import classified_as, event_evidence
 from watcher.core.classify.facts import Facts
+from watcher.core.classify.patterns import matched_part
 from watcher.core.model import Classification, EventRecord, FailureClass, PodSnapshot
 
 __all__ = [
@@ -58,7 +59,9 @@ _IMAGE_PULL_TEXT = re.compile(
 
 
 def _is_pull_failure(e: EventRecord) -> bool:
-    return e.reason in _IMAGE_PULL_EVENT_REASONS and _IMAGE_PULL_TEXT.search(e.message) is not None
+    if e.reason not in _IMAGE_PULL_EVENT_REASONS:
+        return False
+    return _IMAGE_PULL_TEXT.search(matched_part(e.message)) is not None
 
 
 def by_image_pull_event(pod: PodSnapshot, facts: Facts) -> Classification | None:

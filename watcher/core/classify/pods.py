@@ -19,6 +19,7 @@ from watcher.core.classify.evidence import (
     with_message,
 )
 from watcher.core.classify.facts import Facts
+from watcher.core.classify.patterns import matched_part
 from watcher.core.model import Classification, Condition, FailureClass, PodSnapshot
 
 __all__ = [
@@ -84,7 +85,7 @@ def by_disruption_target(pod: PodSnapshot, facts: Facts) -> Classification | Non
 
 def _kubelet_termination(pod: PodSnapshot, message: str, evidence: str) -> Classification:
     shutdown = pod.reason in _SHUTDOWN_REASONS or any(
-        _SHUTDOWN_TEXT.search(text) for text in (message, pod.message)
+        _SHUTDOWN_TEXT.search(matched_part(text)) for text in (message, pod.message)
     )
     if shutdown:
         return classified_as(
