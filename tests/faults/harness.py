@@ -1,0 +1,157 @@
+"""What every fault test shares: sizes, a fault log, the daemon's config, one scenario run.
+
+A scenario is: a `JobRecorder` on the namespace, the daemon (`kube-dlq run` as a subprocess)
+started and ready, then the load generator and the test's fault injector running together,
+then the daemon brought back if the injector left it down, then `settle` and the report.
+Sizes come from a `Profile`: a short one for CI (`make test`) and a long one for `make soak`
+(``KUBE_DLQ_SOAK=1`` or ``--soak``). The fault schedule is drawn from a seeded
+`random.Random`: ``KUBE_DLQ_FAULT_SEED`` replays another schedule.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from redis.asyncio import Redis
+
+from devtools.devcluster.cluster import ClusterState
+from tests.faults.checker import LedgerReport, Sources, observe, settle
+from tests.faults.ledger import LoadGenerator
+from tests.support.daemon import RETRY_POLL_S, STUCK_CHECK_INTERVAL_S, DaemonProcess, config_doc
+from watcher.adapters.redis.keys import Keys
+from watcher.adapters.redis.queries import DeadLetterQueries
+from watcher.app.config import parse_config
+
+SOAK_ENV = "KUBE_DLQ_SOAK"
+SEED_ENV = "KUBE_DLQ_FAULT_SEED"
+
+CLAIM_LEASE_S = 10
+"""redis.retry_claim_lease_s of the fault daemons: a ticket claimed by a daemon that was then
+killed is fired again after this (the product's 60 s would stretch every run by a minute)."""
+QUIET_S = 6.0
+"""After everything has its outcome, wait this long for late duplicates (a replay after the
+last restart: the relist plus pipeline.settle_s) before the final count."""
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """How big one fault run is."""
+
+    jobs: int
+    """Failures the load generator injects (it stops by itself after these)."""
+    rate_per_s: float
+    faults: int
+    """Faults the injector causes during the load."""
+    settle_s: float
+    """How long everything may take to reach its outcome once load and faults are over."""
+    timeout_s: float
+    """The test's pytest timeout."""
+
+    @property
+    def load_s(self) -> float:
+        return self.jobs / self.rate_per_s
+
+
+def soak_requested(option: bool) -> bool:
+    return option or os.environ.get(SOAK_ENV, "") not in ("", "0")
+
+
+def seed_for(default: int) -> int:
+    value = os.environ.get(SEED_ENV)
+    return int(value) if value else default
+
+
+class FaultLog:
+    """When each fault happened, relative to the start of the load."""
+
+    def __init__(self) -> None:
+        self.t0 = time.monotonic()
+        self.lines: list[str] = []
+
+    def note(self, what: str) -> None:
+        self.lines.append(f"t+{time.monotonic() - self.t0:.1f}s {what}")
+
+
+def fault_config(
+    cluster: ClusterState, *, namespace: str, redis_url: str, cluster_name: str, **overrides: Any
+) -> dict[str, Any]:
+    """The daemon config of a fault run: config_doc's fast backoff and dwell, plus a retry loop
+    polling every second and a short claim lease; `overrides` replace whole sections."""
+    doc = config_doc(
+        cluster,
+        namespace=namespace,
+        redis_url=redis_url,
+        cluster_name=cluster_name,
+        redis={"url": redis_url, "retry_claim_lease_s": CLAIM_LEASE_S},
+        retry_loop={"poll_interval_s": RETRY_POLL_S},
+    )
+    doc["classify"]["stuck_check_interval_s"] = STUCK_CHECK_INTERVAL_S
+    doc.update(overrides)
+    return doc
+
+
+def queries_for(config: Path, redis: Redis) -> tuple[DeadLetterQueries, Keys]:
+    """The CLI's reader of what the daemon with this config file writes, and its key names."""
+    settings = parse_config(yaml.safe_load(config.read_text()))
+    queries = DeadLetterQueries(redis, settings.redis, cluster_name=settings.cluster_name)
+    return queries, queries.keys
+
+
+Injector = Callable[[FaultLog, asyncio.Event], Awaitable[None]]
+"""Causes the test's faults while the load runs (the event is set once the load is over)."""
+
+
+@dataclass
+class Scenario:
+    title: str
+    load: LoadGenerator
+    sources: Sources
+    daemon: DaemonProcess
+    profile: Profile
+    faults: FaultLog = field(default_factory=FaultLog)
+
+    async def run(self, inject: Injector) -> LedgerReport:
+        """Load and faults together, the daemon back up, then the settled report."""
+        self.faults = FaultLog()
+        await asyncio.gather(self.load.run(), inject(self.faults, self.load.done))
+        if not self.daemon.running:
+            self.daemon.start()
+        await self.daemon.wait_ready(within=120)
+
+        async def observe_now() -> LedgerReport:
+            return await observe(
+                self.load.ledger, self.sources, title=self.title, faults=self.faults.lines
+            )
+
+        return await settle(observe_now, within=self.profile.settle_s, quiet_s=QUIET_S)
+
+
+def evidence(log: Path, report: LedgerReport, *, limit: int = 40) -> str:
+    """The daemon's log lines about the Jobs the report found wrong, for the failure message."""
+    names = {r.entry.name for r in report.results if r.bad or not r.resolved}
+    if not names:
+        return ""
+    lines = []
+    for raw in log.read_text(errors="replace").splitlines():
+        try:
+            line = json.loads(raw)
+        except ValueError:
+            continue
+        text = json.dumps(line, sort_keys=True)
+        if any(name in text for name in names):
+            lines.append(raw)
+    shown = lines[:limit]
+    more = f"\n  ... {len(lines) - limit} more in {log}" if len(lines) > limit else ""
+    return (
+        f"--- daemon log lines naming the {len(names)} bad Job(s) ({log}) ---\n"
+        + "\n".join(shown)
+        + more
+    )
