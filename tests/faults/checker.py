@@ -35,6 +35,7 @@ from typing import Any
 
 from kubernetes_asyncio import client
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from tests.faults.ledger import WORKLOADS, Entry, Ledger
 from tests.faults.recorder import JobRecorder
@@ -105,6 +106,9 @@ class LedgerReport:
     create_retries: int
     seconds: float = 0.0
     settled: bool = False
+    effects: dict[str, int] = field(default_factory=dict)
+    """What the daemon's log says it went through (`harness.daemon_effects`): proof that the
+    faults were felt, not just sent."""
 
     def count(self, verdict: str) -> int:
         return sum(1 for r in self.results if getattr(r, verdict))
@@ -172,6 +176,9 @@ class LedgerReport:
         ]
         if self.faults:
             lines.append(f"  faults ({len(self.faults)}): " + "; ".join(self.faults))
+        if self.effects:
+            felt = ", ".join(f"{k}={v}" for k, v in sorted(self.effects.items()))
+            lines.append(f"  daemon log: {felt}")
         bad = [r for r in self.results if r.bad or not r.resolved]
         for r in bad[:20]:
             verdicts = ",".join(v for v in VERDICTS if getattr(r, v)) or "unresolved"
@@ -192,6 +199,7 @@ class LedgerReport:
             "seconds": round(self.seconds, 1),
             "numbers": self.numbers(),
             "faults": self.faults,
+            "daemon_log": self.effects,
             "stray_letters": self.stray_letters,
             "entries": [r.as_json() for r in self.results],
         }
@@ -354,7 +362,7 @@ async def settle(observe_now: Observe, *, within: float, quiet_s: float) -> Ledg
     while time.monotonic() < deadline:
         try:
             report = await observe_now()
-        except SinkError:
+        except (SinkError, RedisError):
             report = None  # Redis restarting: read again at the next poll
         if report is not None and report.all_resolved:
             break
@@ -372,6 +380,6 @@ async def _observe_retrying(observe_now: Observe, tries: int = 20) -> LedgerRepo
     for _ in range(tries - 1):
         try:
             return await observe_now()
-        except SinkError:
+        except (SinkError, RedisError):
             await asyncio.sleep(1.0)
     return await observe_now()

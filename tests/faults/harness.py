@@ -14,17 +14,20 @@ import asyncio
 import json
 import os
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+from kubernetes_asyncio import client
 from redis.asyncio import Redis
 
 from devtools.devcluster.cluster import ClusterState
 from tests.faults.checker import LedgerReport, Sources, observe, settle
 from tests.faults.ledger import LoadGenerator
+from tests.faults.recorder import JobRecorder
 from tests.support.daemon import RETRY_POLL_S, STUCK_CHECK_INTERVAL_S, DaemonProcess, config_doc
 from watcher.adapters.redis.keys import Keys
 from watcher.adapters.redis.queries import DeadLetterQueries
@@ -132,6 +135,79 @@ class Scenario:
             )
 
         return await settle(observe_now, within=self.profile.settle_s, quiet_s=QUIET_S)
+
+
+@dataclass
+class Target:
+    """Where a fault run happens: a control plane, a namespace in it, a Redis."""
+
+    cluster: ClusterState
+    api: client.ApiClient
+    """An admin client of that control plane (the load generator's and checker's)."""
+    namespace: str
+    redis: Redis
+    """A client of the Redis the daemon writes to (the checker's)."""
+    redis_url: str
+    """What the daemon's redis.url says (a proxy in front of that Redis, possibly)."""
+    cluster_name: str
+
+
+async def ledgered_run(
+    target: Target,
+    make_daemon: Callable[..., DaemonProcess],
+    *,
+    title: str,
+    profile: Profile,
+    seed: int,
+    injector: Callable[[DaemonProcess], Injector],
+    **daemon_overrides: Any,
+) -> tuple[LedgerReport, DaemonProcess]:
+    """Start `kube-dlq run` on `target`, run the load with `injector`'s faults, settle."""
+    daemon = make_daemon(
+        target.cluster,
+        namespace=target.namespace,
+        redis_url=target.redis_url,
+        cluster_name=target.cluster_name,
+        **daemon_overrides,
+    )
+    queries, keys = queries_for(daemon.config, target.redis)
+    load = LoadGenerator(
+        target.api,
+        target.namespace,
+        count=profile.jobs,
+        rate_per_s=profile.rate_per_s,
+        seed=seed,
+        max_duration_s=profile.load_s + 60,
+    )
+    async with JobRecorder(target.api, target.namespace) as recorder:
+        daemon.start()
+        await daemon.wait_ready()
+        sources = Sources(target.redis, queries, keys, target.api, target.namespace, recorder)
+        scenario = Scenario(title, load, sources, daemon, profile)
+        report = await scenario.run(injector(daemon))
+    report.effects = daemon_effects(daemon.log)
+    return report, daemon
+
+
+ROUTINE_EVENTS = frozenset({"watch_listed", "retry_loop_started", "retry_loop_stopped"})
+
+
+def daemon_effects(log: Path) -> dict[str, int]:
+    """Counts of the daemon's log events across all its runs, routine ones left out; watch
+    restarts by resource and reason (``watch_restarted:jobs:expired``)."""
+    counts: Counter[str] = Counter()
+    for raw in log.read_text(errors="replace").splitlines():
+        try:
+            line = json.loads(raw)
+        except ValueError:
+            continue
+        if not isinstance(line, dict) or line.get("event") in ROUTINE_EVENTS:
+            continue
+        event = str(line.get("event"))
+        if event == "watch_restarted":
+            event = f"{event}:{line.get('resource')}:{line.get('reason')}"
+        counts[event] += 1
+    return dict(counts)
 
 
 def evidence(log: Path, report: LedgerReport, *, limit: int = 40) -> str:

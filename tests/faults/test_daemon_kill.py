@@ -23,19 +23,16 @@ from redis.asyncio import Redis
 
 from devtools.devcluster.cluster import ClusterState
 from devtools.devcluster.redis_server import RedisServer
-from tests.faults.checker import Sources
 from tests.faults.conftest import MakeDaemon, Publish
 from tests.faults.harness import (
     FaultLog,
     Injector,
     Profile,
-    Scenario,
+    Target,
     evidence,
-    queries_for,
+    ledgered_run,
     seed_for,
 )
-from tests.faults.ledger import LoadGenerator
-from tests.faults.recorder import JobRecorder
 from tests.support.daemon import DaemonProcess
 
 pytestmark = [
@@ -54,19 +51,22 @@ its first list is done) to well into handling failures."""
 DOWN_S = (0.0, 1.5)
 
 
-def kill_schedule(daemon: DaemonProcess, *, kills: int, seed: int) -> Injector:
-    rng = random.Random(seed)
+def kill_schedule(*, kills: int, seed: int) -> Callable[[DaemonProcess], Injector]:
+    def injector(daemon: DaemonProcess) -> Injector:
+        rng = random.Random(seed)
 
-    async def inject(log: FaultLog, _load_done: asyncio.Event) -> None:
-        for n in range(1, kills + 1):
-            await asyncio.sleep(rng.uniform(*UP_S))
-            code = await daemon.kill()
-            log.note(f"kill#{n} pid {daemon.pid} -> {code}")
-            await asyncio.sleep(rng.uniform(*DOWN_S))
-            daemon.start()
-        log.note(f"daemon left running (pid {daemon.pid})")
+        async def inject(log: FaultLog, _load_done: asyncio.Event) -> None:
+            for n in range(1, kills + 1):
+                await asyncio.sleep(rng.uniform(*UP_S))
+                code = await daemon.kill()
+                log.note(f"kill#{n} pid {daemon.pid} -> {code}")
+                await asyncio.sleep(rng.uniform(*DOWN_S))
+                daemon.start()
+            log.note(f"daemon left running (pid {daemon.pid})")
 
-    return inject
+        return inject
+
+    return injector
 
 
 async def test_daemon_sigkilled_at_random_under_load(
@@ -82,34 +82,21 @@ async def test_daemon_sigkilled_at_random_under_load(
 ) -> None:
     profile = sized(ci=CI, soak=SOAK)
     seed = seed_for(20261201)
-    daemon = fault_daemon(
-        cluster, namespace=namespace, redis_url=redis_server.url, cluster_name=cluster_name
-    )
-    queries, keys = queries_for(daemon.config, dlq_redis)
-    load = LoadGenerator(
-        admin_api,
-        namespace,
-        count=profile.jobs,
-        rate_per_s=profile.rate_per_s,
+    target = Target(cluster, admin_api, namespace, dlq_redis, redis_server.url, cluster_name)
+    report, daemon = await ledgered_run(
+        target,
+        fault_daemon,
+        title=f"daemon SIGKILL x{profile.faults} (seed {seed})",
+        profile=profile,
         seed=seed,
-        max_duration_s=profile.load_s + 30,
+        injector=kill_schedule(kills=profile.faults, seed=seed),
     )
-    async with JobRecorder(admin_api, namespace) as recorder:
-        daemon.start()
-        await daemon.wait_ready()
-        scenario = Scenario(
-            title=f"daemon SIGKILL x{profile.faults} (seed {seed})",
-            load=load,
-            sources=Sources(dlq_redis, queries, keys, admin_api, namespace, recorder),
-            daemon=daemon,
-            profile=profile,
-        )
-        report = await scenario.run(kill_schedule(daemon, kills=profile.faults, seed=seed))
 
     table = publish(report)
     assert len(report.results) == profile.jobs, table
     assert sum(1 for line in report.faults if " kill#" in line) == profile.faults, table
     assert report.ok, f"{table}\n{evidence(daemon.log, report)}"
-    assert daemon.running, daemon.log_tail()
+    # and the kills were felt: each start replayed failures an earlier run had handled
+    assert report.effects.get("failure_already_handled", 0) > 0, table
     daemon.send(signal.SIGTERM)
     assert await daemon.wait(30) == 0, daemon.log_tail()
