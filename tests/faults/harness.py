@@ -39,6 +39,12 @@ SEED_ENV = "KUBE_DLQ_FAULT_SEED"
 CLAIM_LEASE_S = 10
 """redis.retry_claim_lease_s of the fault daemons: a ticket claimed by a daemon that was then
 killed is fired again after this (the product's 60 s would stretch every run by a minute)."""
+DEFER_BASE_S = 1
+DEFER_CAP_S = 8
+"""retry_loop.defer_base_s / defer_cap_s: a retry whose create failed (apiserver down) is
+tried again within seconds, not the product's 15 s doubling to 10 min."""
+WATCH_BACKOFF_CAP_S = 5
+"""kubernetes.watch_backoff_cap_s: a watch reconnects within 5 s of the apiserver's return."""
 QUIET_S = 6.0
 """After everything has its outcome, wait this long for late duplicates (a replay after the
 last restart: the relist plus pipeline.settle_s) before the final count."""
@@ -94,9 +100,14 @@ def fault_config(
         redis_url=redis_url,
         cluster_name=cluster_name,
         redis={"url": redis_url, "retry_claim_lease_s": CLAIM_LEASE_S},
-        retry_loop={"poll_interval_s": RETRY_POLL_S},
+        retry_loop={
+            "poll_interval_s": RETRY_POLL_S,
+            "defer_base_s": DEFER_BASE_S,
+            "defer_cap_s": DEFER_CAP_S,
+        },
     )
     doc["classify"]["stuck_check_interval_s"] = STUCK_CHECK_INTERVAL_S
+    doc["kubernetes"]["watch_backoff_cap_s"] = WATCH_BACKOFF_CAP_S
     doc.update(overrides)
     return doc
 
