@@ -11,13 +11,15 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from kubernetes_asyncio import client, config
 
-from devtools.devcluster.cluster import ClusterState
+from devtools.devcluster.cluster import ClusterState, LocalCluster
 from devtools.devcluster.redis_server import RedisServer
 from tests.faults.checker import LedgerReport
 from tests.faults.harness import Profile, fault_config, soak_requested
@@ -28,6 +30,7 @@ from tests.support.daemon import (  # noqa: F401 (fixtures)
     dlq_redis,
     write_config,
 )
+from tests.support.kube import raw
 
 REPORTS = pytest.StashKey[list[tuple[str, str]]]()
 SECTION = pytest.StashKey[str]()
@@ -136,6 +139,24 @@ def fault_daemon(tmp_path: Path) -> Iterator[MakeDaemon]:
             with contextlib.suppress(ProcessLookupError):
                 process.send(signal.SIGKILL)
             process.proc.wait(10)
+
+
+@pytest.fixture
+async def own_api(own_cluster: LocalCluster) -> AsyncIterator[client.ApiClient]:
+    """An admin client of the control plane of the test module's own (its `own_cluster`)."""
+    assert own_cluster.state is not None
+    api = await config.new_client_from_config(config_file=own_cluster.state.kubeconfig)
+    async with api:
+        yield api
+
+
+@pytest.fixture
+async def own_ns(own_api: client.ApiClient) -> str:
+    """A fresh namespace in that control plane (which goes away with it)."""
+    name = f"f-{uuid.uuid4().hex[:6]}"
+    core = client.CoreV1Api(own_api)
+    await raw(core.create_namespace({"metadata": {"name": name}}, _preload_content=False))
+    return name
 
 
 @pytest.fixture

@@ -93,7 +93,8 @@ def fault_config(
     cluster: ClusterState, *, namespace: str, redis_url: str, cluster_name: str, **overrides: Any
 ) -> dict[str, Any]:
     """The daemon config of a fault run: config_doc's fast backoff and dwell, plus a retry loop
-    polling every second and a short claim lease; `overrides` replace whole sections."""
+    polling every second and a short claim lease; a mapping in `overrides` is merged into its
+    section (``kubernetes={"watch_timeout_s": 3}``), anything else replaces the key."""
     doc = config_doc(
         cluster,
         namespace=namespace,
@@ -108,7 +109,11 @@ def fault_config(
     )
     doc["classify"]["stuck_check_interval_s"] = STUCK_CHECK_INTERVAL_S
     doc["kubernetes"]["watch_backoff_cap_s"] = WATCH_BACKOFF_CAP_S
-    doc.update(overrides)
+    for section, value in overrides.items():
+        if isinstance(value, dict) and isinstance(doc.get(section), dict):
+            doc[section].update(value)
+        else:
+            doc[section] = value
     return doc
 
 

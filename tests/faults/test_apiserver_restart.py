@@ -17,11 +17,10 @@ from __future__ import annotations
 import asyncio
 import random
 import signal
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
-from kubernetes_asyncio import client, config
+from kubernetes_asyncio import client
 from redis.asyncio import Redis
 
 from devtools.devcluster.build import ensure_binaries
@@ -40,7 +39,6 @@ from tests.faults.harness import (
 )
 from tests.support.components import start_component, stop_component
 from tests.support.daemon import DaemonProcess
-from tests.support.kube import raw
 
 pytestmark = [
     pytest.mark.cluster,
@@ -65,7 +63,8 @@ DOWN_S = (0.5, 3.0)
 
 @pytest.fixture(scope="module")
 def own_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    """A control plane of this module's own, which its tests crash and restart."""
+    """A control plane of this module's own, which its tests crash and restart (`own_api`
+    and `own_ns` in conftest.py use it)."""
     own = LocalCluster(
         tmp_path_factory.mktemp("faults-apiserver"),
         ensure_binaries(),
@@ -75,22 +74,6 @@ def own_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalClust
     )
     with own:
         yield own
-
-
-@pytest.fixture
-async def own_api(own_cluster: LocalCluster) -> AsyncIterator[client.ApiClient]:
-    assert own_cluster.state is not None
-    api = await config.new_client_from_config(config_file=own_cluster.state.kubeconfig)
-    async with api:
-        yield api
-
-
-@pytest.fixture
-async def own_ns(own_api: client.ApiClient) -> str:
-    name = f"f-{uuid.uuid4().hex[:6]}"
-    core = client.CoreV1Api(own_api)
-    await raw(core.create_namespace({"metadata": {"name": name}}, _preload_content=False))
-    return name
 
 
 def apiserver_restarts(
