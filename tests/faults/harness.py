@@ -60,9 +60,8 @@ class Profile:
     faults: int
     """Faults the injector causes during the load."""
     settle_s: float
-    """How long everything may take to reach its outcome once load and faults are over."""
-    timeout_s: float
-    """The test's pytest timeout."""
+    """How long everything may take to reach its outcome once load and faults are over.
+    (A test's pytest timeout is its ``timeout`` marker, and ``soak_timeout`` in a soak run.)"""
 
     @property
     def load_s(self) -> float:

@@ -42,8 +42,8 @@ pytestmark = [
     pytest.mark.soak_timeout(1800),
 ]
 
-CI = Profile(jobs=30, rate_per_s=3, faults=5, settle_s=90, timeout_s=180)
-SOAK = Profile(jobs=600, rate_per_s=2, faults=100, settle_s=240, timeout_s=1800)
+CI = Profile(jobs=30, rate_per_s=3, faults=5, settle_s=90)
+SOAK = Profile(jobs=600, rate_per_s=2, faults=100, settle_s=240)
 
 UP_S = (0.5, 5.0)
 """How long the daemon runs between a start and the next kill: from mid-start-up (before

@@ -54,8 +54,8 @@ pytestmark = [
     pytest.mark.soak_timeout(1500),
 ]
 
-CI = Profile(jobs=40, rate_per_s=2, faults=3, settle_s=90, timeout_s=240)
-SOAK = Profile(jobs=300, rate_per_s=1.5, faults=20, settle_s=180, timeout_s=1500)
+CI = Profile(jobs=40, rate_per_s=2, faults=3, settle_s=90)
+SOAK = Profile(jobs=300, rate_per_s=1.5, faults=20, settle_s=180)
 
 WATCH_TIMEOUT_S = 3
 """The daemon's kubernetes.watch_timeout_s: each watch asks for timeoutSeconds in [3, 6)."""

@@ -42,8 +42,8 @@ pytestmark = [
     pytest.mark.soak_timeout(1200),
 ]
 
-CI = Profile(jobs=30, rate_per_s=3, faults=3, settle_s=90, timeout_s=180)
-SOAK = Profile(jobs=200, rate_per_s=2, faults=20, settle_s=180, timeout_s=1200)
+CI = Profile(jobs=30, rate_per_s=3, faults=3, settle_s=90)
+SOAK = Profile(jobs=200, rate_per_s=2, faults=20, settle_s=180)
 
 UP_S = (2.0, 5.0)
 DOWN_S = (0.5, 3.0)
