@@ -2,7 +2,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: deps demo test check pytest binaries clean
+.PHONY: deps demo test check pytest soak binaries clean
 
 deps:
 	@scripts/install-deps.sh
@@ -23,6 +23,12 @@ check:
 pytest:
 	$(PY) -m watcher dev build
 	$(PY) -m pytest -p no:cacheprovider
+
+## The fault suite's long runs (tests/faults, KUBE_DLQ_SOAK=1): each test prints its ledger.
+## KUBE_DLQ_FAULT_SEED=<n> replays another fault schedule.
+soak: deps
+	$(PY) -m watcher dev build
+	KUBE_DLQ_SOAK=1 $(PY) -m pytest -p no:cacheprovider tests/faults -s
 
 ## Build (once) the control-plane binaries into ~/.cache/kube-dlq.
 binaries: deps

@@ -24,6 +24,15 @@ from tests.support.kube import raw
 RUN_ID = uuid.uuid4().hex[:4]
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--soak",
+        action="store_true",
+        default=False,
+        help="run the long variants of tests/faults (as KUBE_DLQ_SOAK=1 does; `make soak`)",
+    )
+
+
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterState]:
     """A real etcd + kube-apiserver + controller-manager + scheduler + kwok, started once."""

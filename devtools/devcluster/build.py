@@ -115,6 +115,34 @@ def ensure_binaries(
 
 _K8S_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
 
+TOXIPROXY_BINARY = "toxiproxy"
+
+
+def ensure_toxiproxy(
+    *, progress: Progress = _stderr, environ: Mapping[str, str] | None = None
+) -> Path:
+    """Toxiproxy's server (the fault suite's TCP fault proxy), building it if not cached.
+
+    Built like the control plane, from the pinned wrapper module gomod/toxiproxy, into
+    ``<cache>/bin/toxiproxy-<version>/toxiproxy`` (upstream names the binary ``server``).
+    """
+    env = dict(os.environ if environ is None else environ)
+    root = versions.cache_root(env)
+    out_dir = root / "bin" / f"toxiproxy-{versions.TOXIPROXY}"
+    with _build_lock(root):
+        if not _complete(out_dir, (TOXIPROXY_BINARY,)):
+            _build(
+                root,
+                "toxiproxy",
+                out_dir,
+                ["github.com/Shopify/toxiproxy/v2/cmd/server"],
+                "-s -w",
+                progress,
+                env,
+                output_name=TOXIPROXY_BINARY,
+            )
+    return out_dir / TOXIPROXY_BINARY
+
 
 def _complete(folder: Path, names: tuple[str, ...]) -> bool:
     return all((folder / n).is_file() for n in names)

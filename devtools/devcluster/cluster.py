@@ -139,6 +139,7 @@ class LocalCluster:
         progress: Progress = _stderr,
         start_timeout_s: float = 90.0,
         extra_apiserver_args: tuple[str, ...] = (),
+        extra_controller_manager_args: tuple[str, ...] = (),
     ) -> None:
         self.state_dir = state_dir.resolve()
         self.binaries = binaries
@@ -148,6 +149,9 @@ class LocalCluster:
         self.start_timeout_s = start_timeout_s
         self.extra_apiserver_args = tuple(extra_apiserver_args)
         """Appended to kube-apiserver's flags, e.g. ("--min-request-timeout=3",) in tests."""
+        self.extra_controller_manager_args = tuple(extra_controller_manager_args)
+        """Appended to kube-controller-manager's flags (a later flag wins over the default),
+        e.g. ("--node-monitor-grace-period=60s",) where the apiserver is restarted on purpose."""
         self._procs: list[tuple[ComponentState, subprocess.Popen[bytes]]] = []
         self.state: ClusterState | None = None
 
@@ -322,6 +326,7 @@ class LocalCluster:
                 # Delete pods of vanished nodes quickly (pod GC).
                 "--terminated-pod-gc-threshold=1000",
                 "--v=1",
+                *self.extra_controller_manager_args,
             ],
             ready=lambda: _http_ok(f"https://127.0.0.1:{ports['kcm']}/healthz", expect=b"ok"),
         )

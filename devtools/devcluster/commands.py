@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from devtools.devcluster import versions
-from devtools.devcluster.build import BuildError, ensure_binaries
+from devtools.devcluster.build import BuildError, ensure_binaries, ensure_toxiproxy
 from devtools.devcluster.cluster import (
     ClusterError,
     ClusterState,
@@ -31,11 +31,13 @@ def default_rbac() -> Path | None:
 def build() -> int:
     try:
         binaries = ensure_binaries()
+        toxiproxy = ensure_toxiproxy()
     except BuildError as exc:
         print(f"kube-dlq dev build: {exc}", file=sys.stderr)
         return 1
     for field in dataclasses.fields(binaries):
         print(f"{field.name:<24} {getattr(binaries, field.name)}")
+    print(f"{'toxiproxy':<24} {toxiproxy}")
     return 0
 
 

@@ -169,6 +169,23 @@ class RedisServer:
         self.stop()
         self.start()
 
+    def crash(self) -> None:
+        """SIGKILL by PID (kill -9: no shutdown, no final save) and wait for it to be gone.
+
+        `start()` afterwards brings it back on the same port and dir; with ``persistent=True``
+        it reloads the append-only file, which holds every write acknowledged before the kill
+        (redis writes the AOF buffer to the file before it answers; only an fsync to disk, which
+        a process kill does not need, may lag by up to a second).
+        """
+        assert self._proc is not None, "server is not running"
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self._proc.pid, signal.SIGCONT)  # a frozen server dies the same way
+        self._kill()
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
     def freeze(self) -> None:
         """SIGSTOP: the port still accepts connections but nothing answers (a hung server)."""
         assert self._proc is not None, "server is not running"

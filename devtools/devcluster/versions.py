@@ -8,6 +8,8 @@ from pathlib import Path
 KUBERNETES = "v1.36.3"
 ETCD = "v3.6.16"
 KWOK = "v0.8.0"
+TOXIPROXY = "v2.5.0"
+"""Toxiproxy, the TCP fault proxy the fault suite puts between the daemon and Redis."""
 
 
 def cache_root(environ: dict[str, str] | None = None) -> Path:

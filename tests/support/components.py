@@ -6,6 +6,8 @@ runs that command line again with the same environment and log file and puts the
 in the cluster's books, so `LocalCluster.stop()` still stops everything it should.
 `frozen_component` stops the process with SIGSTOP for the duration of a block: its TCP
 connections stay open and silent, like a peer lost behind a dead network path.
+`compact_etcd` compacts the cluster's etcd history up to now, so that older resourceVersions
+are gone (410) for watches that etcd serves.
 
 Why SIGKILL: with its own clients' watches open, kube-apiserver's graceful shutdown on SIGTERM
 waits about 60 s (its request timeout) before exiting; a crash is also the harder case.
@@ -14,6 +16,7 @@ waits about 60 s (its request timeout) before exiting; a crash is also the harde
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import ssl
@@ -23,6 +26,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from devtools.devcluster.cluster import ClusterError, ComponentState, LocalCluster
 
@@ -84,6 +88,41 @@ def frozen_component(cluster: LocalCluster, name: str) -> Iterator[None]:
         yield
     finally:
         proc.send_signal(signal.SIGCONT)
+
+
+def etcd_url(cluster: LocalCluster) -> str:
+    """The client URL of the cluster's etcd, from its command line."""
+    _, proc = cluster._procs[_entry(cluster, "etcd")]
+    argv = Path(f"/proc/{proc.pid}/cmdline").read_bytes().decode().split("\0")
+    prefix = "--listen-client-urls="
+    return next(a[len(prefix) :] for a in argv if a.startswith(prefix)).split(",")[0]
+
+
+def _etcd_post(cluster: LocalCluster, path: str, body: dict[str, object]) -> dict[str, Any]:
+    request = urllib.request.Request(
+        etcd_url(cluster) + path,
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        answer: dict[str, Any] = json.loads(resp.read())
+        return answer
+
+
+def etcd_revision(cluster: LocalCluster) -> int:
+    """etcd's current revision (what the apiserver hands out as resourceVersion)."""
+    status = _etcd_post(cluster, "/v3/maintenance/status", {})
+    return int(status["header"]["revision"])
+
+
+def compact_etcd(cluster: LocalCluster) -> int:
+    """Compact etcd's history up to its current revision (through its HTTP gateway, as
+    `etcdctl compact --physical` would); returns that revision. A watch resuming from any
+    older resourceVersion, straight from etcd, then fails with 410 Gone."""
+    revision = etcd_revision(cluster)
+    _etcd_post(cluster, "/v3/kv/compaction", {"revision": revision, "physical": True})
+    return revision
 
 
 def _wait_apiserver_ready(cluster: LocalCluster, proc: subprocess.Popen[bytes]) -> None:

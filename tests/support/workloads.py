@@ -71,14 +71,21 @@ def failing_job(
     message: str = "",
     delay: str = "1s",
     annotations: dict[str, str] | None = None,
+    pass_job: str | None = None,
 ) -> RawObject:
-    """A Job (backoffLimit 0) whose one pod runs `delay`, then exits as told."""
+    """A Job (backoffLimit 0) whose one pod runs `delay`, then exits as told.
+
+    With `pass_job` (a Job name such as ``work-r3``), the pods of the Job of that name complete
+    instead: retries keep the pod template, so the Job fails until that retry, which succeeds.
+    """
     pod_annotations = {
         f"{FAIL_STAGE}/exit-code": str(exit_code),
         f"{FAIL_STAGE}/reason": reason,
         f"{FAIL_STAGE}/message": message,
         f"{FAIL_STAGE}/delay": delay,
     }
+    if pass_job is not None:
+        pod_annotations[f"{FAIL_STAGE}/pass-job"] = pass_job
     return job_manifest(
         name,
         pod_labels={FAIL_STAGE: "true"},
