@@ -76,19 +76,29 @@ class Toxiproxy:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                break
-            with contextlib.suppress(OSError, ToxiproxyError):
-                self._call("GET", "/version")
+        try:
+            if self._wait_ready():
                 return self
-            time.sleep(0.05)
+        except BaseException:
+            self.stop()  # never leave a started server behind
+            raise
         self.stop()
         raise ToxiproxyError(
             f"toxiproxy did not answer on {self.api} within {START_TIMEOUT_S:.0f}s; "
             f"log {self.log_path}:\n{self._log_tail()}"
         )
+
+    def _wait_ready(self) -> bool:
+        assert self._proc is not None
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                return False
+            with contextlib.suppress(OSError, ToxiproxyError):
+                self._call("GET", "/version")
+                return True
+            time.sleep(0.05)
+        return False
 
     def stop(self) -> None:
         """SIGTERM by PID, then SIGKILL if it has not exited after STOP_TIMEOUT_S."""
