@@ -252,13 +252,16 @@ async def sampled(*pool: list[Candidate]) -> AsyncIterator[list[str]]:
     succession: list[str] = []
     overlaps: list[list[str]] = []
 
+    def look() -> None:
+        leading = [c.identity for group in pool for c in group if c.leads]
+        if len(leading) > 1:
+            overlaps.append(leading)
+        if leading and (not succession or succession[-1] != leading[0]):
+            succession.append(leading[0])
+
     async def sample() -> None:
         while True:
-            leading = [c.identity for group in pool for c in group if c.leads]
-            if len(leading) > 1:
-                overlaps.append(leading)
-            if leading and (not succession or succession[-1] != leading[0]):
-                succession.append(leading[0])
+            look()
             await asyncio.sleep(0.002)
 
     sampler = asyncio.create_task(sample())
@@ -268,6 +271,9 @@ async def sampled(*pool: list[Candidate]) -> AsyncIterator[list[str]]:
         sampler.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sampler
+        # One last look: a block that ends the moment a new leader is seen would otherwise
+        # race the next 2 ms tick and miss that leader in the succession.
+        look()
     assert not overlaps, f"two leaders at once: {overlaps[:5]}"
 
 
