@@ -245,6 +245,20 @@ DISRUPTION_CASES = [
         nodes=[o.not_ready_node()],
     ),
     case(
+        "oom-kill-on-a-flapping-node-is-oom",
+        FC.OOM_KILLED,
+        says="OOM-killed",
+        pod=failed_pod(o.terminated("main", 137, "OOMKilled")),
+        nodes=[o.not_ready_node()],
+    ),
+    case(
+        "oom-kill-with-node-not-ready-event-is-oom",
+        FC.OOM_KILLED,
+        says="OOM-killed",
+        pod=failed_pod(o.terminated("main", 137, "OOMKilled")),
+        events=[pod_event("NodeNotReady", "Node is not ready")],
+    ),
+    case(
         "not-ready-node-without-taint-is-no-evidence",
         FC.UNKNOWN,
         says="BackoffLimitExceeded",

@@ -29,7 +29,9 @@ Classification runs in two steps.
    13. app error: any non-zero exit code, signals decoded (137 = SIGKILL, 143 = SIGTERM).
 
    Node-state and NodeNotReady evidence is circumstantial (the node may have gone bad after the
-   pod ended), so it is ignored when the kubelet reported a plain application exit (1..128).
+   pod ended), so it is ignored when the kubelet reported the container's end: a plain
+   application exit (1..128) or an OOM kill (a node flapping NotReady during an OOM kill is
+   no node loss).
    Event evidence of start-up trouble (pull, mount, scheduling) is ignored once a container
    has run: it was transient, and what happened after is the better explanation.
 

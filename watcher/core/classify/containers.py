@@ -13,12 +13,12 @@ from watcher.core.classify.facts import Facts
 from watcher.core.model import Classification, ContainerOutcome, FailureClass, PodSnapshot
 
 __all__ = [
-    "app_exit",
     "by_config_container",
     "by_exit_code",
     "by_image_pull",
     "by_io_timeout_message",
     "by_oom_container",
+    "kubelet_saw_end",
     "never_ran",
     "signal_of",
 ]
@@ -56,9 +56,20 @@ def _failed(c: ContainerOutcome) -> bool:
     return (c.exit_code is not None and c.exit_code != 0) or bool(c.signal)
 
 
-def app_exit(pod: PodSnapshot) -> ContainerOutcome | None:
-    """A container the kubelet saw exit on its own (1..128): the node was alive at the end."""
-    return next((c for c in pod.containers if _failed(c) and signal_of(c) is None), None)
+def kubelet_saw_end(pod: PodSnapshot) -> ContainerOutcome | None:
+    """A container whose end the kubelet reported: an exit on its own (1..128) or an OOM kill.
+
+    Either way the node was alive when the container ended, so a node that is NotReady now (a
+    flap, or trouble after the pod was done) does not explain the failure.
+    """
+    return next(
+        (
+            c
+            for c in pod.containers
+            if _failed(c) and (signal_of(c) is None or c.terminated_reason == "OOMKilled")
+        ),
+        None,
+    )
 
 
 def never_ran(pod: PodSnapshot) -> bool:

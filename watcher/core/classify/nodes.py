@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from watcher.core.classify.containers import app_exit, signal_of
+from watcher.core.classify.containers import kubelet_saw_end, signal_of
 from watcher.core.classify.evidence import (
     classified_as,
     container_evidence,
@@ -36,7 +36,7 @@ def _lost_taint(node: NodeState) -> str | None:
 
 
 def by_node_state(pod: PodSnapshot, facts: Facts) -> Classification | None:
-    if not pod.node_name or not ended_badly(pod) or app_exit(pod) is not None:
+    if not pod.node_name or not ended_badly(pod) or kubelet_saw_end(pod) is not None:
         return None
     node = facts.report.node(pod.node_name)
     if node is None:  # not looked up: no evidence either way
@@ -60,7 +60,7 @@ def by_node_state(pod: PodSnapshot, facts: Facts) -> Classification | None:
 
 
 def by_node_not_ready_event(pod: PodSnapshot, facts: Facts) -> Classification | None:
-    if not ended_badly(pod) or app_exit(pod) is not None:
+    if not ended_badly(pod) or kubelet_saw_end(pod) is not None:
         return None
     events = facts.events("Pod", pod.name) + facts.events("Node", pod.node_name)
     event = next((e for e in events if e.reason == "NodeNotReady"), None)
