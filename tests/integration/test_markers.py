@@ -11,14 +11,15 @@ in the caller's scope, without a pending retry. The last test runs `kube-dlq swe
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
 import structlog
 from redis.asyncio import Redis
 
-from tests.integration.conftest import CLUSTER, PREFIX, make_store
+from devtools.devcluster.redis_server import RedisServer
+from tests.integration.conftest import CLUSTER, PREFIX, make_redis, make_store
 from tests.support import objects
 from watcher.adapters.kube import watch
 from watcher.adapters.redis import store as store_module
@@ -269,7 +270,12 @@ class ScriptedKube:
         return [dict(item) for item in self.lists.get(path, [])]
 
 
-async def run_sweep(kube: ScriptedKube, store: RedisStore, **doc: Any) -> Any:
+async def run_sweep(
+    kube: ScriptedKube,
+    store: RedisStore,
+    progress: Callable[[str], None] = lambda _: None,
+    **doc: Any,
+) -> Any:
     settings = parse_config({"cluster_name": CLUSTER, "redis": {"key_prefix": PREFIX}, **doc})
     return await sweep(
         settings,
@@ -277,7 +283,7 @@ async def run_sweep(kube: ScriptedKube, store: RedisStore, **doc: Any) -> Any:
         store=store,
         metrics=Metrics(),
         logger=structlog.get_logger(),
-        progress=lambda _: None,
+        progress=progress,
     )
 
 
@@ -326,3 +332,44 @@ async def test_sweep_forgets_markers_of_jobs_gone_since_its_last_run_in_its_scop
 async def stream_len_any(redis: Redis, keys: Keys) -> int:
     queues = [q.decode() for q in await redis.smembers(keys.queues)]
     return sum([int(await redis.xlen(keys.dlq(q))) for q in queues])
+
+
+async def test_sweep_with_a_namespace_selector_writes_only_in_the_matched_namespaces(
+    redis: Redis, keys: Keys
+) -> None:
+    # Given a failed Job in a namespace the selector matches and one in a namespace it does not
+    store = make_store(redis)
+    kube = ScriptedKube()
+    inside = failed_job("inside", "uid-inside")
+    outside = failed_job("outside", "uid-outside")
+    outside["metadata"]["namespace"] = "not-selected"
+    kube.lists[watch.JOBS.path] = [inside, outside]
+    kube.lists[watch.JOB_PODS.path] = [failed_pod("uid-inside"), failed_pod("uid-outside")]
+    kube.lists["/api/v1/namespaces"] = [{"metadata": {"name": objects.NAMESPACE}}]
+
+    # When the sweep runs with scope.namespace_label_selector
+    result = await run_sweep(kube, store, scope={"namespace_label_selector": "team=data"})
+
+    # Then only the Job in the matched namespace gets an outcome
+    assert result.written == 1
+    assert await redis.exists(keys.outcome("uid-inside")) == 1
+    assert await redis.exists(keys.outcome("uid-outside")) == 0
+
+
+@pytest.mark.parametrize("persistent", [False, True], ids=["no persistence", "appendonly yes"])
+async def test_sweep_warns_when_what_it_writes_is_not_durable(
+    private_server: Callable[..., RedisServer], persistent: bool
+) -> None:
+    # Given a Redis with or without persistence
+    redis = make_redis(private_server(persistent=persistent).port)
+    lines: list[str] = []
+    try:
+        # When the sweep runs against it
+        await run_sweep(ScriptedKube(), make_store(redis), progress=lines.append)
+    finally:
+        await redis.aclose()
+
+    # Then it prints a warning naming what is missing exactly when outcomes are not durable
+    warnings = [line for line in lines if line.startswith("warning: redis is not durable")]
+    assert len(warnings) == (0 if persistent else 1)
+    assert persistent or "appendonly no" in warnings[0]

@@ -302,6 +302,7 @@ OUT_OF_SCOPE = {
     "opt-in mode, labelled false": Scoped(OPT_IN, label="false"),
     "namespace not matched by the selector": Scoped(SELECTOR, selected=frozenset({"payments"})),
     "the selector matches no namespace": Scoped(SELECTOR, selected=frozenset()),
+    "the selector's namespaces not listed yet": Scoped(SELECTOR, selected=None),
 }  # fmt: skip
 
 IN_SCOPE = {

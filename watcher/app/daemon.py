@@ -22,6 +22,7 @@ from watcher.adapters.http import HealthServer, Readiness
 from watcher.adapters.kube import watch
 from watcher.adapters.kube.connect import connect
 from watcher.adapters.kube.leases import LeaseAPI
+from watcher.adapters.kube.namespaces import namespaces_matching
 from watcher.adapters.kube.request import KubeClient
 from watcher.adapters.redis.client import redis_client
 from watcher.adapters.redis.durability import Durability
@@ -318,10 +319,7 @@ class Daemon:
     async def _refresh_namespaces(self) -> None:
         """Namespaces matching scope.namespace_label_selector (labels can change at any time)."""
         selector = self.settings.scope.namespace_label_selector
-        listed = await self.kube.list_all(
-            "/api/v1/namespaces", what="listing namespaces", query=[("labelSelector", selector)]
-        )
-        names = frozenset(str((ns.get("metadata") or {}).get("name", "")) for ns in listed)
+        names = await namespaces_matching(self.kube, selector)
         if names != self.pipeline.selected_namespaces:
             self.logger.info("namespaces_selected", selector=selector, count=len(names))
         self.pipeline.selected_namespaces = names

@@ -20,10 +20,12 @@ from structlog.typing import FilteringBoundLogger
 
 from watcher.adapters.kube import watch
 from watcher.adapters.kube.connect import connect
+from watcher.adapters.kube.namespaces import namespaces_matching
 from watcher.adapters.kube.request import KubeClient
 from watcher.adapters.redis.client import redis_client
 from watcher.adapters.redis.store import RedisStore
 from watcher.app.components import build
+from watcher.core.errors import SinkError
 from watcher.core.settings import Settings
 from watcher.kit.logs import get_logger
 from watcher.kit.metrics import Metrics
@@ -59,6 +61,13 @@ async def sweep(
     pipeline = build(
         settings, kube=kube, store=store, metrics=metrics, logger=logger, pipeline=at_once
     ).pipeline
+
+    await _warn_if_not_durable(store, logger, progress)
+    selector = settings.scope.namespace_label_selector
+    if selector:
+        # The same scope as the daemon's: without this list every namespace would be swept.
+        pipeline.selected_namespaces = await namespaces_matching(kube, selector)
+        progress(f"{len(pipeline.selected_namespaces)} namespace(s) match {selector!r}")
 
     markers = MarkerSweeper(store, metrics=metrics, logger=logger)
     await markers.before_list()  # before the Jobs are listed: see watcher.service.markers
@@ -107,6 +116,20 @@ async def sweep(
         f"{result.markers_forgotten} outcome markers of Jobs gone forgotten"
     )
     return result
+
+
+async def _warn_if_not_durable(
+    store: RedisStore, logger: FilteringBoundLogger, progress: Callable[[str], None]
+) -> None:
+    """Say so when what the sweep writes may not survive a Redis restart (as the daemon does)."""
+    try:
+        durability = await store.durability()
+    except SinkError as exc:
+        logger.warning("redis_durability_unknown", error=str(exc))
+        return
+    if not durability.durable:
+        logger.warning("redis_not_durable", missing=list(durability.missing))
+        progress("warning: redis is not durable: " + "; ".join(durability.missing))
 
 
 async def run_sweep(settings: Settings) -> int:

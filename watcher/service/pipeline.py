@@ -52,6 +52,10 @@ def in_scope(
     ns = job.ref.namespace
     if scope.namespaces and ns not in scope.namespaces:
         return False
+    if scope.namespace_label_selector and (
+        selected_namespaces is None or ns not in selected_namespaces
+    ):
+        return False  # fails closed: a selector whose matches are not known yet matches none
     if selected_namespaces is not None and ns not in selected_namespaces:
         return False
     flag = dict(job.labels).get(ANNOTATION_ENABLED) or job.annotation(ANNOTATION_ENABLED)
