@@ -223,9 +223,10 @@ class RedisSentinelGroup:
     """
 
     def __init__(self, *, sentinels: int = 1, primary_args: tuple[str, ...] = ()) -> None:
-        self.primary = RedisServer(persistent=True, extra_args=primary_args)
+        # Redis 7 waits 5 s before a diskless full sync, for more replicas to join; one joins.
+        self._primary_args = ("--repl-diskless-sync-delay", "0", *primary_args)
+        self.primary = RedisServer(persistent=True, extra_args=self._primary_args)
         self.replica: RedisServer | None = None
-        self._primary_args = primary_args
         self._count = sentinels
         self.sentinels: list[_SentinelProcess] = []
 
@@ -249,9 +250,12 @@ class RedisSentinelGroup:
                     str(self.primary.port),
                 ),
             ).start()
+            replica_port = self.replica.port
+            # The link is up once the full sync is done (connected_slaves counts a replica
+            # from the moment it asks, before it has any data).
             _wait(
                 "the replica did not sync with the primary",
-                lambda: _info_field(self.primary.port, "replication", "connected_slaves") == "1",
+                lambda: _info_field(replica_port, "replication", "master_link_status") == "up",
                 START_TIMEOUT_S,
                 f"log {self.replica.log_path}",
             )
