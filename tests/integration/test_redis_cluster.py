@@ -29,6 +29,7 @@ from watcher.adapters.redis.keys import Keys
 from watcher.adapters.redis.queries import DeadLetterQueries
 from watcher.adapters.redis.store import RedisStore
 from watcher.cli.main import main
+from watcher.core.errors import SinkError
 from watcher.core.model import Action
 
 pytestmark = pytest.mark.redis
@@ -212,3 +213,17 @@ def test_dlq_list_reads_the_cluster_from_a_cluster_url(
     out, err = capsys.readouterr()
     assert (code, err) == (0, "")
     assert [row["id"] for row in json.loads(out)] == [ref]
+
+
+async def test_a_cluster_nobody_answers_is_a_sink_error_not_a_crash() -> None:
+    # Given a cluster URL whose only seed node is down (the slot map cannot be read)
+    down = redis_client(replace(SETTINGS, url="redis+cluster://127.0.0.1:1/", socket_timeout_s=0.3))
+    store = RedisStore(down, SETTINGS, cluster_name=CLUSTER)
+    try:
+        # Then every call fails as the one error the writer and the loops retry
+        with pytest.raises(SinkError, match="cannot be connected"):
+            await store.dead_letter(letter("d1"))
+        with pytest.raises(SinkError):
+            await store.durability()
+    finally:
+        await down.aclose()

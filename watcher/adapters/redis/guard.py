@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from watcher.core.errors import SinkError
 
@@ -36,7 +36,9 @@ class Guard:
         try:
             async with asyncio.timeout(self.timeout_s):
                 yield
-        except RedisError as exc:
+        # RedisClusterException is not a RedisError: the cluster client raises it when no seed
+        # node answers (an outage, to be retried like any other) or a slot is uncovered.
+        except (RedisError, RedisClusterException) as exc:
             raise SinkError(f"redis {op} failed: {type(exc).__name__}: {exc}") from exc
         except TimeoutError as exc:
             raise SinkError(f"redis {op} timed out after {self.timeout_s}s") from exc
