@@ -3,14 +3,17 @@ each one gets (built, not connected: nothing here talks to a server)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
 from watcher.adapters.redis.client import redis_client
 from watcher.adapters.redis.durability import Durability, weakest
+from watcher.cli.main import main
 from watcher.core.errors import ConfigError
-from watcher.core.redis_url import RedisTarget, parse_redis_url
+from watcher.core.redis_url import RedisTarget, parse_redis_url, shown_url
 from watcher.core.settings import RedisSettings
 
 GOOD = [
@@ -133,3 +136,31 @@ def test_weakest_names_each_weak_primary_and_joins_run_ids() -> None:
     assert verdict.unchecked == ("save",)
     assert verdict.run_id == "10.0.0.1:6379=a,10.0.0.2:6379=b"
     assert weakest({"a:1": Durability("x"), "b:2": Durability("y")}).durable
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://:s3cret@redis:6379/0", "redis://redis:6379/0"),
+        ("redis+cluster://u:s3cret@a:7000,[::1]:7001/", "redis+cluster://a:7000,[::1]:7001/"),
+        ("rediss+sentinel://:s3cret@s1/orders/2", "rediss+sentinel://s1:26379/orders/2"),
+        ("redis+cluster://s3cret@a:99999/", "<unparsable redis url>"),
+    ],
+)
+def test_shown_url_never_carries_the_password(url: str, shown: str) -> None:
+    assert shown_url(url) == shown
+
+
+def test_check_config_prints_a_cluster_url_without_its_password(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A multi-host URL has no single port: urlsplit(url).port raised ValueError here before
+    monkeypatch.delenv("KUBE_DLQ_REDIS_URL", raising=False)
+    config = tmp_path / "c.yaml"
+    config.write_text("cluster_name: prod\nredis:\n  url: redis+cluster://:pw@a:7000,b:7001/\n")
+
+    assert main(["check-config", str(config)]) == 0
+
+    out = capsys.readouterr().out
+    assert "redis redis+cluster://a:7000,b:7001/," in out
+    assert "pw" not in out

@@ -23,7 +23,7 @@ from urllib.parse import unquote, urlsplit
 
 from watcher.core.errors import ConfigError
 
-__all__ = ["RedisTarget", "parse_redis_url"]
+__all__ = ["RedisTarget", "parse_redis_url", "shown_url"]
 
 RedisKind = Literal["server", "cluster", "sentinel"]
 
@@ -123,3 +123,19 @@ def _db(text: str, path: str) -> int:
     if not text.isdigit():
         raise ConfigError(path, "the db after the service name must be a number, e.g. /0")
     return int(text)
+
+
+def shown_url(url: str) -> str:
+    """`url` for a log line or a message: scheme, hosts and path, never the credentials.
+
+    Total: a URL that does not parse is shown as ``<unparsable redis url>``.
+    """
+    try:
+        target = parse_redis_url(url)
+        parts = urlsplit(url)
+        if target.kind == "server":
+            return f"{parts.scheme}://{parts.hostname or ''}:{parts.port or ''}{parts.path}"
+    except (ConfigError, ValueError):
+        return "<unparsable redis url>"
+    hosts = ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in target.nodes)
+    return f"{parts.scheme}://{hosts}{parts.path}"
