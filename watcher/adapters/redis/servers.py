@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
-from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import ResponseError
 
@@ -52,7 +51,6 @@ async def _config(redis: RedisClient, node: ClusterNode | None, name: str) -> Ma
     if isinstance(redis, RedisCluster):
         reply: Mapping[Any, Any] = await redis.config_get(name, target_nodes=node)
         return reply
-    assert isinstance(redis, Redis)
     return await redis.config_get(name)
 
 
@@ -75,9 +73,9 @@ async def durability(redis: RedisClient) -> Durability:
     CONFIG GET is refused on many managed Redis (the command renamed away, or an ACL): then
     only INFO is used, and the settings it could not read are named in ``unchecked``.
     """
-    nodes = await _primaries(redis)
-    if nodes == [None]:
+    if not isinstance(redis, RedisCluster):
         return await _one(redis, None)
+    nodes = await _primaries(redis)
     return weakest({node.name: await _one(redis, node) for node in nodes if node is not None})
 
 
