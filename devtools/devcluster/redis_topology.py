@@ -51,9 +51,11 @@ def command(port: int, *args: str, timeout: float = 2.0) -> str:
     return done.stdout.strip()
 
 
-def _info_field(port: int, section: str, name: str) -> str | None:
+def _info_field(port: int, name: str, *info: str) -> str | None:
+    """Field `name` of the ``key:value`` reply of `info` (``INFO replication``, ``CLUSTER
+    INFO``) from 127.0.0.1:`port`; None when it is not there or the node does not answer."""
     try:
-        reply = command(port, "INFO", section) if section else command(port, "CLUSTER", "INFO")
+        reply = command(port, *info)
     except (RedisServerError, subprocess.TimeoutExpired):
         return None
     for line in reply.splitlines():
@@ -73,7 +75,7 @@ def _wait(what: str, ready: Callable[[], bool], timeout: float, logs: str) -> No
 
 
 def _cluster_ok(port: int) -> bool:
-    return _info_field(port, "", "cluster_state") == "ok"
+    return _info_field(port, "cluster_state", "CLUSTER", "INFO") == "ok"
 
 
 class RedisClusterNodes:
@@ -255,7 +257,9 @@ class RedisSentinelGroup:
             # from the moment it asks, before it has any data).
             _wait(
                 "the replica did not sync with the primary",
-                lambda: _info_field(replica_port, "replication", "master_link_status") == "up",
+                lambda: (
+                    _info_field(replica_port, "master_link_status", "INFO", "replication") == "up"
+                ),
                 START_TIMEOUT_S,
                 f"log {self.replica.log_path}",
             )
@@ -285,7 +289,7 @@ class RedisSentinelGroup:
         def settled() -> bool:
             return (
                 self.current_primary() == port
-                and _info_field(port, "replication", "role") == "master"
+                and _info_field(port, "role", "INFO", "replication") == "master"
             )
 
         _wait(
