@@ -192,7 +192,8 @@ ERROR_CASES = [
     ),
     pytest.param(
         doc(redis={"url": "http://user:s3cret@redis:6379"}),
-        "redis.url: must be a redis://, rediss:// or unix:// URL",
+        "redis.url: must be a redis://, rediss://, unix://, redis+cluster:// or "
+        "redis+sentinel:// URL",
         id="redis-url-scheme-no-password-echo",
     ),
     pytest.param(
@@ -502,7 +503,8 @@ def test_apply_env(
         ),
         pytest.param(
             {"KUBE_DLQ_REDIS_URL": "localhost:6379"},
-            "KUBE_DLQ_REDIS_URL: must be a redis://, rediss:// or unix:// URL",
+            "KUBE_DLQ_REDIS_URL: must be a redis://, rediss://, unix://, redis+cluster:// or "
+            "redis+sentinel:// URL",
             id="redis-url",
         ),
     ],

@@ -10,7 +10,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TypeAlias
-from urllib.parse import urlsplit
 
 from watcher import __version__
 from watcher.adapters.redis.client import redis_client
@@ -18,6 +17,7 @@ from watcher.adapters.redis.queries import DeadLetterQueries
 from watcher.app.config import apply_env, load_config
 from watcher.cli import dlq
 from watcher.core.errors import ConfigError, SinkError
+from watcher.core.redis_url import shown_url
 from watcher.core.settings import Settings
 from watcher.kit.logs import configure
 
@@ -134,16 +134,10 @@ async def _with_redis(
             DeadLetterQueries(redis, config.redis, cluster_name=config.cluster_name)
         )
     except SinkError as exc:
-        print(f"kube-dlq: redis at {_safe_url(config.redis.url)}: {exc}", file=sys.stderr)
+        print(f"kube-dlq: redis at {shown_url(config.redis.url)}: {exc}", file=sys.stderr)
         return 1
     finally:
         await redis.aclose()
-
-
-def _safe_url(url: str) -> str:
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    return f"{parts.scheme}://{host}:{parts.port or ''}{parts.path}"
 
 
 def _run_product(args: argparse.Namespace) -> int:
@@ -151,7 +145,7 @@ def _run_product(args: argparse.Namespace) -> int:
         config = apply_env(load_config(args.file), os.environ)
         print(
             f"{args.file}: ok (cluster {config.cluster_name}, redis "
-            f"{_safe_url(config.redis.url)}, default queue {config.dead_letter.default_queue})"
+            f"{shown_url(config.redis.url)}, default queue {config.dead_letter.default_queue})"
         )
         return 0
     config = _load(args.config)

@@ -51,8 +51,10 @@ class RedisSettings:
     """Where dead letters and retry tickets are stored."""
 
     url: str = "redis://localhost:6379/0"
-    """redis://, rediss:// (TLS) or unix:// URL, password included if any; prefer setting it
-    through KUBE_DLQ_REDIS_URL from a Secret. The default suits a sidecar or local test."""
+    """redis://, rediss:// (TLS) or unix:// URL, or redis+cluster://host:port[,...]/ (Redis
+    Cluster) or redis+sentinel://host:port[,...]/<service>[/<db>] (watcher.core.redis_url),
+    password included if any; prefer setting it through KUBE_DLQ_REDIS_URL from a Secret. The
+    default suits a sidecar or local test."""
     key_prefix: str = "kube-dlq"
     """First part of every key, so several installations can share one Redis."""
     stream_maxlen: int = 10_000

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Durability", "assess_durability"]
+__all__ = ["Durability", "assess_durability", "weakest"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,3 +84,16 @@ def _int(value: object) -> int:
         return int(str(value))
     except ValueError:
         return 0
+
+
+def weakest(per_node: Mapping[str, Durability]) -> Durability:
+    """One verdict for several primaries (a Redis Cluster): durable only if every one is.
+
+    Each reason keeps the node it is about (``"<host:port>: <reason>"``), so the log and the
+    /readyz detail name the weak node; the run ids of all of them are joined, so a restart of
+    any one is seen as a restart.
+    """
+    missing = tuple(f"{name}: {why}" for name, d in sorted(per_node.items()) for why in d.missing)
+    unchecked = tuple(sorted({name for d in per_node.values() for name in d.unchecked}))
+    run_id = ",".join(f"{name}={d.run_id}" for name, d in sorted(per_node.items()))
+    return Durability(run_id, missing, unchecked)

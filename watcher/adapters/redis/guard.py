@@ -15,7 +15,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import RedisClusterException, RedisError
 
 from watcher.core.errors import SinkError
 
@@ -35,16 +36,23 @@ class Guard:
         try:
             async with asyncio.timeout(self.timeout_s):
                 yield
-        except RedisError as exc:
+        # RedisClusterException is not a RedisError: the cluster client raises it when no seed
+        # node answers (an outage, to be retried like any other) or a slot is uncovered.
+        except (RedisError, RedisClusterException) as exc:
             raise SinkError(f"redis {op} failed: {type(exc).__name__}: {exc}") from exc
         except TimeoutError as exc:
             raise SinkError(f"redis {op} timed out after {self.timeout_s}s") from exc
 
 
-def check_client(redis: Redis, owner: str) -> None:
+def check_client(redis: Redis | RedisCluster, owner: str) -> None:
     """Refuse a client that decodes replies: stored entries are bytes, and an entry that is not
     valid UTF-8 must surface as a corrupt record, not as a decode error inside redis-py."""
-    if redis.connection_pool.connection_kwargs.get("decode_responses"):
+    kwargs = (
+        redis.get_connection_kwargs()
+        if isinstance(redis, RedisCluster)
+        else redis.connection_pool.connection_kwargs
+    )
+    if kwargs.get("decode_responses"):
         raise ValueError(f"{owner} needs a client with decode_responses=False")
 
 

@@ -16,9 +16,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from redis.asyncio import Redis
-
 from watcher.adapters.redis import codec
+from watcher.adapters.redis.client import RedisClient
 from watcher.adapters.redis.codec import CorruptEntry
 from watcher.adapters.redis.guard import Guard, as_bytes, check_client, stream_id_key, text
 from watcher.adapters.redis.keys import STREAM_FIELD, Keys
@@ -58,7 +57,7 @@ class DeadLetterList(list[tuple[str, DeadLetter]]):
 class DeadLetterQueries:
     """Read-only access to one cluster's dead-letter queues."""
 
-    def __init__(self, redis: Redis, settings: RedisSettings, *, cluster_name: str) -> None:
+    def __init__(self, redis: RedisClient, settings: RedisSettings, *, cluster_name: str) -> None:
         check_client(redis, "DeadLetterQueries")
         self._redis = redis
         self._keys = Keys(prefix=settings.key_prefix, cluster=cluster_name)
@@ -106,7 +105,7 @@ class DeadLetterQueries:
             names = [queue]
         else:
             names, bad_names = await self._queue_names()
-        async with self._guard("list_dead_letters"), self._redis.pipeline() as pipe:
+        async with self._guard("list_dead_letters"), self._redis.pipeline(transaction=True) as pipe:
             for name in names:
                 pipe.xrange(self._keys.dlq(name), min=start, max="+", count=count)
             ranges = await pipe.execute()
@@ -136,7 +135,7 @@ class DeadLetterQueries:
         if not _STREAM_ID.fullmatch(sid) or (queue == "" and "/" in entry_id):
             raise ValueError(f"not a dead-letter id ('<queue>/<stream-id>'): {entry_id!r}")
         names = [queue] if queue else await self.queues()
-        async with self._guard("get_dead_letter"), self._redis.pipeline() as pipe:
+        async with self._guard("get_dead_letter"), self._redis.pipeline(transaction=True) as pipe:
             for name in names:
                 pipe.xrange(self._keys.dlq(name), min=sid, max=sid, count=1)
             ranges = await pipe.execute()

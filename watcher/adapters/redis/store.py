@@ -1,7 +1,8 @@
 """The daemon's side of Redis: exactly-once outcome writes, retry tickets, gauges, health.
 
-`RedisStore` wraps a `redis.asyncio.Redis` that the caller builds and closes (normally with
-`watcher.adapters.redis.client.redis_client`, always with ``decode_responses=False``) and takes
+`RedisStore` wraps a `redis.asyncio.Redis` or `RedisCluster` that the caller builds and closes
+(normally with `watcher.adapters.redis.client.redis_client`, always with
+``decode_responses=False``) and takes
 the ``redis`` settings section, so every documented key (stream caps, the TTL of forgotten
 markers, claim lease, operation timeout) is the value it uses. Key names come from
 `watcher.adapters.redis.keys`, (de)serialisation from `watcher.adapters.redis.codec`, the Lua
@@ -28,6 +29,10 @@ replicas a failover can promote before they have it, Redis acknowledges a write 
 lose. `RedisStore.durability` reads what the server does (INFO, and CONFIG GET where it is
 allowed) and `assess_durability` says what is missing; the daemon reports it.
 
+Pipelines name ``transaction=True``: it is redis-py's default for one server but not for
+`RedisCluster`, whose MULTI/EXEC (redis-py >= 6.2) needs every key in one slot, which the hash
+tag gives.
+
 The caller bounds its own concurrency: redis-py's asyncio pool fails with
 ``MaxConnectionsError`` (a `SinkError` here) rather than waiting once ``max_connections``
 (default 100) commands are in flight, unless the client uses a ``BlockingConnectionPool``.
@@ -43,12 +48,10 @@ import asyncio
 from collections.abc import Sequence, Set
 from typing import Any, Final
 
-from redis.asyncio import Redis
-from redis.exceptions import ResponseError
-
-from watcher.adapters.redis import codec, scripts
+from watcher.adapters.redis import codec, scripts, servers
+from watcher.adapters.redis.client import RedisClient
 from watcher.adapters.redis.codec import CorruptEntry
-from watcher.adapters.redis.durability import Durability, assess_durability
+from watcher.adapters.redis.durability import Durability
 from watcher.adapters.redis.guard import Guard, as_bytes, check_client, ms, stream_id_key, text
 from watcher.adapters.redis.keys import STREAM_FIELD, Keys
 from watcher.core.errors import SinkError
@@ -74,17 +77,11 @@ the next calls, so one claim never blocks Redis for long after a long outage."""
 FORGET_BATCH: Final = 500
 """Markers read from the index, and at most forgotten, per round-trip of `forget_absent`."""
 
-_MIN_REDIS: Final = (6, 2)
-
-DURABILITY_CONFIG: Final = ("save", "appendfsync", "min-replicas-to-write")
-"""The settings `RedisStore.durability` reads with CONFIG GET (one name per call: Redis 6.2
-takes one pattern per CONFIG GET)."""
-
 
 class RedisStore:
     """Dead letters, retry tickets and the exactly-once markers of one cluster in one Redis."""
 
-    def __init__(self, redis: Redis, settings: RedisSettings, *, cluster_name: str) -> None:
+    def __init__(self, redis: RedisClient, settings: RedisSettings, *, cluster_name: str) -> None:
         check_client(redis, "RedisStore")
         # The config loader validates these too; checked again because tests and tools build
         # RedisSettings by hand, and a zero here would silently disable a guarantee.
@@ -303,7 +300,10 @@ class RedisStore:
     async def _quarantine(self, entries: Sequence[tuple[bytes, bytes]]) -> None:
         # By the raw id: an id that is not UTF-8 has no str that names the same key.
         k = self._keys
-        async with self._guard("quarantine_retries"), self._redis.pipeline() as pipe:
+        async with (
+            self._guard("quarantine_retries"),
+            self._redis.pipeline(transaction=True) as pipe,
+        ):
             for ticket_id, body in entries:
                 pipe.hset(k.retry_corrupt, ticket_id, body)
                 pipe.hdel(k.retry_tickets, ticket_id)
@@ -313,7 +313,7 @@ class RedisStore:
     async def ack_retry(self, ticket_id: str) -> bool:
         """Forget a ticket for good (the Job was re-created). False if it was already gone."""
         k = self._keys
-        async with self._guard("ack_retry"), self._redis.pipeline() as pipe:
+        async with self._guard("ack_retry"), self._redis.pipeline(transaction=True) as pipe:
             pipe.hdel(k.retry_tickets, ticket_id)
             pipe.zrem(k.retry_inflight, ticket_id)
             pipe.zrem(k.retry_due, ticket_id)
@@ -375,7 +375,7 @@ class RedisStore:
     async def pending_retries(self) -> int:
         """Tickets not yet acked: due or claimed."""
         k = self._keys
-        async with self._guard("pending_retries"), self._redis.pipeline() as pipe:
+        async with self._guard("pending_retries"), self._redis.pipeline(transaction=True) as pipe:
             pipe.zcard(k.retry_due)
             pipe.zcard(k.retry_inflight)
             due, inflight = await pipe.execute()
@@ -392,7 +392,7 @@ class RedisStore:
     async def queue_depths(self) -> dict[str, int]:
         """Entries per queue (corrupt ones included), for every known queue."""
         names = await self._queues("queue_depths")
-        async with self._guard("queue_depths"), self._redis.pipeline() as pipe:
+        async with self._guard("queue_depths"), self._redis.pipeline(transaction=True) as pipe:
             for name in names:
                 pipe.xlen(self._keys.dlq(name))
             lengths = await pipe.execute()
@@ -401,7 +401,7 @@ class RedisStore:
     async def oldest_age_s(self, now: float) -> dict[str, float]:
         """Age in seconds of the oldest entry of every non-empty queue, from its stream id."""
         names = await self._queues("oldest_age_s")
-        async with self._guard("oldest_age_s"), self._redis.pipeline() as pipe:
+        async with self._guard("oldest_age_s"), self._redis.pipeline(transaction=True) as pipe:
             for name in names:
                 pipe.xrange(self._keys.dlq(name), count=1)
             firsts = await pipe.execute()
@@ -427,43 +427,16 @@ class RedisStore:
                 await self._redis.ping()
 
     async def durability(self) -> Durability:
-        """Read what the server does to keep acknowledged writes (see `assess_durability`).
-
-        CONFIG GET is refused on many managed Redis (the command renamed away, or an ACL):
-        then only INFO is used, and the settings it could not read are named in ``unchecked``.
-        """
-        read: dict[str, str] = {}
-        refused = False
+        """Read what the server does to keep acknowledged writes (see `assess_durability`); in a
+        Redis Cluster, every primary, the weakest one reported (`servers.durability`)."""
         async with self._guard("durability"):
-            info = await self._redis.info()
-            try:
-                for name in DURABILITY_CONFIG:
-                    reply = await self._redis.config_get(name)
-                    for key, value in reply.items():
-                        if key is not None and value is not None:
-                            read[text(key)] = text(value)
-            except ResponseError:  # unknown command or NOPERM: not an outage, just unknown
-                refused = True
-        return assess_durability(info, None if refused else read)
+            return await servers.durability(self._redis)
 
     async def server_problems(self) -> list[str]:
-        """Settings of the Redis server that break the store's guarantees; empty when fine."""
+        """Settings of the Redis server (each cluster primary) that break the store's
+        guarantees; empty when fine."""
         async with self._guard("server_problems"):
-            info = await self._redis.info()
-        problems = []
-        version = tuple(int(p) for p in str(info.get("redis_version", "0")).split(".")[:2])
-        if version < _MIN_REDIS:
-            problems.append(
-                f"redis {info.get('redis_version')} is too old: need >= 6.2 "
-                "(ZRANGE BYSCORE, XTRIM MINID)"
-            )
-        policy = info.get("maxmemory_policy", "noeviction")
-        if policy != "noeviction":
-            problems.append(
-                f"maxmemory-policy is {policy}, not noeviction: evicted outcome markers "
-                "break exactly-once"
-            )
-        return problems
+            return await servers.server_problems(self._redis)
 
 
 def _member(job: JobRef) -> str:

@@ -13,17 +13,14 @@ import math
 import re
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import Any, Final, TypeVar
-from urllib.parse import urlsplit
 
 import yaml
 
 from watcher.core.annotations import MAX_DURATION_S, did_you_mean, format_duration, parse_duration
 from watcher.core.backoff import JITTER_MODES, Jitter
 from watcher.core.errors import ConfigError
+from watcher.core.redis_url import parse_redis_url
 from watcher.core.settings import LOG_LEVELS, LogLevel
-
-_REDIS_SCHEMES: Final = ("redis", "rediss", "unix")
-
 
 MISSING: Final[Any] = object()
 _T = TypeVar("_T")
@@ -230,17 +227,9 @@ def jitter_mode(value: str) -> Jitter:
 
 
 def check_redis_url(url: str, path: str) -> None:
-    # Never echo the URL: it may carry a password.
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        raise ConfigError(path, "is not a valid URL") from None
-    if parts.scheme not in _REDIS_SCHEMES:
-        raise ConfigError(path, "must be a redis://, rediss:// or unix:// URL")
-    if parts.scheme == "unix" and not parts.path:
-        raise ConfigError(path, "a unix:// URL needs a socket path")
-    if parts.scheme != "unix" and not parts.hostname:
-        raise ConfigError(path, "needs a host, e.g. redis://redis:6379/0")
+    # One grammar for the loader and the client (watcher.core.redis_url); it never echoes the
+    # URL, which may carry a password.
+    parse_redis_url(url, path)
 
 
 def checked(parse: Callable[[str], _T], value: str, path: str) -> _T:
