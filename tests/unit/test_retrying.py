@@ -19,7 +19,7 @@ from tests.support.fakes import FakeJobs
 from tests.support.retry_fakes import FakeRetryStore
 from watcher.adapters.redis.creates import FINALIZE_GRACE_S
 from watcher.core.annotations import ANNOTATION_CREATE_TOKEN, FINALIZER_RETRY_ACK
-from watcher.core.errors import KubeForbidden, KubeNotFound, KubeUnavailable
+from watcher.core.errors import KubeConflict, KubeForbidden, KubeNotFound, KubeUnavailable
 from watcher.core.manifest import manifest_for_ticket
 from watcher.core.model import AttemptRecord, FailureClass, JobRef, RetryTicket
 from watcher.core.rawjson import RawObject
@@ -302,3 +302,59 @@ async def test_two_loops_racing_with_deletes_create_each_job_once() -> None:
     assert names == sorted(f"batch-{i:02d}-r2" for i in range(30))
     assert await store.pending_retries() == 0
     assert jobs.jobs == {}
+
+
+class ConflictOnce(FakeJobs):
+    """The first create answers 409: after creating the Job itself (`ours`: a concurrent POST
+    of this ticket landed first), or with no Job left by the time of the look (a foreign Job
+    deleted in between)."""
+
+    def __init__(self, *, ours: bool) -> None:
+        super().__init__()
+        self.ours = ours
+        self.conflicted = False
+
+    async def create(self, namespace: str, body: Mapping[str, Any]) -> RawObject:
+        if not self.conflicted:
+            self.conflicted = True
+            if self.ours:
+                await super().create(namespace, body)
+            raise KubeConflict("creating Job failed", status=409, reason="AlreadyExists")
+        return await super().create(namespace, body)
+
+
+async def test_409_from_this_tickets_own_job_settles_it_as_already_exists() -> None:
+    store, jobs, metrics = FakeRetryStore(), ConflictOnce(ours=True), Metrics()
+    store.add(t := ticket())
+    await loop(store, jobs, metrics).fire_due()
+    assert len(jobs.created) == 1
+    assert fired(metrics, "already_exists") == 1
+    assert store.records[t.job.uid].uid == jobs.created[0]["metadata"]["uid"]
+    assert await store.pending_retries() == 0
+
+
+async def test_409_with_no_job_left_defers_instead_of_guessing() -> None:
+    # Given a create that got 409, and no Job at the name by the time it is looked up
+    store, jobs, metrics = FakeRetryStore(), ConflictOnce(ours=False), Metrics()
+    store.add(ticket())
+
+    # When it fires
+    await loop(store, jobs, metrics).fire_due()
+
+    # Then it is deferred (ours would still be there, held by its finalizer), and created
+    # when it is due again
+    assert fired(metrics, "deferred") == 1 and jobs.created == []
+    store.now += 3600
+    await loop(store, jobs, metrics).fire_due()
+    assert len(jobs.created) == 1 and fired(metrics, "created") == 1
+
+
+async def test_an_invalid_ticket_is_dead_lettered_with_the_reason() -> None:
+    store, jobs = FakeRetryStore(), FakeJobs()
+    bad = ticket()
+    store.add(
+        RetryTicket(**{**{f: getattr(bad, f) for f in bad.__dataclass_fields__}, "attempt": 1})
+    )
+    await loop(store, jobs).fire_due()
+    [letter] = store.dead_letters
+    assert "invalid ticket" in letter.reason and jobs.created == []
