@@ -197,3 +197,28 @@ async def test_a_job_claiming_another_jobs_lineage_is_an_original_on_real_redis(
         metrics.registry.get_sample_value("kube_dlq_malformed_input_total", {"source": "lineage"})
         == 1
     )
+
+
+async def test_hand_written_garbage_in_the_claim_and_create_records_does_not_stall_claims(
+    redis: Redis, keys: Keys
+) -> None:
+    # Given a ticket whose claim number and create record hold text that is not a number
+    store = make_store(redis)
+    await store.schedule_retry(ticket("poisoned"))
+    await redis.hset(keys.retry_claims, "poisoned", "lots")
+    await redis.hset(keys.retry_create("poisoned"), mapping={"begins": "x", "last_ms": "y"})
+
+    # When it is claimed, begun and settled
+    [claimed] = await store.claim_due_retries(limit=1)
+    job = JobRef("ns", "job-poisoned-r2", "")
+    intent = await store.begin_create(
+        "poisoned", claim=claimed.claim, job=job, lineage=Lineage(2, ())
+    )
+    settled = await store.settle_created(
+        "poisoned", claim=claimed.claim, job=JobRef("ns", job.name, "uid-p")
+    )
+
+    # Then each step worked, the garbage read as nothing
+    assert claimed.claim == 1
+    assert intent.status is BeginStatus.BEGUN
+    assert settled.status is BeginStatus.BEGUN

@@ -23,7 +23,8 @@ if not token then
   redis.call('HSET', KEYS[3], 'token', token)
 end
 local last_claim = redis.call('HGET', KEYS[3], 'claim')
-local before = tonumber(redis.call('HGET', KEYS[3], 'begins') or '0')
+-- `or 0`: a field that is not a number (written by hand) must not fail the script
+local before = tonumber(redis.call('HGET', KEYS[3], 'begins') or '0') or 0
 local last_name = redis.call('HGET', KEYS[3], 'name') or ''
 if last_claim ~= ARGV[2] then
   redis.call('HSET', KEYS[3], 'begins', before + 1, 'claim', ARGV[2])

@@ -27,7 +27,10 @@ for _, id in ipairs(due) do
     redis.call('ZADD', KEYS[2], lease_until, id)
     out[#out + 1] = id
     out[#out + 1] = body
-    out[#out + 1] = redis.call('HINCRBY', KEYS[4], id, 1)
+    -- not HINCRBY: a value that is not a number (written by hand) must not fail the claim
+    local claim = (tonumber(redis.call('HGET', KEYS[4], id) or '0') or 0) + 1
+    redis.call('HSET', KEYS[4], id, claim)
+    out[#out + 1] = claim
   else
     out[2] = out[2] + 1
   end

@@ -27,8 +27,10 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('HSET', KEYS[5], 'uid', ARGV[3], 'name', ARGV[4])
 redis.call('PEXPIRE', KEYS[5], ARGV[6])
 local at = now
-if tonumber(redis.call('HGET', KEYS[5], 'begins') or '0') > 1 then
-  at = math.max(now, tonumber(redis.call('HGET', KEYS[5], 'last_ms') or now) + tonumber(ARGV[5]))
+-- `or`: a field that is not a number (written by hand) must not fail the script
+if (tonumber(redis.call('HGET', KEYS[5], 'begins') or '0') or 0) > 1 then
+  local last = tonumber(redis.call('HGET', KEYS[5], 'last_ms') or now) or now
+  at = math.max(now, last + tonumber(ARGV[5]))
 end
 redis.call('ZADD', KEYS[6], at, ARGV[7])
 if at <= now then
