@@ -20,6 +20,7 @@ from devtools.devcluster.cluster import ClusterState, LocalCluster
 from devtools.devcluster.commands import default_rbac
 from devtools.devcluster.redis_server import RedisServer
 from tests.support.kube import raw
+from tests.support.workloads import release_retry_finalizers
 
 RUN_ID = uuid.uuid4().hex[:4]
 
@@ -67,6 +68,7 @@ async def namespace(
     core = client.CoreV1Api(admin_api)
     await raw(core.create_namespace({"metadata": {"name": name}}, _preload_content=False))
     yield name
+    await release_retry_finalizers(admin_api, name)
     await raw(core.delete_namespace(name, _preload_content=False))
 
 

@@ -1,5 +1,10 @@
 """RetryLoop against the real control plane and a real redis-server.
 
+The last test is the at-most-once proof (issue 7 item 7): two loops race on the same tickets
+with a lease shorter than their creates (slow to send, reply lost, slow to answer) while every
+retry Job is deleted as soon as it appears (what ttlSecondsAfterFinished: 0 does to a quick
+Job); Jobs are counted from the apiserver's own watch, distinct uids per name.
+
 Jobs are created with the daemon's own identity (``daemon_api``, bound to deploy/rbac.yaml),
 so every test here also proves those permissions suffice. Counts and checks go through the
 admin identity.
@@ -8,16 +13,18 @@ admin identity.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections import defaultdict
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from kubernetes_asyncio import client, config
+from kubernetes_asyncio import client, config, watch
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
@@ -37,13 +44,26 @@ from watcher.core.annotations import (
     ANNOTATION_HISTORY,
     ANNOTATION_ORIGINAL_NAME,
     ANNOTATION_ORIGINAL_UID,
+    FINALIZER_RETRY_ACK,
 )
+from watcher.core.errors import KubeUnavailable
+from watcher.core.lineage import Lineage
 from watcher.core.manifest import manifest_for_ticket, replayable_manifest
-from watcher.core.model import AttemptRecord, ClaimedBatch, FailureClass, JobRef, RetryTicket
+from watcher.core.model import (
+    AttemptRecord,
+    ClaimedBatch,
+    CreateIntent,
+    DeadLetter,
+    FailureClass,
+    JobRef,
+    RetryTicket,
+    SettleResult,
+    WriteResult,
+)
 from watcher.core.settings import KubernetesSettings, RedisSettings, RetryLoopSettings
 from watcher.kit.logs import get_logger
 from watcher.kit.metrics import Metrics
-from watcher.service.ports import RetryStore
+from watcher.service.ports import JobsPort, RetryStore
 from watcher.service.retrying import RetryLoop
 
 pytestmark = [pytest.mark.cluster, pytest.mark.redis]
@@ -103,11 +123,16 @@ def metrics() -> Metrics:
 
 
 def make_loop(
-    store: RetryStore, api: client.ApiClient, metrics: Metrics, **settings: Any
+    store: RetryStore,
+    api: client.ApiClient,
+    metrics: Metrics,
+    *,
+    jobs: JobsPort | None = None,
+    **settings: Any,
 ) -> RetryLoop:
     return RetryLoop(
         store=store,
-        jobs=JobsAPI(KubeClient(api, KubernetesSettings())),
+        jobs=jobs or JobsAPI(KubeClient(api, KubernetesSettings())),
         settings=RetryLoopSettings(**settings),
         cluster_name=CLUSTER,
         metrics=metrics,
@@ -162,6 +187,11 @@ async def namespace_phase(api: client.ApiClient, name: str) -> str:
     if found.get("kind") == "Status" and found.get("code") == 404:
         return "Gone"
     return str((found.get("status") or {}).get("phase", ""))
+
+
+async def redis_now(redis: Redis) -> float:
+    seconds, micros = await redis.time()
+    return float(seconds + micros / 1e6)
 
 
 async def due_score(redis: Redis, keys: Keys, ticket_id: str) -> float | None:
@@ -225,7 +255,7 @@ async def test_due_ticket_recreates_the_job_which_then_runs(
 
     # When the loop fires due retries as the daemon
     with capture_logs() as logs:
-        claimed = await make_loop(store, daemon_api, metrics).fire_due(time.time())
+        claimed = await make_loop(store, daemon_api, metrics).fire_due()
 
     # Then the Job is re-created under its retry name, with its lineage and node avoidance
     assert claimed == 1
@@ -321,20 +351,38 @@ class ClaimSignal:
         self.acks_allowed = asyncio.Event()
         self.acks_allowed.set()
 
-    async def claim_due_retries(self, now: float, *, limit: int) -> ClaimedBatch:
-        got = await self.inner.claim_due_retries(now, limit=limit)
+    async def claim_due_retries(self, *, limit: int) -> ClaimedBatch:
+        got = await self.inner.claim_due_retries(limit=limit)
         self.claimed.set()
         return got
 
-    async def ack_retry(self, ticket_id: str) -> bool:
-        await self.acks_allowed.wait()
-        return await self.inner.ack_retry(ticket_id)
+    async def begin_create(
+        self, ticket_id: str, *, claim: int, job: JobRef, lineage: Lineage
+    ) -> CreateIntent:
+        return await self.inner.begin_create(ticket_id, claim=claim, job=job, lineage=lineage)
 
-    async def release_retry(self, ticket_id: str, due_at: float) -> bool:
-        return await self.inner.release_retry(ticket_id, due_at)
+    async def settle_created(
+        self, ticket_id: str, *, claim: int, job: JobRef | None
+    ) -> SettleResult:
+        await self.acks_allowed.wait()
+        return await self.inner.settle_created(ticket_id, claim=claim, job=job)
+
+    async def release_retry(self, ticket_id: str, *, delay_s: float, claim: int = 0) -> bool:
+        return await self.inner.release_retry(ticket_id, delay_s=delay_s, claim=claim)
+
+    async def abandon_retry(
+        self, ticket_id: str, letter: DeadLetter, *, claim: int = 0
+    ) -> WriteResult | None:
+        return await self.inner.abandon_retry(ticket_id, letter, claim=claim)
 
     async def pending_retries(self) -> int:
         return await self.inner.pending_retries()
+
+    async def due_finalizers(self, *, limit: int) -> list[JobRef]:
+        return await self.inner.due_finalizers(limit=limit)
+
+    async def finalizer_released(self, job: JobRef) -> None:
+        await self.inner.finalizer_released(job)
 
 
 def outcome_counts(replicas: list[Replica]) -> dict[str, float]:
@@ -357,7 +405,7 @@ async def test_two_loops_holding_the_same_tickets_create_each_job_exactly_once(
     admin_api: client.ApiClient, namespace: str, store: RedisStore, replicas: MakeReplicas
 ) -> None:
     # Given 20 due tickets that replica A claims with a lease that has run out by the time
-    # replica B claims, so both replicas hold all 20 at once
+    # replica B claims (on Redis's clock), so both replicas hold all 20 at once
     for i in range(20):
         assert (await store.schedule_retry(ticket_for(namespace, f"batch-{i:02d}"))).written
     a, b = await replicas(lease_s=1.0)
@@ -365,22 +413,23 @@ async def test_two_loops_holding_the_same_tickets_create_each_job_exactly_once(
     signal_a.acks_allowed.clear()  # A may not ack anything before B has claimed
     loop_a = make_loop(signal_a, a.api, a.metrics, batch_size=20)
     loop_b = make_loop(signal_b, b.api, b.metrics, batch_size=20)
-    now = time.time()
 
     # When both fire them at the same time
-    fire_a = asyncio.create_task(loop_a.fire_due(now))
+    fire_a = asyncio.create_task(loop_a.fire_due())
     await signal_a.claimed.wait()
-    fire_b = asyncio.create_task(loop_b.fire_due(now + 2))
+    await asyncio.sleep(1.1)  # A's lease runs out
+    fire_b = asyncio.create_task(loop_b.fire_due())
     await signal_b.claimed.wait()
     signal_a.acks_allowed.set()
     claimed = await asyncio.gather(fire_a, fire_b)
 
-    # Then each Job was created once: every ticket was fired twice, once created and once
-    # settled by the 409
+    # Then each Job was created once: A created the first (and B found it by its token), B
+    # holds the newer claims and created the rest; A, fenced out, created nothing more
     assert list(claimed) == [20, 20]
     await assert_each_retry_job_exists_once(admin_api, namespace, 20)
     counts = outcome_counts([a, b])
-    assert counts == {"created": 20, "already_exists": 20, "abandoned": 0, "deferred": 0}
+    assert counts == {"created": 20, "already_exists": 1, "abandoned": 0, "deferred": 0}
+    assert fired(a.metrics, "created") == 1
     assert await store.pending_retries() == 0
 
 
@@ -421,15 +470,28 @@ async def test_ticket_whose_job_already_exists_is_acked_as_already_exists(
     namespace: str,
     store: RedisStore,
     metrics: Metrics,
+    redis: Redis,
 ) -> None:
-    # Given an earlier firing created the retry Job and crashed before acking its ticket
+    # Given an earlier firing (its create intent recorded, then the create) crashed before
+    # settling its ticket, whose lease then ran out
     ticket = ticket_for(namespace, "ingest")
     assert (await store.schedule_retry(ticket)).written
-    existing = await create_job(admin_api, namespace, manifest_for_ticket(ticket))
+    short = make_store(redis, retry_claim_lease_s=0.2)
+    [earlier] = await short.claim_due_retries(limit=1)
+    name = manifest_for_ticket(ticket)["metadata"]["name"]
+    intent = await short.begin_create(
+        earlier.ticket_id,
+        claim=earlier.claim,
+        job=JobRef(namespace, name, ""),
+        lineage=Lineage(ticket.attempt, ticket.history),
+    )
+    body = manifest_for_ticket(ticket, token=intent.token)
+    existing = await create_job(admin_api, namespace, body)
+    await asyncio.sleep(0.3)
 
     # When the ticket is fired again
     with capture_logs() as logs:
-        claimed = await make_loop(store, daemon_api, metrics).fire_due(time.time())
+        claimed = await make_loop(store, daemon_api, metrics).fire_due()
 
     # Then it is acked as already_exists and the existing Job is the only one
     assert claimed == 1
@@ -439,6 +501,8 @@ async def test_ticket_whose_job_already_exists_is_acked_as_already_exists(
     jobs = await list_jobs(admin_api, namespace)
     assert [j["metadata"]["uid"] for j in jobs] == [existing["metadata"]["uid"]]
     assert "retry_already_exists" in [e["event"] for e in logs]
+    record = await store.create_record(ticket.job.uid)
+    assert record is not None and record.uid == existing["metadata"]["uid"]
 
 
 async def test_foreign_job_holding_the_retry_name_gets_a_retry_of_its_own_name(
@@ -456,7 +520,7 @@ async def test_foreign_job_holding_the_retry_name_gets_a_retry_of_its_own_name(
 
     # When the ticket is fired
     with capture_logs() as logs:
-        await make_loop(store, daemon_api, metrics).fire_due(time.time())
+        await make_loop(store, daemon_api, metrics).fire_due()
 
     # Then the retry runs once, under the name unique to its ticket, and the foreign Job is
     # left alone
@@ -489,7 +553,7 @@ async def test_foreign_jobs_holding_both_names_dead_letter_the_ticket_with_the_r
 
     # When the ticket is fired
     with capture_logs() as logs:
-        await make_loop(store, daemon_api, metrics).fire_due(time.time())
+        await make_loop(store, daemon_api, metrics).fire_due()
 
     # Then it ends as a dead letter that says why, and no Job is created or touched
     assert fired(metrics, "abandoned") == 1
@@ -522,12 +586,12 @@ async def test_ticket_for_a_deleted_namespace_is_abandoned(
 
     # When it is fired
     with capture_logs() as logs:
-        await make_loop(store, daemon_api, metrics).fire_due(time.time())
+        await make_loop(store, daemon_api, metrics).fire_due()
 
     # Then it is abandoned (acked, logged with its identity), not retried forever
     assert fired(metrics, "abandoned") == 1
     assert await store.pending_retries() == 0
-    assert await make_loop(store, daemon_api, metrics).fire_due(time.time() + 3600) == 0
+    assert await make_loop(store, daemon_api, metrics).fire_due() == 0
     abandoned = [e for e in logs if e["event"] == "retry_abandoned"]
     assert len(abandoned) == 1
     assert abandoned[0]["status"] == 404
@@ -551,17 +615,17 @@ async def test_forbidden_create_is_released_and_stays_pending(
     assert (await store.schedule_retry(ticket)).written
 
     # When it is fired
-    now = time.time()
+    now = await redis_now(redis)
     with capture_logs() as logs:
         loop = make_loop(store, daemon_api, metrics, defer_base_s=30, defer_cap_s=60)
-        await loop.fire_due(now)
+        await loop.fire_due()
 
     # Then it is released with a backoff, still pending and not due again yet
     assert fired(metrics, "deferred") == 1
     assert await store.pending_retries() == 1
     due = await due_score(redis, keys, ticket.job.uid)
     assert due is not None and now + 15 <= due <= now + 30.5
-    assert await loop.fire_due(now + 1) == 0
+    assert await loop.fire_due() == 0
     deferred = [e for e in logs if e["event"] == "retry_deferred"]
     assert [e["status"] for e in deferred] == [403]
 
@@ -580,18 +644,20 @@ async def test_unauthorized_client_defers_without_dropping_the_ticket(
     loop = make_loop(store, bogus_api, metrics, defer_base_s=10, defer_cap_s=40)
 
     # When it fires the ticket twice (the second time once its deferral is due)
-    now = time.time()
+    now = await redis_now(redis)
     with capture_logs() as logs:
-        await loop.fire_due(now)
+        await loop.fire_due()
         first_due = await due_score(redis, keys, ticket.job.uid)
-        await loop.fire_due(now + 100)
+        await redis.zadd(keys.retry_due, {ticket.job.uid: 0})  # due now
+        second_now = await redis_now(redis)
+        await loop.fire_due()
         second_due = await due_score(redis, keys, ticket.job.uid)
 
     # Then both attempts are deferred with a growing delay, and the ticket is still pending
     assert fired(metrics, "deferred") == 2
     assert await store.pending_retries() == 1
     assert first_due is not None and now + 5 <= first_due <= now + 10.5
-    assert second_due is not None and now + 100 + 10 <= second_due <= now + 100 + 20.5
+    assert second_due is not None and second_now + 10 <= second_due <= second_now + 20.5
     assert [e["status"] for e in logs if e["event"] == "retry_deferred"] == [401, 401]
 
 
@@ -600,9 +666,7 @@ async def test_run_updates_the_pending_gauge_and_stops_promptly(
 ) -> None:
     # Given one ticket that is not due for an hour, and a running loop
     later = ticket_for(namespace, "later")
-    assert (
-        await store.schedule_retry(RetryTicket(**{**_fields(later), "due_at": time.time() + 3600}))
-    ).written
+    assert (await store.schedule_retry(later, delay_s=3600)).written
     stop = asyncio.Event()
     loop = make_loop(store, daemon_api, metrics, poll_interval_s=30.0)
     task = asyncio.create_task(loop.run(stop))
@@ -630,8 +694,8 @@ class StopAfterClaim(ClaimSignal):
         super().__init__(inner)
         self.stop = stop
 
-    async def claim_due_retries(self, now: float, *, limit: int) -> ClaimedBatch:
-        got = await super().claim_due_retries(now, limit=limit)
+    async def claim_due_retries(self, *, limit: int) -> ClaimedBatch:
+        got = await super().claim_due_retries(limit=limit)
         self.stop.set()
         return got
 
@@ -660,7 +724,7 @@ async def test_stopping_releases_claimed_tickets_not_yet_fired(
     assert await redis.zcard(keys.retry_inflight) == 0
     for ticket in tickets:
         due = await due_score(redis, keys, ticket.job.uid)
-        assert due is not None and due <= time.time()
+        assert due is not None and due <= await redis_now(redis)
 
 
 async def test_run_survives_redis_being_down(daemon_api: client.ApiClient) -> None:
@@ -693,5 +757,137 @@ async def test_run_survives_redis_being_down(daemon_api: client.ApiClient) -> No
     assert {e["event"] for e in logs} >= {"retry_cycle_failed", "retry_loop_stopped"}
 
 
-def _fields(ticket: RetryTicket) -> dict[str, Any]:
-    return {name: getattr(ticket, name) for name in RetryTicket.__dataclass_fields__}
+# --- at most once, under faults -----------------------------------------------------------
+
+TICKETS = 30
+LEASE_S = 0.4
+SLOW_S = 1.0
+
+
+class FaultyCreates:
+    """The daemon's JobsAPI, with the create of each Job faulted by its index: slow to send
+    (0), reply lost after the create happened (1), slow to answer (2). Each fault hits the
+    first create of that name only; later ones pass (the fault was the network's)."""
+
+    def __init__(self, api: client.ApiClient, faulted: set[str]) -> None:
+        self.inner = JobsAPI(KubeClient(api, KubernetesSettings()))
+        self.faulted = faulted
+
+    async def get(self, namespace: str, name: str) -> RawObject | None:
+        return await self.inner.get(namespace, name)
+
+    async def create(self, namespace: str, body: Mapping[str, Any]) -> RawObject:
+        name = body["metadata"]["name"]
+        kind = int(name.split("-")[1]) % 3
+        first = name not in self.faulted
+        self.faulted.add(name)
+        if first and kind == 0:
+            await asyncio.sleep(SLOW_S)
+        created = await self.inner.create(namespace, body)
+        if first and kind == 1:
+            raise KubeUnavailable("creating Job failed", reason="reply lost", timed_out=True)
+        if first and kind == 2:
+            await asyncio.sleep(SLOW_S)
+        return created
+
+    async def delete(self, namespace: str, name: str, *, uid: str | None = None) -> bool:
+        return await self.inner.delete(namespace, name, uid=uid)
+
+    async def remove_finalizer(self, job: JobRef, finalizer: str) -> bool:
+        return await self.inner.remove_finalizer(job, finalizer)
+
+    async def warn(self, job: JobRef, reason: str, message: str) -> None:
+        await self.inner.warn(job, reason, message)
+
+
+@contextlib.asynccontextmanager
+async def deleting_every_job(
+    api: client.ApiClient, namespace: str
+) -> AsyncIterator[dict[str, set[str]]]:
+    """Watch the namespace's Jobs from now: record the uids created per name, and delete each
+    one as soon as it is seen (it may stay Terminating while kube-dlq's finalizer holds it)."""
+    batch = client.BatchV1Api(api)
+    listed = await raw(batch.list_namespaced_job(namespace, _preload_content=False))
+    assert listed["items"] == []
+    seen: dict[str, set[str]] = defaultdict(set)
+
+    async def run() -> None:
+        stream = watch.Watch()
+        async with stream:
+            async for event in stream.stream(
+                batch.list_namespaced_job,
+                namespace,
+                resource_version=listed["metadata"]["resourceVersion"],
+                timeout_seconds=300,
+                _preload_content=False,
+            ):
+                job = event["raw_object"]
+                meta = job["metadata"]
+                if event["type"] == "ADDED":
+                    uid = meta["uid"]
+                    seen[meta["name"]].add(uid)
+                    body = {
+                        "propagationPolicy": "Background",
+                        "preconditions": {"uid": meta["uid"]},
+                    }
+                    await raw(
+                        batch.delete_namespaced_job(
+                            meta["name"], namespace, body=body, _preload_content=False
+                        )
+                    )
+
+    task = asyncio.create_task(run())
+    try:
+        yield seen
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_racing_loops_with_lost_replies_and_deleted_jobs_create_each_job_once(
+    admin_api: client.ApiClient, namespace: str, store: RedisStore, replicas: MakeReplicas
+) -> None:
+    # Given 30 due tickets and two replicas whose leases run out during their creates
+    for i in range(TICKETS):
+        assert (await store.schedule_retry(ticket_for(namespace, f"batch-{i:02d}"))).written
+    pair: list[Replica] = await replicas(lease_s=LEASE_S)
+    faulted: set[str] = set()
+    settings: dict[str, Any] = {
+        "poll_interval_s": 0.02,
+        "batch_size": 3,
+        "defer_base_s": 0.05,
+        "defer_cap_s": 0.2,
+    }
+    loops = [make_loop(r.store, r.api, r.metrics, **settings) for r in pair]
+    for loop, replica in zip(loops, pair, strict=True):
+        loop._jobs = FaultyCreates(replica.api, faulted)  # the faults sit in front of the API
+    stop = asyncio.Event()
+
+    # When both run until every ticket is settled, while every retry Job is deleted at once
+    async with deleting_every_job(admin_api, namespace) as seen:
+        runs = [asyncio.create_task(loop.run(stop)) for loop in loops]
+
+        async def drained() -> bool:
+            return await store.pending_retries() == 0
+
+        try:
+            await eventually(drained, within=120, what="every ticket to be settled", every=0.1)
+            await asyncio.sleep(2 * SLOW_S)  # any create still on its way lands (or not) now
+        finally:
+            stop.set()
+            await asyncio.gather(*runs)
+
+    # Then the apiserver saw exactly one Job per ticket: one uid for every retry name
+    assert sorted(seen) == [f"batch-{i:02d}-r2" for i in range(TICKETS)]
+    assert {name: len(uids) for name, uids in seen.items() if len(uids) != 1} == {}
+    counts = outcome_counts(pair)
+    assert counts["abandoned"] == 0, counts
+    # And each Job is held only by kube-dlq's finalizer until its grace has passed: the ones
+    # whose creates did not race are already gone
+    left = await raw(
+        client.BatchV1Api(admin_api).list_namespaced_job(namespace, _preload_content=False)
+    )
+    for job in left["items"]:
+        assert job["metadata"].get("deletionTimestamp")
+        assert job["metadata"]["finalizers"] == [FINALIZER_RETRY_ACK]

@@ -120,3 +120,16 @@ def private_server() -> Iterator[Callable[..., RedisServer]]:
     finally:
         for server in made:
             server.close()
+
+
+async def redis_now(redis: Redis) -> float:
+    """Redis's clock (TIME), in unix seconds: what due and lease times are measured on."""
+    seconds, micros = await redis.time()
+    return seconds + micros / 1e6
+
+
+async def travel(redis: Redis, keys: Keys, seconds: float) -> None:
+    """As if Redis's clock moved on by `seconds`: every due time and lease expiry moves back."""
+    for key in (keys.retry_due, keys.retry_inflight, keys.retry_finalize):
+        for member, score in await redis.zrange(key, 0, -1, withscores=True):
+            await redis.zadd(key, {member: score - seconds * 1000})

@@ -23,7 +23,14 @@ from redis.asyncio import Redis
 from structlog.testing import capture_logs
 
 from devtools.devcluster.redis_server import RedisServer
-from tests.integration.conftest import CLUSTER, SETTINGS, make_queries, make_redis, make_store
+from tests.integration.conftest import (
+    CLUSTER,
+    SETTINGS,
+    make_queries,
+    make_redis,
+    make_store,
+    travel,
+)
 from tests.integration.test_sink import T0, letter, ticket
 from tests.support.fakes import FakeJobs
 from watcher.adapters.redis import codec
@@ -71,7 +78,7 @@ async def test_poison_tickets_are_quarantined_and_the_batch_is_claimed(
     await _add_poison(redis, keys, BAD_ID, GOOD_TICKET.encode())
 
     # When one claim takes them all
-    batch = await store.claim_due_retries(T0, limit=100)
+    batch = await store.claim_due_retries(limit=100)
 
     # Then the good ones are claimed, and each poison one is in the corrupt hash, reported
     assert sorted(c.ticket_id for c in batch) == ["good-1", "good-2", "good-3"]
@@ -83,7 +90,8 @@ async def test_poison_tickets_are_quarantined_and_the_batch_is_claimed(
     # And none of them is left to be claimed again once the leases run out
     assert await store.pending_retries() == 3
     assert await redis.hlen(keys.retry_tickets) == 3
-    later = await store.claim_due_retries(T0 + 3600, limit=100)
+    await travel(redis, keys, 3600)
+    later = await store.claim_due_retries(limit=100)
     assert sorted(c.ticket_id for c in later) == ["good-1", "good-2", "good-3"]
     assert later.quarantined == ()
 
@@ -109,7 +117,7 @@ async def test_retry_loop_fires_the_good_tickets_and_counts_the_poison(
 
     # When the retry loop runs one cycle
     with capture_logs() as logs:
-        claimed = await loop.fire_due(T0)
+        claimed = await loop.fire_due()
 
     # Then both good Jobs are re-created and acked
     assert claimed == 2

@@ -30,7 +30,7 @@ from watcher.adapters.redis.queries import DeadLetterQueries
 from watcher.adapters.redis.store import RedisStore
 from watcher.cli.main import main
 from watcher.core.errors import SinkError
-from watcher.core.model import Action
+from watcher.core.model import Action, BeginStatus
 
 pytestmark = pytest.mark.redis
 
@@ -118,20 +118,27 @@ async def test_retries_schedule_claim_release_ack_and_abandon(store: RedisStore)
     assert not (await store.schedule_retry(ticket("t1"))).written
     assert await store.pending_retries() == 3
 
-    # When they are claimed, one released, one acked and one abandoned
-    batch = await store.claim_due_retries(T0, limit=10)
+    # When they are claimed, one released, one settled as created and one abandoned
+    batch = await store.claim_due_retries(limit=10)
     assert sorted(c.ticket_id for c in batch) == ["t1", "t2", "t3"]
-    assert len(await store.claim_due_retries(T0, limit=10)) == 0
-    assert await store.release_retry("t1", T0 + 60)
-    assert await store.ack_retry("t2")
-    abandoned = await store.abandon_retry("t3", letter("t3", reason="namespace gone"))
+    claims = {c.ticket_id: c.claim for c in batch}
+    assert len(await store.claim_due_retries(limit=10)) == 0
+    assert await store.release_retry("t1", delay_s=0.2, claim=claims["t1"])
+    settled = await store.settle_created("t2", claim=claims["t2"], job=None)
+    assert settled.status is BeginStatus.BEGUN
+    abandoned = await store.abandon_retry(
+        "t3", letter("t3", reason="namespace gone"), claim=claims["t3"]
+    )
 
     # Then each ended once: t1 due again later, t2 gone, t3 a dead letter
     assert abandoned is not None and abandoned.action is Action.DEAD_LETTER
     assert await store.abandon_retry("t3", letter("t3")) is None
-    assert not await store.ack_retry("t2")
+    again = await store.settle_created("t2", claim=claims["t2"], job=None)
+    assert again.status is BeginStatus.SETTLED
     assert await store.pending_retries() == 1
-    assert [c.ticket_id for c in await store.claim_due_retries(T0 + 61, limit=10)] == ["t1"]
+    assert len(await store.claim_due_retries(limit=10)) == 0  # not due yet
+    await asyncio.sleep(0.3)
+    assert [c.ticket_id for c in await store.claim_due_retries(limit=10)] == ["t1"]
 
 
 async def test_poison_tickets_are_quarantined_in_a_transaction(
@@ -142,7 +149,7 @@ async def test_poison_tickets_are_quarantined_in_a_transaction(
         await client.hset(KEYS.retry_tickets, ticket_id, body)
         await client.zadd(KEYS.retry_due, {ticket_id: T0 * 1000})
 
-    batch = await store.claim_due_retries(T0, limit=100)
+    batch = await store.claim_due_retries(limit=100)
 
     assert [c.ticket_id for c in batch] == ["good"]
     assert {q.ticket_id for q in batch.quarantined} == set(POISON_TICKETS)

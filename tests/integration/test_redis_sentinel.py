@@ -18,14 +18,14 @@ from redis.asyncio import Redis
 
 from devtools.devcluster.redis_topology import SERVICE, RedisSentinelGroup
 from tests.integration.conftest import CLUSTER, SETTINGS
-from tests.integration.test_sink import T0, letter, ticket
+from tests.integration.test_sink import letter, ticket
 from watcher.adapters.redis import codec
 from watcher.adapters.redis.client import redis_client
 from watcher.adapters.redis.keys import STREAM_FIELD, Keys
 from watcher.adapters.redis.queries import DeadLetterQueries
 from watcher.adapters.redis.store import RedisStore
 from watcher.core.errors import SinkError
-from watcher.core.model import WriteResult
+from watcher.core.model import BeginStatus, WriteResult
 
 pytestmark = pytest.mark.redis
 
@@ -58,8 +58,10 @@ async def test_store_paths_run_on_the_primary(group: RedisSentinelGroup, store: 
     written = await store.dead_letter(letter("d1"))
     assert not (await store.dead_letter(letter("d1"))).written
     await store.schedule_retry(ticket("t1"))
-    assert [c.ticket_id for c in await store.claim_due_retries(T0, limit=5)] == ["t1"]
-    assert await store.ack_retry("t1")
+    [claimed] = await store.claim_due_retries(limit=5)
+    assert claimed.ticket_id == "t1"
+    settled = await store.settle_created("t1", claim=claimed.claim, job=None)
+    assert settled.status is BeginStatus.BEGUN
 
     # The writes are on the primary the Sentinel names, and the CLI's reader sees them
     primary = Redis(host="127.0.0.1", port=group.primary.port)

@@ -24,6 +24,8 @@ from tests.integration.conftest import (
     make_queries,
     make_redis,
     make_store,
+    redis_now,
+    travel,
 )
 from watcher.adapters.redis import codec
 from watcher.adapters.redis.codec import CorruptEntry
@@ -31,9 +33,11 @@ from watcher.adapters.redis.keys import STREAM_FIELD, Keys
 from watcher.adapters.redis.queries import DeadLetterQueries
 from watcher.adapters.redis.store import RedisStore
 from watcher.core.errors import SinkError
+from watcher.core.lineage import Lineage
 from watcher.core.model import (
     Action,
     AttemptRecord,
+    BeginStatus,
     DeadLetter,
     FailureClass,
     JobRef,
@@ -45,7 +49,8 @@ from watcher.core.model import (
 pytestmark = pytest.mark.redis
 
 T0 = 1_700_000_000.0
-"""A fixed 'now' for retry tests: claims take the clock as an argument, so nothing sleeps."""
+"""A fixed time for the records' own timestamps. Due and lease times are Redis's clock: tests
+move it on with `travel` instead of sleeping."""
 
 
 def letter(uid: str, queue: str = "batch", **changes: object) -> DeadLetter:
@@ -202,14 +207,15 @@ async def test_scheduled_retry_is_stored_once_and_blocks_a_later_dead_letter(
     first = await store.schedule_retry(ticket("uid-3"))
 
     # When the same ticket is replayed and then a dead letter for that uid arrives
-    replay = await store.schedule_retry(ticket("uid-3", due_at=T0 + 99))
+    due = await redis.zscore(keys.retry_due, "uid-3")
+    replay = await store.schedule_retry(ticket("uid-3", due_at=T0 + 99), delay_s=99)
     late = await store.dead_letter(letter("uid-3"))
 
     # Then only the first ticket exists and both later calls name it
     assert first == WriteResult(written=True, action=Action.RETRY, ref="uid-3")
     assert replay.already_handled and late.already_handled
     assert (late.action, late.ref) == (Action.RETRY, "uid-3")
-    assert await redis.zrange(keys.retry_due, 0, -1, withscores=True) == [(b"uid-3", T0 * 1000)]
+    assert await redis.zrange(keys.retry_due, 0, -1, withscores=True) == [(b"uid-3", due)]
     assert await stream_len(redis, keys) == 0
 
 
@@ -241,14 +247,15 @@ async def test_retry_ticket_survives_expired_marker_without_duplicate(
 ) -> None:
     # Given a ticket still pending whose outcome marker has expired (or was evicted)
     await store.schedule_retry(ticket("uid-6"))
+    due = await redis.zscore(keys.retry_due, "uid-6")
     await redis.delete(keys.outcome("uid-6"))
 
     # When the ticket is scheduled again
-    result = await store.schedule_retry(ticket("uid-6", due_at=T0 + 50))
+    result = await store.schedule_retry(ticket("uid-6", due_at=T0 + 50), delay_s=50)
 
     # Then nothing is rewritten and the marker is restored
     assert result.already_handled and result.ref == "uid-6"
-    assert await redis.zscore(keys.retry_due, "uid-6") == T0 * 1000
+    assert await redis.zscore(keys.retry_due, "uid-6") == due
     assert await redis.get(keys.outcome("uid-6")) == b"retry:uid-6"
     # And the restored marker is kept for good (no TTL) and indexed
     assert await redis.ttl(keys.outcome("uid-6")) == -1
@@ -276,12 +283,12 @@ async def test_two_concurrent_claim_loops_claim_each_of_200_tickets_once(
     # Given 200 due tickets and two retry loops on separate connections
     store = make_store(redis)
     for i in range(200):
-        await store.schedule_retry(ticket(f"t{i:03}", T0 - i))
+        await store.schedule_retry(ticket(f"t{i:03}", T0 - i), delay_s=-i)
     loops = [make_store(await make_client(), retry_claim_lease_s=60) for _ in range(2)]
 
     async def claim_all(loop_store: RedisStore) -> list[str]:
         got: list[str] = []
-        while batch := await loop_store.claim_due_retries(T0, limit=7):
+        while batch := await loop_store.claim_due_retries(limit=7):
             got += [c.ticket_id for c in batch]
             await asyncio.sleep(0)
         return got
@@ -300,37 +307,47 @@ async def test_two_concurrent_claim_loops_claim_each_of_200_tickets_once(
 async def test_claim_returns_only_due_tickets_earliest_first_up_to_limit(redis: Redis) -> None:
     # Given tickets due in the past, now, and the future, in a store leasing claims for 30 s
     store = make_store(redis, retry_claim_lease_s=30)
-    for uid, due in (("late", T0 + 60), ("b", T0 - 10), ("a", T0 - 20), ("now", T0)):
-        await store.schedule_retry(ticket(uid, due))
+    for uid, delay in (("late", 60), ("b", -10), ("a", -20), ("now", 0)):
+        await store.schedule_retry(ticket(uid, T0 + delay), delay_s=delay)
 
     # When claiming with a limit of 2, then again
-    first = await store.claim_due_retries(T0, limit=2)
-    second = await store.claim_due_retries(T0, limit=2)
-    third = await store.claim_due_retries(T0, limit=2)
+    before = await redis_now(redis)
+    first = await store.claim_due_retries(limit=2)
+    second = await store.claim_due_retries(limit=2)
+    third = await store.claim_due_retries(limit=2)
+    after = await redis_now(redis)
 
     # Then due tickets come earliest first with their lease, and the future one stays put
     assert [c.ticket_id for c in first] == ["a", "b"]
     assert [c.ticket_id for c in second] == ["now"]
     assert third == []
     assert first[0].ticket == ticket("a", T0 - 20)
-    assert first[0].lease_until == T0 + 30
+    assert before + 30 - 0.002 <= first[0].lease_until <= after + 30 + 0.002
+    # And each claim has its number, the fence of what it may do with the ticket
+    assert [c.claim for c in (*first, *second)] == [1, 1, 1]
 
 
-async def test_claimed_ticket_whose_lease_expires_is_claimed_again(redis: Redis) -> None:
+async def test_claimed_ticket_whose_lease_expires_is_claimed_again(
+    redis: Redis, keys: Keys
+) -> None:
     # Given a ticket claimed for 30 s by a daemon that then crashed (never acked nor released)
     store = make_store(redis, retry_claim_lease_s=30)
     await store.schedule_retry(ticket("crash"))
-    (claimed,) = await store.claim_due_retries(T0, limit=10)
+    (claimed,) = await store.claim_due_retries(limit=10)
 
-    # When another loop claims before and after the lease ran out
-    during = await store.claim_due_retries(T0 + 29, limit=10)
-    after = await store.claim_due_retries(T0 + 31, limit=10)
+    # When another loop claims before and after the lease ran out (on Redis's clock)
+    await travel(redis, keys, 29)
+    during = await store.claim_due_retries(limit=10)
+    await travel(redis, keys, 2)
+    after = await store.claim_due_retries(limit=10)
 
-    # Then it is not handed out while leased, and is handed out again once the lease expired
+    # Then it is not handed out while leased, and is handed out again once the lease expired,
+    # under a new claim number that fences the first holder out
     assert during == []
     assert [c.ticket_id for c in after] == ["crash"]
     assert after[0].ticket == claimed.ticket
-    assert after[0].lease_until == T0 + 61
+    assert (claimed.claim, after[0].claim) == (1, 2)
+    assert await store.release_retry("crash", delay_s=0, claim=claimed.claim) is False
     assert await store.pending_retries() == 1
 
 
@@ -340,7 +357,7 @@ async def test_abandoned_ticket_becomes_one_dead_letter_in_its_place(
     # Given a claimed ticket whose Job can never be created
     store = make_store(redis, retry_claim_lease_s=5)
     await store.schedule_retry(ticket("stuck"))
-    [claimed] = await store.claim_due_retries(T0, limit=1)
+    [claimed] = await store.claim_due_retries(limit=1)
     instead = letter("stuck", reason="retry 2 could not be created: namespace gone")
 
     # When two replicas abandon it (the second after its lease ran out, say)
@@ -353,14 +370,14 @@ async def test_abandoned_ticket_becomes_one_dead_letter_in_its_place(
     assert [lt.reason for _, lt in entries] == ["retry 2 could not be created: namespace gone"]
     assert await redis.get(keys.outcome("stuck")) == f"dead_letter:{first.ref}".encode()
     assert await store.pending_retries() == 0
-    assert await store.claim_due_retries(T0 + 3600, limit=10) == []
+    assert await store.claim_due_retries(limit=10) == []
 
 
 async def test_acked_ticket_cannot_be_abandoned(redis: Redis) -> None:
     store = make_store(redis, retry_claim_lease_s=5)
     await store.schedule_retry(ticket("done"))
-    await store.claim_due_retries(T0, limit=1)
-    await store.ack_retry("done")
+    await store.claim_due_retries(limit=1)
+    await store.settle_created("done", claim=0, job=None)
     assert await store.abandon_retry("done", letter("done")) is None
     assert list(await make_queries(redis).list_dead_letters(None, count=10)) == []
 
@@ -369,31 +386,35 @@ async def test_acked_ticket_is_gone_for_good(redis: Redis, keys: Keys) -> None:
     # Given a claimed ticket
     store = make_store(redis, retry_claim_lease_s=5)
     await store.schedule_retry(ticket("done"))
-    await store.claim_due_retries(T0, limit=1)
+    [claimed] = await store.claim_due_retries(limit=1)
 
     # When it is acked (twice: the second is a no-op)
-    first, second = await store.ack_retry("done"), await store.ack_retry("done")
+    first = await store.settle_created("done", claim=claimed.claim, job=None)
+    second = await store.settle_created("done", claim=claimed.claim, job=None)
 
     # Then nothing is pending, no later claim returns it, and it cannot be released back
-    assert (first, second) == (True, False)
+    assert (first.status, second.status) == (BeginStatus.BEGUN, BeginStatus.SETTLED)
     assert await store.pending_retries() == 0
-    assert await store.claim_due_retries(T0 + 3600, limit=10) == []
-    assert await store.release_retry("done", T0) is False
+    await travel(redis, keys, 3600)
+    assert await store.claim_due_retries(limit=10) == []
+    assert await store.release_retry("done", delay_s=0) is False
     assert not await redis.exists(keys.retry_tickets)
 
 
-async def test_released_ticket_is_due_again_at_the_new_time(redis: Redis) -> None:
+async def test_released_ticket_is_due_again_at_the_new_time(redis: Redis, keys: Keys) -> None:
     # Given a claimed ticket whose re-creation failed (the API was down)
     store = make_store(redis, retry_claim_lease_s=300)
     await store.schedule_retry(ticket("api-down"))
-    await store.claim_due_retries(T0, limit=1)
+    [claimed] = await store.claim_due_retries(limit=1)
 
     # When it is released to be due 60 s later
-    assert await store.release_retry("api-down", T0 + 60) is True
+    assert await store.release_retry("api-down", delay_s=60, claim=claimed.claim) is True
 
     # Then it is not claimable before that time, and is claimable after it
-    assert await store.claim_due_retries(T0 + 59, limit=1) == []
-    again = await store.claim_due_retries(T0 + 60, limit=1)
+    await travel(redis, keys, 59)
+    assert await store.claim_due_retries(limit=1) == []
+    await travel(redis, keys, 1.01)
+    again = await store.claim_due_retries(limit=1)
     assert [c.ticket_id for c in again] == ["api-down"]
 
 
@@ -509,7 +530,7 @@ async def test_reads_on_an_empty_store(store: RedisStore, queries: DeadLetterQue
     assert await store.queue_depths() == {}
     assert await store.oldest_age_s(T0) == {}
     assert await store.pending_retries() == 0
-    assert await store.claim_due_retries(T0, limit=5) == []
+    assert await store.claim_due_retries(limit=5) == []
 
 
 # --- corrupt data -----------------------------------------------------------------------------
@@ -568,13 +589,14 @@ async def test_corrupt_retry_ticket_is_quarantined_not_fatal(redis: Redis, keys:
     await redis.zadd(keys.retry_due, {"bad": T0 * 1000})
 
     # When the retry loop claims
-    claimed = await store.claim_due_retries(T0, limit=10)
+    claimed = await store.claim_due_retries(limit=10)
 
     # Then it gets the good ticket; the bad one is set aside where an operator can see it
     assert [c.ticket_id for c in claimed] == ["good"]
     assert await store.corrupt_retries() == {"bad": b"{oops"}
     assert await store.pending_retries() == 1
-    later = await store.claim_due_retries(T0 + 3600, limit=10)
+    await travel(redis, keys, 3600)
+    later = await store.claim_due_retries(limit=10)
     assert [c.ticket_id for c in later] == ["good"]
 
 
@@ -595,9 +617,9 @@ async def test_stopped_redis_raises_sink_error_quickly(
         # When writes and reads are attempted / Then each fails with SinkError within seconds
         assert await timed(store.dead_letter(letter("after"))) < 3
         assert await timed(store.schedule_retry(ticket("after"))) < 3
-        assert await timed(store.claim_due_retries(T0, limit=1)) < 3
+        assert await timed(store.claim_due_retries(limit=1)) < 3
         assert await timed(queries.list_dead_letters(None, count=1)) < 3
-        assert await timed(store.ack_retry("x")) < 3
+        assert await timed(store.settle_created("x", claim=1, job=None)) < 3
     finally:
         await client.aclose()
 
@@ -644,7 +666,15 @@ async def test_all_keys_share_one_cluster_slot(store: RedisStore, redis: Redis) 
     await store.dead_letter(letter("k1", queue="q1"))
     await store.dead_letter(letter("k2", queue="q2"))
     await store.schedule_retry(ticket("k3"))
-    await store.claim_due_retries(T0, limit=1)
+    [claimed] = await store.claim_due_retries(limit=1)
+    job = JobRef("ns", "job-k3-r2", "uid-k3r2")
+    lineage = Lineage(2, ())
+    await store.begin_create("k4", claim=1, job=job, lineage=lineage)  # settled: writes nothing
+    await store.schedule_retry(ticket("k4"))
+    [claimed4] = await store.claim_due_retries(limit=1)
+    await store.begin_create("k4", claim=claimed4.claim, job=job, lineage=lineage)
+    await store.settle_created("k4", claim=claimed4.claim, job=job)
+    await store.begin_create("k3", claim=claimed.claim, job=job, lineage=lineage)
     await redis.hset(store.keys.retry_corrupt, "x", b"x")
 
     # When their Redis Cluster hash slots are computed
@@ -652,8 +682,9 @@ async def test_all_keys_share_one_cluster_slot(store: RedisStore, redis: Redis) 
     slots = {key_slot(k) for k in names}
 
     # Then there are all kinds of keys, in one slot (so every Lua script is cluster-safe):
-    # queues, 2 streams, 3 markers, the marker index and its counter, tickets, inflight, corrupt
-    assert len(names) == 11
+    # queues, 2 streams, 4 markers, the marker index and its counter, tickets, inflight,
+    # corrupt, claims, 2 create records, the finalizer queue
+    assert len(names) == 16
     assert len(slots) == 1
 
 

@@ -195,13 +195,15 @@ async def test_configured_prefix_marker_ttl_and_claim_lease_reach_the_store(
             manifest={"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "job-rt"}},
         )
     )
-    (claimed,) = await store.claim_due_retries(now, limit=1)
+    seconds, micros = await redis.time()
+    (claimed,) = await store.claim_due_retries(limit=1)
+    redis_now = seconds + micros / 1e6
 
     # Then the keys carry the configured prefix and cluster, the forgotten marker the
     # configured TTL, and the claim the configured lease
     assert 7_190_000 < await redis.pttl(keys.outcome("dl")) <= 7_200_000
-    assert claimed.lease_until == now + 90
-    assert await redis.zscore(keys.retry_inflight, "rt") == round((now + 90) * 1000)
+    assert redis_now + 90 - 0.001 <= claimed.lease_until <= redis_now + 90.5
+    assert await redis.zscore(keys.retry_inflight, "rt") == round(claimed.lease_until * 1000)
     # And the CLI's reader built from the same config finds what the store wrote
     queries = DeadLetterQueries(app_client, config.redis, cluster_name=config.cluster_name)
     assert [ltr.job.uid for _, ltr in await queries.list_dead_letters(None, count=5)] == ["dl"]

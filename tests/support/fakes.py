@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from watcher.core.errors import KubeConflict, SinkError, WatcherError
+from watcher.core.lineage import CreateRecord
 from watcher.core.model import (
     Action,
     DeadLetter,
@@ -63,6 +64,10 @@ class FakeStore:
     forgets: list[ForgetCall] = field(default_factory=list)
     marker_failures: list[SinkError] = field(default_factory=list)
     """Raised, in order, by the next `MarkerStore` calls."""
+    records: dict[str, CreateRecord] = field(default_factory=dict)
+    """Ticket id -> its create record (what the retry loop stored), for `create_record`."""
+    delays: list[float] = field(default_factory=list)
+    """The `delay_s` of every retry scheduled, in order."""
 
     def fail_next(self, *errors: SinkError) -> None:
         self.failures.extend(errors)
@@ -78,10 +83,15 @@ class FakeStore:
             return replace(result, trimmed=self.trims.pop(0))
         return result
 
-    async def schedule_retry(self, ticket: RetryTicket) -> WriteResult:
-        return self._write(
-            ticket.job, Action.RETRY, ticket.job.uid, lambda: self.tickets.append(ticket)
-        )
+    async def schedule_retry(self, ticket: RetryTicket, *, delay_s: float = 0.0) -> WriteResult:
+        def keep() -> None:
+            self.tickets.append(ticket)
+            self.delays.append(delay_s)
+
+        return self._write(ticket.job, Action.RETRY, ticket.job.uid, keep)
+
+    async def create_record(self, ticket_id: str) -> CreateRecord | None:
+        return self.records.get(ticket_id)
 
     async def handled(self, job_uids: Sequence[str]) -> set[str]:
         return {uid for uid in job_uids if uid in self.outcomes}
@@ -154,9 +164,24 @@ class FakeJobs:
         else:
             self.failures_of.setdefault(method, []).extend(errors)
 
+    created: list[RawObject] = field(default_factory=list)
+    """Every Job created, in order (with the uid the fake gave it)."""
+
     def put(self, raw_job: Mapping[str, Any]) -> None:
         meta = raw_job["metadata"]
         self.jobs[(meta["namespace"], meta["name"])] = copy.deepcopy(dict(raw_job))
+
+    def purge(self, namespace: str, name: str) -> bool:
+        """What the TTL controller or a user does: delete the Job. One with finalizers only
+        gets a deletionTimestamp (it stays until they are removed). True if it is gone."""
+        found = self.jobs.get((namespace, name))
+        if found is None:
+            return True
+        if found["metadata"].get("finalizers"):
+            found["metadata"]["deletionTimestamp"] = "now"
+            return False
+        del self.jobs[(namespace, name)]
+        return True
 
     async def get(self, namespace: str, name: str) -> RawObject | None:
         self._maybe_fail("get")
@@ -168,8 +193,23 @@ class FakeJobs:
         name = body["metadata"]["name"]
         if (namespace, name) in self.jobs:
             raise KubeConflict("creating Job failed", status=409, reason="AlreadyExists")
-        self.put({**body, "metadata": {**body["metadata"], "namespace": namespace}})
+        uid = f"uid-{name}-{len(self.created) + 1}"
+        self.put({**body, "metadata": {**body["metadata"], "namespace": namespace, "uid": uid}})
+        self.created.append(copy.deepcopy(self.jobs[(namespace, name)]))
         return copy.deepcopy(self.jobs[(namespace, name)])
+
+    async def remove_finalizer(self, job: JobRef, finalizer: str) -> bool:
+        self._maybe_fail("remove_finalizer")
+        found = self.jobs.get((job.namespace, job.name))
+        if found is None or found["metadata"].get("uid") != job.uid:
+            return False
+        finalizers = found["metadata"].get("finalizers") or []
+        if finalizer not in finalizers:
+            return False
+        finalizers.remove(finalizer)
+        if not finalizers and found["metadata"].get("deletionTimestamp"):
+            del self.jobs[(job.namespace, job.name)]
+        return True
 
     async def delete(self, namespace: str, name: str, *, uid: str | None = None) -> bool:
         self._maybe_fail("delete")

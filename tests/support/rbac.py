@@ -27,6 +27,7 @@ from watcher.adapters.kube.leases import LeaseAPI
 from watcher.adapters.kube.request import NO_TARGET, KubeClient, Query, Target
 from watcher.adapters.redis.store import RedisStore
 from watcher.app.daemon import Daemon
+from watcher.core.annotations import FINALIZER_RETRY_ACK
 from watcher.core.model import JobRef
 from watcher.core.rawjson import RawObject
 from watcher.core.settings import KubernetesSettings, ScopeSettings, Settings
@@ -82,8 +83,9 @@ class RecordingKube(KubeClient):
         what: str,
         target: Target = NO_TARGET,
         query: Query = (),
-        body: Mapping[str, Any] | None = None,
+        body: Mapping[str, Any] | Sequence[Any] | None = None,
         client_timeout: aiohttp.ClientTimeout | None = None,
+        content_type: str = "application/json",
     ) -> aiohttp.ClientResponse:
         raise AssertionError(f"unexpected streaming request {method} {path} ({what})")
 
@@ -95,11 +97,14 @@ class RecordingKube(KubeClient):
         what: str,
         target: Target = NO_TARGET,
         query: Query = (),
-        body: Mapping[str, Any] | None = None,
+        body: Mapping[str, Any] | Sequence[Any] | None = None,
         timeout_s: float | None = None,
+        content_type: str = "application/json",
     ) -> RawObject:
         self.requests.append(Request(method, path, tuple(query)))
-        return {"kind": "Lease", "apiVersion": "coordination.k8s.io/v1", "metadata": {}}
+        # A Job with kube-dlq's finalizer, so remove_finalizer goes on to its PATCH.
+        meta = {"uid": "uid-1", "finalizers": [FINALIZER_RETRY_ACK]}
+        return {"kind": "Lease", "apiVersion": "coordination.k8s.io/v1", "metadata": meta}
 
     async def list_all(self, path: str, *, what: str, query: Query = ()) -> list[RawObject]:
         self.requests.append(Request("GET", path, tuple(query)))
@@ -119,10 +124,11 @@ async def requests_the_code_makes() -> list[Request]:
     kube = RecordingKube()
     jobs = JobsAPI(kube)
     # A new method on an adapter must be added here, so its request is checked against RBAC.
-    assert public_methods(JobsAPI) == {"get", "create", "delete", "warn"}
+    assert public_methods(JobsAPI) == {"get", "create", "delete", "remove_finalizer", "warn"}
     await jobs.get("team-a", "nightly")
     await jobs.create("team-a", {"metadata": {"name": "nightly-r1"}})
     await jobs.delete("team-a", "nightly", uid="uid-1")
+    await jobs.remove_finalizer(JobRef("team-a", "nightly-r2", "uid-1"), FINALIZER_RETRY_ACK)
     await jobs.warn(JobRef("team-a", "nightly", "uid-1"), "InvalidRetryPolicy", "bad")
     lease = LeaseAPI(kube, namespace=LEASE_NAMESPACE, name="kube-dlq")
     assert public_methods(LeaseAPI) == {"get", "create", "replace"}

@@ -31,6 +31,7 @@ from tests.support.objects import (
     terminated,
 )
 from watcher.core.errors import KubeForbidden, SinkError
+from watcher.core.lineage import CreateRecord, Lineage
 from watcher.core.model import (
     Action,
     Condition,
@@ -136,16 +137,17 @@ async def test_malformed_annotation_is_reported_once_by_whoever_wrote_the_outcom
     assert metric == reports
 
 
-async def test_unreadable_history_annotation_is_reported_and_lineage_restarts() -> None:
-    # Given a retried Job whose kube-dlq.io/history annotation was mangled by hand
+async def test_lineage_annotations_are_not_policy_errors() -> None:
+    # Given a Job whose kube-dlq.io/history annotation was mangled by hand
     mangled = (("kube-dlq.io/attempt", "2"), ("kube-dlq.io/history", "{not json"))
 
     # When it fails and its outcome is written
     reported, metric = await attempts((WRITTEN,), annotations=mangled)
 
-    # Then the bad annotation is reported like any malformed kube-dlq.io/ annotation
-    assert reported == ["kube-dlq.io/history"]
-    assert metric == 1
+    # Then no policy annotation is reported: lineage never comes from annotations (reported as
+    # lineage_annotation_ignored instead, tests/unit/test_lineage.py)
+    assert reported == []
+    assert metric == 0
 
 
 # --- outcomes, against FakeStore and FakeJobs --------------------------------------------------
@@ -155,6 +157,8 @@ REF = JobRef(NAMESPACE, JOB_NAME, JOB_UID)
 QUEUE = "kube-dlq.io/queue"
 AVOID_NODE = "kube-dlq.io/avoid-node"
 ATTEMPT = "kube-dlq.io/attempt"
+RETRY_OF = "kube-dlq.io/retry-of"
+CREATE_TOKEN = "kube-dlq.io/create-token"
 MAX_RETRIES = "kube-dlq.io/max-retries"
 AVOIDED = f"retry avoid={NODE}"
 NOT_AVOIDED = "retry avoid="
@@ -251,9 +255,14 @@ ATTEMPTS = {"first attempt": (None, 2), "second attempt": ("2", 3), "fourth atte
 async def test_retry_ticket_carries_the_failed_attempt_plus_one(
     attempt: str | None, next_attempt: int
 ) -> None:
-    # Given a Job that is attempt `attempt` of its lineage (kube-dlq.io/attempt; none: 1)
+    # Given a Job that is attempt `attempt` of its lineage (kube-dlq.io/attempt and kube-dlq's
+    # create record of it; none: 1)
     r = rig(jobs=FakeJobs())
     annotations = {ATTEMPT: attempt} if attempt is not None else {}
+    if attempt is not None:
+        annotations.update({RETRY_OF: "ticket-0", CREATE_TOKEN: "ab" * 16})
+        lineage = Lineage(int(attempt), ())
+        r.store.records["ticket-0"] = CreateRecord(NAMESPACE, JOB_NAME, "ab" * 16, JOB_UID, lineage)
 
     # When it fails with a retried class
     await r.handle([lost_pod()], **annotations)

@@ -28,7 +28,8 @@ order whatever the order on the Job)::
 
 Durations are a number with a unit s, m, h or d, or several such (90s, 5m, 1.5h, 1h30m, 2d);
 a bare number is rejected because its unit would be a guess. Keys kube-dlq writes itself
-(``original-uid``, ``original-name``, ``attempt``, ``first-failed-at``, ``history``) and the
+(``original-uid``, ``original-name``, ``attempt``, ``first-failed-at``, ``history``,
+``retry-of``, ``create-token``) and the
 scope switch ``enabled`` are accepted and ignored by ``policy_for``; any other
 ``kube-dlq.io/`` key is reported as unknown.
 """
@@ -52,6 +53,7 @@ __all__ = [
     "ANNOTATION_AVOID_NODE",
     "ANNOTATION_BACKOFF",
     "ANNOTATION_BUDGET",
+    "ANNOTATION_CREATE_TOKEN",
     "ANNOTATION_ENABLED",
     "ANNOTATION_FIRST_FAILED_AT",
     "ANNOTATION_HISTORY",
@@ -63,6 +65,8 @@ __all__ = [
     "ANNOTATION_PREFIX",
     "ANNOTATION_QUEUE",
     "ANNOTATION_RETRY_CLASSES",
+    "ANNOTATION_RETRY_OF",
+    "FINALIZER_RETRY_ACK",
     "MAX_DURATION_S",
     "MAX_FACTOR",
     "MAX_RETRIES_LIMIT",
@@ -88,6 +92,14 @@ ANNOTATION_ATTEMPT: Final = ANNOTATION_PREFIX + "attempt"
 ANNOTATION_FIRST_FAILED_AT: Final = ANNOTATION_PREFIX + "first-failed-at"
 ANNOTATION_HISTORY: Final = ANNOTATION_PREFIX + "history"
 """Earlier failed attempts of a re-created Job, as compact JSON (see ``watcher.core.manifest``)."""
+ANNOTATION_RETRY_OF: Final = ANNOTATION_PREFIX + "retry-of"
+"""The ticket id a retry Job was created from: a pointer to kube-dlq's create record."""
+ANNOTATION_CREATE_TOKEN: Final = ANNOTATION_PREFIX + "create-token"
+"""The random token of that create record: tells kube-dlq's Job from anyone else's of the
+same name (``watcher.core.lineage``)."""
+FINALIZER_RETRY_ACK: Final = ANNOTATION_PREFIX + "retry-ack"
+"""Finalizer on every retry Job until kube-dlq has recorded it (docs/exactly-once.md): the Job
+cannot vanish, and free its name, before a second firing of its ticket would collide with it."""
 ANNOTATION_ENABLED: Final = ANNOTATION_PREFIX + "enabled"
 """Scope switch (label or annotation): "true" opts a Job in, "false" opts it out."""
 

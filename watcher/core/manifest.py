@@ -23,9 +23,10 @@ records the owner next to the manifest.
 * name ``<original>-r<n>`` (see ``retry_job_name``): the same for every firing of one ticket,
   so a second firing fails with AlreadyExists instead of running the Job twice;
 * lineage annotations ``kube-dlq.io/original-name``, ``original-uid``, ``attempt``,
-  ``first-failed-at`` and ``history`` (compact JSON, see ``encode_history``), which
-  ``attempt_of``, ``first_failed_at_of`` and ``history_from_annotations`` read back when the
-  retried Job fails in turn (a malformed history reads as none, with a PolicyError to report);
+  ``first-failed-at`` and ``history`` (compact JSON, see ``encode_history``), for people: the
+  handler takes the lineage from kube-dlq's own record (``watcher.core.lineage``), which
+  ``retry-of`` and ``create-token`` point to;
+* the finalizer ``kube-dlq.io/retry-ack``, removed once kube-dlq has recorded the Job;
 * with ``avoid_node``, a required node affinity ``kubernetes.io/hostname NotIn [node]`` merged
   into every non-empty node selector term (or a new term when there is none).
 """
@@ -43,10 +44,13 @@ from typing import Final
 
 from watcher.core.annotations import (
     ANNOTATION_ATTEMPT,
+    ANNOTATION_CREATE_TOKEN,
     ANNOTATION_FIRST_FAILED_AT,
     ANNOTATION_HISTORY,
     ANNOTATION_ORIGINAL_NAME,
     ANNOTATION_ORIGINAL_UID,
+    ANNOTATION_RETRY_OF,
+    FINALIZER_RETRY_ACK,
 )
 from watcher.core.errors import PolicyError
 from watcher.core.model import AttemptRecord, RetryTicket
@@ -210,12 +214,15 @@ def retry_manifest(
     history: tuple[AttemptRecord, ...],
     avoid_node: str = "",
     salt: str = "",
+    ticket_id: str = "",
+    token: str = "",
 ) -> RawObject:
     """The Job to create for ``attempt`` (2 = first retry) of the Job ``original_name``.
 
     ``clean`` is cleaned again (idempotent) and not modified. Lineage annotations from an
     earlier retry are replaced. Raises ``ValueError`` for ``attempt < 2``. ``salt``: see
-    `retry_job_name`.
+    `retry_job_name`. With `token` (the ticket's create token), the Job points to its create
+    record (`ticket_id`, `token`) and carries the retry-ack finalizer.
     """
     name = retry_job_name(original_name, attempt, salt=salt)
     body = replayable_manifest(clean)
@@ -231,31 +238,40 @@ def retry_manifest(
             ANNOTATION_HISTORY: encode_history(history),
         }
     )
+    for key in (ANNOTATION_RETRY_OF, ANNOTATION_CREATE_TOKEN):
+        annotations.pop(key, None)  # an earlier retry's pointer is not this Job's
+    if token:
+        annotations[ANNOTATION_RETRY_OF] = ticket_id
+        annotations[ANNOTATION_CREATE_TOKEN] = token
+        meta["finalizers"] = [FINALIZER_RETRY_ACK]
     meta["annotations"] = annotations
     if avoid_node:
         _avoid_node(body["spec"], avoid_node)
     return body
 
 
-def manifest_for_ticket(ticket: RetryTicket, *, unique_name: bool = False) -> RawObject:
+def manifest_for_ticket(
+    ticket: RetryTicket, *, unique_name: bool = False, token: str = ""
+) -> RawObject:
     """The Job a retry ticket asks for: ``retry_manifest`` with the lineage taken from it.
 
-    ``ticket.manifest`` is the cleaned manifest of the Job that failed; when that Job was
-    itself a retry, its annotations name the original Job and its first failure, otherwise the
-    failed Job is the original. ``first-failed-at`` falls back to the earliest failure in
-    ``ticket.history``, then to ``ticket.due_at``. The namespace is the ticket's. Raises
+    ``ticket.manifest`` is the cleaned manifest of the Job that failed. The lineage is the
+    ticket's own (its history, which the handler took from kube-dlq's records): the original
+    is the first attempt in ``ticket.history`` (else the failed Job), ``first-failed-at`` its
+    failure (else the earliest, else ``ticket.due_at``); the failed Job's annotations are
+    never believed. The namespace is the ticket's. `token`: see `retry_manifest`. Raises
     ``ValueError`` for a ticket with ``attempt < 2``.
     """
     clean = replayable_manifest(ticket.manifest)
-    annotations = clean["metadata"].get("annotations") or {}
-    original_name = annotations.get(ANNOTATION_ORIGINAL_NAME, "")
-    original_uid = annotations.get(ANNOTATION_ORIGINAL_UID, "")
-    if not (_DNS_SUBDOMAIN_RE.fullmatch(original_name) and _UID_RE.fullmatch(original_uid)):
-        original_name, original_uid = ticket.job.name, ticket.job.uid
-    first_failed_at = first_failed_at_of(annotations)
-    if first_failed_at is None:
-        times = [record.failed_at for record in ticket.history if math.isfinite(record.failed_at)]
-        first_failed_at = min(times) if times else ticket.due_at
+    first = min(ticket.history, key=lambda r: r.attempt, default=None)
+    original_name, original_uid = ticket.job.name, ticket.job.uid
+    named = first is not None and _DNS_SUBDOMAIN_RE.fullmatch(first.job_name)
+    if first is not None and named and _UID_RE.fullmatch(first.job_uid):
+        original_name, original_uid = first.job_name, first.job_uid
+    times = [record.failed_at for record in ticket.history if math.isfinite(record.failed_at)]
+    first_failed_at = min(times) if times else ticket.due_at
+    if first is not None and math.isfinite(first.failed_at):
+        first_failed_at = first.failed_at  # the original's failure, whatever came later
     clean["metadata"]["namespace"] = ticket.job.namespace
     return retry_manifest(
         clean,
@@ -266,6 +282,8 @@ def manifest_for_ticket(ticket: RetryTicket, *, unique_name: bool = False) -> Ra
         history=ticket.history,
         avoid_node=ticket.avoid_node,
         salt=ticket.job.uid if unique_name else "",
+        ticket_id=ticket.job.uid,
+        token=token,
     )
 
 

@@ -322,7 +322,47 @@ class ClaimedTicket:
     ticket_id: str
     ticket: RetryTicket
     lease_until: float
-    """Unix seconds; after this another claim may take the ticket again unless it is acked."""
+    """Unix seconds on Redis's clock; after this another claim may take the ticket again unless
+    it is settled."""
+    claim: int = 0
+    """This claim's number (the ticket's claim counter): the fencing token that lets only the
+    latest claim begin a create or settle the ticket. 0: unfenced (tools, old callers)."""
+
+
+class BeginStatus(enum.StrEnum):
+    """What `RetryStore.begin_create` answered."""
+
+    BEGUN = "begun"
+    """The create may go ahead; the intent is recorded."""
+    SETTLED = "settled"
+    """The ticket was settled meanwhile: create nothing."""
+    SUPERSEDED = "superseded"
+    """Another replica claimed the ticket since (its lease ran out): create nothing."""
+
+
+@dataclass(frozen=True, slots=True)
+class CreateIntent:
+    """A create about to happen, as `RetryStore.begin_create` recorded it."""
+
+    status: BeginStatus
+    token: str = ""
+    """The ticket's create token, for the Job's ``kube-dlq.io/create-token``."""
+    earlier_claims: int = 0
+    """Other claims that began a create of this ticket before: one of them may have created
+    the Job (a lost reply, a crash before settling)."""
+    earlier_name: str = ""
+    """The Job name the last of them used."""
+
+
+@dataclass(frozen=True, slots=True)
+class SettleResult:
+    """What `RetryStore.settle_created` did."""
+
+    status: BeginStatus
+    """BEGUN here means: settled now, by this call."""
+    release_finalizer_now: bool = False
+    """Remove the Job's finalizer at once; otherwise it waits in the store's finalizer queue
+    (`RetryStore.due_finalizers`) until no earlier POST can land any more."""
 
 
 @dataclass(frozen=True, slots=True)

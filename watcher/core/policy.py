@@ -19,6 +19,7 @@ from watcher.core.annotations import (
     ANNOTATION_AVOID_NODE,
     ANNOTATION_BACKOFF,
     ANNOTATION_BUDGET,
+    ANNOTATION_CREATE_TOKEN,
     ANNOTATION_ENABLED,
     ANNOTATION_FIRST_FAILED_AT,
     ANNOTATION_HISTORY,
@@ -30,6 +31,7 @@ from watcher.core.annotations import (
     ANNOTATION_PREFIX,
     ANNOTATION_QUEUE,
     ANNOTATION_RETRY_CLASSES,
+    ANNOTATION_RETRY_OF,
     BackoffSpec,
     did_you_mean,
     parse_backoff,
@@ -68,6 +70,8 @@ _IGNORED_KEYS: Final = frozenset(
         ANNOTATION_FIRST_FAILED_AT,
         ANNOTATION_HISTORY,
         ANNOTATION_ENABLED,
+        ANNOTATION_RETRY_OF,
+        ANNOTATION_CREATE_TOKEN,
     }
 )
 

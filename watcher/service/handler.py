@@ -18,12 +18,8 @@ from structlog.typing import FilteringBoundLogger
 from watcher.core.classify import ClassifyRules, classify
 from watcher.core.decide import decide
 from watcher.core.errors import KubeAPIError, PolicyError
-from watcher.core.manifest import (
-    attempt_of,
-    first_failed_at_of,
-    history_from_annotations,
-    replayable_manifest,
-)
+from watcher.core.lineage import LINEAGE_ANNOTATIONS, Lineage, lineage_of, record_pointer
+from watcher.core.manifest import attempt_of, replayable_manifest
 from watcher.core.model import (
     NODE_FAULT_CLASSES,
     Action,
@@ -83,16 +79,17 @@ class FailureHandler:
         returns: such a write may have landed all the same (a timeout)."""
 
     async def handle(self, report: FailureReport, raw_job: Mapping[str, Any]) -> Outcome:
-        """Classify, decide and write. Raises SinkError if Redis fails (the caller retries)."""
+        """Look up the lineage, classify, decide and write. Raises SinkError if Redis fails
+        (the caller retries)."""
         now = self.clock()
+        # The lineage comes from kube-dlq's own record, before anything is decided: a Job's
+        # author can write any annotation (watcher.core.lineage).
+        lineage, lineage_problem = await self._lineage_of(report.job)
         classification = classify(report, self.rules)
         policy, errors = policy_for(report.job, self.base_policy)
-        annotations = dict(report.job.annotations)
-        attempt = attempt_of(annotations)
-        history = history_from_annotations(annotations)
-        if history.error is not None:  # reported like a bad annotation; the lineage restarts
-            errors = (*errors, history.error)
-        first_failed_at = first_failed_at_of(annotations) or now
+        attempt = lineage.attempt if lineage is not None else 1
+        history = lineage.history if lineage is not None else ()
+        first_failed_at = (lineage.first_failed_at if lineage is not None else None) or now
         decision = decide(
             classification,
             policy,
@@ -117,7 +114,8 @@ class FailureHandler:
         self._remember_unsettled(uid)  # until the write below returns
         if decision.action is Action.RETRY:
             write = await self.store.schedule_retry(
-                RetryTicket(
+                delay_s=decision.delay_s,
+                ticket=RetryTicket(
                     job=report.job.ref,
                     attempt=attempt + 1,
                     due_at=now + decision.delay_s,
@@ -127,7 +125,7 @@ class FailureHandler:
                     history=(*history, record),
                     avoid_node=_failed_node(report, classification, policy),
                     queue=policy.queue,
-                )
+                ),
             )
         else:
             write = await self.store.dead_letter(
@@ -154,7 +152,29 @@ class FailureHandler:
             # another replica). A write that failed here may have landed all the same (a
             # timeout), so "already handled" after a failed try still counts as ours.
             await self._report_policy_errors(report, errors)
+            if lineage_problem:
+                self.metrics.malformed.labels(source="lineage").inc()
+                self.log.warning(
+                    "lineage_annotation_ignored", error=lineage_problem, attempt=attempt
+                )
         return Outcome(classification, decision, write)
+
+    async def _lineage_of(self, job: JobSnapshot) -> tuple[Lineage | None, str]:
+        """The Job's lineage from its create record (None: an original), and what to report
+        when its annotations claim a lineage the record does not confirm (empty: nothing)."""
+        annotations = dict(job.annotations)
+        pointer = record_pointer(annotations)
+        record = await self.store.create_record(pointer[0]) if pointer else None
+        lineage = lineage_of(job.ref, pointer[1] if pointer else "", record)
+        if record is not None and record.lineage is None:
+            return None, f"kube-dlq's lineage record is unreadable ({record.error})"
+        if lineage is None:
+            if any(key in annotations for key in LINEAGE_ANNOTATIONS):
+                return None, "lineage annotations that no kube-dlq record confirms"
+            return None, ""
+        if attempt_of(annotations) != lineage.attempt:
+            return lineage, "lineage annotations disagree with kube-dlq's record"
+        return lineage, ""
 
     async def dead_letter_unhandled(
         self, job: JobSnapshot, raw_job: Mapping[str, Any] | None, error: str

@@ -11,12 +11,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence, Set
 from typing import Any, Protocol
 
+from watcher.core.lineage import CreateRecord, Lineage
 from watcher.core.model import (
     ClaimedBatch,
+    CreateIntent,
     DeadLetter,
     ForgetResult,
     JobRef,
     RetryTicket,
+    SettleResult,
     WriteResult,
 )
 from watcher.core.rawjson import RawObject
@@ -33,10 +36,17 @@ class OutcomeStore(Protocol):
 
     async def dead_letter(self, letter: DeadLetter) -> WriteResult: ...
 
-    async def schedule_retry(self, ticket: RetryTicket) -> WriteResult: ...
+    async def schedule_retry(self, ticket: RetryTicket, *, delay_s: float = 0.0) -> WriteResult:
+        """Due `delay_s` from now on the store's clock (Redis's), not the caller's."""
+        ...
 
     async def handled(self, job_uids: Sequence[str]) -> set[str]:
         """The uids among `job_uids` whose outcome is written (by anyone)."""
+        ...
+
+    async def create_record(self, ticket_id: str) -> CreateRecord | None:
+        """The create record of a retry ticket (the lineage of the Job it created), None if
+        there is none; read before a failed Job is classified (`watcher.core.lineage`)."""
         ...
 
 
@@ -64,18 +74,38 @@ class MarkerStore(Protocol):
 class RetryStore(Protocol):
     """Due retry tickets, claimed with a lease (`watcher.adapters.redis.store.RedisStore`)."""
 
-    async def claim_due_retries(self, now: float, *, limit: int) -> ClaimedBatch:
-        """Due tickets, leased; those that failed to decode are in ``.quarantined`` instead
-        (already moved aside by the store), for the caller to count and report."""
+    async def claim_due_retries(self, *, limit: int) -> ClaimedBatch:
+        """Due tickets (on Redis's clock), leased, each with its claim number; those that
+        failed to decode are in ``.quarantined`` instead (already moved aside by the store),
+        for the caller to count and report."""
         ...
 
-    async def ack_retry(self, ticket_id: str) -> bool: ...
-
-    async def release_retry(self, ticket_id: str, due_at: float) -> bool: ...
-
-    async def abandon_retry(self, ticket_id: str, letter: DeadLetter) -> WriteResult | None:
-        """Settle a ticket as `letter` instead; None if it was settled already."""
+    async def begin_create(
+        self, ticket_id: str, *, claim: int, job: JobRef, lineage: Lineage
+    ) -> CreateIntent:
+        """Record the create intent before the POST; only the latest claim may."""
         ...
+
+    async def settle_created(
+        self, ticket_id: str, *, claim: int, job: JobRef | None
+    ) -> SettleResult:
+        """Ack the ticket and record its Job's uid atomically; only the latest claim may."""
+        ...
+
+    async def release_retry(self, ticket_id: str, *, delay_s: float, claim: int = 0) -> bool: ...
+
+    async def abandon_retry(
+        self, ticket_id: str, letter: DeadLetter, *, claim: int = 0
+    ) -> WriteResult | None:
+        """Settle a ticket as `letter` instead; None if it was settled already (or claimed
+        by another replica since)."""
+        ...
+
+    async def due_finalizers(self, *, limit: int) -> list[JobRef]:
+        """Retry Jobs whose finalizer may be removed now."""
+        ...
+
+    async def finalizer_released(self, job: JobRef) -> None: ...
 
     async def pending_retries(self) -> int: ...
 
@@ -93,6 +123,11 @@ class JobsPort(Protocol):
 
     async def delete(self, namespace: str, name: str, *, uid: str | None = None) -> bool:
         """Delete a Job (and its pods); False if gone, or (with `uid`) if it is another one."""
+        ...
+
+    async def remove_finalizer(self, job: JobRef, finalizer: str) -> bool:
+        """Remove `finalizer` from the Job `job` (uid checked): False if the Job is gone, is
+        another one, or has no such finalizer. A concurrent change raises KubeConflict."""
         ...
 
     async def warn(self, job: JobRef, reason: str, message: str) -> None:

@@ -1,15 +1,18 @@
-"""Fire due retries: re-create failed Jobs from their Redis tickets, exactly once.
+"""Fire due retries: re-create failed Jobs from their Redis tickets, at most once each.
 
-Each cycle claims up to ``batch_size`` due tickets (leased for redis.retry_claim_lease_s),
-creates the Job ``watcher.core.manifest.manifest_for_ticket`` builds from each, and settles
-the ticket:
+Each cycle claims up to ``batch_size`` due tickets (leased for redis.retry_claim_lease_s, on
+Redis's clock), creates the Job ``watcher.core.manifest.manifest_for_ticket`` builds from each,
+settles the ticket, then removes the finalizers that are due:
 
     create result                      ticket          outcome label    log event
-    201 Created                        ack             created          retry_fired
-    409, the Job is this lineage's     ack             already_exists   retry_already_exists
-      (or it is gone again by now)
+    201 Created                        settle (uid)    created          retry_fired
+    the Job there has this ticket's    settle (uid)    already_exists   retry_already_exists
+      create token (found by a GET
+      or after a 409)
     409, the Job there is not this     try the name unique to this ticket (<job>-<hash>-r<n>):
-      ticket's retry (other lineage)     created / already_exists as above, else abandoned
+      ticket's (other lineage)           created / already_exists as above, else abandoned
+    409 and no Job there any more      release with    deferred         retry_deferred
+                                         backoff
     400/404/422 (namespace gone,       dead letter     abandoned        retry_abandoned
       invalid body), bad ticket          with the reason, in place of the ticket (atomic)
     401/403/429/5xx, no response       release with    deferred         retry_deferred
@@ -17,16 +20,24 @@ the ticket:
     any other exception (a bug)        release with    deferred         retry_fire_crashed
                                          backoff
 
-Exactly once: the retry's name depends only on the original Job's name and the attempt, so a
-second firing of one ticket (another replica after a lease expired, or this one after a crash
-between create and ack) gets 409 AlreadyExists instead of running the Job twice. A lease that
-runs out while a slow create is still in flight is therefore harmless. The one gap: a Job
-deleted between the first create and the second firing (ttlSecondsAfterFinished shorter than
-the lease, after an ack failed) is created again, as nothing is left to collide with.
+At most once (docs/exactly-once.md has the argument and what it does not cover):
+
+* every claim has a number; only the ticket's latest claim may begin a create, settle,
+  release or abandon it (a replica whose lease ran out learns it, logs
+  ``retry_not_ours_any_more`` and leaves the ticket to the newer claim);
+* before the POST, ``begin_create`` records the intent (name, lineage) and hands out the
+  ticket's random create token, which the Job carries; a holder told that another claim
+  began before looks for the Job first, and any Job at the name with the token is this
+  ticket's (acked, never created again);
+* the Job is created with the finalizer ``kube-dlq.io/retry-ack``, so it cannot disappear
+  (ttlSecondsAfterFinished, a delete) and free its name before the settle script has recorded
+  its uid; the finalizer goes right after (or FINALIZE_GRACE_S after the last begin when two
+  claims began: a POST may still be on its way), and each cycle finishes removals that a
+  crash or an API error cut off.
 
 Redis failures are counted (``redis_errors{operation}``) and end the cycle; ``run`` backs off
-and carries on. A ticket whose ack or release failed stays leased and comes back after its
-lease; its Job, if created, then answers 409. Nothing is dropped.
+and carries on. A ticket whose settling failed stays leased and comes back after its lease;
+its Job, if created, is then found by its token. Nothing is dropped.
 """
 
 from __future__ import annotations
@@ -40,11 +51,13 @@ from typing import Any, Final, TypeVar
 
 from structlog.typing import FilteringBoundLogger
 
-from watcher.core.annotations import ANNOTATION_ORIGINAL_UID
+from watcher.core.annotations import ANNOTATION_CREATE_TOKEN, FINALIZER_RETRY_ACK
 from watcher.core.backoff import compute_delay
 from watcher.core.errors import KubeAPIError, KubeConflict, KubeInvalid, KubeNotFound, SinkError
+from watcher.core.lineage import Lineage
 from watcher.core.manifest import manifest_for_ticket
-from watcher.core.model import ClaimedTicket, DeadLetter
+from watcher.core.model import BeginStatus, ClaimedTicket, CreateIntent, DeadLetter, JobRef
+from watcher.core.rawjson import RawObject
 from watcher.core.settings import RetryLoopSettings
 from watcher.kit.aio import sleep_or_stop
 from watcher.kit.metrics import Metrics
@@ -118,7 +131,7 @@ class RetryLoop:
             while not stop.is_set():
                 started = loop.time()
                 try:
-                    claimed = await self._cycle(self._clock(), stop)
+                    claimed = await self._cycle(stop)
                 except SinkError as exc:
                     wait = self._error_wait(failures)
                     failures += 1
@@ -138,21 +151,21 @@ class RetryLoop:
             raise
         self._log.info("retry_loop_stopped")
 
-    async def fire_due(self, now: float) -> int:
-        """One cycle at `now` (unix seconds): claim, fire and settle one batch, update gauges.
+    async def fire_due(self) -> int:
+        """One cycle: claim, fire and settle one batch, finish due finalizer removals, update
+        gauges. What is due is decided on Redis's clock, never this process's.
 
         Returns how many tickets were claimed. Raises `SinkError` (after counting it) when
         Redis fails; tickets not settled by then come back after their lease.
         """
-        return await self._cycle(now, None)
+        return await self._cycle(None)
 
     # --- one cycle ----------------------------------------------------------------------------
 
-    async def _cycle(self, now: float, stop: asyncio.Event | None) -> int:
+    async def _cycle(self, stop: asyncio.Event | None) -> int:
         settings = self._settings
         claimed = await self._redis(
-            "claim_due_retries",
-            self._store.claim_due_retries(now, limit=settings.batch_size),
+            "claim_due_retries", self._store.claim_due_retries(limit=settings.batch_size)
         )
         for bad in claimed.quarantined:
             # Already moved to the corrupt hash by the store; counted and named here so an
@@ -161,9 +174,10 @@ class RetryLoop:
             self._log.warning("retry_ticket_quarantined", ticket_id=bad.ticket_id, error=bad.error)
         for index, item in enumerate(claimed):
             if stop is not None and stop.is_set():
-                await self._give_back(claimed[index:], now)
+                await self._give_back(claimed[index:])
                 break
-            await self._fire_guarded(item, now)
+            await self._fire_guarded(item)
+        await self._finish_finalizers()
         pending = await self._redis("pending_retries", self._store.pending_retries())
         self._metrics.retries_pending.set(pending)
         return len(claimed)
@@ -182,20 +196,21 @@ class RetryLoop:
             )
         return max(0.0, interval - elapsed)
 
-    async def _give_back(self, items: Sequence[ClaimedTicket], now: float) -> None:
+    async def _give_back(self, items: Sequence[ClaimedTicket]) -> None:
         """Release claimed tickets we will not fire (stopping), so no one waits for the lease."""
         for item in items:
+            release = self._store.release_retry(item.ticket_id, delay_s=0.0, claim=item.claim)
             try:
-                await self._redis("release_retry", self._store.release_retry(item.ticket_id, now))
+                await self._redis("release_retry", release)
             except SinkError:
                 return  # counted; the leases run out and another replica takes them
         self._log.info("retry_tickets_released", count=len(items))
 
     # --- one ticket ---------------------------------------------------------------------------
 
-    async def _fire_guarded(self, item: ClaimedTicket, now: float) -> None:
+    async def _fire_guarded(self, item: ClaimedTicket) -> None:
         try:
-            await self._fire(item, now)
+            await self._fire(item)
         except (SinkError, asyncio.CancelledError):
             raise
         except Exception as exc:
@@ -204,9 +219,9 @@ class RetryLoop:
             log = self._log.bind(ticket_id=item.ticket_id, namespace=item.ticket.job.namespace)
             log.exception("retry_fire_crashed")
             error = f"{type(exc).__name__}: {exc}"
-            await self._defer(item, log, status=None, error=error, now=now)
+            await self._defer(item, log, status=None, error=error)
 
-    async def _fire(self, item: ClaimedTicket, now: float) -> None:
+    async def _fire(self, item: ClaimedTicket) -> None:
         ticket = item.ticket
         log = self._log.bind(
             ticket_id=item.ticket_id,
@@ -220,66 +235,120 @@ class RetryLoop:
         # was re-created, and its own retry), a name unique to this ticket.
         for unique_name in (False, True):
             try:
-                body = manifest_for_ticket(ticket, unique_name=unique_name)
+                name = manifest_for_ticket(ticket, unique_name=unique_name)["metadata"]["name"]
             except ValueError as exc:
                 await self._abandon(item, log, f"invalid ticket: {exc}", status=None)
                 return
-            named = log.bind(job=body["metadata"]["name"])
-            try:
-                await self._jobs.create(ticket.job.namespace, body)
-            except KubeConflict as err:
-                if unique_name:
-                    await self._settle_failed_create(item, body, err, named, now)
-                    return
-                try:
-                    ours = await self._is_our_retry(ticket.job.namespace, body)
-                except KubeAPIError as lookup_err:
-                    error = str(lookup_err)
-                    await self._defer(item, named, status=lookup_err.status, error=error, now=now)
-                    return
-                if ours:
-                    self._already_exists(named)
-                    await self._ack(item)
-                    return
-                named.info("retry_name_taken", by="a Job of another lineage")
-                continue
-            except KubeAPIError as err:
-                await self._settle_failed_create(item, body, err, named, now)
+            named = log.bind(job=name)
+            intent = await self._redis(
+                "begin_create",
+                self._store.begin_create(
+                    item.ticket_id,
+                    claim=item.claim,
+                    job=JobRef(ticket.job.namespace, name, ""),
+                    lineage=Lineage(ticket.attempt, ticket.history),
+                ),
+            )
+            if intent.status is not BeginStatus.BEGUN:
+                named.info("retry_not_ours_any_more", status=intent.status.value)
                 return
-            self._count(Outcome.CREATED)
-            named.info("retry_fired", outcome=Outcome.CREATED.value, avoid_node=ticket.avoid_node)
-            await self._ack(item)
-            return
+            body = manifest_for_ticket(ticket, unique_name=unique_name, token=intent.token)
+            if await self._try_create(item, body, intent, named, last=unique_name):
+                return
 
-    async def _settle_failed_create(
+    async def _try_create(
         self,
         item: ClaimedTicket,
         body: dict[str, Any],
-        err: KubeAPIError,
+        intent: CreateIntent,
         log: FilteringBoundLogger,
-        now: float,
-    ) -> None:
-        if isinstance(err, PERMANENT_ERRORS):
-            await self._abandon(item, log, err.reason or str(err), status=err.status)
-            return
-        if not isinstance(err, KubeConflict):
-            await self._defer(item, log, status=err.status, error=str(err), now=now)
-            return
+        *,
+        last: bool,
+    ) -> bool:
+        """POST `body` and settle the ticket; False when a Job of another lineage holds the
+        name and another name may be tried."""
+        namespace, name = item.ticket.job.namespace, body["metadata"]["name"]
         try:
-            ours = await self._is_our_retry(item.ticket.job.namespace, body)
-        except KubeAPIError as lookup_err:
-            await self._defer(item, log, status=lookup_err.status, error=str(lookup_err), now=now)
-            return
-        if not ours:
-            expected = body["metadata"]["annotations"][ANNOTATION_ORIGINAL_UID]
-            reason = (
-                "a Job with this name already exists and is not this ticket's retry "
-                f"(its {ANNOTATION_ORIGINAL_UID} is not {expected!r} or is missing)"
-            )
-            await self._abandon(item, log, reason, status=409)
-            return
+            if intent.earlier_claims:
+                # Another claim began a create: it may have happened (a lost reply). Look
+                # first: a Terminating namespace answers a create with 403, never 409, and
+                # only settling our Job lets its finalizer, and the namespace, go.
+                existing = await self._jobs.get(namespace, name)
+                if existing is not None and _token_of(existing) == intent.token:
+                    await self._settle_existing(item, existing, log)
+                    return True
+            try:
+                created = await self._jobs.create(namespace, body)
+            except KubeConflict as err:
+                existing = await self._jobs.get(namespace, name)
+                if existing is None:
+                    # Not ours: ours keeps its finalizer until settled. The name is free now.
+                    await self._defer(item, log, status=409, error=f"{err}; gone since")
+                    return True
+                if _token_of(existing) == intent.token:
+                    await self._settle_existing(item, existing, log)
+                    return True
+                if not last:
+                    log.info("retry_name_taken", by="a Job of another lineage")
+                    return False
+                reason = (
+                    "a Job with this name already exists and is not this ticket's retry "
+                    f"(its {ANNOTATION_CREATE_TOKEN} is not this ticket's)"
+                )
+                await self._abandon(item, log, reason, status=409)
+                return True
+        except KubeAPIError as err:
+            if isinstance(err, PERMANENT_ERRORS):
+                await self._abandon(item, log, err.reason or str(err), status=err.status)
+            else:
+                await self._defer(item, log, status=err.status, error=str(err))
+            return True
+        self._count(Outcome.CREATED)
+        log.info("retry_fired", outcome=Outcome.CREATED.value, avoid_node=item.ticket.avoid_node)
+        await self._settle(item, _ref_of(created, namespace, name), log)
+        return True
+
+    async def _settle_existing(
+        self, item: ClaimedTicket, existing: RawObject, log: FilteringBoundLogger
+    ) -> None:
+        """The Job is this ticket's (its token): an earlier firing created it."""
         self._already_exists(log)
-        await self._ack(item)
+        namespace = item.ticket.job.namespace
+        await self._settle(item, _ref_of(existing, namespace, ""), log)
+
+    async def _settle(self, item: ClaimedTicket, job: JobRef, log: FilteringBoundLogger) -> None:
+        """Ack the ticket with its Job's uid, then let the Job go (its finalizer)."""
+        self._deferrals.pop(item.ticket_id, None)
+        settled = await self._redis(
+            "settle_created",
+            self._store.settle_created(
+                item.ticket_id, claim=item.claim, job=job if job.uid else None
+            ),
+        )
+        if settled.status is not BeginStatus.BEGUN:
+            # Claimed again since (the Job is found there by its token) or settled already.
+            log.info("retry_not_ours_any_more", status=settled.status.value)
+            return
+        if settled.release_finalizer_now and job.uid:
+            await self._release_finalizer(job, log)
+
+    async def _release_finalizer(self, job: JobRef, log: FilteringBoundLogger) -> None:
+        try:
+            await self._jobs.remove_finalizer(job, FINALIZER_RETRY_ACK)
+        except KubeAPIError as err:
+            # Still queued in the store: the next cycle's pass tries again.
+            log.warning("retry_finalizer_not_removed", job_uid=job.uid, error=str(err))
+            return
+        await self._redis("finalizer_released", self._store.finalizer_released(job))
+
+    async def _finish_finalizers(self) -> None:
+        """Remove the finalizers that are due: those kept for a grace, or cut off by a crash."""
+        due = await self._redis(
+            "due_finalizers", self._store.due_finalizers(limit=self._settings.batch_size)
+        )
+        for job in due:
+            log = self._log.bind(namespace=job.namespace, job=job.name)
+            await self._release_finalizer(job, log)
 
     def _already_exists(self, log: FilteringBoundLogger) -> None:
         self._count(Outcome.ALREADY_EXISTS)
@@ -304,7 +373,7 @@ class RetryLoop:
             report={"retry_abandoned": {"status": status, "error": reason[:_REASON_CHARS]}},
         )
         written = await self._redis(
-            "abandon_retry", self._store.abandon_retry(item.ticket_id, letter)
+            "abandon_retry", self._store.abandon_retry(item.ticket_id, letter, claim=item.claim)
         )
         self._deferrals.pop(item.ticket_id, None)
         if written is None:
@@ -330,7 +399,6 @@ class RetryLoop:
         *,
         status: int | None,
         error: str,
-        now: float,
     ) -> None:
         settings = self._settings
         if len(self._deferrals) >= _MAX_TRACKED_DEFERRALS:
@@ -354,11 +422,8 @@ class RetryLoop:
             retry_in_s=round(delay, 3),
             deferrals=count,
         )
-        await self._redis("release_retry", self._store.release_retry(item.ticket_id, now + delay))
-
-    async def _ack(self, item: ClaimedTicket) -> None:
-        self._deferrals.pop(item.ticket_id, None)
-        await self._redis("ack_retry", self._store.ack_retry(item.ticket_id))
+        release = self._store.release_retry(item.ticket_id, delay_s=delay, claim=item.claim)
+        await self._redis("release_retry", release)
 
     def _count(self, outcome: Outcome) -> None:
         self._metrics.retries_fired.labels(outcome=outcome.value).inc()
@@ -370,18 +435,19 @@ class RetryLoop:
             self._metrics.redis_errors.labels(operation=operation).inc()
             raise
 
-    # --- the Kubernetes API -------------------------------------------------------------------
 
-    async def _is_our_retry(self, namespace: str, body: dict[str, Any]) -> bool:
-        """After a 409: is the existing Job this ticket's retry (same original uid)?
+def _token_of(job: RawObject) -> str:
+    """The create token a Job carries (empty when none): whether it is a ticket's Job."""
+    annotations = (job.get("metadata") or {}).get("annotations")
+    token = annotations.get(ANNOTATION_CREATE_TOKEN) if isinstance(annotations, dict) else None
+    return token if isinstance(token, str) else ""
 
-        A Job deleted again since the 409 (finished with ttlSecondsAfterFinished: 0, or
-        removed by hand) counts as ours: creating it again could run it twice.
-        """
-        existing = await self._jobs.get(namespace, body["metadata"]["name"])
-        if existing is None:
-            return True
-        annotations = (existing.get("metadata") or {}).get("annotations")
-        found = annotations.get(ANNOTATION_ORIGINAL_UID) if isinstance(annotations, dict) else None
-        expected = body["metadata"]["annotations"][ANNOTATION_ORIGINAL_UID]
-        return bool(found == expected)
+
+def _ref_of(job: RawObject, namespace: str, name: str) -> JobRef:
+    meta = job.get("metadata") or {}
+    uid, found = meta.get("uid"), meta.get("name")
+    return JobRef(
+        namespace,
+        found if isinstance(found, str) and found else name,
+        uid if isinstance(uid, str) else "",
+    )

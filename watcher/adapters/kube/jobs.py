@@ -1,4 +1,5 @@
-"""The Job calls kube-dlq makes besides watching: read, create, delete, and a Warning Event.
+"""The Job calls kube-dlq makes besides watching: read, create, delete, remove a finalizer, and
+a Warning Event.
 
 Everything goes through `watcher.adapters.kube.request.KubeClient`, so every failure is a
 `KubeAPIError` subclass and bodies are raw JSON.
@@ -14,7 +15,7 @@ from typing import Any, Final
 from urllib.parse import quote
 
 from watcher.adapters.kube.request import KubeClient, Target
-from watcher.core.errors import KubeConflict, KubeNotFound
+from watcher.core.errors import KubeConflict, KubeInvalid, KubeNotFound
 from watcher.core.model import JobRef
 from watcher.core.rawjson import RawObject
 
@@ -80,6 +81,42 @@ class JobsAPI:
             if uid:
                 return False  # the precondition failed: the Job there now is another one
             raise
+        return True
+
+    async def remove_finalizer(self, job: JobRef, finalizer: str) -> bool:
+        """Remove `finalizer` from the Job `job` if it is still that Job (same uid).
+
+        A JSON patch whose ``test`` operations check the uid and the finalizer's position, so
+        a Job re-created under the name, or a finalizer list changed since the read, is never
+        patched blindly: the first answers False, the second raises KubeConflict (read again
+        on the next try). False too when the Job is gone or has no such finalizer.
+        """
+        current = await self.get(job.namespace, job.name)
+        meta = (current or {}).get("metadata") or {}
+        finalizers = meta.get("finalizers")
+        if meta.get("uid") != job.uid or not isinstance(finalizers, list):
+            return False
+        if finalizer not in finalizers:
+            return False
+        index = finalizers.index(finalizer)
+        patch = [
+            {"op": "test", "path": "/metadata/uid", "value": job.uid},
+            {"op": "test", "path": f"/metadata/finalizers/{index}", "value": finalizer},
+            {"op": "remove", "path": f"/metadata/finalizers/{index}"},
+        ]
+        try:
+            await self.client.call(
+                "PATCH",
+                _jobs_path(job.namespace, job.name),
+                what="removing Job finalizer",
+                target=_job(job.namespace, job.name),
+                body=patch,
+                content_type="application/json-patch+json",
+            )
+        except KubeNotFound:
+            return False
+        except KubeInvalid as exc:  # a failed test operation: changed since the read
+            raise KubeConflict(str(exc), status=409, reason="Conflict") from exc
         return True
 
     async def warn(self, job: JobRef, reason: str, message: str) -> None:

@@ -99,8 +99,9 @@ class KubeClient:
         what: str,
         target: Target = NO_TARGET,
         query: Query = (),
-        body: Mapping[str, Any] | None = None,
+        body: Mapping[str, Any] | Sequence[Any] | None = None,
         client_timeout: aiohttp.ClientTimeout | None = None,
+        content_type: str = "application/json",
     ) -> aiohttp.ClientResponse:
         """Send one request and return the response with a 2xx status, its body unread.
 
@@ -110,7 +111,7 @@ class KubeClient:
         """
         headers = {"Accept": "application/json"}
         if body is not None:
-            headers["Content-Type"] = "application/json"
+            headers["Content-Type"] = content_type  # a JSON patch is a list
         try:
             resp: aiohttp.ClientResponse = await self.api.call_api(
                 path,
@@ -151,8 +152,9 @@ class KubeClient:
         what: str,
         target: Target = NO_TARGET,
         query: Query = (),
-        body: Mapping[str, Any] | None = None,
+        body: Mapping[str, Any] | Sequence[Any] | None = None,
         timeout_s: float | None = None,
+        content_type: str = "application/json",
     ) -> RawObject:
         """One request whose answer is one JSON object: send it, read it, decode it.
 
@@ -170,6 +172,7 @@ class KubeClient:
                     query=query,
                     body=body,
                     client_timeout=timeout,
+                    content_type=content_type,
                 )
                 return await read_object(resp, what, target)
         except TimeoutError as exc:  # asyncio.timeout above; aiohttp's own are mapped inside

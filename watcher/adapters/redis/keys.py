@@ -14,6 +14,12 @@ Layout for prefix ``kube-dlq`` and cluster ``prod`` (``{prod}`` is a Redis Clust
     kube-dlq:{prod}:retry:due            zset     ticket id, score = due time (unix ms)
     kube-dlq:{prod}:retry:inflight       zset     claimed ticket id, score = lease expiry (unix ms)
     kube-dlq:{prod}:retry:corrupt        hash     ticket id -> raw body that failed to decode
+    kube-dlq:{prod}:retry:claims         hash     ticket id -> number of its latest claim (fence)
+    kube-dlq:{prod}:retry:create:<id>    hash     the ticket's create record: token, namespace,
+                                                  name, begins, last_ms, lineage, then uid;
+                                                  TTL 40 days (watcher.core.lineage)
+    kube-dlq:{prod}:retry:finalize       zset     "<namespace>/<name>/<uid>" of retry Jobs whose
+                                                  finalizer is still to remove, score = when (ms)
 
 Hash tags: every key of one (prefix, cluster) carries the same ``{cluster}`` tag, so each Lua
 script's keys live in one slot and the scripts run unchanged on Redis Cluster. The price is
@@ -123,3 +129,16 @@ class Keys:
     @property
     def retry_corrupt(self) -> str:
         return f"{self.base}:retry:corrupt"
+
+    @property
+    def retry_claims(self) -> str:
+        return f"{self.base}:retry:claims"
+
+    def retry_create(self, ticket_id: str) -> str:
+        if not ticket_id:
+            raise ValueError("ticket id must not be empty")
+        return f"{self.base}:retry:create:{ticket_id}"
+
+    @property
+    def retry_finalize(self) -> str:
+        return f"{self.base}:retry:finalize"

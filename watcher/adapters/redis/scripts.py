@@ -14,7 +14,16 @@ from __future__ import annotations
 from importlib.resources import files
 from typing import Final
 
-__all__ = ["ABANDON_RETRY", "CLAIM", "DEAD_LETTER", "FORGET", "RELEASE", "SCHEDULE_RETRY"]
+__all__ = [
+    "ABANDON_RETRY",
+    "BEGIN_CREATE",
+    "CLAIM",
+    "DEAD_LETTER",
+    "FORGET",
+    "RELEASE",
+    "SCHEDULE_RETRY",
+    "SETTLE_CREATED",
+]
 
 _PACKAGE: Final = __name__.rpartition(".")[0]
 
@@ -30,3 +39,5 @@ CLAIM: Final = _read("claim.lua")
 RELEASE: Final = _read("release.lua")
 FORGET: Final = _read("forget.lua")
 ABANDON_RETRY: Final = _read("abandon_retry.lua")
+BEGIN_CREATE: Final = _read("begin_create.lua")
+SETTLE_CREATED: Final = _read("settle_created.lua")

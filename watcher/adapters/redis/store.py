@@ -51,6 +51,7 @@ from typing import Any, Final
 from watcher.adapters.redis import codec, scripts, servers
 from watcher.adapters.redis.client import RedisClient
 from watcher.adapters.redis.codec import CorruptEntry
+from watcher.adapters.redis.creates import CreateRecords
 from watcher.adapters.redis.durability import Durability
 from watcher.adapters.redis.guard import Guard, as_bytes, check_client, ms, stream_id_key, text
 from watcher.adapters.redis.keys import STREAM_FIELD, Keys
@@ -78,7 +79,7 @@ FORGET_BATCH: Final = 500
 """Markers read from the index, and at most forgotten, per round-trip of `forget_absent`."""
 
 
-class RedisStore:
+class RedisStore(CreateRecords):
     """Dead letters, retry tickets and the exactly-once markers of one cluster in one Redis."""
 
     def __init__(self, redis: RedisClient, settings: RedisSettings, *, cluster_name: str) -> None:
@@ -104,6 +105,7 @@ class RedisStore:
         self._release_script = redis.register_script(scripts.RELEASE)
         self._abandon_script = redis.register_script(scripts.ABANDON_RETRY)
         self._forget_script = redis.register_script(scripts.FORGET)
+        self._register_create_scripts()
 
     @property
     def keys(self) -> Keys:
@@ -140,10 +142,11 @@ class RedisStore:
             )
         return self._write_result(letter.job.uid, reply)
 
-    async def schedule_retry(self, ticket: RetryTicket) -> WriteResult:
-        """Store `ticket` as due at ``ticket.due_at`` unless its job uid was already handled.
+    async def schedule_retry(self, ticket: RetryTicket, *, delay_s: float = 0.0) -> WriteResult:
+        """Store `ticket` as due `delay_s` from now unless its job uid was already handled.
 
-        The ticket id is the failed Job's uid, so the same ticket is never stored twice.
+        "Now" is Redis's clock, not this process's (``ticket.due_at`` is kept for people to
+        read). The ticket id is the failed Job's uid, so the same ticket is never stored twice.
         """
         payload = codec.encode_retry_ticket(ticket)
         k = self._keys
@@ -157,7 +160,7 @@ class RedisStore:
                     k.outcome_index,
                     k.outcome_seq,
                 ],
-                args=[ticket_id, payload, ms(ticket.due_at), _member(ticket.job)],
+                args=[ticket_id, payload, ms(delay_s), _member(ticket.job)],
             )
         return self._write_result(ticket_id, reply)
 
@@ -259,8 +262,11 @@ class RedisStore:
 
     # --- retry tickets --------------------------------------------------------------------------
 
-    async def claim_due_retries(self, now: float, *, limit: int) -> ClaimedBatch:
-        """Claim up to `limit` tickets due at `now`, leased until ``now + retry_claim_lease_s``.
+    async def claim_due_retries(self, *, limit: int) -> ClaimedBatch:
+        """Claim up to `limit` due tickets, leased for ``retry_claim_lease_s``, each with its
+        claim number (the fence of `begin_create` and the settling calls).
+
+        Due and lease times are Redis's clock (TIME in the script), never this process's.
 
         Lease-expired claims are first put back as due (crash recovery). Two callers never get
         the same ticket from one due period. A ticket that fails to decode (or whose id is not
@@ -272,17 +278,17 @@ class RedisStore:
         if limit < 1:
             raise ValueError("limit must be >= 1")
         k = self._keys
-        lease_until = now + self._lease_s
         async with self._guard("claim_due_retries"):
             reply = await self._claim_script(
-                keys=[k.retry_due, k.retry_inflight, k.retry_tickets],
-                args=[ms(now), limit, ms(lease_until), REQUEUE_BATCH],
+                keys=[k.retry_due, k.retry_inflight, k.retry_tickets, k.retry_claims],
+                args=[ms(self._lease_s), limit, REQUEUE_BATCH],
             )
+        lease_until = int(reply[2]) / 1000 + self._lease_s
         claimed: list[ClaimedTicket] = []
         corrupt: list[tuple[bytes, bytes]] = []
         quarantined: list[QuarantinedTicket] = []
-        flat = reply[2:]
-        for raw_id, body in zip(flat[::2], flat[1::2], strict=True):
+        flat = reply[3:]
+        for raw_id, body, claim in zip(flat[::3], flat[1::3], flat[2::3], strict=True):
             raw_id, body = as_bytes(raw_id), as_bytes(body)
             try:
                 ticket_id = raw_id.decode()
@@ -292,7 +298,7 @@ class RedisStore:
                 corrupt.append((raw_id, body))
                 quarantined.append(QuarantinedTicket(_shown(raw_id), error))
                 continue
-            claimed.append(ClaimedTicket(ticket_id, ticket, lease_until))
+            claimed.append(ClaimedTicket(ticket_id, ticket, lease_until, int(claim)))
         if corrupt:
             await self._quarantine(corrupt)
         return ClaimedBatch(claimed, quarantined)
@@ -308,24 +314,17 @@ class RedisStore:
                 pipe.hset(k.retry_corrupt, ticket_id, body)
                 pipe.hdel(k.retry_tickets, ticket_id)
                 pipe.zrem(k.retry_inflight, ticket_id)
+                pipe.hdel(k.retry_claims, ticket_id)
             await pipe.execute()
 
-    async def ack_retry(self, ticket_id: str) -> bool:
-        """Forget a ticket for good (the Job was re-created). False if it was already gone."""
-        k = self._keys
-        async with self._guard("ack_retry"), self._redis.pipeline(transaction=True) as pipe:
-            pipe.hdel(k.retry_tickets, ticket_id)
-            pipe.zrem(k.retry_inflight, ticket_id)
-            pipe.zrem(k.retry_due, ticket_id)
-            deleted, *_ = await pipe.execute()
-        return bool(deleted)
-
-    async def abandon_retry(self, ticket_id: str, letter: DeadLetter) -> WriteResult | None:
+    async def abandon_retry(
+        self, ticket_id: str, letter: DeadLetter, *, claim: int = 0
+    ) -> WriteResult | None:
         """Replace a claimed ticket whose Job cannot be created by `letter`, atomically.
 
-        None when the ticket was already settled (acked, or abandoned by another replica):
-        then nothing is written, so a retry is never both created and dead-lettered, and never
-        dead-lettered twice.
+        None when the ticket was already settled (acked, or abandoned by another replica), or
+        (with `claim`) claimed by another replica since: then nothing is written, so a retry is
+        never both created and dead-lettered, and never dead-lettered twice.
         """
         payload = codec.encode_dead_letter(letter)
         k = self._keys
@@ -338,6 +337,7 @@ class RedisStore:
                     k.retry_tickets,
                     k.retry_inflight,
                     k.retry_due,
+                    k.retry_claims,
                 ],
                 args=[
                     letter.queue,
@@ -346,19 +346,21 @@ class RedisStore:
                     self._stream_max_age_ms,
                     STREAM_FIELD,
                     ticket_id,
+                    claim or "",
                 ],
             )
-        if not reply[0]:
+        if int(reply[0]) != 1:
             return None
         return self._write_result(letter.job.uid, reply)
 
-    async def release_retry(self, ticket_id: str, due_at: float) -> bool:
-        """Give a claimed ticket back, due again at `due_at`. False if it was already acked."""
+    async def release_retry(self, ticket_id: str, *, delay_s: float, claim: int = 0) -> bool:
+        """Give a claimed ticket back, due again `delay_s` from now (Redis's clock). False if it
+        was already settled, or (with `claim`) claimed by another replica since."""
         k = self._keys
         async with self._guard("release_retry"):
             reply = await self._release_script(
-                keys=[k.retry_tickets, k.retry_inflight, k.retry_due],
-                args=[ticket_id, ms(due_at)],
+                keys=[k.retry_tickets, k.retry_inflight, k.retry_due, k.retry_claims],
+                args=[ticket_id, ms(delay_s), claim or ""],
             )
         return bool(reply)
 
