@@ -24,6 +24,7 @@ from watcher.adapters.kube.request import KubeClient
 from watcher.adapters.redis.client import redis_client
 from watcher.adapters.redis.store import RedisStore
 from watcher.app.components import build
+from watcher.app.sealing import build_seal
 from watcher.core.settings import Settings
 from watcher.kit.logs import get_logger
 from watcher.kit.metrics import Metrics
@@ -114,7 +115,8 @@ async def run_sweep(settings: Settings) -> int:
     kube = await connect(settings.kubernetes)
     redis = redis_client(settings.redis)
     try:
-        store = RedisStore(redis, settings.redis, cluster_name=settings.cluster_name)
+        seal = build_seal(settings.security)
+        store = RedisStore(redis, settings.redis, cluster_name=settings.cluster_name, seal=seal)
         result = await sweep(
             settings, kube=kube, store=store, metrics=Metrics(), logger=get_logger()
         )

@@ -6,7 +6,9 @@ the keys the daemon writes. Whatever is stored, the reads are total: an entry th
 decode, one without its data field, a queue name that is not UTF-8 are each reported as a
 `CorruptRecord` value (``list_dead_letters``, ``find_dead_letter``), or as `codec.CorruptEntry`
 naming the entry (``get_dead_letter``, for callers that want an exception), never another
-error; Redis failures surface as `SinkError` (`watcher.adapters.redis.guard`).
+error. An entry whose seal does not check out (`seal.ForgedEntry`: unsigned, unknown key,
+altered, or moved from another queue) is such a record too, with ``forged`` set. Redis
+failures surface as `SinkError` (`watcher.adapters.redis.guard`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from watcher.adapters.redis import codec
 from watcher.adapters.redis.codec import CorruptEntry
 from watcher.adapters.redis.guard import Guard, as_bytes, check_client, stream_id_key, text
 from watcher.adapters.redis.keys import STREAM_FIELD, Keys
+from watcher.adapters.redis.seal import ForgedEntry, Seal, dead_letter_place
 from watcher.core.model import DeadLetter
 from watcher.core.settings import RedisSettings
 
@@ -39,6 +42,8 @@ class CorruptRecord:
     error: str
     raw: bytes | None
     """The stored bytes, or None when the entry had no data field at all."""
+    forged: bool = False
+    """Its seal did not check out (unsigned, unknown key, bad signature): not kube-dlq's."""
 
 
 FoundLetter = tuple[str, DeadLetter]
@@ -58,10 +63,15 @@ class DeadLetterList(list[tuple[str, DeadLetter]]):
 class DeadLetterQueries:
     """Read-only access to one cluster's dead-letter queues."""
 
-    def __init__(self, redis: Redis, settings: RedisSettings, *, cluster_name: str) -> None:
+    def __init__(
+        self, redis: Redis, settings: RedisSettings, *, cluster_name: str, seal: Seal | None = None
+    ) -> None:
+        """`seal` checks each entry is kube-dlq's (None, for tests and tools: unsigned
+        entries accepted); the CLI's comes from the ``security`` settings."""
         check_client(redis, "DeadLetterQueries")
         self._redis = redis
         self._keys = Keys(prefix=settings.key_prefix, cluster=cluster_name)
+        self._seal = seal or Seal(signing=None, allow_unsigned=True)
         self._guard = Guard(settings.operation_timeout_s)
 
     @property
@@ -118,7 +128,7 @@ class DeadLetterQueries:
         rows.sort(key=lambda r: (stream_id_key(r[0]), r[1]))
         out = DeadLetterList(corrupt=bad_names)
         for sid, name, fields in rows[:count]:
-            entry = _decoded(f"{name}/{sid}", fields)
+            entry = self._decoded(name, sid, fields)
             if isinstance(entry, CorruptRecord):
                 out.corrupt.append(entry)
             else:
@@ -142,7 +152,7 @@ class DeadLetterQueries:
             ranges = await pipe.execute()
         for name, entries in zip(names, ranges, strict=True):
             if entries:
-                return _decoded(f"{name}/{text(entries[0][0])}", entries[0][1])
+                return self._decoded(name, text(entries[0][0]), entries[0][1])
         return None
 
     async def get_dead_letter(self, entry_id: str) -> FoundLetter | None:
@@ -156,16 +166,19 @@ class DeadLetterQueries:
             raise CorruptEntry(f"{found.entry_id}: {found.error}")
         return found
 
-
-def _decoded(entry_id: str, fields: dict[Any, Any]) -> FoundLetter | CorruptRecord:
-    """One stream entry as ``(entry_id, letter)``, or what is wrong with it."""
-    raw = _field(fields)
-    if raw is None:
-        return CorruptRecord(entry_id, f"entry has no {STREAM_FIELD!r} field", None)
-    try:
-        return entry_id, codec.decode_dead_letter(raw)
-    except CorruptEntry as exc:
-        return CorruptRecord(entry_id, str(exc), raw)
+    def _decoded(self, queue: str, sid: str, fields: dict[Any, Any]) -> FoundLetter | CorruptRecord:
+        """One stream entry as ``(entry_id, letter)``, or what is wrong with it."""
+        entry_id = f"{queue}/{sid}"
+        raw = _field(fields)
+        if raw is None:
+            return CorruptRecord(entry_id, f"entry has no {STREAM_FIELD!r} field", None)
+        place = dead_letter_place(self._keys, queue)
+        try:
+            return entry_id, codec.decode_dead_letter(
+                self._seal.open(codec.KIND_DEAD_LETTER, place, raw)
+            )
+        except CorruptEntry as exc:
+            return CorruptRecord(entry_id, str(exc), raw, forged=isinstance(exc, ForgedEntry))
 
 
 def _field(fields: dict[Any, Any]) -> bytes | None:

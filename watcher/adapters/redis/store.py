@@ -51,6 +51,7 @@ from watcher.adapters.redis.codec import CorruptEntry
 from watcher.adapters.redis.durability import Durability, assess_durability
 from watcher.adapters.redis.guard import Guard, as_bytes, check_client, ms, stream_id_key, text
 from watcher.adapters.redis.keys import STREAM_FIELD, Keys
+from watcher.adapters.redis.seal import ForgedEntry, Seal, dead_letter_place, ticket_place
 from watcher.core.errors import SinkError
 from watcher.core.model import (
     Action,
@@ -84,7 +85,11 @@ takes one pattern per CONFIG GET)."""
 class RedisStore:
     """Dead letters, retry tickets and the exactly-once markers of one cluster in one Redis."""
 
-    def __init__(self, redis: Redis, settings: RedisSettings, *, cluster_name: str) -> None:
+    def __init__(
+        self, redis: Redis, settings: RedisSettings, *, cluster_name: str, seal: Seal | None = None
+    ) -> None:
+        """`seal` signs what is written and checks what is read (None, for tests and tools:
+        unsigned); the daemon's comes from the ``security`` settings (watcher.app.sealing)."""
         check_client(redis, "RedisStore")
         # The config loader validates these too; checked again because tests and tools build
         # RedisSettings by hand, and a zero here would silently disable a guarantee.
@@ -95,6 +100,7 @@ class RedisStore:
                 raise ValueError(f"{name} must be > 0, got {getattr(settings, name)!r}")
         self._redis = redis
         self._keys = Keys(prefix=settings.key_prefix, cluster=cluster_name)
+        self._seal = seal or Seal(signing=None, allow_unsigned=True)
         self._stream_maxlen = settings.stream_maxlen
         # At least 1 ms: the script reads 0 as "no age trim", which no setting asks for.
         self._stream_max_age_ms = max(1, ms(settings.stream_max_age_s))
@@ -121,8 +127,8 @@ class RedisStore:
         and to entries younger than ``stream_max_age_s`` in the same step; the result's
         ``trimmed`` is how many entries that removed (exactly, not approximately).
         """
-        payload = codec.encode_dead_letter(letter)
         k = self._keys
+        payload = self._seal_letter(letter)
         async with self._guard("dead_letter"):
             reply = await self._dead_letter_script(
                 keys=[
@@ -148,9 +154,11 @@ class RedisStore:
 
         The ticket id is the failed Job's uid, so the same ticket is never stored twice.
         """
-        payload = codec.encode_retry_ticket(ticket)
         k = self._keys
         ticket_id = ticket.job.uid
+        payload = self._seal.seal(
+            codec.KIND_RETRY_TICKET, ticket_place(k, ticket_id), codec.encode_retry_ticket(ticket)
+        )
         async with self._guard("schedule_retry"):
             reply = await self._schedule_retry_script(
                 keys=[
@@ -163,6 +171,10 @@ class RedisStore:
                 args=[ticket_id, payload, ms(ticket.due_at), _member(ticket.job)],
             )
         return self._write_result(ticket_id, reply)
+
+    def _seal_letter(self, letter: DeadLetter) -> bytes:
+        place = dead_letter_place(self._keys, letter.queue)
+        return self._seal.seal(codec.KIND_DEAD_LETTER, place, codec.encode_dead_letter(letter))
 
     def _write_result(self, job_uid: str, reply: Any) -> WriteResult:
         written, marker, *rest = reply
@@ -269,8 +281,9 @@ class RedisStore:
         the same ticket from one due period. A ticket that fails to decode (or whose id is not
         UTF-8) is moved to the corrupt hash (see `corrupt_retries`), never returned and never
         raised: one poison ticket must not stall the batch around it, nor come back after its
-        lease to stall the next one. The batch lists those in ``.quarantined`` for the caller
-        to count and report.
+        lease to stall the next one. So is a ticket whose seal does not check out (unsigned,
+        unknown key, altered or moved: ``forged`` in ``.quarantined``, for the caller to count
+        and report): kube-dlq creates no Job it did not describe itself.
         """
         if limit < 1:
             raise ValueError("limit must be >= 1")
@@ -289,11 +302,15 @@ class RedisStore:
             raw_id, body = as_bytes(raw_id), as_bytes(body)
             try:
                 ticket_id = raw_id.decode()
-                ticket = codec.decode_retry_ticket(body)
+                place = ticket_place(k, ticket_id)
+                ticket = codec.decode_retry_ticket(
+                    self._seal.open(codec.KIND_RETRY_TICKET, place, body)
+                )
             except (CorruptEntry, UnicodeDecodeError) as exc:
                 error = str(exc) if isinstance(exc, CorruptEntry) else f"ticket id: {exc}"
                 corrupt.append((raw_id, body))
-                quarantined.append(QuarantinedTicket(_shown(raw_id), error))
+                forged = isinstance(exc, ForgedEntry)
+                quarantined.append(QuarantinedTicket(_shown(raw_id), error, forged=forged))
                 continue
             claimed.append(ClaimedTicket(ticket_id, ticket, lease_until))
         if corrupt:
@@ -327,8 +344,8 @@ class RedisStore:
         then nothing is written, so a retry is never both created and dead-lettered, and never
         dead-lettered twice.
         """
-        payload = codec.encode_dead_letter(letter)
         k = self._keys
+        payload = self._seal_letter(letter)
         async with self._guard("abandon_retry"):
             reply = await self._abandon_script(
                 keys=[
