@@ -44,6 +44,8 @@ from watcher.core.errors import SinkError
 __all__ = ["SEALED_VERSION", "ForgedEntry", "Seal", "dead_letter_place", "ticket_place"]
 
 SEALED_VERSION: Final = 2
+SEALED_PREFIX: Final = b'{"v":2,'
+"""How every sealed envelope `Seal.seal` writes begins (json.dumps keeps the key order)."""
 DOMAIN: Final = b"kube-dlq/sealed-entry/v2"
 CIPHER: Final = "aes-256-gcm"
 NONCE_BYTES: Final = 12
@@ -137,8 +139,9 @@ class Seal:
 
     def open(self, kind: str, place: str, stored: bytes | str) -> bytes:
         """The v1 envelope inside `stored`, once its seal checks out for `kind` at `place`."""
-        raw = stored.encode() if isinstance(stored, str) else stored
-        envelope = _envelope(raw)
+        # surrogatepass: a str (never what Redis returns here) may hold anything.
+        raw = stored.encode(errors="surrogatepass") if isinstance(stored, str) else stored
+        envelope = _envelope(raw, kind)
         if envelope is None:
             # Not a sealed envelope: a v1 entry (from before signing), or garbage for the
             # codec to name. Either way unsigned.
@@ -190,15 +193,17 @@ def _mac(key: bytes, kind: str, place: str, kid: str, enc: str, body: bytes) -> 
     return hmac.new(key, message, hashlib.sha256).digest()
 
 
-def _envelope(raw: bytes) -> dict[str, Any] | None:
+def _envelope(raw: bytes, kind: str) -> dict[str, Any] | None:
     """The parsed sealed envelope, or None when `raw` is not one (a v1 entry, or junk)."""
-    if not raw.startswith(b'{"v":2,'):
+    if not raw.startswith(SEALED_PREFIX):
         return None  # cheap: what `seal` writes always starts so, a v1 entry never does
     try:
         body = json.loads(raw)
     except (UnicodeDecodeError, ValueError, RecursionError):
-        return None
-    return body if isinstance(body, dict) else None
+        body = None
+    if not isinstance(body, dict):
+        raise ForgedEntry(f"{_what(kind)}: a damaged sealed envelope (not a JSON object)")
+    return body
 
 
 def _sealed_fields(envelope: dict[str, Any], kind: str) -> tuple[str, bytes, str, str]:
