@@ -396,3 +396,39 @@ def test_encrypted_entries_show_with_reveal_rotate_and_a_lost_key_is_one_line(
     for entry_id, line in zip(old, lines, strict=True):
         assert line.startswith(f"warning: entry {entry_id} could not be read: dead letter: ")
         assert "encrypted with key id 'e1', which is not in the encryption keyring" in line
+
+
+@pytest.mark.usefixtures("cli_env")
+def test_tickets_of_an_unsigned_version_are_quarantined_and_listed_with_the_reason(
+    tmp_path: Path, redis_server: RedisServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a pending ticket the previous, unsigned version wrote, and a daemon now signing
+    prefix = f"upg-{uuid.uuid4().hex[:8]}"
+    signing = keys_dir(tmp_path / "signing", "k1")
+    settings = replace(SETTINGS, key_prefix=prefix)
+
+    async def upgrade(redis: Redis) -> list[str]:
+        old = RedisStore(redis, settings, cluster_name=CLUSTER)  # unsigned, as before
+        await old.schedule_retry(ticket("from-before"))
+        new = RedisStore(
+            redis, settings, cluster_name=CLUSTER, seal=build_seal(security(signing, "k1"))
+        )
+        jobs = FakeJobs()
+        # When the upgraded daemon's retry loop comes to it
+        await loop_over(new, jobs, Metrics()).fire_due(T0)
+        return [name for _, name in jobs.jobs]
+
+    # Then it is not fired, and not lost: dlq list names it and why
+    with capture_logs() as logs:
+        assert _run(redis_server, upgrade) == []
+    assert [e["event"] for e in logs] == ["retry_ticket_forged"]
+    config = _config(
+        tmp_path, redis_server, prefix, signing_keys_dir=str(signing), signing_key_id="k1"
+    )
+    assert main(["dlq", "list", "--config", config]) == 0
+    out, err = capsys.readouterr()
+    assert out == "no dead letters\n"
+    assert err.splitlines() == [
+        "warning: retry-ticket/from-before was quarantined, not fired: retry ticket: not signed "
+        "(written before signing was turned on, or not by kube-dlq)"
+    ]

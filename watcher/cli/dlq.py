@@ -65,6 +65,11 @@ async def list_entries(
         _table([summary(i, letter) for i, letter in entries], out)
     for bad in entries.corrupt:
         err.write(_one_line(_unreadable("warning: entry", bad)))
+    if queue is None:
+        # Tickets set aside instead of fired are in no queue; name them too, so an upgrade
+        # from an unsigned version (or a forgery) is seen where the dead letters are.
+        for bad in await queries.quarantined_tickets(count=count):
+            err.write(_one_line(f"warning: {bad.entry_id} was quarantined, not fired: {bad.error}"))
     return 0
 
 

@@ -24,7 +24,7 @@ from watcher.adapters.redis import codec
 from watcher.adapters.redis.codec import CorruptEntry
 from watcher.adapters.redis.guard import Guard, as_bytes, check_client, stream_id_key, text
 from watcher.adapters.redis.keys import STREAM_FIELD, Keys
-from watcher.adapters.redis.seal import ForgedEntry, Seal, dead_letter_place
+from watcher.adapters.redis.seal import ForgedEntry, Seal, dead_letter_place, ticket_place
 from watcher.core.model import DeadLetter
 from watcher.core.settings import RedisSettings
 
@@ -154,6 +154,31 @@ class DeadLetterQueries:
             if entries:
                 return self._decoded(name, text(entries[0][0]), entries[0][1])
         return None
+
+    async def quarantined_tickets(self, *, count: int) -> list[CorruptRecord]:
+        """Up to `count` retry tickets the daemon set aside instead of firing (the corrupt
+        hash), each with why, checked again here: not signed, unreadable, ... (entry ids are
+        ``retry-ticket/<id>``). Upgrading from an unsigned version leaves its tickets here."""
+        found: list[CorruptRecord] = []
+        cursor = 0
+        while len(found) < count:
+            async with self._guard("quarantined_tickets"):
+                cursor, page = await self._redis.hscan(self._keys.retry_corrupt, cursor, count=100)
+            entries: dict[Any, Any] = page if isinstance(page, dict) else {}
+            for raw_id, body in entries.items():
+                ticket_id = as_bytes(raw_id).decode(errors="backslashreplace")
+                place = ticket_place(self._keys, ticket_id)
+                raw = as_bytes(body)
+                try:
+                    codec.decode_retry_ticket(self._seal.open(codec.KIND_RETRY_TICKET, place, raw))
+                    error = "set aside by the daemon; reads fine here (a key since restored?)"
+                    forged = False
+                except CorruptEntry as exc:
+                    error, forged = str(exc), isinstance(exc, ForgedEntry)
+                found.append(CorruptRecord(f"retry-ticket/{ticket_id}", error, raw, forged))
+            if cursor == 0:
+                break
+        return sorted(found[:count], key=lambda r: r.entry_id)
 
     async def get_dead_letter(self, entry_id: str) -> FoundLetter | None:
         """`find_dead_letter`, with a corrupt entry raised as `CorruptEntry` naming it.
