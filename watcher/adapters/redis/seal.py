@@ -36,12 +36,23 @@ from typing import Any, Final
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from watcher.adapters.redis import codec
 from watcher.adapters.redis.codec import CorruptEntry
 from watcher.adapters.redis.keyring import Keyring
 from watcher.adapters.redis.keys import Keys
 from watcher.core.errors import SinkError
+from watcher.core.model import DeadLetter, RetryTicket
 
-__all__ = ["SEALED_VERSION", "ForgedEntry", "Seal", "dead_letter_place", "ticket_place"]
+__all__ = [
+    "SEALED_VERSION",
+    "ForgedEntry",
+    "Seal",
+    "dead_letter_place",
+    "open_ticket",
+    "seal_letter",
+    "seal_ticket",
+    "ticket_place",
+]
 
 SEALED_VERSION: Final = 2
 SEALED_PREFIX: Final = b'{"v":2,'
@@ -61,6 +72,24 @@ def dead_letter_place(keys: Keys, queue: str) -> str:
 def ticket_place(keys: Keys, ticket_id: str) -> str:
     """Where a retry ticket is stored: the tickets hash and its id there."""
     return f"{keys.retry_tickets}#{ticket_id}"
+
+
+def seal_letter(seal: Seal, keys: Keys, letter: DeadLetter) -> bytes:
+    """`letter` as stored in its queue's stream."""
+    place = dead_letter_place(keys, letter.queue)
+    return seal.seal(codec.KIND_DEAD_LETTER, place, codec.encode_dead_letter(letter))
+
+
+def seal_ticket(seal: Seal, keys: Keys, ticket: RetryTicket) -> bytes:
+    """`ticket` as stored in the tickets hash (its id: the failed Job's uid)."""
+    place = ticket_place(keys, ticket.job.uid)
+    return seal.seal(codec.KIND_RETRY_TICKET, place, codec.encode_retry_ticket(ticket))
+
+
+def open_ticket(seal: Seal, keys: Keys, ticket_id: str, stored: bytes) -> RetryTicket:
+    """The ticket stored under `ticket_id`, or `ForgedEntry` / `CorruptEntry`."""
+    place = ticket_place(keys, ticket_id)
+    return codec.decode_retry_ticket(seal.open(codec.KIND_RETRY_TICKET, place, stored))
 
 
 class ForgedEntry(CorruptEntry):

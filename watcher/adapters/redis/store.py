@@ -46,12 +46,12 @@ from typing import Any, Final
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from watcher.adapters.redis import codec, scripts
+from watcher.adapters.redis import scripts
 from watcher.adapters.redis.codec import CorruptEntry
 from watcher.adapters.redis.durability import Durability, assess_durability
 from watcher.adapters.redis.guard import Guard, as_bytes, check_client, ms, stream_id_key, text
 from watcher.adapters.redis.keys import STREAM_FIELD, Keys
-from watcher.adapters.redis.seal import ForgedEntry, Seal, dead_letter_place, ticket_place
+from watcher.adapters.redis.seal import ForgedEntry, Seal, open_ticket, seal_letter, seal_ticket
 from watcher.core.errors import SinkError
 from watcher.core.model import (
     Action,
@@ -128,7 +128,7 @@ class RedisStore:
         ``trimmed`` is how many entries that removed (exactly, not approximately).
         """
         k = self._keys
-        payload = self._seal_letter(letter)
+        payload = seal_letter(self._seal, k, letter)
         async with self._guard("dead_letter"):
             reply = await self._dead_letter_script(
                 keys=[
@@ -156,9 +156,7 @@ class RedisStore:
         """
         k = self._keys
         ticket_id = ticket.job.uid
-        payload = self._seal.seal(
-            codec.KIND_RETRY_TICKET, ticket_place(k, ticket_id), codec.encode_retry_ticket(ticket)
-        )
+        payload = seal_ticket(self._seal, k, ticket)
         async with self._guard("schedule_retry"):
             reply = await self._schedule_retry_script(
                 keys=[
@@ -171,10 +169,6 @@ class RedisStore:
                 args=[ticket_id, payload, ms(ticket.due_at), _member(ticket.job)],
             )
         return self._write_result(ticket_id, reply)
-
-    def _seal_letter(self, letter: DeadLetter) -> bytes:
-        place = dead_letter_place(self._keys, letter.queue)
-        return self._seal.seal(codec.KIND_DEAD_LETTER, place, codec.encode_dead_letter(letter))
 
     def _write_result(self, job_uid: str, reply: Any) -> WriteResult:
         written, marker, *rest = reply
@@ -302,10 +296,7 @@ class RedisStore:
             raw_id, body = as_bytes(raw_id), as_bytes(body)
             try:
                 ticket_id = raw_id.decode()
-                place = ticket_place(k, ticket_id)
-                ticket = codec.decode_retry_ticket(
-                    self._seal.open(codec.KIND_RETRY_TICKET, place, body)
-                )
+                ticket = open_ticket(self._seal, k, ticket_id, body)
             except (CorruptEntry, UnicodeDecodeError) as exc:
                 error = str(exc) if isinstance(exc, CorruptEntry) else f"ticket id: {exc}"
                 corrupt.append((raw_id, body))
@@ -345,7 +336,7 @@ class RedisStore:
         dead-lettered twice.
         """
         k = self._keys
-        payload = self._seal_letter(letter)
+        payload = seal_letter(self._seal, k, letter)
         async with self._guard("abandon_retry"):
             reply = await self._abandon_script(
                 keys=[
