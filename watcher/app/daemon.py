@@ -425,10 +425,10 @@ def _identity(item: watch.Item) -> str:
 
 async def run_daemon(settings: Settings) -> int:
     """`kube-dlq run`: connect, run until SIGTERM, close. Returns the exit code."""
+    seal = build_seal(settings.security)  # before connecting: no keys, no start (exit 2)
     kube = await connect(settings.kubernetes)
     redis = redis_client(settings.redis)
     try:
-        seal = build_seal(settings.security)
         store = RedisStore(redis, settings.redis, cluster_name=settings.cluster_name, seal=seal)
         return await Daemon(settings, kube=kube, store=store).run()
     finally:

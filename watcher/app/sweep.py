@@ -112,10 +112,10 @@ async def sweep(
 
 async def run_sweep(settings: Settings) -> int:
     """`kube-dlq sweep`: 0 when every failure found was written, 1 otherwise."""
+    seal = build_seal(settings.security)  # before connecting: no keys, no start (exit 2)
     kube = await connect(settings.kubernetes)
     redis = redis_client(settings.redis)
     try:
-        seal = build_seal(settings.security)
         store = RedisStore(redis, settings.redis, cluster_name=settings.cluster_name, seal=seal)
         result = await sweep(
             settings, kube=kube, store=store, metrics=Metrics(), logger=get_logger()
