@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import sys
 import tempfile
 import time
@@ -26,6 +27,7 @@ from watcher.adapters.redis.queries import DeadLetterQueries
 from watcher.adapters.redis.store import RedisStore
 from watcher.app.config import parse_config
 from watcher.app.daemon import Daemon
+from watcher.app.sealing import build_seal
 from watcher.cli import dlq
 from watcher.core.settings import LogSettings, Settings
 from watcher.kit.logs import configure, get_logger
@@ -143,7 +145,18 @@ WORKLOAD = [
 ]
 
 
-def demo_config(redis_url: str, kubeconfig: str) -> Settings:
+def demo_keys(state_dir: Path) -> str:
+    """A signing key directory like the mounted Secret of deploy/ (one key, k1), made once."""
+    directory = state_dir / "signing"
+    directory.mkdir(parents=True, exist_ok=True)
+    key = directory / "k1"
+    if not key.exists():
+        key.write_text(secrets.token_hex(32))
+        key.chmod(0o600)
+    return str(directory)
+
+
+def demo_config(redis_url: str, kubeconfig: str, signing_keys_dir: str) -> Settings:
     return parse_config(
         {
             "cluster_name": "demo",
@@ -154,6 +167,7 @@ def demo_config(redis_url: str, kubeconfig: str) -> Settings:
             "retry": {"classes": {c: {"base_s": 2} for c in ("node_lost", "io_timeout")}},
             "server": {"bind_address": "127.0.0.1", "port": free_port()},
             "log": {"level": "info"},
+            "security": {"signing_keys_dir": signing_keys_dir, "signing_key_id": "k1"},
         }
     )
 
@@ -237,13 +251,16 @@ async def _run(state_dir: Path, keep: bool) -> int:
                 )
             )
         )
-        config = demo_config(redis_server.url, str(daemon_kubeconfig))
+        config = demo_config(redis_server.url, str(daemon_kubeconfig), demo_keys(state_dir))
         kube = await connect(config.kubernetes)
         redis = redis_client(config.redis)
         try:
-            store = RedisStore(redis, config.redis, cluster_name=config.cluster_name)
+            seal = build_seal(config.security)
+            store = RedisStore(redis, config.redis, cluster_name=config.cluster_name, seal=seal)
             daemon = Daemon(config, kube=kube, store=store, logger=get_logger())
-            queries = DeadLetterQueries(redis, config.redis, cluster_name=config.cluster_name)
+            queries = DeadLetterQueries(
+                redis, config.redis, cluster_name=config.cluster_name, seal=seal
+            )
             runner = asyncio.create_task(daemon.run())
             try:
                 print("\n== workload ==")

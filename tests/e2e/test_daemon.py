@@ -64,6 +64,7 @@ from tests.support.workloads import (
 )
 from watcher.adapters.redis.queries import DeadLetterQueries
 from watcher.app.config import parse_config
+from watcher.app.sealing import build_seal
 from watcher.core.annotations import ANNOTATION_ATTEMPT, ANNOTATION_HISTORY
 
 pytestmark = [pytest.mark.cluster, pytest.mark.redis]
@@ -85,7 +86,8 @@ def config_file(tmp_path: Path, running: RunningDaemon) -> Path:
 def queries_of(process: DaemonProcess, redis: Redis) -> DeadLetterQueries:
     """A reader of the dead letters the daemon process writes (its cluster's keys)."""
     config = parse_config(yaml.safe_load(process.config.read_text()))
-    return DeadLetterQueries(redis, config.redis, cluster_name=config.cluster_name)
+    seal = build_seal(config.security)
+    return DeadLetterQueries(redis, config.redis, cluster_name=config.cluster_name, seal=seal)
 
 
 def uid_of(job: RawObject) -> str:

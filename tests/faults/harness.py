@@ -32,6 +32,7 @@ from tests.support.daemon import RETRY_POLL_S, STUCK_CHECK_INTERVAL_S, DaemonPro
 from watcher.adapters.redis.keys import Keys
 from watcher.adapters.redis.queries import DeadLetterQueries
 from watcher.app.config import parse_config
+from watcher.app.sealing import build_seal
 
 SOAK_ENV = "KUBE_DLQ_SOAK"
 SEED_ENV = "KUBE_DLQ_FAULT_SEED"
@@ -119,7 +120,10 @@ def fault_config(
 def queries_for(config: Path, redis: Redis) -> tuple[DeadLetterQueries, Keys]:
     """The CLI's reader of what the daemon with this config file writes, and its key names."""
     settings = parse_config(yaml.safe_load(config.read_text()))
-    queries = DeadLetterQueries(redis, settings.redis, cluster_name=settings.cluster_name)
+    seal = build_seal(settings.security)
+    queries = DeadLetterQueries(
+        redis, settings.redis, cluster_name=settings.cluster_name, seal=seal
+    )
     return queries, queries.keys
 
 

@@ -181,6 +181,8 @@ def _config(tmp_path: Path, server: RedisServer, prefix: str) -> Path:
     path = tmp_path / "kube-dlq.yaml"
     path.write_text(
         f"cluster_name: {CLUSTER}\nredis:\n  url: {server.url}\n  key_prefix: {prefix}\n"
+        # Unsigned: these entries are written straight into Redis to test decoding.
+        "security:\n  allow_unsigned: true\n"
     )
     return path
 

@@ -213,6 +213,8 @@ def test_dlq_list_reads_the_cluster_from_a_cluster_url(
     config = tmp_path / "kube-dlq.yaml"
     config.write_text(
         f"cluster_name: {CLUSTER}\nredis:\n  url: {url}\n  key_prefix: {SETTINGS.key_prefix}\n"
+        # written unsigned above (a store without a seal): the CLI is told to read such entries
+        "security:\n  allow_unsigned: true\n"
     )
 
     code = main(["dlq", "list", "--config", str(config), "-o", "json"])

@@ -20,12 +20,17 @@ Dead letters are read back through `DeadLetterQueries` (the CLI's reader) or
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
+import functools
 import json
 import os
+import secrets
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
@@ -48,6 +53,7 @@ from watcher.adapters.redis.queries import DeadLetterQueries
 from watcher.adapters.redis.store import RedisStore
 from watcher.app.config import parse_config
 from watcher.app.daemon import Daemon
+from watcher.app.sealing import build_seal
 from watcher.core.errors import SinkError
 from watcher.core.model import DeadLetter, FailureClass
 
@@ -65,6 +71,23 @@ BACKOFF_BASE_S = 1
 
 
 Doc = dict[str, Any]
+
+SIGNING_KEY_ID = "k1"
+
+
+@functools.cache
+def signing_keys_dir() -> str:
+    """A key directory like a mounted Secret, one key `k1`, shared by every daemon of this
+    test process (in-process and subprocess alike) and removed when it exits."""
+    directory = tempfile.mkdtemp(prefix="kube-dlq-signing-")
+    Path(directory, SIGNING_KEY_ID).write_text(secrets.token_hex(32))
+    atexit.register(shutil.rmtree, directory, True)
+    return directory
+
+
+def signing() -> Doc:
+    """The ``security`` section every test daemon gets: signed, as in production."""
+    return {"signing_keys_dir": signing_keys_dir(), "signing_key_id": SIGNING_KEY_ID}
 
 
 def config_doc(
@@ -88,6 +111,7 @@ def config_doc(
         "server": {"bind_address": "127.0.0.1", "port": free_port() if port is None else port},
         "shutdown_grace_s": SHUTDOWN_GRACE_S,
         "log": {"level": "info", "format": "json"},
+        "security": signing(),
     }
     doc.update(overrides)
     return doc
@@ -279,7 +303,12 @@ class RunningDaemon:
     def queries(self) -> DeadLetterQueries:
         """A CLI reader of the keys the daemon writes (its config's prefix and cluster)."""
         config = self.daemon.settings
-        return DeadLetterQueries(self.redis, config.redis, cluster_name=config.cluster_name)
+        return DeadLetterQueries(
+            self.redis,
+            config.redis,
+            cluster_name=config.cluster_name,
+            seal=build_seal(config.security),
+        )
 
     @property
     def port(self) -> int:
@@ -338,7 +367,8 @@ async def start_daemon(
         config = parse_config(doc)
         kube = await connect(config.kubernetes)
         redis = redis_client(config.redis)
-        store = RedisStore(redis, config.redis, cluster_name=config.cluster_name)
+        seal = build_seal(config.security)  # as run_daemon builds it
+        store = RedisStore(redis, config.redis, cluster_name=config.cluster_name, seal=seal)
         daemon = Daemon(config, kube=kube, store=store)
         running = RunningDaemon(daemon, asyncio.create_task(daemon.run()), doc, redis)
         running.closers += [kube.close, redis.aclose]

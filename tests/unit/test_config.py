@@ -267,8 +267,8 @@ ERROR_CASES = [
     pytest.param(
         doc(**{"1": 2}),
         "1: unknown key (known: classify, cluster_name, dead_letter, kubernetes, "
-        "leader_election, limits, log, pipeline, redis, retry, retry_loop, scope, server, "
-        "shutdown_grace_s)",
+        "leader_election, limits, log, pipeline, redis, retry, retry_loop, scope, security, "
+        "server, shutdown_grace_s)",
         id="unknown-key-lists-known",
     ),
 ]

@@ -198,3 +198,16 @@ def test_pods_run_hardened(kind: str) -> None:
         resources = container["resources"]
         assert {"cpu", "memory"} <= set(resources["requests"]), container["name"]
         assert "memory" in resources["limits"], container["name"]
+
+
+@pytest.mark.parametrize("kind", ["Deployment", "CronJob"])
+def test_pods_mount_the_signing_secret_where_the_config_reads_it(kind: str) -> None:
+    # kube-dlq refuses to start without signing keys: both pods must have them, as a volume
+    configmap = next(d for d in documents("deployment.yaml") if d["kind"] == "ConfigMap")
+    security = parse_config(yaml.safe_load(configmap["data"]["kube-dlq.yaml"])).security
+    assert security.signing_keys_dir and security.signing_key_id
+    assert not security.allow_unsigned
+    pod = _pod_specs()[kind]
+    secrets = {v["name"]: v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
+    mounts = {m["mountPath"]: m["name"] for m in pod["containers"][0]["volumeMounts"]}
+    assert secrets[mounts[security.signing_keys_dir]] == "kube-dlq-signing"

@@ -10,6 +10,8 @@ added without proving that it is used.
 
 from __future__ import annotations
 
+import json
+import secrets
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,9 +25,11 @@ from watcher.adapters.kube import watch
 from watcher.adapters.kube.connect import api_client
 from watcher.adapters.kube.request import KubeClient
 from watcher.adapters.redis.client import redis_client
+from watcher.adapters.redis.seal import ForgedEntry
 from watcher.adapters.redis.store import RedisStore
 from watcher.app.config import parse_config
 from watcher.app.daemon import Daemon
+from watcher.app.sealing import build_seal
 from watcher.core.model import FailureClass
 from watcher.core.policy import default_class_policy
 from watcher.core.settings import Settings
@@ -192,7 +196,22 @@ NEEDS: dict[str, dict[str, Any]] = {
 }
 """Other keys a case needs set for its key to matter (a selector to refresh, an election)."""
 
-ELSEWHERE = {"kubernetes.kubeconfig", "kubernetes.context", "log.level", "log.format"}
+ELSEWHERE = {
+    "kubernetes.kubeconfig",
+    "kubernetes.context",
+    "log.level",
+    "log.format",
+    *(
+        f"security.{key}"
+        for key in (
+            "signing_keys_dir",
+            "signing_key_id",
+            "allow_unsigned",
+            "encryption_keys_dir",
+            "encryption_key_id",
+        )
+    ),
+}
 """Keys proven by the dedicated tests below."""
 
 
@@ -335,3 +354,32 @@ def test_log_settings_reach_the_logger(capsys: pytest.CaptureFixture[str]) -> No
     configure(parse_config({"cluster_name": "r", "log": {"level": "error"}}).log)
     structlog.get_logger().warning("dropped_line")
     assert "dropped_line" not in capsys.readouterr().err
+
+
+def test_security_settings_reach_the_seal(tmp_path: Path) -> None:
+    # Given key directories as a mounted Secret lays them out, two keys in each
+    for purpose in ("signing", "encryption"):
+        (tmp_path / purpose).mkdir()
+        for kid in ("old", "new"):
+            (tmp_path / purpose / kid).write_text(secrets.token_hex(32))
+    security = {
+        "signing_keys_dir": str(tmp_path / "signing"),
+        "signing_key_id": "new",
+        "allow_unsigned": True,
+        "encryption_keys_dir": str(tmp_path / "encryption"),
+        "encryption_key_id": "new",
+    }
+    # When the seal is built from the parsed config as run_daemon builds it
+    seal = build_seal(parse_config({"cluster_name": "r", "security": security}).security)
+    # Then new entries are signed and encrypted with the keys named, and unsigned ones pass
+    sealed = json.loads(seal.seal("retry_ticket", "place", b'{"v":1}'))
+    assert (sealed["kid"], sealed["enc"]) == ("new", "aes-256-gcm:new")
+    assert seal.open("retry_ticket", "place", b'{"v":1,"kind":"x"}') == b'{"v":1,"kind":"x"}'
+    # and by default (allow_unsigned: false) an unsigned entry is refused
+    strict = build_seal(
+        parse_config(
+            {"cluster_name": "r", "security": {**security, "allow_unsigned": False}}
+        ).security
+    )
+    with pytest.raises(ForgedEntry):
+        strict.open("retry_ticket", "place", b'{"v":1,"kind":"x"}')

@@ -18,13 +18,16 @@ from watcher.core.settings import PipelineSettings, Settings
 from watcher.kit.metrics import Metrics
 from watcher.service.handler import FailureHandler
 from watcher.service.pipeline import Pipeline
+from watcher.service.ports import JobsPort
+from watcher.service.scope import ScopedJobs
 
 __all__ = ["Components", "build"]
 
 
 @dataclass(frozen=True, slots=True)
 class Components:
-    jobs: JobsAPI
+    jobs: JobsPort
+    """Creates and deletes only in namespaces within scope (`ScopedJobs`), reads anywhere."""
     handler: FailureHandler
     pipeline: Pipeline
 
@@ -40,7 +43,13 @@ def build(
 ) -> Components:
     """The pipeline for `settings`; `pipeline` replaces the settings' own section (the sweep
     classifies at once: everything there is was just listed)."""
-    jobs = JobsAPI(kube)
+
+    def selected() -> frozenset[str] | None:
+        return pipeline_.selected_namespaces  # refreshed by the daemon; read at each call
+
+    jobs = ScopedJobs(
+        JobsAPI(kube), scope=settings.scope, selected=selected, metrics=metrics, logger=logger
+    )
     handler = FailureHandler(
         store=store,
         jobs=jobs,
@@ -51,17 +60,14 @@ def build(
         logger=logger,
         rng=random.Random(),
     )
-    return Components(
-        jobs=jobs,
+    pipeline_ = Pipeline(
         handler=handler,
-        pipeline=Pipeline(
-            handler=handler,
-            jobs=jobs,
-            scope=settings.scope,
-            classify=settings.classify,
-            settings=pipeline or settings.pipeline,
-            limits=settings.limits,
-            metrics=metrics,
-            logger=logger,
-        ),
+        jobs=jobs,
+        scope=settings.scope,
+        classify=settings.classify,
+        settings=pipeline or settings.pipeline,
+        limits=settings.limits,
+        metrics=metrics,
+        logger=logger,
     )
+    return Components(jobs=jobs, handler=handler, pipeline=pipeline_)

@@ -28,6 +28,7 @@ from watcher.adapters.redis.client import redis_client
 from watcher.adapters.redis.durability import Durability
 from watcher.adapters.redis.store import RedisStore
 from watcher.app.components import build
+from watcher.app.sealing import build_seal
 from watcher.core.errors import SinkError
 from watcher.core.settings import Settings
 from watcher.kit.aio import every, first_done
@@ -422,10 +423,11 @@ def _identity(item: watch.Item) -> str:
 
 async def run_daemon(settings: Settings) -> int:
     """`kube-dlq run`: connect, run until SIGTERM, close. Returns the exit code."""
+    seal = build_seal(settings.security)  # before connecting: no keys, no start (exit 2)
     kube = await connect(settings.kubernetes)
     redis = redis_client(settings.redis)
     try:
-        store = RedisStore(redis, settings.redis, cluster_name=settings.cluster_name)
+        store = RedisStore(redis, settings.redis, cluster_name=settings.cluster_name, seal=seal)
         return await Daemon(settings, kube=kube, store=store).run()
     finally:
         await redis.aclose()

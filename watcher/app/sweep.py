@@ -25,6 +25,7 @@ from watcher.adapters.kube.request import KubeClient
 from watcher.adapters.redis.client import redis_client
 from watcher.adapters.redis.store import RedisStore
 from watcher.app.components import build
+from watcher.app.sealing import build_seal
 from watcher.core.errors import SinkError
 from watcher.core.settings import Settings
 from watcher.kit.logs import get_logger
@@ -134,10 +135,11 @@ async def _warn_if_not_durable(
 
 async def run_sweep(settings: Settings) -> int:
     """`kube-dlq sweep`: 0 when every failure found was written, 1 otherwise."""
+    seal = build_seal(settings.security)  # before connecting: no keys, no start (exit 2)
     kube = await connect(settings.kubernetes)
     redis = redis_client(settings.redis)
     try:
-        store = RedisStore(redis, settings.redis, cluster_name=settings.cluster_name)
+        store = RedisStore(redis, settings.redis, cluster_name=settings.cluster_name, seal=seal)
         result = await sweep(
             settings, kube=kube, store=store, metrics=Metrics(), logger=get_logger()
         )

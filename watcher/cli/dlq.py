@@ -64,7 +64,12 @@ async def list_entries(
     else:
         _table([summary(i, letter) for i, letter in entries], out)
     for bad in entries.corrupt:
-        err.write(_one_line(f"warning: entry {bad.entry_id} could not be read: {bad.error}"))
+        err.write(_one_line(_unreadable("warning: entry", bad)))
+    if queue is None:
+        # Tickets set aside instead of fired are in no queue; name them too, so an upgrade
+        # from an unsigned version (or a forgery) is seen where the dead letters are.
+        for bad in await queries.quarantined_tickets(count=count):
+            err.write(_one_line(f"warning: {bad.entry_id} was quarantined, not fired: {bad.error}"))
     return 0
 
 
@@ -77,9 +82,7 @@ async def show_entry(
         err.write(_one_line(f"kube-dlq dlq show: {exc}"))
         return 2
     if isinstance(found, CorruptRecord):
-        err.write(
-            _one_line(f"kube-dlq dlq show: {found.entry_id} could not be read: {found.error}")
-        )
+        err.write(_one_line(_unreadable("kube-dlq dlq show:", found)))
         return 2
     if found is None:
         err.write(f"kube-dlq dlq show: no dead letter {entry_id}\n")
@@ -87,6 +90,12 @@ async def show_entry(
     json.dump(full(*found, reveal=reveal), out, indent=2, default=str)
     out.write("\n")
     return 0
+
+
+def _unreadable(lead: str, bad: CorruptRecord) -> str:
+    # A forged entry is named as such: it may be an attack, not a bug (docs/security.md).
+    what = "is not signed by kube-dlq, not shown" if bad.forged else "could not be read"
+    return f"{lead} {bad.entry_id} {what}: {bad.error}"
 
 
 _COLUMNS = (

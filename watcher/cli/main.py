@@ -15,6 +15,7 @@ from watcher import __version__
 from watcher.adapters.redis.client import redis_client
 from watcher.adapters.redis.queries import DeadLetterQueries
 from watcher.app.config import apply_env, load_config
+from watcher.app.sealing import build_seal
 from watcher.cli import dlq
 from watcher.core.errors import ConfigError, SinkError
 from watcher.core.redis_url import shown_url
@@ -128,10 +129,11 @@ def _load(path: Path | None) -> Settings:
 async def _with_redis(
     config: Settings, action: Callable[[DeadLetterQueries], Awaitable[int]]
 ) -> int:
+    seal = build_seal(config.security)  # before connecting: a ConfigError exits 2
     redis = redis_client(config.redis)
     try:
         return await action(
-            DeadLetterQueries(redis, config.redis, cluster_name=config.cluster_name)
+            DeadLetterQueries(redis, config.redis, cluster_name=config.cluster_name, seal=seal)
         )
     except SinkError as exc:
         print(f"kube-dlq: redis at {shown_url(config.redis.url)}: {exc}", file=sys.stderr)

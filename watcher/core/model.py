@@ -373,6 +373,8 @@ class QuarantinedTicket:
     """As stored; an id that is not UTF-8 is shown with backslash escapes."""
     error: str
     """Why it did not decode (the codec's message)."""
+    forged: bool = False
+    """Its seal did not check out (unsigned, unknown key, bad signature): not kube-dlq's."""
 
 
 class ClaimedBatch(list[ClaimedTicket]):

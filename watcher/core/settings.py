@@ -31,6 +31,7 @@ __all__ = [
     "RedisSettings",
     "RetryLoopSettings",
     "ScopeSettings",
+    "SecuritySettings",
     "ServerSettings",
     "Settings",
 ]
@@ -211,6 +212,30 @@ class DeadLetterSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class SecuritySettings:
+    """Signing (and optional encryption) of what kube-dlq stores in Redis (docs/security.md)."""
+
+    signing_keys_dir: str = ""
+    """Directory of HMAC keys, one file per key id holding hex (a mounted Secret). Every
+    ticket and dead letter is signed, and checked before a Job is created from it: whoever
+    can write to Redis cannot make kube-dlq run a Job. Empty: kube-dlq refuses to start
+    unless allow_unsigned is true."""
+    signing_key_id: str = ""
+    """The key (file name in signing_keys_dir) that signs new entries; every key in the
+    directory verifies. Rotate: add a key, switch this, drop the old key once its entries are
+    gone (stream_max_age_s)."""
+    allow_unsigned: bool = False
+    """Accept unsigned entries (those of a version before signing, or written by anyone), and
+    without signing keys write unsigned ones. Off: secure by default; on only for a trusted,
+    private Redis, or briefly while an upgrade drains old retry tickets."""
+    encryption_keys_dir: str = ""
+    """Directory of AES-256 keys (64 hex digits each), one file per key id: stored entries are
+    encrypted (AES-GCM) so Redis holds no manifest text or inline env value. Empty: off."""
+    encryption_key_id: str = ""
+    """The key in encryption_keys_dir that encrypts new entries; every key there decrypts."""
+
+
+@dataclass(frozen=True, slots=True)
 class ServerSettings:
     """The HTTP server for /metrics, /healthz and /readyz."""
 
@@ -265,6 +290,7 @@ class Settings:
     """The default retry policy; Job annotations refine it per Job (watcher.core.policy)."""
     retry_loop: RetryLoopSettings = field(default_factory=RetryLoopSettings)
     dead_letter: DeadLetterSettings = field(default_factory=DeadLetterSettings)
+    security: SecuritySettings = field(default_factory=SecuritySettings)
     server: ServerSettings = field(default_factory=ServerSettings)
     shutdown_grace_s: float = DEFAULT_SHUTDOWN_GRACE_S
     """On SIGTERM, time given to in-flight writes before the rest is cancelled; below the

@@ -130,6 +130,21 @@ class Metrics:
             ["kind"],
             registry=r,
         )
+        self.forged = Counter(
+            f"{PREFIX}_forged_entries_total",
+            "Stored entries whose signature did not check out (unsigned, unknown key, altered, "
+            "or moved from another key), by kind; quarantined like undecodable ones, never "
+            "acted on.",
+            ["kind"],
+            registry=r,
+        )
+        self.out_of_scope = Counter(
+            f"{PREFIX}_out_of_scope_refused_total",
+            "Job creates and deletes refused because the namespace is outside scope, by action "
+            "(create: the retry ticket becomes a dead letter with the reason).",
+            ["action"],
+            registry=r,
+        )
         self.decision_latency = Histogram(
             f"{PREFIX}_decision_latency_seconds",
             "From seeing a Job fail to its dead letter or retry being durably written.",

@@ -171,7 +171,10 @@ class RetryLoop:
             # Already moved to the corrupt hash by the store; counted and named here so an
             # operator learns of it, then the rest of the batch is fired as usual.
             self._metrics.quarantined.labels(kind="retry_ticket").inc()
-            self._log.warning("retry_ticket_quarantined", ticket_id=bad.ticket_id, error=bad.error)
+            if bad.forged:  # not kube-dlq's: someone with Redis access, or an old unsigned one
+                self._metrics.forged.labels(kind="retry_ticket").inc()
+            event = "retry_ticket_forged" if bad.forged else "retry_ticket_quarantined"
+            self._log.warning(event, ticket_id=bad.ticket_id, error=bad.error)
         for index, item in enumerate(claimed):
             if stop is not None and stop.is_set():
                 await self._give_back(claimed[index:])

@@ -6,7 +6,9 @@ the keys the daemon writes. Whatever is stored, the reads are total: an entry th
 decode, one without its data field, a queue name that is not UTF-8 are each reported as a
 `CorruptRecord` value (``list_dead_letters``, ``find_dead_letter``), or as `codec.CorruptEntry`
 naming the entry (``get_dead_letter``, for callers that want an exception), never another
-error; Redis failures surface as `SinkError` (`watcher.adapters.redis.guard`).
+error. An entry whose seal does not check out (`seal.ForgedEntry`: unsigned, unknown key,
+altered, or moved from another queue) is such a record too, with ``forged`` set. Redis
+failures surface as `SinkError` (`watcher.adapters.redis.guard`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from watcher.adapters.redis.client import RedisClient
 from watcher.adapters.redis.codec import CorruptEntry
 from watcher.adapters.redis.guard import Guard, as_bytes, check_client, stream_id_key, text
 from watcher.adapters.redis.keys import STREAM_FIELD, Keys
+from watcher.adapters.redis.seal import ForgedEntry, Seal, dead_letter_place, ticket_place
 from watcher.core.model import DeadLetter
 from watcher.core.settings import RedisSettings
 
@@ -38,6 +41,8 @@ class CorruptRecord:
     error: str
     raw: bytes | None
     """The stored bytes, or None when the entry had no data field at all."""
+    forged: bool = False
+    """Its seal did not check out (unsigned, unknown key, bad signature): not kube-dlq's."""
 
 
 FoundLetter = tuple[str, DeadLetter]
@@ -57,10 +62,20 @@ class DeadLetterList(list[tuple[str, DeadLetter]]):
 class DeadLetterQueries:
     """Read-only access to one cluster's dead-letter queues."""
 
-    def __init__(self, redis: RedisClient, settings: RedisSettings, *, cluster_name: str) -> None:
+    def __init__(
+        self,
+        redis: RedisClient,
+        settings: RedisSettings,
+        *,
+        cluster_name: str,
+        seal: Seal | None = None,
+    ) -> None:
+        """`seal` checks each entry is kube-dlq's (None, for tests and tools: unsigned
+        entries accepted); the CLI's comes from the ``security`` settings."""
         check_client(redis, "DeadLetterQueries")
         self._redis = redis
         self._keys = Keys(prefix=settings.key_prefix, cluster=cluster_name)
+        self._seal = seal or Seal(signing=None, allow_unsigned=True)
         self._guard = Guard(settings.operation_timeout_s)
 
     @property
@@ -117,7 +132,7 @@ class DeadLetterQueries:
         rows.sort(key=lambda r: (stream_id_key(r[0]), r[1]))
         out = DeadLetterList(corrupt=bad_names)
         for sid, name, fields in rows[:count]:
-            entry = _decoded(f"{name}/{sid}", fields)
+            entry = self._decoded(name, sid, fields)
             if isinstance(entry, CorruptRecord):
                 out.corrupt.append(entry)
             else:
@@ -141,8 +156,33 @@ class DeadLetterQueries:
             ranges = await pipe.execute()
         for name, entries in zip(names, ranges, strict=True):
             if entries:
-                return _decoded(f"{name}/{text(entries[0][0])}", entries[0][1])
+                return self._decoded(name, text(entries[0][0]), entries[0][1])
         return None
+
+    async def quarantined_tickets(self, *, count: int) -> list[CorruptRecord]:
+        """Up to `count` retry tickets the daemon set aside instead of firing (the corrupt
+        hash), each with why, checked again here: not signed, unreadable, ... (entry ids are
+        ``retry-ticket/<id>``). Upgrading from an unsigned version leaves its tickets here."""
+        found: list[CorruptRecord] = []
+        cursor = 0
+        while len(found) < count:
+            async with self._guard("quarantined_tickets"):
+                cursor, page = await self._redis.hscan(self._keys.retry_corrupt, cursor, count=100)
+            entries: dict[Any, Any] = page if isinstance(page, dict) else {}
+            for raw_id, body in entries.items():
+                ticket_id = as_bytes(raw_id).decode(errors="backslashreplace")
+                place = ticket_place(self._keys, ticket_id)
+                raw = as_bytes(body)
+                try:
+                    codec.decode_retry_ticket(self._seal.open(codec.KIND_RETRY_TICKET, place, raw))
+                    error = "set aside by the daemon; reads fine here (a key since restored?)"
+                    forged = False
+                except CorruptEntry as exc:
+                    error, forged = str(exc), isinstance(exc, ForgedEntry)
+                found.append(CorruptRecord(f"retry-ticket/{ticket_id}", error, raw, forged))
+            if cursor == 0:
+                break
+        return sorted(found[:count], key=lambda r: r.entry_id)
 
     async def get_dead_letter(self, entry_id: str) -> FoundLetter | None:
         """`find_dead_letter`, with a corrupt entry raised as `CorruptEntry` naming it.
@@ -155,16 +195,19 @@ class DeadLetterQueries:
             raise CorruptEntry(f"{found.entry_id}: {found.error}")
         return found
 
-
-def _decoded(entry_id: str, fields: dict[Any, Any]) -> FoundLetter | CorruptRecord:
-    """One stream entry as ``(entry_id, letter)``, or what is wrong with it."""
-    raw = _field(fields)
-    if raw is None:
-        return CorruptRecord(entry_id, f"entry has no {STREAM_FIELD!r} field", None)
-    try:
-        return entry_id, codec.decode_dead_letter(raw)
-    except CorruptEntry as exc:
-        return CorruptRecord(entry_id, str(exc), raw)
+    def _decoded(self, queue: str, sid: str, fields: dict[Any, Any]) -> FoundLetter | CorruptRecord:
+        """One stream entry as ``(entry_id, letter)``, or what is wrong with it."""
+        entry_id = f"{queue}/{sid}"
+        raw = _field(fields)
+        if raw is None:
+            return CorruptRecord(entry_id, f"entry has no {STREAM_FIELD!r} field", None)
+        place = dead_letter_place(self._keys, queue)
+        try:
+            return entry_id, codec.decode_dead_letter(
+                self._seal.open(codec.KIND_DEAD_LETTER, place, raw)
+            )
+        except CorruptEntry as exc:
+            return CorruptRecord(entry_id, str(exc), raw, forged=isinstance(exc, ForgedEntry))
 
 
 def _field(fields: dict[Any, Any]) -> bytes | None:

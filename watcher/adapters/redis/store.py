@@ -48,13 +48,14 @@ import asyncio
 from collections.abc import Sequence, Set
 from typing import Any, Final
 
-from watcher.adapters.redis import codec, scripts, servers
+from watcher.adapters.redis import scripts, servers
 from watcher.adapters.redis.client import RedisClient
 from watcher.adapters.redis.codec import CorruptEntry
 from watcher.adapters.redis.creates import CreateRecords
 from watcher.adapters.redis.durability import Durability
 from watcher.adapters.redis.guard import Guard, as_bytes, check_client, ms, stream_id_key, text
 from watcher.adapters.redis.keys import STREAM_FIELD, Keys
+from watcher.adapters.redis.seal import ForgedEntry, Seal, open_ticket, seal_letter, seal_ticket
 from watcher.core.errors import SinkError
 from watcher.core.model import (
     Action,
@@ -82,7 +83,16 @@ FORGET_BATCH: Final = 500
 class RedisStore(CreateRecords):
     """Dead letters, retry tickets and the exactly-once markers of one cluster in one Redis."""
 
-    def __init__(self, redis: RedisClient, settings: RedisSettings, *, cluster_name: str) -> None:
+    def __init__(
+        self,
+        redis: RedisClient,
+        settings: RedisSettings,
+        *,
+        cluster_name: str,
+        seal: Seal | None = None,
+    ) -> None:
+        """`seal` signs what is written and checks what is read (None, for tests and tools:
+        unsigned); the daemon's comes from the ``security`` settings (watcher.app.sealing)."""
         check_client(redis, "RedisStore")
         # The config loader validates these too; checked again because tests and tools build
         # RedisSettings by hand, and a zero here would silently disable a guarantee.
@@ -93,6 +103,7 @@ class RedisStore(CreateRecords):
                 raise ValueError(f"{name} must be > 0, got {getattr(settings, name)!r}")
         self._redis = redis
         self._keys = Keys(prefix=settings.key_prefix, cluster=cluster_name)
+        self._seal = seal or Seal(signing=None, allow_unsigned=True)
         self._stream_maxlen = settings.stream_maxlen
         # At least 1 ms: the script reads 0 as "no age trim", which no setting asks for.
         self._stream_max_age_ms = max(1, ms(settings.stream_max_age_s))
@@ -120,8 +131,8 @@ class RedisStore(CreateRecords):
         and to entries younger than ``stream_max_age_s`` in the same step; the result's
         ``trimmed`` is how many entries that removed (exactly, not approximately).
         """
-        payload = codec.encode_dead_letter(letter)
         k = self._keys
+        payload = seal_letter(self._seal, k, letter)
         async with self._guard("dead_letter"):
             reply = await self._dead_letter_script(
                 keys=[
@@ -148,9 +159,9 @@ class RedisStore(CreateRecords):
         "Now" is Redis's clock, not this process's (``ticket.due_at`` is kept for people to
         read). The ticket id is the failed Job's uid, so the same ticket is never stored twice.
         """
-        payload = codec.encode_retry_ticket(ticket)
         k = self._keys
         ticket_id = ticket.job.uid
+        payload = seal_ticket(self._seal, k, ticket)
         async with self._guard("schedule_retry"):
             reply = await self._schedule_retry_script(
                 keys=[
@@ -272,8 +283,9 @@ class RedisStore(CreateRecords):
         the same ticket from one due period. A ticket that fails to decode (or whose id is not
         UTF-8) is moved to the corrupt hash (see `corrupt_retries`), never returned and never
         raised: one poison ticket must not stall the batch around it, nor come back after its
-        lease to stall the next one. The batch lists those in ``.quarantined`` for the caller
-        to count and report.
+        lease to stall the next one. So is a ticket whose seal does not check out (unsigned,
+        unknown key, altered or moved: ``forged`` in ``.quarantined``, for the caller to count
+        and report): kube-dlq creates no Job it did not describe itself.
         """
         if limit < 1:
             raise ValueError("limit must be >= 1")
@@ -292,11 +304,12 @@ class RedisStore(CreateRecords):
             raw_id, body = as_bytes(raw_id), as_bytes(body)
             try:
                 ticket_id = raw_id.decode()
-                ticket = codec.decode_retry_ticket(body)
+                ticket = open_ticket(self._seal, k, ticket_id, body)
             except (CorruptEntry, UnicodeDecodeError) as exc:
                 error = str(exc) if isinstance(exc, CorruptEntry) else f"ticket id: {exc}"
                 corrupt.append((raw_id, body))
-                quarantined.append(QuarantinedTicket(_shown(raw_id), error))
+                forged = isinstance(exc, ForgedEntry)
+                quarantined.append(QuarantinedTicket(_shown(raw_id), error, forged=forged))
                 continue
             claimed.append(ClaimedTicket(ticket_id, ticket, lease_until, int(claim)))
         if corrupt:
@@ -326,8 +339,8 @@ class RedisStore(CreateRecords):
         (with `claim`) claimed by another replica since: then nothing is written, so a retry is
         never both created and dead-lettered, and never dead-lettered twice.
         """
-        payload = codec.encode_dead_letter(letter)
         k = self._keys
+        payload = seal_letter(self._seal, k, letter)
         async with self._guard("abandon_retry"):
             reply = await self._abandon_script(
                 keys=[

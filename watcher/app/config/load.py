@@ -35,6 +35,7 @@ from watcher.app.config.fields import (
     log_level,
     string_value,
 )
+from watcher.app.config.security import parse_security
 from watcher.core.annotations import MAX_DURATION_S, MAX_FACTOR, MAX_RETRIES_LIMIT, validate_queue
 from watcher.core.backoff import JITTER_MODES
 from watcher.core.classify import ClassifyRules
@@ -126,6 +127,7 @@ def parse_config(mapping: Mapping[str, Any]) -> Settings:
         retry=_parse_retry(top.get("retry"), queue=dead_letter.default_queue),
         retry_loop=_parse_retry_loop(top.get("retry_loop")),
         dead_letter=dead_letter,
+        security=parse_security(top.get("security")),
         server=_parse_server(top.get("server")),
         shutdown_grace_s=top.duration("shutdown_grace_s", DEFAULT_SHUTDOWN_GRACE_S, max_s=3600),
         leader_election=_parse_leader_election(top.get("leader_election")),
