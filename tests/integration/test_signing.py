@@ -33,6 +33,8 @@ from watcher.adapters.redis.seal import Seal
 from watcher.adapters.redis.store import RedisStore
 from watcher.app.sealing import build_seal
 from watcher.cli.main import main
+from watcher.core.lineage import Lineage
+from watcher.core.model import AttemptRecord, BeginStatus, FailureClass, JobRef
 from watcher.core.settings import RetryLoopSettings, SecuritySettings
 from watcher.kit.metrics import Metrics
 from watcher.service.retrying import RetryLoop
@@ -432,3 +434,32 @@ def test_tickets_of_an_unsigned_version_are_quarantined_and_listed_with_the_reas
         "warning: retry-ticket/from-before was quarantined, not fired: retry ticket: not signed "
         "(written before signing was turned on, or not by kube-dlq)"
     ]
+
+
+async def test_a_create_record_lineage_not_sealed_by_kube_dlq_is_forged(
+    redis: Redis, keys: Keys, seal: Seal
+) -> None:
+    # Given two tickets whose creates began with a signed lineage
+    store = store_with(redis, seal)
+    lineage = Lineage(3, (AttemptRecord(2, "etl-r2", "u2", FailureClass.NODE_LOST, "x", 1.0),))
+    for ticket_id in ("t1", "t2"):
+        await store.schedule_retry(ticket(ticket_id))
+    for claimed in await store.claim_due_retries(limit=10):
+        job = JobRef("ns", f"job-{claimed.ticket_id}-r2", "")
+        begun = await store.begin_create(
+            claimed.ticket_id, claim=claimed.claim, job=job, lineage=lineage
+        )
+        assert begun.status is BeginStatus.BEGUN
+    genuine = await store.create_record("t1")
+    assert genuine is not None and genuine.lineage == lineage and not genuine.forged
+
+    # When a Redis writer replaces one lineage with a hand-written one (a higher attempt, say)
+    # and copies the other's signed lineage under another Job's name
+    await redis.hset(keys.retry_create("t1"), "lineage", '{"attempt":9,"history":[]}')
+    await redis.hset(keys.retry_create("t2"), "name", "someone-else")
+
+    # Then neither is believed: each reads as forged, with no lineage
+    for ticket_id in ("t1", "t2"):
+        record = await store.create_record(ticket_id)
+        assert record is not None and record.lineage is None and record.forged, ticket_id
+        assert "signed" in record.error or "signature" in record.error

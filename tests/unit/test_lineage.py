@@ -201,3 +201,24 @@ async def test_an_unreadable_record_makes_an_original_and_is_reported() -> None:
         await handler(store, metrics).handle(report(job, [lost_pod()]), job)
     assert [t.attempt for t in store.tickets] == [2]
     assert any("unreadable" in e.get("error", "") for e in logs)
+
+
+async def test_a_forged_record_makes_an_original_and_is_counted_as_forged() -> None:
+    # Given a create record whose lineage failed its seal (written into Redis by someone else)
+    store, metrics = FakeStore(), Metrics()
+    store.records["uid-x"] = CreateRecord(
+        NAMESPACE, JOB_NAME, TOKEN, JOB_UID, None, "lineage: bad signature", forged=True
+    )
+    job = raw_job()
+    job["metadata"]["annotations"].update(
+        {ANNOTATION_RETRY_OF: "uid-x", ANNOTATION_CREATE_TOKEN: TOKEN}
+    )
+    # When the Job fails
+    with capture_logs() as logs:
+        await handler(store, metrics).handle(report(job, [lost_pod()]), job)
+    # Then it is an original (its own first retry), and the record is counted as forged
+    assert [t.attempt for t in store.tickets] == [2]
+    sample = metrics.registry.get_sample_value
+    assert sample("kube_dlq_forged_entries_total", {"kind": "lineage"}) == 1
+    assert not sample("kube_dlq_malformed_input_total", {"source": "lineage"})
+    assert any("forged" in e.get("error", "") for e in logs)

@@ -99,8 +99,10 @@ class CreateRecord:
     uid: str
     """The created Job's uid once the ticket is settled; empty before."""
     lineage: Lineage | None
-    """None when the stored lineage did not decode (``error`` says why)."""
+    """None when the stored lineage did not decode or its seal failed (``error`` says why)."""
     error: str = ""
+    forged: bool = False
+    """The lineage's seal failed: not signed by kube-dlq, altered, or moved."""
 
 
 def encode_lineage(lineage: Lineage) -> str:

@@ -44,6 +44,18 @@ before their retry leave behind."""
 
 
 @dataclass(frozen=True, slots=True)
+class _LineageProblem:
+    """What to report about a failed Job's lineage; falsy when there is nothing to report."""
+
+    text: str = ""
+    forged: bool = False
+    """The create record's lineage failed its seal (counted as forged, not malformed)."""
+
+    def __bool__(self) -> bool:
+        return bool(self.text)
+
+
+@dataclass(frozen=True, slots=True)
 class Outcome:
     classification: Classification
     decision: Decision
@@ -153,28 +165,33 @@ class FailureHandler:
             # timeout), so "already handled" after a failed try still counts as ours.
             await self._report_policy_errors(report, errors)
             if lineage_problem:
-                self.metrics.malformed.labels(source="lineage").inc()
+                if lineage_problem.forged:
+                    self.metrics.forged.labels(kind="lineage").inc()
+                else:
+                    self.metrics.malformed.labels(source="lineage").inc()
                 self.log.warning(
-                    "lineage_annotation_ignored", error=lineage_problem, attempt=attempt
+                    "lineage_annotation_ignored", error=lineage_problem.text, attempt=attempt
                 )
         return Outcome(classification, decision, write)
 
-    async def _lineage_of(self, job: JobSnapshot) -> tuple[Lineage | None, str]:
+    async def _lineage_of(self, job: JobSnapshot) -> tuple[Lineage | None, _LineageProblem]:
         """The Job's lineage from its create record (None: an original), and what to report
-        when its annotations claim a lineage the record does not confirm (empty: nothing)."""
+        when its annotations claim a lineage the record does not confirm (falsy: nothing)."""
         annotations = dict(job.annotations)
         pointer = record_pointer(annotations)
         record = await self.store.create_record(pointer[0]) if pointer else None
         lineage = lineage_of(job.ref, pointer[1] if pointer else "", record)
         if record is not None and record.lineage is None:
-            return None, f"kube-dlq's lineage record is unreadable ({record.error})"
+            what = "forged" if record.forged else "unreadable"
+            problem = f"kube-dlq's lineage record is {what} ({record.error})"
+            return None, _LineageProblem(problem, forged=record.forged)
         if lineage is None:
             if any(key in annotations for key in LINEAGE_ANNOTATIONS):
-                return None, "lineage annotations that no kube-dlq record confirms"
-            return None, ""
+                return None, _LineageProblem("lineage annotations that no kube-dlq record confirms")
+            return None, _LineageProblem()
         if attempt_of(annotations) != lineage.attempt:
-            return lineage, "lineage annotations disagree with kube-dlq's record"
-        return lineage, ""
+            return lineage, _LineageProblem("lineage annotations disagree with kube-dlq's record")
+        return lineage, _LineageProblem()
 
     async def dead_letter_unhandled(
         self, job: JobSnapshot, raw_job: Mapping[str, Any] | None, error: str

@@ -14,12 +14,14 @@ from redis.commands.core import AsyncScript
 
 from watcher.adapters.redis import scripts
 from watcher.adapters.redis.client import RedisClient
+from watcher.adapters.redis.codec import CorruptEntry
 from watcher.adapters.redis.guard import Guard, as_bytes, ms, text
 from watcher.adapters.redis.keys import Keys
+from watcher.adapters.redis.seal import ForgedEntry, Seal, lineage_place
 from watcher.core.lineage import CreateRecord, Lineage, decode_lineage, encode_lineage
 from watcher.core.model import BeginStatus, CreateIntent, JobRef, SettleResult
 
-__all__ = ["CREATE_RECORD_TTL_S", "FINALIZE_GRACE_S", "CreateRecords"]
+__all__ = ["CREATE_RECORD_TTL_S", "FINALIZE_GRACE_S", "KIND_LINEAGE", "CreateRecords"]
 
 CREATE_RECORD_TTL_S: Final = 40 * 86400.0
 """How long a ticket's create record (and so the lineage of the Job it created) is kept after
@@ -33,6 +35,10 @@ name) this long after the last begin: its POST may still be on its way. A sender
 kubernetes.request_timeout_s (30 s), the apiserver finishes a request it received within its
 --request-timeout (60 s); 120 s covers both."""
 
+KIND_LINEAGE: Final = "lineage"
+"""The seal's kind for a create record's lineage: signed like tickets, so a Redis writer cannot
+hand a Job another lineage's attempt count and history."""
+
 _STATUS: Final = {1: BeginStatus.BEGUN, 0: BeginStatus.SETTLED, -1: BeginStatus.SUPERSEDED}
 
 
@@ -42,6 +48,7 @@ class CreateRecords:
     _redis: RedisClient
     _keys: Keys
     _guard: Guard
+    _seal: Seal
 
     def _register_create_scripts(self) -> None:
         self._begin_script: AsyncScript = self._redis.register_script(scripts.BEGIN_CREATE)
@@ -66,7 +73,11 @@ class CreateRecords:
                     job.namespace,
                     job.name,
                     uuid.uuid4().hex,
-                    encode_lineage(lineage),
+                    self._seal.seal(
+                        KIND_LINEAGE,
+                        lineage_place(k, ticket_id, job.namespace, job.name),
+                        encode_lineage(lineage).encode(),
+                    ),
                     ms(CREATE_RECORD_TTL_S),
                 ],
             )
@@ -157,9 +168,14 @@ class CreateRecords:
 
         lineage: Lineage | None = None
         error = ""
+        forged = False
+        place = lineage_place(self._keys, ticket_id, field("namespace"), field("name"))
         try:
-            lineage = decode_lineage(field("lineage"))
-        except ValueError as exc:
+            opened = self._seal.open(KIND_LINEAGE, place, fields.get("lineage") or b"")
+            lineage = decode_lineage(opened.decode(errors="replace"))
+        except ForgedEntry as exc:
+            error, forged = str(exc), True
+        except (CorruptEntry, ValueError) as exc:
             error = str(exc)
         return CreateRecord(
             namespace=field("namespace"),
@@ -168,4 +184,5 @@ class CreateRecords:
             uid=field("uid"),
             lineage=lineage,
             error=error,
+            forged=forged,
         )

@@ -48,6 +48,7 @@ __all__ = [
     "ForgedEntry",
     "Seal",
     "dead_letter_place",
+    "lineage_place",
     "open_ticket",
     "seal_letter",
     "seal_ticket",
@@ -67,6 +68,12 @@ def dead_letter_place(keys: Keys, queue: str) -> str:
     """Where a dead letter of `queue` is stored: its stream (the entry id is not known when it
     is signed; XADD picks it)."""
     return keys.dlq(queue)
+
+
+def lineage_place(keys: Keys, ticket_id: str, namespace: str, name: str) -> str:
+    """Where a create record's lineage is valid: that ticket's record, for that Job's name (a
+    lineage copied to another ticket's record, or relabelled with another Job, fails)."""
+    return f"{keys.retry_create(ticket_id)}|{namespace}/{name}"
 
 
 def ticket_place(keys: Keys, ticket_id: str) -> str:
