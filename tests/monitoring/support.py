@@ -51,8 +51,8 @@ def panel_queries() -> list[tuple[str, str]]:
 
 
 def metric_names(expr: str) -> set[str]:
-    """The kube_dlq_* metric names an expression reads (histogram series to their family)."""
-    return {re.sub(r"_bucket$", "", name) for name in METRIC.findall(expr)}
+    """The kube_dlq_* metric names an expression reads."""
+    return set(METRIC.findall(expr))
 
 
 def as_instant(expr: str, rate_interval: str) -> str:

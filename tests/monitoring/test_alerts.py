@@ -18,6 +18,7 @@ from tests.monitoring.support import (
     alerts,
     anchors,
     run_promtool,
+    without_thresholds,
 )
 
 RUNBOOK_PREFIX = "https://kube-dlq.invalid/docs/runbooks.md#"
@@ -100,3 +101,13 @@ def test_no_alert_keeps_a_replica_label() -> None:
         assert "by (instance" not in expr and "by (pod" not in expr, rule["alert"]
         aggregated = any(f"{agg} " in expr or f"{agg}(" in expr for agg in ("max", "min", "sum"))
         assert aggregated or expr.startswith("absent("), f"{rule['alert']} does not aggregate"
+
+
+def test_thresholds_are_made_always_true_and_vector_comparisons_kept() -> None:
+    # The rewrite test_prometheus.py evaluates alert expressions with.
+    assert without_thresholds("max(x) > 100") == "max(x) > -Inf"
+    assert without_thresholds("max(x) == 0") == "max(x) > -Inf"
+    assert without_thresholds("max(x) < 1") == "max(x) < +Inf"
+    assert without_thresholds("time() - min(x) > 300") == "time() - min(x) > -Inf"
+    assert without_thresholds("sum(x > 0)") == "sum(x > -Inf)"
+    assert without_thresholds("a > 3 * b") == "a > 3 * b"

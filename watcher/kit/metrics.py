@@ -23,6 +23,8 @@ WATCH_RESTART_REASONS = ("closed", "timeout", "error", "expired", "unauthorized"
 RETRY_OUTCOMES = ("created", "already_exists", "abandoned", "deferred")
 REDIS_OPERATIONS = ("write", "forget_markers", "claim_due_retries", "release_retry", "ack_retry")
 QUARANTINE_KINDS = ("retry_ticket",)
+MALFORMED_SOURCES = ("annotation", "job", "pod", "event", "node")
+"""Plus list_<resource> and watch_<resource> for each of WATCHED_RESOURCES."""
 
 
 @dataclass
@@ -180,6 +182,8 @@ class Metrics:
     def _known_labels(self) -> None:
         for resource in WATCHED_RESOURCES:
             self.handling_errors.labels(stage=f"watch_{resource}")
+            self.malformed.labels(source=f"list_{resource}")
+            self.malformed.labels(source=f"watch_{resource}")
             for reason in WATCH_RESTART_REASONS:
                 self.watch_restarts.labels(resource=resource, reason=reason)
         self.handling_errors.labels(stage="writer")
@@ -189,3 +193,5 @@ class Metrics:
             self.redis_errors.labels(operation=operation)
         for kind in QUARANTINE_KINDS:
             self.quarantined.labels(kind=kind)
+        for source in MALFORMED_SOURCES:
+            self.malformed.labels(source=source)
