@@ -99,7 +99,9 @@ def test_no_alert_keeps_a_replica_label() -> None:
     for rule in alerts():
         expr = " ".join(rule["expr"].split())
         assert "by (instance" not in expr and "by (pod" not in expr, rule["alert"]
-        aggregated = any(f"{agg} " in expr or f"{agg}(" in expr for agg in ("max", "min", "sum"))
+        aggregated = any(
+            f"{agg} " in expr or f"{agg}(" in expr for agg in ("max", "min", "sum", "count")
+        )
         assert aggregated or expr.startswith("absent("), f"{rule['alert']} does not aggregate"
 
 
