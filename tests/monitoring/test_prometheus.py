@@ -1,16 +1,18 @@
 """Every dashboard query and every alert expression, run by a real Prometheus, returns data.
 
-A kube-dlq daemon handles real failures on the local control plane (two app errors and an
-I/O timeout that is retried once, on a queue capped at one entry so its caps trim), Debian's
-Prometheus scrapes it every second with the alert rules loaded, and each query goes through
-Prometheus' HTTP API. An empty answer means a query names a metric or a label value the
-daemon does not export: the test lists them all.
+Two kube-dlq replicas with leader election handle real failures on the local control plane
+(two app errors and an I/O timeout that is retried once, on a queue capped at one entry so its
+caps trim), Debian's Prometheus scrapes both every second with the alert rules loaded, and each
+query goes through Prometheus' HTTP API. An empty answer means a query names a metric or a label
+value the daemon does not export: the test lists them all. The replicas also show the rules'
+aggregation on real series: one leader of two, and a queue counted once, not per replica.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -28,11 +30,13 @@ from tests.monitoring.support import (
     without_thresholds,
 )
 from tests.support.daemon import StartDaemon
-from tests.support.kube import eventually
+from tests.support.kube import eventually, raw
 from tests.support.workloads import IO_TIMEOUT_MESSAGE, create_job, failing_job
 
 pytestmark = [pytest.mark.cluster, pytest.mark.redis]
 
+LEASE_NAMESPACE = "kube-dlq"
+"""Where deploy/rbac.yaml lets the daemon's identity manage Leases."""
 RATE_INTERVAL = "5m"
 """What $__rate_interval stands for here: longer than the whole run, so every rate sees it."""
 
@@ -45,6 +49,18 @@ def capped_redis() -> Iterator[RedisServer]:
         yield server
 
 
+@pytest.fixture
+async def lease_name(admin_api: client.ApiClient) -> AsyncIterator[str]:
+    """A Lease of this test's own, deleted afterwards (as admin: the daemon may not delete)."""
+    name = f"monitoring-test-{uuid.uuid4().hex[:8]}"
+    yield name
+    await raw(
+        client.CoordinationV1Api(admin_api).delete_namespaced_lease(
+            name, LEASE_NAMESPACE, _preload_content=False
+        )
+    )
+
+
 async def _scraped(prom: PrometheusServer, expr: str, at_least: float) -> bool:
     found = await asyncio.to_thread(prom.query, expr)
     return bool(found) and float(found[0]["value"][1]) >= at_least
@@ -55,18 +71,35 @@ async def test_every_panel_query_and_alert_expression_returns_data(
     admin_api: client.ApiClient,
     namespace: str,
     capped_redis: RedisServer,
+    lease_name: str,
 ) -> None:
-    # Given a daemon on a queue capped at one entry, scraped every second by Prometheus with
-    # the alert rules loaded
-    daemon = await start_daemon(
-        redis={"url": capped_redis.url, "stream_maxlen": 1},
-        redis_url=capped_redis.url,
-    )
-    with PrometheusServer(
-        [f"127.0.0.1:{daemon.port}"], rule_files=[rules.RULES_FILE], scrape_interval_s=1
-    ) as prom:
+    # Given two replicas electing a leader, on a queue capped at one entry, both scraped every
+    # second by Prometheus with the alert rules loaded
+    election = {
+        "enabled": True,
+        "lease_name": lease_name,
+        "lease_namespace": LEASE_NAMESPACE,
+        "lease_duration_s": 3,
+        "renew_deadline_s": 2,
+        "retry_period_s": 0.5,
+    }
+    replicas = [
+        await start_daemon(
+            redis={"url": capped_redis.url, "stream_maxlen": 1},
+            redis_url=capped_redis.url,
+            leader_election=election,
+        )
+        for _ in range(2)
+    ]
+    targets = [f"127.0.0.1:{replica.port}" for replica in replicas]
+    with PrometheusServer(targets, rule_files=[rules.RULES_FILE], scrape_interval_s=1) as prom:
         await eventually(
-            lambda: _scraped(prom, 'up{job="kube-dlq"}', 1), within=20, what="a first scrape"
+            lambda: _scraped(prom, 'count(up{job="kube-dlq"} == 1)', 2),
+            within=20,
+            what="a first scrape of both replicas",
+        )
+        await eventually(
+            lambda: _scraped(prom, "sum(kube_dlq_leader)", 1), within=20, what="a leader"
         )
 
         # When Jobs fail: an app error, a retried I/O timeout, and (once Prometheus has seen
@@ -99,6 +132,15 @@ async def test_every_panel_query_and_alert_expression_returns_data(
             what="a trimmed dead letter in Prometheus",
         )
         await asyncio.sleep(3)  # a few more scrapes after the last change, for rate()
+
+        # Then one replica of the two leads, and the capped queue is one entry, not one per
+        # replica: what the rules' sum and max rely on
+        assert await _values(prom, "kube_dlq_leader") == [0.0, 1.0]
+        assert await _values(prom, 'kube_dlq_dead_letter_queue_depth{queue="default"}') == [
+            1.0,
+            1.0,
+        ]
+        assert await _values(prom, "max by (queue) (kube_dlq_dead_letter_queue_depth)") == [1.0]
 
         # Then every name the dashboard and the rules use is exported, but the expected-missing
         present = await asyncio.to_thread(prom.metric_names)
@@ -133,6 +175,10 @@ async def test_every_panel_query_and_alert_expression_returns_data(
         ]
         assert broken == []
         assert sum(len(g["rules"]) for g in evaluated["groups"]) == len(alerts())
+
+
+async def _values(prom: PrometheusServer, expr: str) -> list[float]:
+    return sorted(float(r["value"][1]) for r in await asyncio.to_thread(prom.query, expr))
 
 
 async def _expect_data(prom: PrometheusServer, where: str, expr: str, empty: list[str]) -> None:
