@@ -23,6 +23,8 @@ from grafana_foundation_sdk.models import dashboard as dash_m
 UID = "kube-dlq-overview"
 TITLE = "kube-dlq"
 DATASOURCE = dash_m.DataSourceRef(type_val="prometheus", uid="${datasource}")
+JOB_VALUES = "label_values(kube_dlq_leader, job)"
+"""The `job` variable's query (a string: every Grafana version's Prometheus plugin reads it)."""
 SEL = 'job=~"$job"'
 """The label matcher of every selector: the `job` variable (all kube-dlq jobs by default)."""
 
@@ -448,7 +450,7 @@ def build() -> dash_b.Dashboard:
             .label("Job")
             .description("The scrape job(s) of kube-dlq; all of them by default.")
             .datasource(DATASOURCE)
-            .query({"query": "label_values(kube_dlq_leader, job)", "refId": "job"})
+            .query(JOB_VALUES)
             .refresh(dash_m.VariableRefresh.ON_TIME_RANGE_CHANGED)
             .sort(dash_m.VariableSort.ALPHABETICAL_ASC)
             .multi(True)

@@ -21,6 +21,7 @@ from kubernetes_asyncio import client
 from devtools.devcluster.prometheus import PrometheusServer
 from devtools.devcluster.redis_server import RedisServer
 from devtools.monitoring import rules
+from devtools.monitoring.dashboard import JOB_VALUES
 from tests.monitoring.support import (
     NOT_YET_EXPORTED,
     alerts,
@@ -164,6 +165,11 @@ async def test_every_panel_query_and_alert_expression_returns_data(
                 expr = expr.removeprefix("absent(").removesuffix(")")
             await _expect_data(prom, rule["alert"], without_thresholds(expr), empty)
         assert empty == [], "queries that returned no data:\n" + "\n".join(empty)
+
+        # And the dashboard's job variable finds the scrape job
+        metric, label = JOB_VALUES.removeprefix("label_values(").removesuffix(")").split(", ")
+        jobs = await asyncio.to_thread(prom.api, f"label/{label}/values", **{"match[]": metric})
+        assert jobs == ["kube-dlq"]
 
         # And Prometheus itself evaluates every rule without an error
         evaluated = await asyncio.to_thread(prom.api, "rules")
