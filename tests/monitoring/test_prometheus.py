@@ -76,13 +76,14 @@ async def test_every_panel_query_and_alert_expression_returns_data(
 ) -> None:
     # Given two replicas electing a leader, on a queue capped at one entry, both scraped every
     # second by Prometheus with the alert rules loaded
+    # Timings roomy enough that a loaded machine does not move the Lease mid-test.
     election = {
         "enabled": True,
         "lease_name": lease_name,
         "lease_namespace": LEASE_NAMESPACE,
-        "lease_duration_s": 3,
-        "renew_deadline_s": 2,
-        "retry_period_s": 0.5,
+        "lease_duration_s": 15,
+        "renew_deadline_s": 10,
+        "retry_period_s": 1,
     }
     replicas = [
         await start_daemon(
