@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what kube-dlq's tests and demo need on a fresh Debian machine, idempotently:
-# redis-server and openssl from Debian; in .venv the Python package with its dev extra and the
-# development tools (devtools/).
+# redis-server, openssl and prometheus (the server and promtool, for tests/monitoring) from
+# Debian; in .venv the Python package with its dev and dashboards extras and the development
+# tools (devtools/).
 # Go (>= 1.26) must already be on PATH: it builds the local control plane.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +10,7 @@ cd "$(dirname "$0")/.."
 missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v openssl >/dev/null || missing+=(openssl)
+command -v promtool >/dev/null || missing+=(prometheus)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
     echo "install-deps: missing ${missing[*]}: install them (Debian: apt-get install ${missing[*]})" >&2
@@ -16,7 +18,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
   echo "install-deps: apt-get install ${missing[*]}"
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 if ! command -v go >/dev/null; then
@@ -29,11 +31,12 @@ PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-# The product with its dev extra, and the development tools (devtools/, their own
+# The product with its dev and dashboards extras (dashboards: the library devtools/monitoring
+# generates the Grafana dashboard with), and the development tools (devtools/, their own
 # distribution: the local control plane and the demo are not in the product wheel).
 stamp=.venv/.installed-$(cat pyproject.toml devtools/pyproject.toml | sha1sum | cut -c1-12)
 if [ ! -f "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e '.[dev]' -e ./devtools
+  .venv/bin/python -m pip install -q -e '.[dev,dashboards]' -e ./devtools
   rm -f .venv/.installed-* && touch "$stamp"
 fi

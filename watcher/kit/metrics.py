@@ -13,6 +13,19 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 PREFIX = "kube_dlq"
 
+# Label values known in advance, created at 0 when the registry is built: a dashboard shows 0
+# rather than "no data", and a series' first increment is visible to rate()/increase() (a
+# counter that appears at 1 hides that step: "any forbidden restart" would never alert).
+# Copies of values owned by other layers (kit may not import them); tests/monitoring checks
+# they agree.
+WATCHED_RESOURCES = ("jobs", "pods", "events", "nodes")
+WATCH_RESTART_REASONS = ("closed", "timeout", "error", "expired", "unauthorized", "forbidden")
+RETRY_OUTCOMES = ("created", "already_exists", "abandoned", "deferred")
+REDIS_OPERATIONS = ("write", "forget_markers", "claim_due_retries", "release_retry", "ack_retry")
+QUARANTINE_KINDS = ("retry_ticket",)
+MALFORMED_SOURCES = ("annotation", "job", "pod", "event", "node")
+"""Plus list_<resource> and watch_<resource> for each of WATCHED_RESOURCES."""
+
 
 @dataclass
 class Metrics:
@@ -179,3 +192,21 @@ class Metrics:
             "1 while this replica holds the leader Lease.",
             registry=r,
         )
+        self._known_labels()
+
+    def _known_labels(self) -> None:
+        for resource in WATCHED_RESOURCES:
+            self.handling_errors.labels(stage=f"watch_{resource}")
+            self.malformed.labels(source=f"list_{resource}")
+            self.malformed.labels(source=f"watch_{resource}")
+            for reason in WATCH_RESTART_REASONS:
+                self.watch_restarts.labels(resource=resource, reason=reason)
+        self.handling_errors.labels(stage="writer")
+        for outcome in RETRY_OUTCOMES:
+            self.retries_fired.labels(outcome=outcome)
+        for operation in REDIS_OPERATIONS:
+            self.redis_errors.labels(operation=operation)
+        for kind in QUARANTINE_KINDS:
+            self.quarantined.labels(kind=kind)
+        for source in MALFORMED_SOURCES:
+            self.malformed.labels(source=source)
