@@ -14,6 +14,8 @@ Layout for prefix ``kube-dlq`` and cluster ``prod`` (``{prod}`` is a Redis Clust
     kube-dlq:{prod}:retry:due            zset     ticket id, score = due time (unix ms)
     kube-dlq:{prod}:retry:inflight       zset     claimed ticket id, score = lease expiry (unix ms)
     kube-dlq:{prod}:retry:corrupt        hash     ticket id -> raw body that failed to decode
+    kube-dlq:{prod}:leader:fence         string   the highest leadership term a write carried
+                                                  (docs/scale-out.md, "Fencing"); no TTL
 
 Hash tags: every key of one (prefix, cluster) carries the same ``{cluster}`` tag, so each Lua
 script's keys live in one slot and the scripts run unchanged on Redis Cluster. The price is
@@ -123,3 +125,8 @@ class Keys:
     @property
     def retry_corrupt(self) -> str:
         return f"{self.base}:retry:corrupt"
+
+    @property
+    def leader_fence(self) -> str:
+        """The highest leadership term seen; every write script checks it first."""
+        return f"{self.base}:leader:fence"

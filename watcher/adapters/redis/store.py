@@ -33,13 +33,14 @@ The caller bounds its own concurrency: redis-py's asyncio pool fails with
 (default 100) commands are in flight, unless the client uses a ``BlockingConnectionPool``.
 
 Every `redis.RedisError` (and the operation timeout) surfaces as `SinkError`
-(`watcher.adapters.redis.guard`); retry tickets that fail to decode are quarantined, never a
-crash.
+(`watcher.adapters.redis.guard`), a write refused for its stale leadership term as
+`FencedWrite` (`watcher.adapters.redis.fencing`); undecodable tickets are quarantined.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 from collections.abc import Sequence, Set
 from typing import Any, Final
 
@@ -49,6 +50,7 @@ from redis.exceptions import ResponseError
 from watcher.adapters.redis import codec, scripts
 from watcher.adapters.redis.codec import CorruptEntry
 from watcher.adapters.redis.durability import Durability, assess_durability
+from watcher.adapters.redis.fencing import Fence, TermSource, unfenced
 from watcher.adapters.redis.guard import Guard, as_bytes, check_client, ms, stream_id_key, text
 from watcher.adapters.redis.keys import STREAM_FIELD, Keys
 from watcher.core.errors import SinkError
@@ -107,6 +109,18 @@ class RedisStore:
         self._release_script = redis.register_script(scripts.RELEASE)
         self._abandon_script = redis.register_script(scripts.ABANDON_RETRY)
         self._forget_script = redis.register_script(scripts.FORGET)
+        self._ack_script = redis.register_script(scripts.ACK_RETRY)
+        self._fence = Fence(redis, self._keys, self._guard, unfenced)  # every write script
+
+    def with_term(self, term: TermSource) -> RedisStore:
+        """This store, its writes fenced by the term `term()` answers (fencing.py)."""
+        fenced = copy.copy(self)
+        fenced._fence = Fence(self._redis, self._keys, self._guard, term)
+        return fenced
+
+    async def claim_term(self, term: int) -> int | None:
+        """A new leader's term: None if claimed, else the fence at or above it (fencing.py)."""
+        return await self._fence.claim(term)
 
     @property
     def keys(self) -> Keys:
@@ -123,24 +137,25 @@ class RedisStore:
         """
         payload = codec.encode_dead_letter(letter)
         k = self._keys
-        async with self._guard("dead_letter"):
-            reply = await self._dead_letter_script(
-                keys=[
-                    k.outcome(letter.job.uid),
-                    k.dlq(letter.queue),
-                    k.queues,
-                    k.outcome_index,
-                    k.outcome_seq,
-                ],
-                args=[
-                    letter.queue,
-                    payload,
-                    self._stream_maxlen,
-                    self._stream_max_age_ms,
-                    STREAM_FIELD,
-                    _member(letter.job),
-                ],
-            )
+        reply = await self._fence.call(
+            "dead_letter",
+            self._dead_letter_script,
+            keys=[
+                k.outcome(letter.job.uid),
+                k.dlq(letter.queue),
+                k.queues,
+                k.outcome_index,
+                k.outcome_seq,
+            ],
+            args=[
+                letter.queue,
+                payload,
+                self._stream_maxlen,
+                self._stream_max_age_ms,
+                STREAM_FIELD,
+                _member(letter.job),
+            ],
+        )
         return self._write_result(letter.job.uid, reply)
 
     async def schedule_retry(self, ticket: RetryTicket) -> WriteResult:
@@ -151,17 +166,18 @@ class RedisStore:
         payload = codec.encode_retry_ticket(ticket)
         k = self._keys
         ticket_id = ticket.job.uid
-        async with self._guard("schedule_retry"):
-            reply = await self._schedule_retry_script(
-                keys=[
-                    k.outcome(ticket_id),
-                    k.retry_tickets,
-                    k.retry_due,
-                    k.outcome_index,
-                    k.outcome_seq,
-                ],
-                args=[ticket_id, payload, ms(ticket.due_at), _member(ticket.job)],
-            )
+        reply = await self._fence.call(
+            "schedule_retry",
+            self._schedule_retry_script,
+            keys=[
+                k.outcome(ticket_id),
+                k.retry_tickets,
+                k.retry_due,
+                k.outcome_index,
+                k.outcome_seq,
+            ],
+            args=[ticket_id, payload, ms(ticket.due_at), _member(ticket.job)],
+        )
         return self._write_result(ticket_id, reply)
 
     def _write_result(self, job_uid: str, reply: Any) -> WriteResult:
@@ -234,19 +250,16 @@ class RedisStore:
                     continue
                 absent.append((member, uid))
             if absent:
-                async with self._guard("forget_absent"):
-                    done, kept = await self._forget_script(
-                        keys=[
-                            k.outcome_index,
-                            k.retry_tickets,
-                            *(k.outcome(uid) for _, uid in absent),
-                        ],
-                        args=[
-                            written_up_to,
-                            self._outcome_ttl_ms,
-                            *(part for pair in absent for part in pair),
-                        ],
-                    )
+                done, kept = await self._fence.call(
+                    "forget_absent",
+                    self._forget_script,
+                    keys=[k.outcome_index, k.retry_tickets, *(k.outcome(uid) for _, uid in absent)],
+                    args=[
+                        written_up_to,
+                        self._outcome_ttl_ms,
+                        *(part for pair in absent for part in pair),
+                    ],
+                )
                 forgotten += int(done)
                 pending += int(kept)
             if len(page) < FORGET_BATCH:
@@ -276,11 +289,12 @@ class RedisStore:
             raise ValueError("limit must be >= 1")
         k = self._keys
         lease_until = now + self._lease_s
-        async with self._guard("claim_due_retries"):
-            reply = await self._claim_script(
-                keys=[k.retry_due, k.retry_inflight, k.retry_tickets],
-                args=[ms(now), limit, ms(lease_until), REQUEUE_BATCH],
-            )
+        reply = await self._fence.call(
+            "claim_due_retries",
+            self._claim_script,
+            keys=[k.retry_due, k.retry_inflight, k.retry_tickets],
+            args=[ms(now), limit, ms(lease_until), REQUEUE_BATCH],
+        )
         claimed: list[ClaimedTicket] = []
         corrupt: list[tuple[bytes, bytes]] = []
         quarantined: list[QuarantinedTicket] = []
@@ -313,11 +327,12 @@ class RedisStore:
     async def ack_retry(self, ticket_id: str) -> bool:
         """Forget a ticket for good (the Job was re-created). False if it was already gone."""
         k = self._keys
-        async with self._guard("ack_retry"), self._redis.pipeline() as pipe:
-            pipe.hdel(k.retry_tickets, ticket_id)
-            pipe.zrem(k.retry_inflight, ticket_id)
-            pipe.zrem(k.retry_due, ticket_id)
-            deleted, *_ = await pipe.execute()
+        deleted = await self._fence.call(
+            "ack_retry",
+            self._ack_script,
+            keys=[k.retry_tickets, k.retry_inflight, k.retry_due],
+            args=[ticket_id],
+        )
         return bool(deleted)
 
     async def abandon_retry(self, ticket_id: str, letter: DeadLetter) -> WriteResult | None:
@@ -329,25 +344,26 @@ class RedisStore:
         """
         payload = codec.encode_dead_letter(letter)
         k = self._keys
-        async with self._guard("abandon_retry"):
-            reply = await self._abandon_script(
-                keys=[
-                    k.outcome(letter.job.uid),
-                    k.dlq(letter.queue),
-                    k.queues,
-                    k.retry_tickets,
-                    k.retry_inflight,
-                    k.retry_due,
-                ],
-                args=[
-                    letter.queue,
-                    payload,
-                    self._stream_maxlen,
-                    self._stream_max_age_ms,
-                    STREAM_FIELD,
-                    ticket_id,
-                ],
-            )
+        reply = await self._fence.call(
+            "abandon_retry",
+            self._abandon_script,
+            keys=[
+                k.outcome(letter.job.uid),
+                k.dlq(letter.queue),
+                k.queues,
+                k.retry_tickets,
+                k.retry_inflight,
+                k.retry_due,
+            ],
+            args=[
+                letter.queue,
+                payload,
+                self._stream_maxlen,
+                self._stream_max_age_ms,
+                STREAM_FIELD,
+                ticket_id,
+            ],
+        )
         if not reply[0]:
             return None
         return self._write_result(letter.job.uid, reply)
@@ -355,11 +371,12 @@ class RedisStore:
     async def release_retry(self, ticket_id: str, due_at: float) -> bool:
         """Give a claimed ticket back, due again at `due_at`. False if it was already acked."""
         k = self._keys
-        async with self._guard("release_retry"):
-            reply = await self._release_script(
-                keys=[k.retry_tickets, k.retry_inflight, k.retry_due],
-                args=[ticket_id, ms(due_at)],
-            )
+        reply = await self._fence.call(
+            "release_retry",
+            self._release_script,
+            keys=[k.retry_tickets, k.retry_inflight, k.retry_due],
+            args=[ticket_id, ms(due_at)],
+        )
         return bool(reply)
 
     async def handled(self, job_uids: Sequence[str]) -> set[str]:
