@@ -164,3 +164,15 @@ class Metrics:
             "1 while this replica holds the leader Lease.",
             registry=r,
         )
+        self.fenced_writes = Counter(
+            f"{PREFIX}_fenced_writes_total",
+            "Writes Redis refused because their leadership term was stale: another replica "
+            "had become leader; this one stepped down at once.",
+            ["operation"],
+            registry=r,
+        )
+        self.leader_term = Gauge(
+            f"{PREFIX}_leader_term",
+            "The leadership term of this replica's current or last term as leader (-1: none).",
+            registry=r,
+        )

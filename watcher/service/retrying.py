@@ -42,7 +42,14 @@ from structlog.typing import FilteringBoundLogger
 
 from watcher.core.annotations import ANNOTATION_ORIGINAL_UID
 from watcher.core.backoff import compute_delay
-from watcher.core.errors import KubeAPIError, KubeConflict, KubeInvalid, KubeNotFound, SinkError
+from watcher.core.errors import (
+    FencedWrite,
+    KubeAPIError,
+    KubeConflict,
+    KubeInvalid,
+    KubeNotFound,
+    SinkError,
+)
 from watcher.core.manifest import manifest_for_ticket
 from watcher.core.model import ClaimedTicket, DeadLetter
 from watcher.core.settings import RetryLoopSettings
@@ -123,6 +130,8 @@ class RetryLoop:
                     wait = self._error_wait(failures)
                     failures += 1
                     self._log.warning("retry_cycle_failed", error=str(exc), retry_in_s=wait)
+                except FencedWrite:
+                    raise  # another replica leads: stop now; our claims come back after their lease
                 except Exception:
                     # Guard of a root loop: log with the traceback and carry on; tickets that
                     # were claimed come back when their lease runs out.
@@ -196,7 +205,7 @@ class RetryLoop:
     async def _fire_guarded(self, item: ClaimedTicket, now: float) -> None:
         try:
             await self._fire(item, now)
-        except (SinkError, asyncio.CancelledError):
+        except (SinkError, FencedWrite, asyncio.CancelledError):
             raise
         except Exception as exc:
             # A bug or an unexpected client error must not stall the rest of the batch, and
