@@ -13,16 +13,21 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 
 import pytest
+import structlog
 from kubernetes_asyncio import client
 from redis.asyncio import Redis
 from structlog.testing import capture_logs
 
 from tests.integration.conftest import CLUSTER, SETTINGS, make_store
 from tests.integration.test_sink import letter, ticket
+from tests.support.fakes import FakeJobs
 from watcher.adapters.kube.request import KubeClient
 from watcher.adapters.redis.keys import Keys
 from watcher.app.daemon import Daemon
-from watcher.core.settings import LeaderElectionSettings, Settings
+from watcher.core.errors import FencedWrite
+from watcher.core.settings import LeaderElectionSettings, RetryLoopSettings, Settings
+from watcher.kit.metrics import Metrics
+from watcher.service.retrying import RetryLoop
 
 pytestmark = pytest.mark.redis
 
@@ -107,3 +112,42 @@ async def test_with_election_off_the_daemon_writes_unfenced(redis: Redis, keys: 
     finally:
         await api.close()
     assert await redis.get(keys.leader_fence) == b"9"
+
+
+async def test_a_retry_loop_fenced_mid_create_stops_instead_of_deferring(
+    redis: Redis, keys: Keys
+) -> None:
+    # Given a leader (term 3) whose retry loop claims a due ticket
+    old = make_store(redis).with_term(lambda: 3)
+    await old.schedule_retry(ticket("t1", due_at=time.time() - 1))
+    jobs = FakeJobs()
+    created = jobs.create
+
+    async def create_then_lose_the_lease(namespace: str, body: dict[str, object]) -> object:
+        # ...and freezes during the create: meanwhile another replica claims term 4
+        made = await created(namespace, body)
+        assert await make_store(redis).claim_term(4) is None
+        return made
+
+    jobs.create = create_then_lose_the_lease  # type: ignore[method-assign]
+    loop = RetryLoop(
+        store=old,
+        jobs=jobs,
+        settings=RetryLoopSettings(poll_interval_s=0.05),
+        cluster_name=CLUSTER,
+        metrics=Metrics(),
+        logger=structlog.get_logger(),
+    )
+
+    # When it resumes and settles the ticket
+    with capture_logs() as logs, pytest.raises(FencedWrite) as refused:
+        await asyncio.wait_for(loop.run(asyncio.Event()), 5)
+
+    # Then its ack was refused and the loop stopped: no deferral, no crash, no second cycle
+    assert refused.value.operation == "ack_retry"
+    events = [e["event"] for e in logs]
+    assert "retry_fired" in events
+    assert not {"retry_deferred", "retry_fire_crashed", "retry_cycle_crashed"} & set(events)
+    # And the ticket stays claimed: after its lease the new leader settles it (409: ours)
+    assert await redis.zcard(keys.retry_inflight) == 1
+    assert await redis.hexists(keys.retry_tickets, "t1")
