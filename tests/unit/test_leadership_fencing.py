@@ -186,3 +186,15 @@ async def test_without_a_fence_the_term_is_still_the_leases_transitions() -> Non
     async with running(candidate):
         await candidate.is_leader.wait()
         assert candidate.term == 3
+
+
+async def test_a_lease_whose_transitions_are_not_a_count_still_gets_a_fenced_term() -> None:
+    # Given someone wrote nonsense into the Lease's leaseTransitions; Redis's fence is at 5
+    leases, fence = FakeLeases(), FakeFence(fence=5)
+    leases.put({"holderIdentity": "", "leaseDurationSeconds": 1, "leaseTransitions": "many"})
+    candidate = elector(leases, fence)
+
+    # When a candidate takes the Lease, then it leads with a term past the fence
+    async with running(candidate):
+        await asyncio.wait_for(candidate.is_leader.wait(), WITHIN_S)
+        assert candidate.term == leases.spec["leaseTransitions"] == 6

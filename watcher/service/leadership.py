@@ -255,7 +255,7 @@ class LeaderElector:
         yet; the next poll tries again, still holding the Lease) on an error, a lost race for
         the Lease or the renew deadline passing meanwhile.
         """
-        term = int((self._observed or {}).get("leaseTransitions") or 0)
+        term = _transitions(self._observed)
         if self.fence is None:
             self.term = term
             return True
@@ -271,6 +271,9 @@ class LeaderElector:
                         return False
         except (SinkError, KubeAPIError, TimeoutError) as exc:
             self.log.warning("leader_term_not_claimed", fence_term=term, error=_describe(exc))
+            return False
+        except Exception:  # a root loop's guard, as in `_attempt`: log, try again next period
+            self.log.exception("leader_election_crashed", claiming_term=term)
             return False
         self.log.warning("leader_term_not_claimed", fence_term=term, error="the fence kept rising")
         return False
@@ -356,7 +359,7 @@ class LeaderElector:
         old: Mapping[str, Any] = (lease or {}).get("spec") or {}
         now = _micro_time()
         ours = old.get("holderIdentity") == self.identity
-        transitions = int(old.get("leaseTransitions") or 0)
+        transitions = _transitions(old)
         return {
             **old,
             "holderIdentity": self.identity,
@@ -419,6 +422,15 @@ class LeaderElector:
         if lease is None:
             return await self.leases.create(spec, timeout_s)
         return await self.leases.replace(lease, spec, timeout_s)
+
+
+def _transitions(spec: Mapping[str, Any] | None) -> int:
+    """The spec's leaseTransitions as a term; 0 when it is not a count (the apiserver checks
+    it, but a term must never be what crashes the elector; the fence then moves it)."""
+    try:
+        return max(0, int((spec or {}).get("leaseTransitions") or 0))
+    except (TypeError, ValueError, OverflowError):
+        return 0
 
 
 def _micro_time() -> str:
