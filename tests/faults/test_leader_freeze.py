@@ -6,16 +6,19 @@ other to take over, keeps the frozen one stopped for twice the lease, then SIGCO
 resumed replica still believes it leads until its next look at the clock; anything it writes in
 that moment must be refused by Redis's fence (docs/scale-out.md, "Fencing"). So besides the
 ledger's pass mark (0 lost, 0 duplicated, every retry Job created exactly once), each freeze is
-checked in the resumed replica's own log: after SIGCONT it accepts no write before it logs
-`leader_lost` (renew deadline passed, Lease taken, or fenced), and every write Redis refused is
-counted in its `kube_dlq_fenced_writes_total`.
+checked from both ends: Redis's MONITOR records every write script that reaches it carrying
+the frozen leader's term after SIGCONT, and the resumed replica must have logged a refusal
+(`write_fenced`) for each one of them, counted in `kube_dlq_fenced_writes_total`, and
+`leader_lost`. (Its log may still show a write accepted after SIGCONT: one Redis ran before
+the freeze, whose reply it read on waking; at most one per duty.)
 
-CI: one freeze over 40 Jobs. Soak (`make soak`): 6 freezes over 360 Jobs.
+CI: one freeze over 40 Jobs. Soak (`make soak`): 20 freezes over 600 Jobs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import signal
@@ -56,7 +59,7 @@ pytestmark = [
 ]
 
 CI = Profile(jobs=40, rate_per_s=2, faults=1, settle_s=90)
-SOAK = Profile(jobs=360, rate_per_s=2, faults=6, settle_s=240)
+SOAK = Profile(jobs=600, rate_per_s=2, faults=20, settle_s=240)
 
 LEASE_NAMESPACE = "kube-dlq"
 """Where deploy/rbac.yaml lets the daemon's identity manage Leases."""
@@ -68,6 +71,8 @@ FROZEN_S = 2 * LEASE_DURATION_S
 BETWEEN_S = (3.0, 8.0)
 """Running time before each freeze (and between them): the replicas are handling load."""
 
+IN_FLIGHT_MAX = 3
+"""Writes a frozen replica can have had in flight: one per writer, retry loop, marker sweep."""
 ACCEPTED_WRITES = frozenset(
     {
         "dead_lettered",
@@ -87,8 +92,46 @@ class Freeze:
     """One SIGSTOP/SIGCONT of the leader; where its log stood when it was resumed."""
 
     replica: DaemonProcess
+    term: int
+    """The frozen leader's term: what its writes carry."""
     resumed_at_byte: int
-    taken_over_s: float
+    stale_seen: int = 0
+    """Write scripts carrying `term` that reached Redis after SIGCONT (MONITOR)."""
+    until_byte: int | None = None
+    """Where its log stood when that replica was frozen again (None: not again)."""
+
+
+class StaleWrites:
+    """Counts the write scripts carrying one term that Redis receives while it runs."""
+
+    def __init__(self, url: str, term: int) -> None:
+        self._redis = Redis.from_url(url)
+        self._term = str(term)
+        self.seen = 0
+        self._task: asyncio.Task[None] | None = None
+        self._listening = asyncio.Event()
+
+    async def __aenter__(self) -> StaleWrites:
+        self._task = asyncio.create_task(self._watch())
+        await asyncio.wait_for(self._listening.wait(), 10)
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        await self._redis.aclose()
+
+    async def _watch(self) -> None:
+        async with self._redis.monitor() as monitor:
+            self._listening.set()
+            async for command in monitor.listen():
+                words = command["command"].split(" ")
+                if command["client_type"] == "lua" or words[0].upper() not in ("EVALSHA", "EVAL"):
+                    continue
+                if words[-1] == self._term:  # the fence prelude's term: the last ARGV
+                    self.seen += 1
 
 
 @dataclass
@@ -119,7 +162,12 @@ async def stands_by(replica: DaemonProcess) -> bool:
     return got is not None and "\nkube_dlq_leader 0.0" in got[1]
 
 
-def freeze_schedule(replicas: Replicas, *, freezes: int, seed: int) -> Injector:
+def last_term(replica: DaemonProcess) -> int:
+    acquired = [line for line in events_from(replica, 0) if line.get("event") == "leader_acquired"]
+    return int(str(acquired[-1]["fence_term"]))
+
+
+def freeze_schedule(replicas: Replicas, *, freezes: int, seed: int, redis_url: str) -> Injector:
     rng = random.Random(seed)
 
     async def inject(log: FaultLog, _load_done: asyncio.Event) -> None:
@@ -127,6 +175,9 @@ def freeze_schedule(replicas: Replicas, *, freezes: int, seed: int) -> Injector:
             await asyncio.sleep(rng.uniform(*BETWEEN_S))
             leader = await replicas.leader(within=LEASE_DURATION_S * 3)
             standby = replicas.other(leader)
+            for earlier in replicas.freezes:  # its next window ends here
+                if earlier.replica is leader and earlier.until_byte is None:
+                    earlier.until_byte = leader.log.stat().st_size
             leader.send(signal.SIGSTOP)
             stopped = time.monotonic()
             log.note(f"freeze#{n} SIGSTOP leader pid {leader.pid}")
@@ -140,24 +191,31 @@ def freeze_schedule(replicas: Replicas, *, freezes: int, seed: int) -> Injector:
             log.note(f"freeze#{n} standby pid {standby.pid} leads after {taken:.1f}s")
             await asyncio.sleep(max(0.0, FROZEN_S - (time.monotonic() - stopped)))
             offset = leader.log.stat().st_size  # a stopped process writes nothing
-            leader.send(signal.SIGCONT)
-            log.note(f"freeze#{n} SIGCONT pid {leader.pid} after {time.monotonic() - stopped:.1f}s")
-            replicas.freezes.append(Freeze(leader, offset, taken))
-
-            await eventually(
-                lambda r=leader: stands_by(r),
-                within=10,
-                what="the resumed one to stand by",
-            )
+            freeze = Freeze(leader, last_term(leader), offset)
+            async with StaleWrites(redis_url, freeze.term) as stale:
+                leader.send(signal.SIGCONT)
+                log.note(
+                    f"freeze#{n} SIGCONT pid {leader.pid} after {time.monotonic() - stopped:.1f}s"
+                )
+                await eventually(
+                    lambda r=leader: stands_by(r),
+                    within=10,
+                    what="the resumed one to stand by",
+                )
+                await asyncio.sleep(1.0)  # its refused writes are logged by now
+            freeze.stale_seen = stale.seen
+            replicas.freezes.append(freeze)
         log.note("both replicas left running")
 
     return inject
 
 
-def events_from(replica: DaemonProcess, offset: int) -> list[dict[str, object]]:
+def events_from(
+    replica: DaemonProcess, offset: int, until: int | None = None
+) -> list[dict[str, object]]:
     with replica.log.open("rb") as f:
         f.seek(offset)
-        tail = f.read().decode(errors="replace")
+        tail = f.read(-1 if until is None else until - offset).decode(errors="replace")
     found = []
     for line in tail.splitlines():
         try:
@@ -169,15 +227,15 @@ def events_from(replica: DaemonProcess, offset: int) -> list[dict[str, object]]:
     return found
 
 
-def after_resume(freeze: Freeze) -> tuple[list[str], dict[str, object] | None, int]:
-    """(accepted writes before the step-down, the step-down line, writes refused)."""
+def after_resume(freeze: Freeze) -> tuple[list[str], dict[str, object] | None, list[int]]:
+    """(accepted writes logged before the step-down, the step-down line, refused terms)."""
     accepted: list[str] = []
     step_down = None
-    refused = 0
-    for line in events_from(freeze.replica, freeze.resumed_at_byte):
+    refused: list[int] = []
+    for line in events_from(freeze.replica, freeze.resumed_at_byte, freeze.until_byte):
         event = str(line.get("event"))
         if event == "write_fenced":
-            refused += 1
+            refused.append(int(str(line["term"])))
         if step_down is None:
             if event == STEP_DOWN:
                 step_down = line
@@ -246,7 +304,10 @@ async def test_leader_frozen_past_its_lease_then_resumed_writes_nothing_stale(
         scenario = Scenario(title, load, sources, first, profile)
 
         # When the leader is frozen past its Lease and resumed, under load
-        report = await scenario.run(freeze_schedule(replicas, freezes=profile.faults, seed=seed))
+        inject = freeze_schedule(
+            replicas, freezes=profile.faults, seed=seed, redis_url=redis_server.url
+        )
+        report = await scenario.run(inject)
     effects: Counter[str] = Counter()
     for replica in replicas.both:
         effects.update(daemon_effects(replica.log))
@@ -258,17 +319,25 @@ async def test_leader_frozen_past_its_lease_then_resumed_writes_nothing_stale(
     assert len(replicas.freezes) == profile.faults, table
     assert report.ok, f"{table}\n{evidence(first.log, report)}\n{evidence(second.log, report)}"
 
-    # And every resumed leader stepped down before any write of its stale term was accepted;
-    # what it did try was refused at the fence and counted
+    # And every write of a stale term that reached Redis after a resume was refused (the
+    # resumed replica logged a refusal for each), counted, and the replica stepped down
+    total_refused = 0
     for n, freeze in enumerate(replicas.freezes, 1):
         accepted, step_down, refused = after_resume(freeze)
-        where = f"freeze#{n} (pid {freeze.replica.pid}, {freeze.replica.log})"
+        where = f"freeze#{n} (pid {freeze.replica.pid}, term {freeze.term}, {freeze.replica.log})"
         assert step_down is not None, f"{where}: no leader_lost after SIGCONT\n{table}"
-        assert accepted == [], f"{where}: writes accepted before stepping down: {accepted}"
         assert step_down.get("reason") in ("renew_deadline_exceeded", "lease_taken", "fenced")
-        counted = await freeze.replica.metric("kube_dlq_fenced_writes_total")
-        assert counted >= refused, f"{where}: {refused} refusals logged, {counted} counted"
-        print(f"  {where}: stepped down ({step_down.get('reason')}), {refused} write(s) refused")
+        assert refused == [freeze.term] * freeze.stale_seen, (
+            f"{where}: {freeze.stale_seen} stale writes reached Redis, refusals logged: {refused}"
+        )
+        assert len(accepted) <= IN_FLIGHT_MAX, f"{where}: accepted after resume: {accepted}"
+        total_refused += len(refused)
+        print(
+            f"  {where}: stepped down ({step_down.get('reason')}); stale writes reaching Redis"
+            f" {freeze.stale_seen}, all refused; replies read on waking {accepted or 'none'}"
+        )
+    counted = sum([await r.metric("kube_dlq_fenced_writes_total") for r in replicas.both])
+    assert counted == total_refused, (counted, total_refused)
     # And the terms only grew: each takeover claimed a term above the one before
     terms = [
         int(line["fence_term"])
