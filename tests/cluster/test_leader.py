@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import structlog
 from kubernetes_asyncio import client, config
+from redis.asyncio import Redis
 from structlog.typing import EventDict, FilteringBoundLogger
 
 from devtools.devcluster.cluster import ClusterState
@@ -36,7 +37,10 @@ from tests.support.kube import RawObject, eventually, raw
 from tests.support.workloads import create_job, failing_job
 from watcher.adapters.kube.leases import LeaseAPI
 from watcher.adapters.kube.request import KubeClient
-from watcher.core.settings import KubernetesSettings, LeaderElectionSettings
+from watcher.adapters.redis.store import RedisStore
+from watcher.core.errors import FencedWrite
+from watcher.core.model import DeadLetter, FailureClass, JobRef
+from watcher.core.settings import KubernetesSettings, LeaderElectionSettings, RedisSettings
 from watcher.service.leadership import ACQUIRE_JITTER, LeaderElector
 
 pytestmark = pytest.mark.cluster
@@ -145,7 +149,9 @@ async def candidate(
     """Factory: `await candidate(api=...)` runs a LeaderElector (daemon identity by default)."""
     started: list[Candidate] = []
 
-    async def start(api: client.ApiClient | None = None) -> Candidate:
+    async def start(
+        api: client.ApiClient | None = None, fence: RedisStore | None = None
+    ) -> Candidate:
         kube = KubeClient(api or daemon_api, KubernetesSettings())
         elector = LeaderElector(
             LeaseAPI(kube, namespace=LEASE_NAMESPACE, name=lease_name),
@@ -157,6 +163,7 @@ async def candidate(
                 renew_deadline_s=RENEW_DEADLINE_S,
                 retry_period_s=RETRY_PERIOD_S,
             ),
+            fence=fence,
             logger=journal.logger(),
         )
         stopping = asyncio.Event()
@@ -544,6 +551,62 @@ async def test_leader_steps_down_when_the_lease_is_replaced_under_it(
     assert lease["spec"]["holderIdentity"] == first.identity
     assert lease["spec"]["leaseTransitions"] == 1
     assert [e["term"] for e in journal.of(first.identity, "leader_acquired")] == [1, 2]
+
+
+# --- fencing: the Lease's count and Redis's fence -----------------------------------------------
+
+
+def letter(uid: str) -> DeadLetter:
+    return DeadLetter(
+        queue="batch",
+        job=JobRef(namespace="ns", name=f"job-{uid}", uid=uid),
+        failure_class=FailureClass.APP_ERROR,
+        reason="exit code 1",
+        attempts=1,
+        failed_at=time.time(),
+        cluster="fence",
+    )
+
+
+async def test_a_recreated_lease_is_moved_past_the_fence_before_its_leader_writes(
+    candidate: Start,
+    admin_api: client.ApiClient,
+    lease_name: str,
+    dlq_redis: Redis,  # noqa: F811 (the fixture imported above)
+    cluster_name: str,  # noqa: F811 (the fixture imported above)
+) -> None:
+    # Given leaders up to term 7 have written (Redis's fence is at 7), and there is no Lease
+    # (deleted with everything in it: a new one counts leaseTransitions from 0)
+    store = RedisStore(dlq_redis, RedisSettings(), cluster_name=cluster_name)
+    assert await store.claim_term(7) is None
+
+    # When a candidate creates the Lease and takes it
+    first = await candidate(fence=store)
+    await leads(first, within=5)
+
+    # Then the Lease it leads under counts past the fence, and that count is its term
+    lease = await read_lease(admin_api, lease_name)
+    assert lease["spec"]["leaseTransitions"] == 8 == first.elector.term
+    assert await dlq_redis.get(store.keys.leader_fence) == b"8"
+    # And its writes pass while a write of any earlier term is refused
+    assert (await store.with_term(lambda: 8).dead_letter(letter("new"))).written
+    with pytest.raises(FencedWrite):
+        await store.with_term(lambda: 7).dead_letter(letter("old"))
+
+    # When the Lease is deleted again (after a graceful hand-back) and a new leader takes it
+    await first.stop()
+    await raw(
+        client.CoordinationV1Api(admin_api).delete_namespaced_lease(
+            lease_name, LEASE_NAMESPACE, _preload_content=False
+        )
+    )
+    second = await candidate(fence=store)
+    await leads(second, within=5)
+
+    # Then its term is above the first one's again, and so is the fence
+    lease = await read_lease(admin_api, lease_name)
+    assert lease["spec"]["leaseTransitions"] == 9 == second.elector.term
+    assert await dlq_redis.get(store.keys.leader_fence) == b"9"
 
 
 # --- the daemon: only the leader writes ----------------------------------------------------------

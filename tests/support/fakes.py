@@ -8,6 +8,8 @@ carry a sequence number and a namespace, and `forget_absent` drops them like the
 real one lets them expire; here they are gone at once). Scripted failures (a
 `SinkError` or `KubeAPIError` queued with `fail_next`) are raised by the next call.
 `FakeClock` stands in for the `clock=` the service takes, and for the writer's backoff sleep.
+`FakeLeases` is one Lease with resourceVersions (a stale replace answers None, as a 409 does);
+`FakeFence` is Redis's leader fence (`claim_term` as claim_term.lua answers it).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from watcher.core.model import (
     WriteResult,
 )
 from watcher.core.rawjson import RawObject
-from watcher.service.ports import JobsPort, MarkerStore, OutcomeStore
+from watcher.service.ports import JobsPort, LeasePort, MarkerStore, OutcomeStore, TermFence
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,8 +51,8 @@ class FakeStore:
     tickets: list[RetryTicket] = field(default_factory=list)
     outcomes: dict[str, WriteResult] = field(default_factory=dict)
     """Job uid -> the outcome first written for it."""
-    failures: list[SinkError] = field(default_factory=list)
-    """Raised, in order, by the next writes (Redis down)."""
+    failures: list[WatcherError] = field(default_factory=list)
+    """Raised, in order, by the next writes (Redis down, or a `FencedWrite`)."""
     writes: int = 0
     """Write calls received, failed ones included."""
     trims: list[int] = field(default_factory=list)
@@ -69,7 +71,7 @@ class FakeStore:
     delays: list[float] = field(default_factory=list)
     """The `delay_s` of every retry scheduled, in order."""
 
-    def fail_next(self, *errors: SinkError) -> None:
+    def fail_next(self, *errors: WatcherError) -> None:
         self.failures.extend(errors)
 
     async def dead_letter(self, letter: DeadLetter) -> WriteResult:
@@ -258,8 +260,77 @@ class FakeClock:
         return stop.is_set()
 
 
-def _conforms(store: OutcomeStore, markers: MarkerStore, jobs: JobsPort) -> None:
+@dataclass
+class FakeLeases:
+    """One Lease, optimistic concurrency included: a write at an old resourceVersion, or a
+    create of a Lease that exists, answers None (the real adapter's 409)."""
+
+    namespace: str = "kube-dlq"
+    name: str = "kube-dlq"
+    lease: RawObject | None = None
+    writes: list[dict[str, Any]] = field(default_factory=list)
+    """The spec of every successful write, in order."""
+
+    async def get(self, timeout_s: float) -> RawObject | None:
+        return copy.deepcopy(self.lease)
+
+    async def create(self, spec: Mapping[str, Any], timeout_s: float) -> RawObject | None:
+        if self.lease is not None:
+            return None
+        return self._store(spec, 1)
+
+    async def replace(
+        self, lease: Mapping[str, Any], spec: Mapping[str, Any], timeout_s: float
+    ) -> RawObject | None:
+        if self.lease is None:
+            return None
+        version = self.lease["metadata"]["resourceVersion"]
+        if lease.get("metadata", {}).get("resourceVersion") != version:
+            return None
+        return self._store(spec, int(version) + 1)
+
+    def put(self, spec: Mapping[str, Any]) -> None:
+        """Someone else writes the Lease (another replica, or a person re-creating it)."""
+        version = int(self.lease["metadata"]["resourceVersion"]) + 1 if self.lease else 1
+        self._store(spec, version, record=False)
+
+    def delete(self) -> None:
+        self.lease = None
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        return dict((self.lease or {}).get("spec") or {})
+
+    def _store(self, spec: Mapping[str, Any], version: int, *, record: bool = True) -> RawObject:
+        meta = {"name": self.name, "namespace": self.namespace, "resourceVersion": str(version)}
+        self.lease = {"kind": "Lease", "metadata": meta, "spec": copy.deepcopy(dict(spec))}
+        if record:
+            self.writes.append(copy.deepcopy(dict(spec)))
+        return copy.deepcopy(self.lease)
+
+
+@dataclass
+class FakeFence:
+    """Redis's leader fence: the highest term claimed; `failures` raise first (Redis down)."""
+
+    fence: int | None = None
+    failures: list[SinkError] = field(default_factory=list)
+    claims: list[int] = field(default_factory=list)
+
+    async def claim_term(self, term: int) -> int | None:
+        self.claims.append(term)
+        if self.failures:
+            raise self.failures.pop(0)
+        if self.fence is not None and self.fence >= term:
+            return self.fence
+        self.fence = term
+        return None
+
+
+def _conforms(
+    store: OutcomeStore, markers: MarkerStore, jobs: JobsPort, leases: LeasePort, fence: TermFence
+) -> None:
     """mypy checks here that the fakes implement the Protocols they stand in for."""
 
 
-_conforms(FakeStore(), FakeStore(), FakeJobs())
+_conforms(FakeStore(), FakeStore(), FakeJobs(), FakeLeases(), FakeFence())

@@ -34,7 +34,7 @@ from tests.support.objects import (
     waiting,
 )
 from watcher.core.annotations import ANNOTATION_ENABLED
-from watcher.core.errors import KubeServerError, SinkError
+from watcher.core.errors import FencedWrite, KubeServerError, SinkError
 from watcher.core.model import Action, DeadLetter, FailureClass, JobRef, WriteResult
 from watcher.core.settings import LimitsSettings, ScopeSettings, Settings
 from watcher.kit.metrics import Metrics
@@ -393,6 +393,29 @@ async def test_write_failing_at_shutdown_stays_queued_for_the_next_try() -> None
     await rig.run_for(1.0)
     assert rig.uids_written() == [JOB_UID]
     assert rig.pipeline.pending == 0
+
+
+async def test_write_refused_as_fenced_stops_the_writer_and_keeps_the_failure() -> None:
+    # Given a failed Job due for writing, and Redis refusing the write's stale term
+    rig = build()
+    fail(rig)
+    rig.clock.advance(SETTLE_S)
+    rig.store.fail_next(FencedWrite("dead_letter", term=3, fence=4))
+
+    # When the writer runs (not at shutdown: this replica's term)
+    stop = asyncio.Event()
+    with pytest.raises(FencedWrite):
+        await asyncio.wait_for(rig.pipeline.run_writer(stop), 1.0)
+
+    # Then it stopped at once (one try, no backoff), wrote nothing, did not take the refusal
+    # for a crash of the Job, and still holds the failure for whoever writes next
+    assert rig.store.writes == 1 and rig.clock.sleeps == []
+    assert rig.uids_written() == []
+    assert rig.sample("kube_dlq_handling_errors_total", stage="writer") == 0
+    assert rig.pipeline.pending == 1
+    await rig.drain()
+    assert rig.uids_written() == [JOB_UID]
+    assert rig.store.dead_letters[0].failure_class is not FailureClass.UNKNOWN
 
 
 async def test_wait_for_space_blocks_at_max_pending_writes_until_they_are_written() -> None:

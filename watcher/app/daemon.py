@@ -29,7 +29,7 @@ from watcher.adapters.redis.durability import Durability
 from watcher.adapters.redis.store import RedisStore
 from watcher.app.components import build
 from watcher.app.sealing import build_seal
-from watcher.core.errors import SinkError
+from watcher.core.errors import FencedWrite, SinkError
 from watcher.core.settings import Settings
 from watcher.kit.aio import every, first_done
 from watcher.kit.logs import get_logger
@@ -61,22 +61,27 @@ class Daemon:
         self.shutdown_grace_s = settings.shutdown_grace_s
         """On SIGTERM, what the writer and the retry loop get to finish before cancellation."""
         self.kube = kube
-        self.store = store
+        self.store = (
+            store.with_term(self._write_term) if settings.leader_election.enabled else store
+        )
+        """With leader election on, every write carries this replica's term (fencing)."""
         self.metrics = metrics or Metrics()
         self.logger = logger or get_logger()
         self.stop = asyncio.Event()
-        parts = build(settings, kube=kube, store=store, metrics=self.metrics, logger=self.logger)
+        parts = build(
+            settings, kube=kube, store=self.store, metrics=self.metrics, logger=self.logger
+        )
         self.handler = parts.handler
         self.pipeline = parts.pipeline
         self.retry_loop = RetryLoop(
-            store=store,
+            store=self.store,
             jobs=parts.jobs,
             settings=settings.retry_loop,
             cluster_name=settings.cluster_name,
             metrics=self.metrics,
             logger=self.logger,
         )
-        self.markers = MarkerSweeper(store, metrics=self.metrics, logger=self.logger)
+        self.markers = MarkerSweeper(self.store, metrics=self.metrics, logger=self.logger)
         """Forgets, after each complete list of Jobs, the markers of Jobs gone from the API."""
         self.synced: set[str] = set()
         self.redis_durability: Durability | None = None
@@ -90,6 +95,7 @@ class Daemon:
                     name=election.lease_name,
                 ),
                 election,
+                fence=store,
                 metrics=self.metrics,
                 logger=self.logger,
             )
@@ -239,6 +245,7 @@ class Daemon:
         try:
             await first_done(*duties, election, elector.lost.wait(), self.stop.wait())
             ended_early = [task for task in duties if task.done()]
+            self._resign_if_fenced(ended_early)  # before the other duty writes again
         except asyncio.CancelledError:
             for task in duties:
                 task.cancel()
@@ -246,9 +253,37 @@ class Daemon:
         finally:
             term_over.set()
             await asyncio.gather(*duties, return_exceptions=True)
+        self._resign_if_fenced([task for task in duties if task not in ended_early])
         for task in ended_early:  # a duty ends only when its term does: anything else is a bug
             error = None if task.cancelled() else task.exception()
+            if isinstance(error, FencedWrite):
+                continue  # the term ended at Redis: handled above
             raise error or RuntimeError(f"{task.get_name()} returned before its term ended")
+
+    def _write_term(self) -> int:
+        """The term this replica's writes carry: its current or last term (0 before any)."""
+        # Called at write time, so after __init__ has set the elector.
+        return (self.elector.term if self.elector is not None else None) or 0
+
+    def _resign_if_fenced(self, tasks: list[asyncio.Task[None]]) -> None:
+        """Each duty that ended on a write Redis refused as stale: count it, stop leading."""
+        for task in tasks:
+            if task.done() and not task.cancelled():
+                error = task.exception()
+                if isinstance(error, FencedWrite):
+                    self._on_fenced(error)
+
+    def _on_fenced(self, error: FencedWrite) -> None:
+        """A write of this replica's term was refused: another replica leads (or has since this
+        term began). Count and log it; stop leading at once. Nothing is lost: failures stay
+        queued here and in the new leader's pipeline, claimed tickets come back after their
+        lease."""
+        self.metrics.fenced_writes.labels(operation=error.operation).inc()
+        self.logger.warning(
+            "write_fenced", operation=error.operation, term=error.term, fence=error.fence
+        )
+        if self.elector is not None:
+            self.elector.resign("fenced", fence=error.fence)
 
     def _watch_plan(
         self,
@@ -308,7 +343,10 @@ class Daemon:
         """
         if self.elector is None or self.elector.is_leader.is_set():
             scope = marker_scope(self.settings.scope, self.pipeline.selected_namespaces)
-            await self.markers.after_list(present_uids, scope)
+            try:
+                await self.markers.after_list(present_uids, scope)
+            except FencedWrite as error:
+                self._on_fenced(error)
         await self.markers.before_list()
 
     def _stream(self, resource: watch.Resource) -> AsyncIterator[watch.WatchEvent | watch.Synced]:

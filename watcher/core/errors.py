@@ -20,7 +20,9 @@ place, `watcher.adapters.kube.request`.
         │   ├── KubeInvalid         400, 422
         │   ├── KubeThrottled       429
         │   └── KubeServerError     5xx
-        └── SinkError           a Redis read or write failed
+        ├── SinkError           a Redis read or write failed
+        └── FencedWrite         a write carried a leadership term older than Redis's fence:
+                                another replica has led since; this one must stop writing
 
     PolicyError                 NOT an exception: a frozen value describing one malformed
                                 ``kube-dlq.io/`` Job annotation; logged and counted, the default
@@ -35,6 +37,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "ConfigError",
+    "FencedWrite",
     "KubeAPIError",
     "KubeConflict",
     "KubeForbidden",
@@ -181,3 +184,20 @@ class KubeServerError(KubeAPIError):
 
 class SinkError(WatcherError):
     """A Redis read or write failed, or Redis held data kube-dlq cannot decode."""
+
+
+class FencedWrite(WatcherError):
+    """A Redis write was refused, writing nothing: its leadership term is below the fence.
+
+    Another replica became leader (with a higher term) since this one's term began, so this
+    one must stop acting as leader at once. Not a `SinkError`: trying again cannot succeed.
+    """
+
+    def __init__(self, operation: str, *, term: int, fence: int) -> None:
+        self.operation = operation
+        """The store method refused, e.g. ``dead_letter`` or ``claim_due_retries``."""
+        self.term = term
+        """The term the write carried."""
+        self.fence = fence
+        """The highest term Redis has seen."""
+        super().__init__(f"redis {operation} refused: leadership term {term} < fence {fence}")

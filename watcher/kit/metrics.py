@@ -21,8 +21,32 @@ PREFIX = "kube_dlq"
 WATCHED_RESOURCES = ("jobs", "pods", "events", "nodes")
 WATCH_RESTART_REASONS = ("closed", "timeout", "error", "expired", "unauthorized", "forbidden")
 RETRY_OUTCOMES = ("created", "already_exists", "abandoned", "deferred")
-REDIS_OPERATIONS = ("write", "forget_markers", "claim_due_retries", "release_retry", "ack_retry")
+REDIS_OPERATIONS = (
+    "write",
+    "forget_markers",
+    "claim_due_retries",
+    "release_retry",
+    "begin_create",
+    "settle_created",
+    "abandon_retry",
+    "pending_retries",
+    "due_finalizers",
+    "finalizer_released",
+)
 QUARANTINE_KINDS = ("retry_ticket",)
+FORGED_KINDS = ("retry_ticket", "lineage")
+"""What the daemon counts as forged (the CLI reports forged dead letters on its stderr)."""
+FENCED_OPERATIONS = (
+    "dead_letter",
+    "schedule_retry",
+    "claim_due_retries",
+    "begin_create",
+    "settle_created",
+    "release_retry",
+    "abandon_retry",
+    "forget_absent",
+)
+"""Every fenced write script's operation (tests/integration/test_fencing.py calls each)."""
 MALFORMED_SOURCES = ("annotation", "job", "pod", "event", "node")
 """Plus list_<resource> and watch_<resource> for each of WATCHED_RESOURCES."""
 
@@ -192,6 +216,18 @@ class Metrics:
             "1 while this replica holds the leader Lease.",
             registry=r,
         )
+        self.fenced_writes = Counter(
+            f"{PREFIX}_fenced_writes_total",
+            "Writes Redis refused because their leadership term was stale: another replica "
+            "had become leader; this one stepped down at once.",
+            ["operation"],
+            registry=r,
+        )
+        self.leader_term = Gauge(
+            f"{PREFIX}_leader_term",
+            "The leadership term of this replica's current or last term as leader (-1: none).",
+            registry=r,
+        )
         self._known_labels()
 
     def _known_labels(self) -> None:
@@ -208,5 +244,9 @@ class Metrics:
             self.redis_errors.labels(operation=operation)
         for kind in QUARANTINE_KINDS:
             self.quarantined.labels(kind=kind)
+        for kind in FORGED_KINDS:
+            self.forged.labels(kind=kind)
+        for operation in FENCED_OPERATIONS:
+            self.fenced_writes.labels(operation=operation)
         for source in MALFORMED_SOURCES:
             self.malformed.labels(source=source)

@@ -20,6 +20,15 @@ connection cannot keep a stale leader acting. Writes carry the resourceVersion t
 (empty holder, leaseDurationSeconds 1) so a standby takes over at its next poll; a cancelled
 elector (a crash) does not, and the standby waits for the lease to expire.
 
+Fencing: the renew deadline cannot stop a leader that froze (a long pause, SIGSTOP, a VM
+migration) between deciding to write and writing. So each term has a number, the Lease's
+leaseTransitions when this replica took it, and every Redis write carries it; Redis refuses a
+term below the highest it has seen (`watcher.adapters.redis.fencing`). Before acting, a new
+leader claims its term with the `TermFence`: it must be above every term used before, so it
+is; if it is not (the Lease was deleted and re-created, restarting the count at 0), the
+leader first moves its Lease's leaseTransitions past Redis's fence. The daemon calls `resign`
+when a write was refused: this replica stops leading at once and campaigns again.
+
 API errors and timeouts are logged and retried; `run` never raises except when cancelled.
 """
 
@@ -41,13 +50,13 @@ from typing import Any, Final
 
 from structlog.typing import FilteringBoundLogger
 
-from watcher.core.errors import KubeAPIError
+from watcher.core.errors import KubeAPIError, SinkError
 from watcher.core.rawjson import RawObject
 from watcher.core.settings import LeaderElectionSettings
-from watcher.kit.aio import sleep_or_stop
+from watcher.kit.aio import first_done, sleep_or_stop
 from watcher.kit.logs import get_logger
 from watcher.kit.metrics import Metrics
-from watcher.service.ports import LeasePort
+from watcher.service.ports import LeasePort, TermFence
 
 __all__ = [
     "DEFAULT_LEASE_NAMESPACE",
@@ -64,6 +73,9 @@ SERVICE_ACCOUNT_NAMESPACE_FILE: Final = Path(
 ACQUIRE_JITTER: Final = 0.2
 """Standbys poll every retry period times 1 to 1.2, so they do not all ask at once (client-go
 jitters by up to 2.2x; a smaller factor keeps a released lease's handover near one period)."""
+TERM_CLAIMS: Final = 3
+"""Tries to claim a term above Redis's fence per acquisition (each after moving the Lease's
+leaseTransitions past it); more are needed only while another leader keeps raising it."""
 
 
 def default_identity() -> str:
@@ -110,6 +122,7 @@ class LeaderElector:
         settings: LeaderElectionSettings,
         *,
         identity: str | None = None,
+        fence: TermFence | None = None,
         metrics: Metrics | None = None,
         logger: FilteringBoundLogger | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -134,6 +147,12 @@ class LeaderElector:
         self.lost = asyncio.Event()
         self.terms = 0
         """How many times this elector became leader."""
+        self.fence = fence
+        """Where each term is claimed before it starts; None: terms are not fenced."""
+        self.term: int | None = None
+        """The number of the current (or last) term: what this replica's writes carry."""
+        self._resigned = asyncio.Event()
+        """Set by `resign`: wakes `_hold` so it returns to campaigning at once."""
         self._observed: Mapping[str, Any] | None = None
         """The Lease spec last seen (read or written)."""
         self._observed_at = 0.0
@@ -144,6 +163,7 @@ class LeaderElector:
         """Local clock at the start of the last successful write of our own record."""
         self._failures = 0
         self.metrics.leader.set(0)
+        self.metrics.leader_term.set(-1)
 
     # -- running --------------------------------------------------------------------------
 
@@ -176,7 +196,8 @@ class LeaderElector:
     async def _acquire(self, stop: asyncio.Event) -> bool:
         """Poll until we hold the Lease (True) or `stop` is set (False)."""
         while not stop.is_set():
-            if await self._attempt(self.renew_deadline_s) is _Attempt.HELD:
+            held = await self._attempt(self.renew_deadline_s) is _Attempt.HELD
+            if held and await self._take_term():
                 self._start_term()
                 return True
             period = self.retry_period_s * (1 + ACQUIRE_JITTER * self.rng.random())
@@ -188,8 +209,11 @@ class LeaderElector:
         """Renew every retry period while leading; returns on stop (still leader) or loss."""
         while True:
             deadline = self._renewed_at + self.renew_deadline_s
-            if await sleep_or_stop(stop, min(self.retry_period_s, deadline - self.clock())):
+            if await self._nap(stop, min(self.retry_period_s, deadline - self.clock())):
                 return
+            if self._resigned.is_set():
+                self._resigned.clear()
+                return  # `resign` already stepped down
             left = deadline - self.clock()
             if left <= 0:
                 self._step_down()
@@ -204,14 +228,84 @@ class LeaderElector:
                 self.log.warning("leader_lost", reason="lease_taken", holder=self._holder())
                 return
 
+    async def _nap(self, stop: asyncio.Event, seconds: float) -> bool:
+        """Sleep up to `seconds`, less on `stop` or `resign`; True if `stop` is set."""
+        await first_done(stop.wait(), self._resigned.wait(), at_most_s=max(0.0, seconds))
+        return stop.is_set()
+
+    def resign(self, reason: str, **fields: object) -> None:
+        """Stop leading now, and campaign again (the daemon calls it when Redis refused a
+        write of this term: another replica has led since it began). No-op when not leading.
+
+        The Lease is not released: it is most likely another holder's already.
+        """
+        if not self.is_leader.is_set():
+            return
+        self._step_down()
+        self._resigned.set()
+        self.log.warning("leader_lost", reason=reason, fence_term=self.term, **fields)
+
+    async def _take_term(self) -> bool:
+        """Claim this term's number before leading: above every term a write carried before.
+
+        The number is the Lease's leaseTransitions. When Redis's fence is at or above it (the
+        Lease was deleted and re-created, so the count restarted at 0; or it was edited), the
+        Lease's leaseTransitions is first moved to the fence plus one: the term stays the
+        Lease's, and the next holder's (transitions + 1) is above it again. False (not leading
+        yet; the next poll tries again, still holding the Lease) on an error, a lost race for
+        the Lease or the renew deadline passing meanwhile.
+        """
+        term = _transitions(self._observed)
+        if self.fence is None:
+            self.term = term
+            return True
+        try:
+            async with asyncio.timeout(self._renewed_at + self.renew_deadline_s - self.clock()):
+                for _ in range(TERM_CLAIMS):
+                    fence = await self.fence.claim_term(term)
+                    if fence is None:
+                        self.term = term
+                        return True
+                    term = fence + 1
+                    if not await self._move_transitions(term, fence):
+                        return False
+        except (SinkError, KubeAPIError, TimeoutError) as exc:
+            self.log.warning("leader_term_not_claimed", fence_term=term, error=_describe(exc))
+            return False
+        except Exception:  # a root loop's guard, as in `_attempt`: log, try again next period
+            self.log.exception("leader_election_crashed", claiming_term=term)
+            return False
+        self.log.warning("leader_term_not_claimed", fence_term=term, error="the fence kept rising")
+        return False
+
+    async def _move_transitions(self, term: int, fence: int) -> bool:
+        """Write our Lease with leaseTransitions = `term` (a renewal too); False on a conflict."""
+        lease = self._lease
+        if lease is None:
+            return False
+        spec = {**(lease.get("spec") or {}), "leaseTransitions": term, "renewTime": _micro_time()}
+        started = self.clock()
+        written = await self.leases.replace(lease, spec, self.renew_deadline_s)
+        if written is None:
+            return False  # the Lease changed since: the next poll reads it again
+        self._observe(written)
+        self._renewed_at = started
+        self.log.warning("lease_transitions_moved_past_fence", fence=fence, lease_transitions=term)
+        return True
+
     def _start_term(self) -> None:
         self.terms += 1
+        self._resigned.clear()
         self.lost.clear()
         self.is_leader.set()
         self.metrics.leader.set(1)
+        self.metrics.leader_term.set(-1 if self.term is None else self.term)
         spec = self._observed or {}
         self.log.info(
-            "leader_acquired", term=self.terms, lease_transitions=spec.get("leaseTransitions")
+            "leader_acquired",
+            term=self.terms,
+            fence_term=self.term,
+            lease_transitions=spec.get("leaseTransitions"),
         )
 
     def _step_down(self) -> None:
@@ -265,7 +359,7 @@ class LeaderElector:
         old: Mapping[str, Any] = (lease or {}).get("spec") or {}
         now = _micro_time()
         ours = old.get("holderIdentity") == self.identity
-        transitions = int(old.get("leaseTransitions") or 0)
+        transitions = _transitions(old)
         return {
             **old,
             "holderIdentity": self.identity,
@@ -328,6 +422,15 @@ class LeaderElector:
         if lease is None:
             return await self.leases.create(spec, timeout_s)
         return await self.leases.replace(lease, spec, timeout_s)
+
+
+def _transitions(spec: Mapping[str, Any] | None) -> int:
+    """The spec's leaseTransitions as a term; 0 when it is not a count (the apiserver checks
+    it, but a term must never be what crashes the elector; the fence then moves it)."""
+    try:
+        return max(0, int((spec or {}).get("leaseTransitions") or 0))
+    except (TypeError, ValueError, OverflowError):
+        return 0
 
 
 def _micro_time() -> str:

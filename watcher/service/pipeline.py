@@ -23,7 +23,7 @@ from watcher.core import snapshot
 from watcher.core.annotations import ANNOTATION_ENABLED
 from watcher.core.backoff import compute_delay
 from watcher.core.correlate import Correlator
-from watcher.core.errors import KubeAPIError, SinkError
+from watcher.core.errors import FencedWrite, KubeAPIError, SinkError
 from watcher.core.model import FailureReport, JobSnapshot
 from watcher.core.settings import (
     ClassifySettings,
@@ -216,6 +216,11 @@ class Pipeline:
                     self._dead_letter_crashed(uid) if uid in self._crashed else self._handle(uid)
                 )
                 errors_in_a_row = 0
+            except FencedWrite:
+                # Another replica leads: stop writing at once, keep the failure queued (it is
+                # dropped once the leader has written it, or written if we lead again).
+                self._enqueue(uid, self.clock(), force=True)
+                raise
             except (SinkError, KubeAPIError) as exc:
                 errors_in_a_row += 1
                 delay = self._write_failed(uid, exc, errors_in_a_row)

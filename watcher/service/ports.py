@@ -24,7 +24,7 @@ from watcher.core.model import (
 )
 from watcher.core.rawjson import RawObject
 
-__all__ = ["JobsPort", "LeasePort", "MarkerStore", "OutcomeStore", "RetryStore"]
+__all__ = ["JobsPort", "LeasePort", "MarkerStore", "OutcomeStore", "RetryStore", "TermFence"]
 
 
 class OutcomeStore(Protocol):
@@ -148,3 +148,14 @@ class LeasePort(Protocol):
     async def replace(
         self, lease: Mapping[str, Any], spec: Mapping[str, Any], timeout_s: float
     ) -> RawObject | None: ...
+
+
+class TermFence(Protocol):
+    """Where leadership terms are fenced (`watcher.adapters.redis.store.RedisStore`): every
+    write carries its writer's term, and one below the highest term seen is refused with
+    `FencedWrite`. Raise SinkError."""
+
+    async def claim_term(self, term: int) -> int | None:
+        """Make `term` the fence if every term used before is below it (None); otherwise
+        answer the fence, which is at or above `term`."""
+        ...

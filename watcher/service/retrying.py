@@ -53,7 +53,14 @@ from structlog.typing import FilteringBoundLogger
 
 from watcher.core.annotations import ANNOTATION_CREATE_TOKEN, FINALIZER_RETRY_ACK
 from watcher.core.backoff import compute_delay
-from watcher.core.errors import KubeAPIError, KubeConflict, KubeInvalid, KubeNotFound, SinkError
+from watcher.core.errors import (
+    FencedWrite,
+    KubeAPIError,
+    KubeConflict,
+    KubeInvalid,
+    KubeNotFound,
+    SinkError,
+)
 from watcher.core.lineage import Lineage
 from watcher.core.manifest import manifest_for_ticket
 from watcher.core.model import BeginStatus, ClaimedTicket, CreateIntent, DeadLetter, JobRef
@@ -136,6 +143,8 @@ class RetryLoop:
                     wait = self._error_wait(failures)
                     failures += 1
                     self._log.warning("retry_cycle_failed", error=str(exc), retry_in_s=wait)
+                except FencedWrite:
+                    raise  # another replica leads: stop now; our claims come back after their lease
                 except Exception:
                     # Guard of a root loop: log with the traceback and carry on; tickets that
                     # were claimed come back when their lease runs out.
@@ -214,7 +223,7 @@ class RetryLoop:
     async def _fire_guarded(self, item: ClaimedTicket) -> None:
         try:
             await self._fire(item)
-        except (SinkError, asyncio.CancelledError):
+        except (SinkError, FencedWrite, asyncio.CancelledError):
             raise
         except Exception as exc:
             # A bug or an unexpected client error must not stall the rest of the batch, and

@@ -15,6 +15,7 @@ from redis.commands.core import AsyncScript
 from watcher.adapters.redis import scripts
 from watcher.adapters.redis.client import RedisClient
 from watcher.adapters.redis.codec import CorruptEntry
+from watcher.adapters.redis.fencing import Fence
 from watcher.adapters.redis.guard import Guard, as_bytes, ms, text
 from watcher.adapters.redis.keys import Keys
 from watcher.adapters.redis.seal import ForgedEntry, Seal, lineage_place
@@ -49,6 +50,7 @@ class CreateRecords:
     _keys: Keys
     _guard: Guard
     _seal: Seal
+    _fence: Fence
 
     def _register_create_scripts(self) -> None:
         self._begin_script: AsyncScript = self._redis.register_script(scripts.BEGIN_CREATE)
@@ -64,23 +66,24 @@ class CreateRecords:
         the first begin) and whether other claims began before (a create may have happened).
         """
         k = self._keys
-        async with self._guard("begin_create"):
-            reply: Any = await self._begin_script(
-                keys=[k.retry_tickets, k.retry_claims, k.retry_create(ticket_id)],
-                args=[
-                    ticket_id,
-                    claim,
-                    job.namespace,
-                    job.name,
-                    uuid.uuid4().hex,
-                    self._seal.seal(
-                        KIND_LINEAGE,
-                        lineage_place(k, ticket_id, job.namespace, job.name),
-                        encode_lineage(lineage).encode(),
-                    ),
-                    ms(CREATE_RECORD_TTL_S),
-                ],
-            )
+        reply: Any = await self._fence.call(
+            "begin_create",
+            self._begin_script,
+            keys=[k.retry_tickets, k.retry_claims, k.retry_create(ticket_id)],
+            args=[
+                ticket_id,
+                claim,
+                job.namespace,
+                job.name,
+                uuid.uuid4().hex,
+                self._seal.seal(
+                    KIND_LINEAGE,
+                    lineage_place(k, ticket_id, job.namespace, job.name),
+                    encode_lineage(lineage).encode(),
+                ),
+                ms(CREATE_RECORD_TTL_S),
+            ],
+        )
         status, token, earlier, name = reply
         return CreateIntent(_STATUS[int(status)], text(token), int(earlier), text(name))
 
@@ -96,26 +99,27 @@ class CreateRecords:
         """
         k = self._keys
         member = f"{job.namespace}/{job.name}/{job.uid}" if job is not None else ""
-        async with self._guard("settle_created"):
-            reply: Any = await self._settle_script(
-                keys=[
-                    k.retry_tickets,
-                    k.retry_inflight,
-                    k.retry_due,
-                    k.retry_claims,
-                    k.retry_create(ticket_id),
-                    k.retry_finalize,
-                ],
-                args=[
-                    ticket_id,
-                    claim or "",
-                    job.uid if job is not None else "",
-                    job.name if job is not None else "",
-                    ms(FINALIZE_GRACE_S),
-                    ms(CREATE_RECORD_TTL_S),
-                    member,
-                ],
-            )
+        reply: Any = await self._fence.call(
+            "settle_created",
+            self._settle_script,
+            keys=[
+                k.retry_tickets,
+                k.retry_inflight,
+                k.retry_due,
+                k.retry_claims,
+                k.retry_create(ticket_id),
+                k.retry_finalize,
+            ],
+            args=[
+                ticket_id,
+                claim or "",
+                job.uid if job is not None else "",
+                job.name if job is not None else "",
+                ms(FINALIZE_GRACE_S),
+                ms(CREATE_RECORD_TTL_S),
+                member,
+            ],
+        )
         status, now = reply
         return SettleResult(_STATUS[int(status)], bool(int(now)))
 

@@ -20,6 +20,8 @@ Layout for prefix ``kube-dlq`` and cluster ``prod`` (``{prod}`` is a Redis Clust
                                                   TTL 40 days (watcher.core.lineage)
     kube-dlq:{prod}:retry:finalize       zset     "<namespace>/<name>/<uid>" of retry Jobs whose
                                                   finalizer is still to remove, score = when (ms)
+    kube-dlq:{prod}:leader:fence         string   the highest leadership term a write carried
+                                                  (docs/scale-out.md, "Fencing"); no TTL
 
 Hash tags: every key of one (prefix, cluster) carries the same ``{cluster}`` tag, so each Lua
 script's keys live in one slot and the scripts run unchanged on Redis Cluster. The price is
@@ -142,3 +144,8 @@ class Keys:
     @property
     def retry_finalize(self) -> str:
         return f"{self.base}:retry:finalize"
+
+    @property
+    def leader_fence(self) -> str:
+        """The highest leadership term seen; every write script checks it first."""
+        return f"{self.base}:leader:fence"

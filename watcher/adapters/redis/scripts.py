@@ -5,6 +5,13 @@ which KEYS and ARGV it takes and what it returns), so it reads, diffs and lints 
 than as a Python string. They are read through `importlib.resources`, which works from a source
 tree, an installed wheel or a zip alike; the wheel ships them as package data (pyproject.toml).
 
+Fencing: every write script read with `_read` starts with ``fence_prelude.lua``, which pops the
+leader fence key off the end of KEYS and a leadership term off the end of ARGV and refuses the
+call, writing nothing, when the term is below the fence (docs/scale-out.md, "Fencing"). So a
+new script is fenced by being read with `_read` and called through ``RedisStore._script``
+(which appends the two); its body is written as if the prelude were not there. Only
+``claim_term.lua``, the fence's own write, is read without it.
+
 ``scripts/`` deliberately has no ``__init__.py``: it is a data directory, not a package. With
 one, it would shadow this module, which has the same name.
 """
@@ -16,9 +23,13 @@ from typing import Final
 
 __all__ = [
     "ABANDON_RETRY",
+    "BAD_FENCE_REPLY",
     "BEGIN_CREATE",
     "CLAIM",
+    "CLAIM_TERM",
     "DEAD_LETTER",
+    "FENCED_REPLY",
+    "FENCE_PRELUDE",
     "FORGET",
     "RELEASE",
     "SCHEDULE_RETRY",
@@ -27,9 +38,22 @@ __all__ = [
 
 _PACKAGE: Final = __name__.rpartition(".")[0]
 
+FENCED_REPLY: Final = "KUBEDLQ_FENCED"
+"""The error reply's first word when a call's term is below the fence; the fence follows."""
+BAD_FENCE_REPLY: Final = "KUBEDLQ_BAD_FENCE"
+"""The error reply's first word when the fence key holds something that is not a term."""
+
+
+def _source(name: str) -> str:
+    return files(_PACKAGE).joinpath("scripts", name).read_text(encoding="utf-8")
+
+
+FENCE_PRELUDE: Final = _source("fence_prelude.lua")
+
 
 def _read(name: str) -> str:
-    return files(_PACKAGE).joinpath("scripts", name).read_text(encoding="utf-8")
+    """A write script, behind the fence prelude."""
+    return f"{FENCE_PRELUDE}\n{_source(name)}"
 
 
 # Read at import, not per call: a missing file fails the daemon at start, not mid-write.
@@ -41,3 +65,4 @@ FORGET: Final = _read("forget.lua")
 ABANDON_RETRY: Final = _read("abandon_retry.lua")
 BEGIN_CREATE: Final = _read("begin_create.lua")
 SETTLE_CREATED: Final = _read("settle_created.lua")
+CLAIM_TERM: Final = _source("claim_term.lua")

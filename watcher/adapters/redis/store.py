@@ -38,13 +38,14 @@ The caller bounds its own concurrency: redis-py's asyncio pool fails with
 (default 100) commands are in flight, unless the client uses a ``BlockingConnectionPool``.
 
 Every `redis.RedisError` (and the operation timeout) surfaces as `SinkError`
-(`watcher.adapters.redis.guard`); retry tickets that fail to decode are quarantined, never a
-crash.
+(`watcher.adapters.redis.guard`), a write refused for its stale leadership term as
+`FencedWrite` (`watcher.adapters.redis.fencing`); undecodable tickets are quarantined.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 from collections.abc import Sequence, Set
 from typing import Any, Final
 
@@ -53,6 +54,7 @@ from watcher.adapters.redis.client import RedisClient
 from watcher.adapters.redis.codec import CorruptEntry
 from watcher.adapters.redis.creates import CreateRecords
 from watcher.adapters.redis.durability import Durability
+from watcher.adapters.redis.fencing import Fence, TermSource, unfenced
 from watcher.adapters.redis.guard import Guard, as_bytes, check_client, ms, stream_id_key, text
 from watcher.adapters.redis.keys import STREAM_FIELD, Keys
 from watcher.adapters.redis.seal import ForgedEntry, Seal, open_ticket, seal_letter, seal_ticket
@@ -117,6 +119,17 @@ class RedisStore(CreateRecords):
         self._abandon_script = redis.register_script(scripts.ABANDON_RETRY)
         self._forget_script = redis.register_script(scripts.FORGET)
         self._register_create_scripts()
+        self._fence = Fence(redis, self._keys, self._guard, unfenced)  # every write script
+
+    def with_term(self, term: TermSource) -> RedisStore:
+        """This store, its writes fenced by the term `term()` answers (fencing.py)."""
+        fenced = copy.copy(self)
+        fenced._fence = Fence(self._redis, self._keys, self._guard, term)
+        return fenced
+
+    async def claim_term(self, term: int) -> int | None:
+        """A new leader's term: None if claimed, else the fence at or above it (fencing.py)."""
+        return await self._fence.claim(term)
 
     @property
     def keys(self) -> Keys:
@@ -133,24 +146,25 @@ class RedisStore(CreateRecords):
         """
         k = self._keys
         payload = seal_letter(self._seal, k, letter)
-        async with self._guard("dead_letter"):
-            reply = await self._dead_letter_script(
-                keys=[
-                    k.outcome(letter.job.uid),
-                    k.dlq(letter.queue),
-                    k.queues,
-                    k.outcome_index,
-                    k.outcome_seq,
-                ],
-                args=[
-                    letter.queue,
-                    payload,
-                    self._stream_maxlen,
-                    self._stream_max_age_ms,
-                    STREAM_FIELD,
-                    _member(letter.job),
-                ],
-            )
+        reply = await self._fence.call(
+            "dead_letter",
+            self._dead_letter_script,
+            keys=[
+                k.outcome(letter.job.uid),
+                k.dlq(letter.queue),
+                k.queues,
+                k.outcome_index,
+                k.outcome_seq,
+            ],
+            args=[
+                letter.queue,
+                payload,
+                self._stream_maxlen,
+                self._stream_max_age_ms,
+                STREAM_FIELD,
+                _member(letter.job),
+            ],
+        )
         return self._write_result(letter.job.uid, reply)
 
     async def schedule_retry(self, ticket: RetryTicket, *, delay_s: float = 0.0) -> WriteResult:
@@ -162,17 +176,18 @@ class RedisStore(CreateRecords):
         k = self._keys
         ticket_id = ticket.job.uid
         payload = seal_ticket(self._seal, k, ticket)
-        async with self._guard("schedule_retry"):
-            reply = await self._schedule_retry_script(
-                keys=[
-                    k.outcome(ticket_id),
-                    k.retry_tickets,
-                    k.retry_due,
-                    k.outcome_index,
-                    k.outcome_seq,
-                ],
-                args=[ticket_id, payload, ms(delay_s), _member(ticket.job)],
-            )
+        reply = await self._fence.call(
+            "schedule_retry",
+            self._schedule_retry_script,
+            keys=[
+                k.outcome(ticket_id),
+                k.retry_tickets,
+                k.retry_due,
+                k.outcome_index,
+                k.outcome_seq,
+            ],
+            args=[ticket_id, payload, ms(delay_s), _member(ticket.job)],
+        )
         return self._write_result(ticket_id, reply)
 
     def _write_result(self, job_uid: str, reply: Any) -> WriteResult:
@@ -245,19 +260,16 @@ class RedisStore(CreateRecords):
                     continue
                 absent.append((member, uid))
             if absent:
-                async with self._guard("forget_absent"):
-                    done, kept = await self._forget_script(
-                        keys=[
-                            k.outcome_index,
-                            k.retry_tickets,
-                            *(k.outcome(uid) for _, uid in absent),
-                        ],
-                        args=[
-                            written_up_to,
-                            self._outcome_ttl_ms,
-                            *(part for pair in absent for part in pair),
-                        ],
-                    )
+                done, kept = await self._fence.call(
+                    "forget_absent",
+                    self._forget_script,
+                    keys=[k.outcome_index, k.retry_tickets, *(k.outcome(uid) for _, uid in absent)],
+                    args=[
+                        written_up_to,
+                        self._outcome_ttl_ms,
+                        *(part for pair in absent for part in pair),
+                    ],
+                )
                 forgotten += int(done)
                 pending += int(kept)
             if len(page) < FORGET_BATCH:
@@ -290,11 +302,12 @@ class RedisStore(CreateRecords):
         if limit < 1:
             raise ValueError("limit must be >= 1")
         k = self._keys
-        async with self._guard("claim_due_retries"):
-            reply = await self._claim_script(
-                keys=[k.retry_due, k.retry_inflight, k.retry_tickets, k.retry_claims],
-                args=[ms(self._lease_s), limit, REQUEUE_BATCH],
-            )
+        reply = await self._fence.call(
+            "claim_due_retries",
+            self._claim_script,
+            keys=[k.retry_due, k.retry_inflight, k.retry_tickets, k.retry_claims],
+            args=[ms(self._lease_s), limit, REQUEUE_BATCH],
+        )
         lease_until = int(reply[2]) / 1000 + self._lease_s
         claimed: list[ClaimedTicket] = []
         corrupt: list[tuple[bytes, bytes]] = []
@@ -341,27 +354,28 @@ class RedisStore(CreateRecords):
         """
         k = self._keys
         payload = seal_letter(self._seal, k, letter)
-        async with self._guard("abandon_retry"):
-            reply = await self._abandon_script(
-                keys=[
-                    k.outcome(letter.job.uid),
-                    k.dlq(letter.queue),
-                    k.queues,
-                    k.retry_tickets,
-                    k.retry_inflight,
-                    k.retry_due,
-                    k.retry_claims,
-                ],
-                args=[
-                    letter.queue,
-                    payload,
-                    self._stream_maxlen,
-                    self._stream_max_age_ms,
-                    STREAM_FIELD,
-                    ticket_id,
-                    claim or "",
-                ],
-            )
+        reply = await self._fence.call(
+            "abandon_retry",
+            self._abandon_script,
+            keys=[
+                k.outcome(letter.job.uid),
+                k.dlq(letter.queue),
+                k.queues,
+                k.retry_tickets,
+                k.retry_inflight,
+                k.retry_due,
+                k.retry_claims,
+            ],
+            args=[
+                letter.queue,
+                payload,
+                self._stream_maxlen,
+                self._stream_max_age_ms,
+                STREAM_FIELD,
+                ticket_id,
+                claim or "",
+            ],
+        )
         if int(reply[0]) != 1:
             return None
         return self._write_result(letter.job.uid, reply)
@@ -370,11 +384,12 @@ class RedisStore(CreateRecords):
         """Give a claimed ticket back, due again `delay_s` from now (Redis's clock). False if it
         was already settled, or (with `claim`) claimed by another replica since."""
         k = self._keys
-        async with self._guard("release_retry"):
-            reply = await self._release_script(
-                keys=[k.retry_tickets, k.retry_inflight, k.retry_due, k.retry_claims],
-                args=[ticket_id, ms(delay_s), claim or ""],
-            )
+        reply = await self._fence.call(
+            "release_retry",
+            self._release_script,
+            keys=[k.retry_tickets, k.retry_inflight, k.retry_due, k.retry_claims],
+            args=[ticket_id, ms(delay_s), claim or ""],
+        )
         return bool(reply)
 
     async def handled(self, job_uids: Sequence[str]) -> set[str]:

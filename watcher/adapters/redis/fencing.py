@@ -1,0 +1,102 @@
+"""The leader fence: every write script carries this process's leadership term.
+
+With leader election on, a leader that froze past its Lease (a long GC pause, SIGSTOP, a VM
+migration) and then resumes still believes it leads until its next renewal attempt; anything
+it writes meanwhile races the new leader. So each write script starts with
+``scripts/fence_prelude.lua``: `Fence.call` appends the fence key (`Keys.leader_fence`) and the
+term to the call, and the script refuses, writing nothing, a term below the highest one Redis
+has seen; a higher term raises it. A refusal surfaces as `FencedWrite`, never as a
+`SinkError`: retrying cannot succeed, the caller must stop acting as leader.
+
+A new leader first claims its term (`Fence.claim`, ``claim_term.lua``): strictly above every
+term used before, or the caller must take a higher one (docs/scale-out.md, "Fencing").
+
+No term (None: leader election off, `kube-dlq sweep`) means unfenced: the call passes ``''``
+and the prelude neither checks nor raises the fence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from redis.commands.core import AsyncScript
+from redis.exceptions import ResponseError
+from redis.typing import EncodableT, KeyT
+
+from watcher.adapters.redis import scripts
+from watcher.adapters.redis.client import RedisClient
+from watcher.adapters.redis.guard import Guard, text
+from watcher.adapters.redis.keys import Keys
+from watcher.core.errors import FencedWrite, SinkError
+
+__all__ = ["Fence", "TermSource", "unfenced"]
+
+TermSource = Callable[[], int | None]
+"""This process's leadership term now; None: unfenced."""
+
+
+def unfenced() -> int | None:
+    return None
+
+
+class Fence:
+    """The fence key of one installation and where this process's term comes from."""
+
+    def __init__(self, redis: RedisClient, keys: Keys, guard: Guard, term: TermSource) -> None:
+        self._redis = redis
+        self._key = keys.leader_fence
+        self._guard = guard
+        self.term = term
+        self._claim_script = redis.register_script(scripts.CLAIM_TERM)
+
+    async def call(
+        self, op: str, script: AsyncScript, *, keys: Sequence[KeyT], args: Sequence[EncodableT]
+    ) -> Any:
+        """Run a fenced write script; `FencedWrite` if its term is below the fence."""
+        term = self.term()
+        async with self._guard(op):
+            try:
+                return await script(
+                    keys=[*keys, self._key], args=[*args, "" if term is None else term]
+                )
+            except ResponseError as exc:
+                fence = self._refusal(exc)
+                if fence is None:
+                    raise
+        assert term is not None  # an unfenced call is never refused
+        raise FencedWrite(op, term=term, fence=fence)
+
+    async def claim(self, term: int) -> int | None:
+        """Make `term` the fence if every term used before is below it: None. Otherwise the
+        fence (at or above `term`): the caller must take a term above it and claim again."""
+        if term < 0:
+            raise ValueError(f"a term is >= 0, got {term}")
+        async with self._guard("claim_term"):
+            try:
+                claimed, fence = await self._claim_script(keys=[self._key], args=[term])
+            except ResponseError as exc:
+                self._refusal(exc)  # a bad fence raises; nothing else is expected here
+                raise
+        return None if int(claimed) else int(text(fence))
+
+    async def current(self) -> int | None:
+        """The fence now (None: none yet); for tests and tools."""
+        async with self._guard("read_fence"):
+            raw = await self._redis.get(self._key)
+        return None if raw is None else int(text(raw))
+
+    def _refusal(self, exc: ResponseError) -> int | None:
+        """The fence of a refusal by term; SinkError for a bad fence; None for other errors."""
+        word, _, rest = str(exc).partition(" ")
+        if word == scripts.BAD_FENCE_REPLY:
+            raise SinkError(
+                f"redis key {self._key!r} holds {rest!r}, not a leadership term: every fenced "
+                "write is refused until it is deleted (docs/scale-out.md)"
+            ) from exc
+        if word == scripts.FENCED_REPLY:
+            try:
+                return int(rest)
+            except ValueError:
+                raise SinkError(f"unexpected fence refusal {str(exc)[:80]!r}") from exc
+        return None
