@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from watcher.adapters.redis import codec
-from watcher.core.model import DeadLetter, FailureClass, JobRef, RetryTicket
+from watcher.core.model import AttemptRecord, DeadLetter, FailureClass, JobRef, RetryTicket, Started
 
 TICKET = RetryTicket(
     job=JobRef("batch", "nightly", "uid-1"),
@@ -113,3 +113,50 @@ def test_a_lone_surrogate_is_a_corrupt_entry(where: str) -> None:
 def test_good_entries_still_round_trip() -> None:
     assert codec.decode_retry_ticket(codec.encode_retry_ticket(TICKET)) == TICKET
     assert codec.decode_dead_letter(codec.encode_dead_letter(LETTER)) == LETTER
+
+
+# --- started, and the memory change in the history (additive fields) -------------------------
+
+BUMPED = AttemptRecord(
+    1, "nightly", "uid-1", FailureClass.OOM_KILLED, "oom", 1.0, memory="x1.5: main 1Gi -> 1536Mi"
+)
+
+
+@pytest.mark.parametrize("started", list(Started))
+def test_started_round_trips_in_tickets_and_dead_letters(started: Started) -> None:
+    ticket = dataclasses.replace(TICKET, started=started, history=(BUMPED,))
+    letter = dataclasses.replace(LETTER, started=started, history=(BUMPED,))
+    assert codec.decode_retry_ticket(codec.encode_retry_ticket(ticket)) == ticket
+    assert codec.decode_dead_letter(codec.encode_dead_letter(letter)) == letter
+
+
+def test_entries_written_before_started_read_as_unknown() -> None:
+    for text, decode in (
+        (ticket_text(), codec.decode_retry_ticket),
+        (letter_text(), codec.decode_dead_letter),
+    ):
+        body = json.loads(text)
+        del body["data"]["started"]
+        assert decode(json.dumps(body)).started is Started.UNKNOWN
+
+
+@pytest.mark.parametrize("value", ["maybe", 1, None, True, ["yes"]])
+def test_a_bad_started_value_is_a_corrupt_entry(value: Any) -> None:
+    body = json.loads(letter_text())
+    body["data"]["started"] = value
+    with pytest.raises(codec.CorruptEntry, match="started"):
+        codec.decode_dead_letter(json.dumps(body))
+
+
+@pytest.mark.parametrize("value", [1, None, ["x"], {"a": 1}])
+def test_a_bad_memory_value_in_the_history_is_a_corrupt_entry(value: Any) -> None:
+    body = json.loads(codec.encode_dead_letter(dataclasses.replace(LETTER, history=(BUMPED,))))
+    body["data"]["history"][0]["memory"] = value
+    with pytest.raises(codec.CorruptEntry, match="memory"):
+        codec.decode_dead_letter(json.dumps(body))
+
+
+def test_a_record_without_a_memory_change_writes_no_memory_key() -> None:
+    plain = dataclasses.replace(BUMPED, memory="")
+    body = json.loads(codec.encode_dead_letter(dataclasses.replace(LETTER, history=(plain,))))
+    assert "memory" not in body["data"]["history"][0]

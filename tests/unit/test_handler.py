@@ -29,6 +29,7 @@ from tests.support.objects import (
     raw_pod,
     report,
     terminated,
+    waiting,
 )
 from watcher.core.errors import KubeForbidden, SinkError
 from watcher.core.lineage import CreateRecord, Lineage
@@ -427,3 +428,37 @@ async def test_without_a_jobs_port_a_malformed_annotation_is_logged_and_counted_
     assert "event_write_failed" not in events
     labels = {"source": "annotation"}
     assert r.metrics.registry.get_sample_value("kube_dlq_malformed_input_total", labels) == 1
+
+
+# --- started or not ------------------------------------------------------------------------
+
+
+def image_pull_pod() -> Raw:
+    """Its image never pulled: the workload never started."""
+    return raw_pod(phase="Pending", containers=[waiting(reason="ImagePullBackOff")])
+
+
+STARTED = {
+    "app_error after a run: started": (app_pod, "yes"),
+    "node_lost, container killed: started": (lost_pod, "yes"),
+    "image pull: never started": (image_pull_pod, "no"),
+}
+
+
+@pytest.mark.parametrize(("pod", "started"), STARTED.values(), ids=list(STARTED))
+async def test_the_outcome_and_its_log_say_whether_the_workload_started(
+    pod: Callable[[], Raw], started: str
+) -> None:
+    # Given a Job whose pod failed this way
+    r = rig(jobs=FakeJobs())
+
+    # When it is handled
+    with capture_logs() as logs:
+        outcome = await r.handle([pod()])
+
+    # Then the stored outcome and its log line carry whether the workload started
+    [stored] = [*r.store.tickets, *r.store.dead_letters]
+    assert stored.started.value == started
+    assert outcome.classification.started.value == started
+    [line] = [e for e in logs if e["event"] in ("retry_scheduled", "dead_lettered")]
+    assert line["started"] == started

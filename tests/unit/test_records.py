@@ -81,10 +81,12 @@ def test_the_annotation_is_written_as_before() -> None:
 
 
 def test_redis_entries_are_written_as_before() -> None:
-    # Byte for byte as before, but for the queue field tickets carry since (an additive v1
-    # change: readers before it ignore the field, and a ticket without it reads as "default").
+    # Byte for byte as before, but for the queue and started fields tickets carry since
+    # (additive v1 changes: readers before them ignore the fields, and a ticket without them
+    # reads as "default" and "unknown").
     assert LEGACY_ENTRY.endswith(b"}}")
-    assert codec.encode_retry_ticket(TICKET) == LEGACY_ENTRY[:-2] + b',"queue":"default"}}'
+    added = b',"queue":"default","started":"unknown"}}'
+    assert codec.encode_retry_ticket(TICKET) == LEGACY_ENTRY[:-2] + added
 
 
 def test_a_legacy_annotation_reads_back() -> None:

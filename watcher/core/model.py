@@ -88,6 +88,15 @@ OUTRANKS_DEADLINE_CLASSES: Final[frozenset[FailureClass]] = frozenset(
 )
 
 
+class Started(enum.StrEnum):
+    """Did the workload start? ``no`` is the one answer that makes a retry free of side effects
+    (Airflow retries automatically only then); ``unknown`` when the evidence cannot tell."""
+
+    YES = "yes"
+    NO = "no"
+    UNKNOWN = "unknown"
+
+
 class Action(enum.StrEnum):
     RETRY = "retry"
     DEAD_LETTER = "dead_letter"
@@ -221,6 +230,8 @@ class Classification:
     """One short sentence a person can read in a table."""
     evidence: tuple[str, ...] = ()
     """The signals that led here, e.g. 'pod x: DisruptionTarget=DeletionByTaintManager'."""
+    started: Started = Started.UNKNOWN
+    """Whether any container of the Job ran (watcher.core.classify.started)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +244,9 @@ class AttemptRecord:
     failure_class: FailureClass
     reason: str
     failed_at: float
+    memory: str = ""
+    """The memory raised for the next attempt after this one failed, e.g.
+    "x1.5: main limits 512Mi -> 768Mi" (the OOM policy); "" when none was."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,6 +277,8 @@ class DeadLetter:
     history: tuple[AttemptRecord, ...] = ()
     report: RawObject = field(default_factory=dict)
     """Pod statuses, termination messages and Events, captured before Kubernetes drops them."""
+    started: Started = Started.UNKNOWN
+    """Whether the failed attempt's workload started (entries stored before it: unknown)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,6 +298,8 @@ class RetryTicket:
     """The dead-letter queue of the failed Job: where the ticket goes if the retry cannot be
     created (its queue when it was scheduled; tickets stored before this field read as
     "default")."""
+    started: Started = Started.UNKNOWN
+    """Whether the failed attempt's workload started (tickets stored before it: unknown)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,10 @@ release; the Redis envelope version 1 may only grow fields, not rename them). `d
 reads either shape wherever it is found, telling them apart by the failure-class key, so that
 once every reader runs this code one writer can switch shapes without breaking anything.
 
+Both shapes may carry one optional key more, ``memory`` (the OOM policy's memory change for the
+next attempt, see ``AttemptRecord.memory``): written only when set, so a record without one is
+byte for byte what earlier releases wrote, and readers that do not know the key ignore it.
+
 What a place cuts before writing (the annotation's shorter reasons and millisecond times) is that
 place's business; `encode_attempt` writes the record as given.
 
@@ -34,11 +38,15 @@ from watcher.core.rawjson import RawObject
 __all__ = [
     "ENTRY_SHAPE",
     "HISTORY_SHAPE",
+    "MEMORY_KEY",
     "RecordError",
     "RecordShape",
     "decode_attempt",
     "encode_attempt",
 ]
+
+MEMORY_KEY: Final = "memory"
+"""The optional key of ``AttemptRecord.memory``, the same in both shapes."""
 
 _FIELDS: Final = ("attempt", "job_name", "job_uid", "failure_class", "reason", "failed_at")
 
@@ -90,7 +98,10 @@ def encode_attempt(record: AttemptRecord, shape: RecordShape) -> RawObject:
         "reason": record.reason,
         "failed_at": record.failed_at,
     }
-    return {key: values[field] for field, key in shape.keys}
+    encoded = {key: values[field] for field, key in shape.keys}
+    if record.memory:
+        encoded[MEMORY_KEY] = record.memory
+    return encoded
 
 
 def decode_attempt(item: object, *, shape: RecordShape, where: str) -> AttemptRecord:
@@ -115,6 +126,9 @@ def decode_attempt(item: object, *, shape: RecordShape, where: str) -> AttemptRe
     attempt = item.get(shape.key("attempt"))
     if not isinstance(attempt, int) or isinstance(attempt, bool) or attempt < 1:
         raise RecordError(f"{where}: {shape.key('attempt')!r} is not an integer >= 1")
+    memory = item.get(MEMORY_KEY, "")
+    if not isinstance(memory, str):
+        raise RecordError(f"{where}: {MEMORY_KEY!r} is not a string")
     failed_at = _finite(item.get(shape.key("failed_at")))
     if failed_at is None:
         raise RecordError(f"{where}: {shape.key('failed_at')!r} is not a number")
@@ -130,6 +144,7 @@ def decode_attempt(item: object, *, shape: RecordShape, where: str) -> AttemptRe
         failure_class=failure_class,
         reason=text("reason"),
         failed_at=failed_at,
+        memory=memory,
     )
 
 

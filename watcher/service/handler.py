@@ -137,6 +137,7 @@ class FailureHandler:
                     history=(*history, record),
                     avoid_node=_failed_node(report, classification, policy),
                     queue=policy.queue,
+                    started=classification.started,
                 ),
             )
         else:
@@ -154,6 +155,7 @@ class FailureHandler:
                     manifest=manifest,
                     history=(*history, record),
                     report=evidence_document(report, decision),
+                    started=classification.started,
                 )
             )
         self._count(classification, decision, write, policy)
@@ -276,6 +278,7 @@ class FailureHandler:
                 "retry_scheduled",
                 failure_class=fclass,
                 reason=classification.reason,
+                started=classification.started.value,
                 attempt=decision.attempt,
                 delay_s=round(decision.delay_s, 1),
                 decision=decision.reason,
@@ -289,6 +292,7 @@ class FailureHandler:
                 "dead_lettered",
                 failure_class=fclass,
                 reason=classification.reason,
+                started=classification.started.value,
                 attempt=decision.attempt,
                 queue=policy.queue,
                 entry=write.ref,

@@ -33,6 +33,7 @@ from watcher.core.model import (
     JobRef,
     OwnerRef,
     RetryTicket,
+    Started,
 )
 from watcher.core.records import ENTRY_SHAPE, RecordError, decode_attempt, encode_attempt
 
@@ -84,6 +85,7 @@ def encode_dead_letter(letter: DeadLetter) -> bytes:
             "manifest": letter.manifest,
             "history": [_attempt(a) for a in letter.history],
             "report": letter.report,
+            "started": letter.started.value,
         },
     )
 
@@ -102,6 +104,7 @@ def encode_retry_ticket(ticket: RetryTicket) -> bytes:
             "history": [_attempt(a) for a in ticket.history],
             "avoid_node": ticket.avoid_node,
             "queue": ticket.queue,
+            "started": ticket.started.value,
         },
     )
 
@@ -144,6 +147,7 @@ def decode_dead_letter(raw: bytes | str) -> DeadLetter:
         manifest=d.obj("manifest"),
         history=tuple(_decode_attempt(f) for f in d.children("history")),
         report=d.obj("report"),
+        started=d.started("started"),
     )
 
 
@@ -160,6 +164,7 @@ def decode_retry_ticket(raw: bytes | str) -> RetryTicket:
         history=tuple(_decode_attempt(f) for f in d.children("history")),
         avoid_node=d.text("avoid_node", ""),
         queue=d.text("queue", "default"),
+        started=d.started("started"),
     )
 
 
@@ -341,6 +346,17 @@ class _Fields:
                 raise self._fail(f"{key}[{i}]", "object", item)
             out.append(_Fields(item, self._what, f"{self._prefix}{key}[{i}]."))
         return out
+
+    def started(self, key: str) -> Started:
+        """Added after version 1 shipped: a missing field (an older writer) reads as unknown."""
+        value = self.text(key, Started.UNKNOWN.value)
+        try:
+            return Started(value)
+        except ValueError:
+            raise CorruptEntry(
+                f"{self._what}: field '{self._prefix}{key}': expected yes, no or unknown, "
+                f"got {value!r}"
+            ) from None
 
     def failure_class(self, key: str) -> FailureClass:
         value = self.text(key)

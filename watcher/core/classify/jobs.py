@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -35,6 +36,7 @@ from watcher.core.classify.pods import (
     by_unschedulable,
     ended_badly,
 )
+from watcher.core.classify.started import started_of
 from watcher.core.model import (
     OUTRANKS_DEADLINE_CLASSES,
     Classification,
@@ -47,14 +49,14 @@ __all__ = ["JOB_RULES", "POD_RULES", "JobRule", "classify"]
 
 
 def classify(report: FailureReport, rules: ClassifyRules = DEFAULT_RULES) -> Classification:
-    """Classify one failed (or stuck) Job. Total: every report yields a class."""
+    """Classify one failed (or stuck) Job. Total: every report yields a class, and whether
+    the workload started (`watcher.core.classify.started`)."""
     facts = Facts.of(report, rules)
     deciding = _deciding_pod(facts)
-    for rule in JOB_RULES:
-        verdict = rule(facts, deciding)
-        if verdict is not None:
-            return verdict
-    return _unknown(facts)
+    verdict = next(
+        (v for rule in JOB_RULES if (v := rule(facts, deciding)) is not None), None
+    ) or _unknown(facts)
+    return dataclasses.replace(verdict, started=started_of(report))
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,7 @@ __all__ = [
     "by_pod_reason",
     "by_unschedulable",
     "ended_badly",
+    "rejected_at_admission",
 ]
 
 _SHUTDOWN_TEXT = re.compile(r"shut\s?down", re.IGNORECASE)
@@ -140,13 +141,17 @@ _ADMISSION_REASONS = frozenset(
 )
 
 
-def by_admission(pod: PodSnapshot, facts: Facts) -> Classification | None:
-    rejected = (
+def rejected_at_admission(pod: PodSnapshot) -> bool:
+    """The kubelet refused the pod before running it."""
+    return (
         pod.reason in _ADMISSION_REASONS
         or pod.reason.startswith("OutOf")  # OutOfcpu, OutOfmemory, OutOfpods, ...
         or _REJECTED in pod.message
     )
-    if not rejected:
+
+
+def by_admission(pod: PodSnapshot, facts: Facts) -> Classification | None:
+    if not rejected_at_admission(pod):
         return None
     return classified_as(
         FailureClass.ADMISSION_REJECTED,
