@@ -153,7 +153,7 @@ ERROR_CASES = [
     pytest.param(
         doc(retry={"queue": "q"}),
         "retry.queue: unknown key (known: app_budget, avoid_failed_node, classes, infra_budget, "
-        "respect_pod_failure_policy, total_budget_s)",
+        "oom_memory, require_never_started, respect_pod_failure_policy, total_budget_s)",
         id="queue-lives-in-dead-letter",
     ),
     pytest.param(

@@ -7,9 +7,11 @@ rest runs against FakeStore and FakeJobs, with a fake clock.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from fractions import Fraction
 
 import pytest
 import structlog
@@ -33,6 +35,8 @@ from tests.support.objects import (
 )
 from watcher.core.errors import KubeForbidden, SinkError
 from watcher.core.lineage import CreateRecord, Lineage
+from watcher.core.manifest import manifest_for_ticket
+from watcher.core.memory import OomMemoryPolicy
 from watcher.core.model import (
     Action,
     Condition,
@@ -43,6 +47,7 @@ from watcher.core.model import (
     JobRef,
     JobSnapshot,
     PodSnapshot,
+    RetryTicket,
     WriteResult,
 )
 from watcher.core.policy import RetryPolicy
@@ -462,3 +467,98 @@ async def test_the_outcome_and_its_log_say_whether_the_workload_started(
     assert outcome.classification.started.value == started
     [line] = [e for e in logs if e["event"] in ("retry_scheduled", "dead_lettered")]
     assert line["started"] == started
+
+
+# --- the OOM policy: more memory each retry, then the cap -------------------------------------
+
+GIB = 2**30
+OOM_POLICY = dataclasses.replace(
+    RetryPolicy(), oom_memory=OomMemoryPolicy(factor=Fraction(3, 2), cap_bytes=2 * GIB, attempts=3)
+)
+TOKEN = "ab" * 16
+
+
+def oom_pod() -> Raw:
+    return raw_pod(containers=[terminated(exit_code=137, reason="OOMKilled")])
+
+
+def with_memory(job: Raw, limit: str) -> Raw:
+    [main] = job["spec"]["template"]["spec"]["containers"]
+    main["resources"] = {"limits": {"memory": limit}, "requests": {"memory": limit}}
+    return job
+
+
+def retry_of(r: Rig, ticket: RetryTicket, n: int) -> Raw:
+    """The Job the retry loop creates from `ticket`, failed, with kube-dlq's create record."""
+    body = manifest_for_ticket(ticket, token=TOKEN)
+    body["metadata"]["uid"] = f"00000000-0000-4000-8000-00000000000{n}"
+    body["status"] = raw_job()["status"]
+    name = body["metadata"]["name"]
+    lineage = Lineage(ticket.attempt, ticket.history)
+    r.store.records[ticket.job.uid] = CreateRecord(NAMESPACE, name, TOKEN, "", lineage)
+    return body
+
+
+def limits_of(job: Raw) -> str:
+    return job["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"]
+
+
+async def test_oom_policy_raises_memory_each_retry_and_dead_letters_at_the_cap() -> None:
+    # Given the OOM policy x1.5, capped at 2Gi, and a Job with 1Gi that is OOM-killed
+    r = rig(OOM_POLICY, jobs=FakeJobs())
+    job = with_memory(raw_job(), "1Gi")
+
+    # When it fails, and each retry fails the same way
+    first = await r.handler.handle(report(job, [oom_pod()]), job)
+    second_job = retry_of(r, r.store.tickets[-1], 2)
+    second = await r.handler.handle(report(second_job, [oom_pod()]), second_job)
+    third_job = retry_of(r, r.store.tickets[-1], 3)
+    third = await r.handler.handle(report(third_job, [oom_pod()]), third_job)
+
+    # Then the first retry gets 1536Mi, the second the cap, and the third is dead-lettered
+    assert [o.decision.action for o in (first, second, third)] == [
+        Action.RETRY,
+        Action.RETRY,
+        Action.DEAD_LETTER,
+    ]
+    t1, t2 = r.store.tickets
+    assert (limits_of(t1.manifest), limits_of(t2.manifest)) == ("1536Mi", "2Gi")
+    assert limits_of(second_job) == "1536Mi"  # the retry Job is created with the new memory
+    bump = "kube-dlq.io/memory-bump"
+    assert second_job["metadata"]["annotations"][bump] == (
+        "x1.5: main limits 1Gi -> 1536Mi, main requests 1Gi -> 1536Mi"
+    )
+    assert "with more memory (x1.5: main limits 1Gi -> 1536Mi" in t1.reason
+    [letter] = r.store.dead_letters
+    assert letter.reason.endswith("oom_killed: memory is at the cap of 2Gi; not retried")
+    assert letter.reason.startswith("container main was OOM-killed")
+    # And the history stored with the dead letter shows each bump
+    assert [(h.attempt, h.memory) for h in letter.history] == [
+        (1, "x1.5: main limits 1Gi -> 1536Mi, main requests 1Gi -> 1536Mi"),
+        (2, "x1.5: main limits 1536Mi -> 2Gi, main requests 1536Mi -> 2Gi"),
+        (3, ""),
+    ]
+
+
+async def test_without_the_oom_policy_an_oom_kill_is_dead_lettered_unchanged() -> None:
+    r = rig(jobs=FakeJobs())
+    job = with_memory(raw_job(), "1Gi")
+    outcome = await r.handler.handle(report(job, [oom_pod()]), job)
+    [letter] = r.store.dead_letters
+    assert outcome.decision.reason == "oom_killed is not retried by policy"
+    assert limits_of(letter.manifest) == "1Gi"
+    assert "memory" not in letter.reason
+    assert [h.memory for h in letter.history] == [""]
+
+
+async def test_a_retry_for_another_class_drops_an_earlier_bump_annotation() -> None:
+    # Given a retry Job that kube-dlq gave more memory, now lost with its node
+    r = rig(OOM_POLICY, jobs=FakeJobs())
+    job = with_memory(raw_job(), "1Gi")
+    await r.handler.handle(report(job, [oom_pod()]), job)
+    retry_job = retry_of(r, r.store.tickets[-1], 2)
+    await r.handler.handle(report(retry_job, [lost_pod()]), retry_job)
+    # Then its retry keeps the memory but does not claim a bump it did not make
+    ticket = r.store.tickets[-1]
+    assert limits_of(ticket.manifest) == "1536Mi"
+    assert "kube-dlq.io/memory-bump" not in ticket.manifest["metadata"]["annotations"]

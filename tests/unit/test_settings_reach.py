@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import AsyncIterator, Callable, Iterator
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from watcher.adapters.redis.store import RedisStore
 from watcher.app.config import parse_config
 from watcher.app.daemon import Daemon
 from watcher.app.sealing import build_seal
+from watcher.core.memory import OomMemoryPolicy
 from watcher.core.model import FailureClass
 from watcher.core.policy import default_class_policy
 from watcher.core.settings import Settings
@@ -155,6 +157,16 @@ CASES: dict[str, tuple[object, Probe, object]] = {
         False,
         lambda d: d.handler.base_policy.respect_pod_failure_policy,
         False,
+    ),
+    "retry.require_never_started": (
+        ["app_error", "io-timeout"],
+        lambda d: d.handler.base_policy.require_never_started,
+        frozenset({FailureClass.APP_ERROR, FailureClass.IO_TIMEOUT}),
+    ),
+    "retry.oom_memory": (
+        {"factor": 1.25, "cap": "4Gi", "attempts": 3},
+        lambda d: d.handler.base_policy.oom_memory,
+        OomMemoryPolicy(factor=Fraction(5, 4), cap_bytes=4 * 2**30, attempts=3),
     ),
     "retry_loop.poll_interval_s": (2, lambda d: d.retry_loop._settings.poll_interval_s, 2),
     "retry_loop.batch_size": (9, lambda d: d.retry_loop._settings.batch_size, 9),

@@ -25,11 +25,18 @@ order whatever the order on the Job)::
     budget            duration: how long after the first failure retries may still happen
     queue             dead-letter queue name, [a-z0-9._-]{1,63}
     avoid-node        true | false: re-create the Job away from the node its pod failed on
+    require-never-started
+                      comma list of failure classes retried only when the workload never
+                      started (see watcher.core.classify.started), or "none"; replaces the
+                      config's retry.require_never_started
+    oom-memory        retry oom_killed with more memory: "factor=1.5,cap=8Gi,attempts=2"
+                      (parts optional, over the config's retry.oom_memory), "on" or "off";
+                      the syntax is in watcher.core.memory
 
 Durations are a number with a unit s, m, h or d, or several such (90s, 5m, 1.5h, 1h30m, 2d);
 a bare number is rejected because its unit would be a guess. Keys kube-dlq writes itself
 (``original-uid``, ``original-name``, ``attempt``, ``first-failed-at``, ``history``,
-``retry-of``, ``create-token``) and the
+``retry-of``, ``create-token``, ``memory-bump``) and the
 scope switch ``enabled`` are accepted and ignored by ``policy_for``; any other
 ``kube-dlq.io/`` key is reported as unknown.
 """
@@ -59,11 +66,14 @@ __all__ = [
     "ANNOTATION_HISTORY",
     "ANNOTATION_INFRA_BUDGET",
     "ANNOTATION_MAX_RETRIES",
+    "ANNOTATION_MEMORY_BUMP",
     "ANNOTATION_NO_RETRY_CLASSES",
+    "ANNOTATION_OOM_MEMORY",
     "ANNOTATION_ORIGINAL_NAME",
     "ANNOTATION_ORIGINAL_UID",
     "ANNOTATION_PREFIX",
     "ANNOTATION_QUEUE",
+    "ANNOTATION_REQUIRE_NEVER_STARTED",
     "ANNOTATION_RETRY_CLASSES",
     "ANNOTATION_RETRY_OF",
     "FINALIZER_RETRY_ACK",
@@ -113,6 +123,11 @@ ANNOTATION_APP_BUDGET: Final = ANNOTATION_PREFIX + "app-budget"
 ANNOTATION_BUDGET: Final = ANNOTATION_PREFIX + "budget"
 ANNOTATION_QUEUE: Final = ANNOTATION_PREFIX + "queue"
 ANNOTATION_AVOID_NODE: Final = ANNOTATION_PREFIX + "avoid-node"
+ANNOTATION_REQUIRE_NEVER_STARTED: Final = ANNOTATION_PREFIX + "require-never-started"
+ANNOTATION_OOM_MEMORY: Final = ANNOTATION_PREFIX + "oom-memory"
+"""The OOM policy for this Job; its syntax is parsed in ``watcher.core.memory``."""
+ANNOTATION_MEMORY_BUMP: Final = ANNOTATION_PREFIX + "memory-bump"
+"""Written by kube-dlq on a retry Job whose memory it raised: what changed, old -> new."""
 
 MAX_RETRIES_LIMIT: Final = 100
 """Upper bound for any retry count or budget, from config or annotation: a Job that failed a

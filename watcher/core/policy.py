@@ -25,11 +25,14 @@ from watcher.core.annotations import (
     ANNOTATION_HISTORY,
     ANNOTATION_INFRA_BUDGET,
     ANNOTATION_MAX_RETRIES,
+    ANNOTATION_MEMORY_BUMP,
     ANNOTATION_NO_RETRY_CLASSES,
+    ANNOTATION_OOM_MEMORY,
     ANNOTATION_ORIGINAL_NAME,
     ANNOTATION_ORIGINAL_UID,
     ANNOTATION_PREFIX,
     ANNOTATION_QUEUE,
+    ANNOTATION_REQUIRE_NEVER_STARTED,
     ANNOTATION_RETRY_CLASSES,
     ANNOTATION_RETRY_OF,
     BackoffSpec,
@@ -49,6 +52,7 @@ from watcher.core.backoff import (
     Jitter,
 )
 from watcher.core.errors import PolicyError
+from watcher.core.memory import OomMemoryPolicy, parse_oom_memory
 from watcher.core.model import CAPACITY_LOSS_CLASSES, FailureClass, JobSnapshot
 
 __all__ = [
@@ -72,6 +76,7 @@ _IGNORED_KEYS: Final = frozenset(
         ANNOTATION_ENABLED,
         ANNOTATION_RETRY_OF,
         ANNOTATION_CREATE_TOKEN,
+        ANNOTATION_MEMORY_BUMP,
     }
 )
 
@@ -155,6 +160,12 @@ class RetryPolicy:
     respect_pod_failure_policy: bool = True
     """When the Job's own ``podFailurePolicy`` failed it (reason PodFailurePolicy), the owner
     has said this failure is final: dead-letter without retrying."""
+    require_never_started: frozenset[FailureClass] = frozenset()
+    """Classes retried only when the workload never started (``Classification.started`` is
+    "no"): a retry of one that ran may repeat its side effects (Airflow's rule)."""
+    oom_memory: OomMemoryPolicy | None = None
+    """Opt-in: retry oom_killed with more memory (``watcher.core.memory``); None = off, and
+    oom_killed follows its class policy like any other class."""
 
     def __post_init__(self) -> None:
         found = tuple(fc for fc, _ in self.classes)
@@ -248,6 +259,15 @@ def _set_avoid_node(policy: RetryPolicy, value: str) -> RetryPolicy:
     return dataclasses.replace(policy, avoid_failed_node=parse_bool(value))
 
 
+def _set_require_never_started(policy: RetryPolicy, value: str) -> RetryPolicy:
+    chosen = frozenset() if value.strip().lower() == "none" else parse_class_list(value)
+    return dataclasses.replace(policy, require_never_started=chosen)
+
+
+def _set_oom_memory(policy: RetryPolicy, value: str) -> RetryPolicy:
+    return dataclasses.replace(policy, oom_memory=parse_oom_memory(value, policy.oom_memory))
+
+
 _APPLY_ORDER: Final[tuple[tuple[str, Callable[[RetryPolicy, str], RetryPolicy]], ...]] = (
     # Class selection first, so that max-retries and backoff see the final set of classes.
     (ANNOTATION_RETRY_CLASSES, _set_retry_classes),
@@ -259,6 +279,8 @@ _APPLY_ORDER: Final[tuple[tuple[str, Callable[[RetryPolicy, str], RetryPolicy]],
     (ANNOTATION_BUDGET, _set_budget),
     (ANNOTATION_QUEUE, _set_queue),
     (ANNOTATION_AVOID_NODE, _set_avoid_node),
+    (ANNOTATION_REQUIRE_NEVER_STARTED, _set_require_never_started),
+    (ANNOTATION_OOM_MEMORY, _set_oom_memory),
 )
 _POLICY_KEYS: Final = tuple(key for key, _ in _APPLY_ORDER)
 

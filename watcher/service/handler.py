@@ -7,6 +7,7 @@ exactly-once guarantee: the sink's atomic check-and-write is keyed by the Job's 
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -20,6 +21,7 @@ from watcher.core.decide import decide
 from watcher.core.errors import KubeAPIError, PolicyError
 from watcher.core.lineage import LINEAGE_ANNOTATIONS, Lineage, lineage_of, record_pointer
 from watcher.core.manifest import attempt_of, replayable_manifest
+from watcher.core.memory import MemoryBump, bump_memory, without_bump_annotation
 from watcher.core.model import (
     NODE_FAULT_CLASSES,
     Action,
@@ -102,6 +104,8 @@ class FailureHandler:
         attempt = lineage.attempt if lineage is not None else 1
         history = lineage.history if lineage is not None else ()
         first_failed_at = (lineage.first_failed_at if lineage is not None else None) or now
+        manifest = replayable_manifest(raw_job)
+        memory = _memory_bump(classification, policy, manifest)
         decision = decide(
             classification,
             policy,
@@ -111,7 +115,20 @@ class FailureHandler:
             first_failed_at=first_failed_at,
             pod_failure_policy_failed=_failed_by_pod_failure_policy(report),
             rng=self.rng,
+            memory=memory,
         )
+        bumped = ""
+        if memory is not None:
+            # The OOM policy's verdict (a bump, the cap, the count) is the news: say it where
+            # people read the reason (ticket, dead letter, history, logs).
+            classification = dataclasses.replace(
+                classification, reason=f"{classification.reason}; {decision.reason}"
+            )
+        if decision.action is Action.RETRY:
+            if memory is not None and memory.changes:
+                manifest, bumped = memory.manifest, memory.summary
+            else:
+                manifest = without_bump_annotation(manifest)  # an earlier attempt's bump
         record = AttemptRecord(
             attempt=attempt,
             job_name=report.job.ref.name,
@@ -119,8 +136,8 @@ class FailureHandler:
             failure_class=classification.failure_class,
             reason=classification.reason,
             failed_at=now,
+            memory=bumped,
         )
-        manifest = replayable_manifest(raw_job)
         uid = report.job.ref.uid
         tried_before = uid in self._unsettled
         self._remember_unsettled(uid)  # until the write below returns
@@ -315,6 +332,15 @@ def evidence_document(report: FailureReport, decision: Decision) -> dict[str, An
         "nodes": [asdict(n) for n in report.nodes],
         "stuck_for_s": report.stuck_for_s,
     }
+
+
+def _memory_bump(
+    classification: Classification, policy: RetryPolicy, manifest: Mapping[str, Any]
+) -> MemoryBump | None:
+    """The OOM policy's bump of the failed Job's memory; None when the policy does not apply."""
+    if classification.failure_class is not FailureClass.OOM_KILLED or policy.oom_memory is None:
+        return None
+    return bump_memory(manifest, policy.oom_memory)
 
 
 def _failed_by_pod_failure_policy(report: FailureReport) -> bool:

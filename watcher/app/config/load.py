@@ -36,6 +36,7 @@ from watcher.app.config.fields import (
     string_value,
 )
 from watcher.app.config.security import parse_security
+from watcher.app.config.started_oom import parse_oom_memory_section, parse_require_never_started
 from watcher.core.annotations import MAX_DURATION_S, MAX_FACTOR, MAX_RETRIES_LIMIT, validate_queue
 from watcher.core.backoff import JITTER_MODES
 from watcher.core.classify import ClassifyRules
@@ -350,6 +351,8 @@ def _parse_retry(raw: object, *, queue: str) -> RetryPolicy:
         respect_pod_failure_policy=s.boolean(
             "respect_pod_failure_policy", d.respect_pod_failure_policy
         ),
+        require_never_started=parse_require_never_started(s, "require_never_started"),
+        oom_memory=parse_oom_memory_section(s.get("oom_memory"), s.path("oom_memory")),
     )
 
 
