@@ -562,3 +562,27 @@ async def test_a_retry_for_another_class_drops_an_earlier_bump_annotation() -> N
     ticket = r.store.tickets[-1]
     assert limits_of(ticket.manifest) == "1536Mi"
     assert "kube-dlq.io/memory-bump" not in ticket.manifest["metadata"]["annotations"]
+
+
+async def test_require_never_started_retries_only_a_job_that_never_ran() -> None:
+    # Given image_pull and app_error retried only when the workload never started
+    policy = RetryPolicy().with_classes(
+        lambda fc, cp: (
+            dataclasses.replace(cp, retry=True)
+            if fc in (FailureClass.IMAGE_PULL, FailureClass.APP_ERROR)
+            else cp
+        )
+    )
+    never = frozenset({FailureClass.IMAGE_PULL, FailureClass.APP_ERROR})
+    r = rig(dataclasses.replace(policy, require_never_started=never), jobs=FakeJobs())
+
+    # When one Job never pulled its image and another ran and exited 2
+    pulled = await r.handle([image_pull_pod()])
+    ran = await r.handler.handle(report(raw_job(uid="other-uid"), [app_pod()]), raw_job())
+
+    # Then only the one that never started is retried
+    assert pulled.decision.action is Action.RETRY
+    assert ran.decision.action is Action.DEAD_LETTER
+    assert ran.decision.reason == (
+        "app_error is retried only if the workload never started, and it did"
+    )

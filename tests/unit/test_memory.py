@@ -198,8 +198,9 @@ def test_the_cap_is_a_whole_mi_even_when_given_in_decimal_units() -> None:
 
 def test_at_the_cap_nothing_changes_and_the_bump_says_so() -> None:
     bump = bump_memory(job(container("main", "8Gi", "4Gi")), OomMemoryPolicy(cap_bytes=8 * GI))
-    # The request could still grow, but is held to the limit, which is at the cap
+    # The request could still grow, but the limit, where the OOM killer acts, is at the cap
     assert [c.describe() for c in bump.changes] == ["main requests 4Gi -> 6Gi"]
+    assert bump.at_cap
     at_cap = bump_memory(job(container("main", "8Gi", "8Gi")), POLICY)
     assert at_cap.at_cap
     assert at_cap.changes == ()
@@ -319,3 +320,23 @@ def test_hostile_oom_memory_values_are_rejected_with_a_short_message(
     with pytest.raises(ValueError, match=message) as caught:
         parse_oom_memory(text, None)
     assert len(str(caught.value)) < 200
+
+
+def test_with_requests_only_the_requests_decide_the_cap() -> None:
+    grows = bump_memory(job(container("main", None, "1Gi")), POLICY)
+    assert not grows.at_cap
+    assert bump_memory(job(container("main", None, "8Gi")), POLICY).at_cap
+
+
+def test_one_container_below_the_cap_is_still_a_bump() -> None:
+    bump = bump_memory(job(container("main", "8Gi"), container("sidecar", "1Gi")), POLICY)
+    assert not bump.at_cap
+    assert [c.describe() for c in bump.changes] == ["sidecar limits 1Gi -> 1536Mi"]
+
+
+def test_the_summary_of_a_huge_pod_is_clipped() -> None:
+    many = [container(f"c{i:03}-" + "x" * 40, "1Gi") for i in range(100)]
+    bump = bump_memory(job(*many), POLICY)
+    assert len(bump.changes) == 100
+    assert len(bump.summary) <= 1000
+    assert bump.manifest["metadata"]["annotations"][ANNOTATION_MEMORY_BUMP] == bump.summary

@@ -203,6 +203,8 @@ class MemoryChange:
     """e.g. "main limits", "pod requests"."""
     old: int
     new: int
+    limit: bool
+    """A limit (True) or a request."""
 
     def describe(self) -> str:
         return f"{self.where} {format_quantity(self.old)} -> {format_quantity(self.new)}"
@@ -216,18 +218,25 @@ class MemoryBump:
     changes: tuple[MemoryChange, ...]
     found: int
     """Memory values the manifest sets (parseable ones)."""
+    limits_found: int
+    """Of which limits."""
     manifest: RawObject
     """The manifest with the changes and the memory-bump annotation (a copy)."""
 
     @property
     def at_cap(self) -> bool:
-        """Values to raise exist, but none can grow: every one is at (or over) the cap."""
+        """Values to raise exist, but none that matters can grow. With limits, that is the
+        limits (the OOM killer acts at the limit: a larger request alone changes nothing);
+        with requests only (a node out of memory), the requests."""
+        if self.limits_found:
+            return not any(c.limit for c in self.changes)
         return self.found > 0 and not self.changes
 
     @property
     def summary(self) -> str:
         factor = f"x{float(self.policy.factor):g}"
-        return f"{factor}: " + ", ".join(c.describe() for c in self.changes)
+        text = f"{factor}: " + ", ".join(c.describe() for c in self.changes)
+        return text if len(text) <= _MAX_SUMMARY else text[: _MAX_SUMMARY - 1] + "…"
 
 
 _MAX_SUMMARY: Final = 1000
@@ -273,10 +282,11 @@ def bump_memory(manifest: RawMapping, policy: OomMemoryPolicy) -> MemoryBump:
     pod_spec = template.get("spec") if isinstance(template, dict) else None
     cap = policy.cap_bytes // MIB * MIB
     changes: list[MemoryChange] = []
-    found = 0
+    found = limits_found = 0
     for label, resources in _resource_blocks(pod_spec):
         limit = _memory_of(resources, "limits")
         new_limit = limit
+        limits_found += limit is not None
         for kind, old in (("limits", limit), ("requests", _memory_of(resources, "requests"))):
             if old is None:
                 continue
@@ -289,14 +299,14 @@ def bump_memory(manifest: RawMapping, policy: OomMemoryPolicy) -> MemoryBump:
             if kind == "limits":
                 new_limit = new
             resources[kind]["memory"] = format_quantity(new)
-            changes.append(MemoryChange(f"{label} {kind}", old, new))
-    bump = MemoryBump(policy, tuple(changes), found, body)
+            changes.append(MemoryChange(f"{label} {kind}", old, new, limit=kind == "limits"))
+    bump = MemoryBump(policy, tuple(changes), found, limits_found, body)
     if changes:
         meta = body.setdefault("metadata", {})
         if isinstance(meta, dict):
             annotations = meta.get("annotations")
             annotations = dict(annotations) if isinstance(annotations, dict) else {}
-            annotations[ANNOTATION_MEMORY_BUMP] = bump.summary[:_MAX_SUMMARY]
+            annotations[ANNOTATION_MEMORY_BUMP] = bump.summary
             meta["annotations"] = annotations
     return bump
 
