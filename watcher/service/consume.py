@@ -163,6 +163,7 @@ class ConsumeLoop:
                 await self._round()
             except SinkError as exc:
                 self.logger.warning("consume_redis_error", error=str(exc))
+                prepared = False  # again: the groups may be gone (a Redis restart without AOF)
                 await self.sleep(self.stop, self.settings.redis_retry_s)
         self.logger.info("consume_stopped", **vars(self.counts))
 
@@ -215,7 +216,7 @@ class ConsumeLoop:
             result = await self._run_kept(delivery, stdin, env, log)
             took = round(time.monotonic() - started, 3)
             if result.ok:
-                await self.store.ack(delivery)
+                await self._settled(lambda: self.store.ack(delivery))
                 self.counts.acked += 1
                 log.info("consume_handled", attempt=attempt, took_s=took)
                 return
@@ -245,9 +246,21 @@ class ConsumeLoop:
     async def _park(
         self, delivery: Delivery, log: FilteringBoundLogger, attempts: int, reason: str
     ) -> None:
-        await self.store.park(delivery, attempts=attempts, reason=reason)
+        await self._settled(lambda: self.store.park(delivery, attempts=attempts, reason=reason))
         self.counts.parked += 1
         log.warning("consume_parked", attempts=attempts, reason=reason)
+
+    async def _settled(self, write: Callable[[], Awaitable[None]]) -> None:
+        """Ack or park, retried through a Redis outage: the handler has run, and giving up
+        here would run it again. Shutdown stops the retries (the entry stays pending)."""
+        while True:
+            try:
+                await write()
+                return
+            except SinkError as exc:
+                self.logger.warning("consume_settle_failed", error=str(exc))
+                if await self.sleep(self.stop, self.settings.redis_retry_s):
+                    raise
 
     async def _run_kept(
         self, delivery: Delivery, stdin: bytes, env: Mapping[str, str], log: FilteringBoundLogger

@@ -133,6 +133,10 @@ class StreamConsumer:
         return self._keys
 
     async def prepare(self) -> None:
+        """Create missing groups; own pending entries are read again first (after a Redis
+        error, one may have been read and not settled)."""
+        self._grouped.clear()
+        self._own_done.clear()
         await self._queues()
 
     async def _queues(self) -> list[str]:
