@@ -23,11 +23,13 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from devtools.devcluster.redis_server import RedisServer
 from tests.integration.conftest import CLUSTER, SETTINGS, make_redis
 from tests.integration.test_signing import keys_dir, security
 from tests.integration.test_sink import letter
+from tests.support.webhook import webhook_server
 from watcher.adapters.redis import codec
 from watcher.adapters.redis.consumer import attempts_key, parked_key
 from watcher.adapters.redis.keys import STREAM_FIELD, Keys
@@ -111,7 +113,12 @@ class Installation:
         return list(self.redis(write))
 
     def consume(
-        self, mode: str, *flags: str, tag: str = "", env: dict[str, str] | None = None
+        self,
+        mode: str,
+        *flags: str,
+        tag: str = "",
+        env: dict[str, str] | None = None,
+        command: list[str] | None = None,
     ) -> subprocess.Popen[str]:
         argv = [
             sys.executable,
@@ -129,10 +136,7 @@ class Installation:
             "0.2",
             *flags,
             "--",
-            sys.executable,
-            str(self.handler),
-            str(self.runs),
-            mode,
+            *(command or [sys.executable, str(self.handler), str(self.runs), mode]),
         ]
         environ = {**os.environ, "TEST_TAG": tag, **(env or {})}
         for name in ("KUBE_DLQ_REDIS_URL", "KUBE_DLQ_CONFIG", "KUBE_DLQ_LOG_LEVEL"):
@@ -172,11 +176,21 @@ class Installation:
 
 
 def wait_for(what: Callable[[], bool], timeout_s: float = 20.0) -> None:
+    """Poll `what`; a NOGROUP reply (the consumer has not made its group yet) is a no."""
     deadline = time.monotonic() + timeout_s
-    while not what():
+    while not _holds(what):
         if time.monotonic() > deadline:
             raise AssertionError("timed out waiting")
         time.sleep(0.05)
+
+
+def _holds(what: Callable[[], bool]) -> bool:
+    try:
+        return what()
+    except ResponseError as exc:
+        if "NOGROUP" not in str(exc):
+            raise
+        return False
 
 
 def stop(proc: subprocess.Popen[str], timeout_s: float = 15.0) -> tuple[int, str]:
@@ -368,3 +382,29 @@ def test_sigterm_after_the_grace_stops_the_handler_and_leaves_the_entry_pending(
     # And the cut-short run does not use up an attempt
     counts = site.redis(lambda r: r.hgetall(attempts_key(site.keys, "g")))
     assert counts == {ref.encode(): b"0"}
+
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "consume" / "handler.py"
+
+
+def test_the_example_handler_posts_each_dead_letter_once_even_when_the_webhook_fails_first(
+    site: Installation,
+) -> None:
+    # Given two dead letters and a webhook that answers 503 once
+    refs = site.dead_letter("u1", "u2")
+    with webhook_server() as hook:
+        hook.statuses = [503]
+        # When the shipped example handler consumes them
+        proc = site.consume(
+            "",
+            env={"KUBE_DLQ_WEBHOOK_URL": hook.url},
+            command=[sys.executable, str(EXAMPLE)],
+        )
+        wait_for(lambda: site.pending() == 0 and site.delivered() == 2)
+        code, err = stop(proc)
+    # Then each entry's summary arrived once after the retry, and both are acked
+    assert code == 0, err
+    ids = [headers["x-kube-dlq-entry-id"] for headers, _ in hook.posts]
+    assert ids == [refs[0], refs[0], refs[1]]  # the first POST got the 503
+    assert "Job ns/job-u2 dead-lettered (oom_killed)" in hook.posts[-1][1]["text"]
+    assert site.parked() == []
