@@ -70,9 +70,9 @@ def add_parser(
     cmd = dlq_sub.add_parser(
         "consume",
         help="run a command for each dead letter, as a Redis consumer group",
-        description="Read dead letters with a Redis consumer group and run COMMAND once per "
-        "entry, the entry as JSON on stdin (as `dlq show` prints it; inline env values "
-        "hidden unless --reveal). Runs until SIGTERM or SIGINT.",
+        description="Read dead letters with a Redis consumer group and run COMMAND once per\n"
+        "entry, the entry as JSON on stdin (as `dlq show` prints it; inline env values\n"
+        "hidden unless --reveal). Runs until SIGTERM or SIGINT. docs/consume.md has more.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
