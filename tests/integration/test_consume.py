@@ -31,11 +31,12 @@ from tests.integration.test_signing import keys_dir, security
 from tests.integration.test_sink import letter
 from tests.support.webhook import webhook_server
 from watcher.adapters.redis import codec
-from watcher.adapters.redis.consumer import attempts_key, parked_key
+from watcher.adapters.redis.consumer import StreamConsumer, attempts_key, parked_key
 from watcher.adapters.redis.keys import STREAM_FIELD, Keys
 from watcher.adapters.redis.store import RedisStore
 from watcher.app.sealing import build_seal
 from watcher.cli.main import main
+from watcher.core.settings import SecuritySettings
 
 pytestmark = pytest.mark.redis
 
@@ -408,3 +409,37 @@ def test_the_example_handler_posts_each_dead_letter_once_even_when_the_webhook_f
     assert ids == [refs[0], refs[0], refs[1]]  # the first POST got the 503
     assert "Job ns/job-u2 dead-lettered (oom_killed)" in hook.posts[-1][1]["text"]
     assert site.parked() == []
+
+
+async def test_consumers_long_gone_with_nothing_pending_are_dropped_from_the_group(
+    redis: Redis, keys: Keys
+) -> None:
+    # Given a group with a consumer that left cleanly, and one that died holding an entry
+    store = RedisStore(redis, SETTINGS, cluster_name=CLUSTER)
+    await store.dead_letter(letter("u1"))
+    seal = build_seal(SecuritySettings(allow_unsigned=True))
+
+    def member(name: str) -> StreamConsumer:
+        return StreamConsumer(
+            redis,
+            SETTINGS,
+            cluster_name=CLUSTER,
+            seal=seal,
+            group="g",
+            consumer=name,
+            claim_idle_s=60,
+            forget_idle_s=0.05,
+        )
+
+    await member("holder").prepare()
+    assert len(await member("holder").next(block_s=0.05)) == 1
+    await redis.xgroup_createconsumer(keys.dlq("batch"), "g", "left")
+    await asyncio.sleep(0.1)
+
+    # When another consumer sweeps the group
+    assert await member("sweeper").reclaim() is None  # nothing idle for 60 s yet
+
+    # Then the empty one is gone; the one holding an entry stays, its entry still pending
+    names = {c["name"] for c in await redis.xinfo_consumers(keys.dlq("batch"), "g")}
+    assert b"left" not in names and b"holder" in names
+    assert (await redis.xpending(keys.dlq("batch"), "g"))["pending"] == 1

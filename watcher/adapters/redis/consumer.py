@@ -73,6 +73,13 @@ if acked == 1 and ARGV[4] ~= '' then
 end
 return acked
 """
+# KEYS: stream. ARGV: group, consumer. Only a consumer with nothing pending is deleted, checked
+# in the same script: DELCONSUMER drops its pending entries, which would lose them.
+_FORGET_CONSUMER: Final = """
+local held = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2])
+if #held > 0 then return 0 end
+return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2]) + 1
+"""
 
 
 def check_group(name: str, what: str = "group") -> str:
@@ -106,6 +113,7 @@ class StreamConsumer:
         queue: str | None = None,
         claim_idle_s: float = 60.0,
         park_max: int = 10_000,
+        forget_idle_s: float = 24 * 3600.0,
     ) -> None:
         check_client(redis, "StreamConsumer")
         self._redis = redis
@@ -116,6 +124,7 @@ class StreamConsumer:
         self._queue = queue
         self._claim_idle_ms = max(1, ms(claim_idle_s))
         self._reclaim_every_s = claim_idle_s / 2
+        self._forget_idle_ms = ms(forget_idle_s)
         self._park_max = park_max
         self._guard = Guard(settings.operation_timeout_s)
         self._grouped: set[str] = set()
@@ -181,6 +190,8 @@ class StreamConsumer:
                 return None
             self._next_sweep = now + self._reclaim_every_s
             self._sweep = await self._queues()
+            for queue in self._sweep:
+                await self._forget_idle_consumers(queue)
         while self._sweep:
             queue = self._sweep[0]
             start = self._claim_cursor.get(queue, "0-0")
@@ -211,6 +222,22 @@ class StreamConsumer:
                 if sid is not None:
                     return self._delivery(queue, text(sid), fields)
         return None
+
+    async def _forget_idle_consumers(self, queue: str) -> None:
+        """Drop consumers idle ``forget_idle_s`` with nothing pending: each pod's name is a
+        new consumer, so without this the group's consumer list grows with every restart.
+        A live one merely blocked in a long handler loses nothing: reading re-creates it."""
+        stream = self._keys.dlq(queue)
+        async with self._guard("xinfo_consumers"):
+            consumers = await self._redis.xinfo_consumers(stream, self.group)
+        for info in consumers:
+            name = text(info.get("name", b""))
+            if name == self.consumer or int(info.get("pending", 1)) > 0:
+                continue
+            if int(info.get("idle", 0)) < self._forget_idle_ms:
+                continue
+            async with self._guard("forget_consumer"):
+                await self._redis.eval(_FORGET_CONSUMER, 1, stream, self.group, name)
 
     async def next(self, *, block_s: float) -> list[Delivery]:
         queues = await self._queues()
