@@ -443,3 +443,32 @@ async def test_consumers_long_gone_with_nothing_pending_are_dropped_from_the_gro
     names = {c["name"] for c in await redis.xinfo_consumers(keys.dlq("batch"), "g")}
     assert b"left" not in names and b"holder" in names
     assert (await redis.xpending(keys.dlq("batch"), "g"))["pending"] == 1
+
+
+def test_list_parked_survives_hostile_records_one_warning_each(
+    site: Installation, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a parked list someone with Redis access wrote into: junk, and a forged row
+    fake_row = json.dumps(
+        {
+            "v": 1,
+            "id": "batch/1-0\nbatch/2-0  9  x",
+            "queue": "batch",
+            "attempts": 1,
+            "reason": "a\nb",
+            "parked_at": 0,
+        }
+    )
+
+    async def plant(redis: Redis) -> None:
+        await redis.rpush(parked_key(site.keys, "g"), b"\xff not json", fake_row)
+
+    site.redis(plant)
+
+    # When listing it, then each record is one line of the table, never a crash
+    assert main(["dlq", "list", "--config", str(site.config), "--parked", "g"]) == 0
+    out, err = capsys.readouterr()
+    assert len(out.splitlines()) == 3  # the header and one line per record
+    assert err.count("warning: parked entry") == 2
+    assert main(["dlq", "list", "--config", str(site.config), "--parked", "g", "-o", "json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 2

@@ -250,11 +250,11 @@ async def list_parked(
     else:
         out.write(f"{'ID':<30}  {'TRIES':<5}  {'PARKED AT':<20}  {'JOB':<40}  REASON\n")
         for row in rows:
-            job = f"{row['namespace']}/{row['job']}" if row["job"] else "-"
-            reason = _one_line(row["reason"]).rstrip("\n")
+            # Every cell is stored text: one line each, so a record cannot forge table rows.
+            job = _cell(f"{row['namespace']}/{row['job']}" if row["job"] else "-")
             out.write(
-                f"{row['id']:<30}  {row['attempts']:<5}  {row['parked_at']:<20}  {job:<40}  "
-                f"{reason}".rstrip()
+                f"{_cell(row['id']):<30}  {row['attempts']:<5}  {row['parked_at']:<20}  "
+                f"{job:<40}  {_cell(row['reason'])}".rstrip()
                 + "\n"
             )
     for entry in entries:
@@ -283,6 +283,10 @@ def _iso(ts: float) -> str:
         return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
     except (OverflowError, OSError, ValueError):
         return f"{ts:g}"
+
+
+def _cell(text: str) -> str:
+    return _one_line(text).rstrip("\n")
 
 
 def _one_line(text: str, limit: int = 500) -> str:
