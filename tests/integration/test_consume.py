@@ -12,9 +12,11 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -327,8 +329,10 @@ def test_a_forged_entry_never_reaches_the_handler_and_the_consumer_goes_on(
     [good] = site.dead_letter("good")
 
     # When consuming the queue
-    proc = site.consume("ok", "--queue", "batch")
+    port = free_port()
+    proc = site.consume("ok", "--queue", "batch", "--metrics-port", str(port))
     wait_for(lambda: len(site.run_records()) == 1 and site.pending() == 0)
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
     code, err = stop(proc)
     assert code == 0, err
 
@@ -345,6 +349,17 @@ def test_a_forged_entry_never_reaches_the_handler_and_the_consumer_goes_on(
     assert [(p["id"], p["attempts"]) for p in parked] == [(unsigned, 0), (moved, 0)]
     assert all(p["reason"].startswith("refused: dead letter:") for p in parked)
     assert other.startswith("other/")
+    # And /metrics counts them
+    text = metrics.decode()
+    assert 'kube_dlq_consume_entries_total{group="g",outcome="refused"} 2.0' in text
+    assert 'kube_dlq_consume_entries_total{group="g",outcome="acked"} 1.0' in text
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
 
 
 def test_sigterm_lets_the_running_handler_finish_and_acks_its_entry(site: Installation) -> None:

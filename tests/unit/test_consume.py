@@ -12,6 +12,7 @@ from tests.support.consume_fakes import FakeGroup, FakeRunner
 from watcher.core.consume import Delivery, RunResult
 from watcher.core.errors import SinkError
 from watcher.core.model import DeadLetter, FailureClass, JobRef
+from watcher.kit.consume_metrics import ConsumeMetrics
 from watcher.service.consume import ConsumeLoop, ConsumeSettings
 
 LETTER = DeadLetter(
@@ -200,3 +201,36 @@ async def test_a_long_run_keeps_its_entry() -> None:
     runner.hold.set()
     await task
     assert group.kept.count("batch/1-0") >= 2 and group.acked == ["batch/1-0"]
+
+
+async def test_metrics_count_each_outcome_and_each_run_result() -> None:
+    forged = Delivery("batch/1-0", "batch", None, "bad signature", forged=True)
+    gone = Delivery("batch/2-0", "batch", None, "deleted", gone=True)
+    runner = FakeRunner(
+        results={"batch/3-0": [RunResult(1)], "batch/4-0": [RunResult(None, timed_out=True)]}
+    )
+    group = FakeGroup(new=[forged, gone, entry(3), entry(4)], errors={"next": [SinkError("x")]})
+    h = Harness(group, runner, max_attempts=1)
+    h.loop.metrics = metrics = ConsumeMetrics("g")
+    await h.run()
+
+    def sample(name: str, **labels: str) -> float:
+        value = metrics.registry.get_sample_value(name, {"group": "g", **labels})
+        return -1 if value is None else value
+
+    entries = "kube_dlq_consume_entries_total"
+    assert [sample(entries, outcome=o) for o in ("acked", "parked", "refused", "gone")] == [
+        0,
+        2,
+        1,
+        1,
+    ]
+    runs = "kube_dlq_consume_handler_runs_total"
+    assert [sample(runs, result=r) for r in ("ok", "failed", "timed_out", "stopped")] == [
+        0,
+        1,
+        1,
+        0,
+    ]
+    assert sample("kube_dlq_consume_redis_errors_total") == 1
+    assert sample("kube_dlq_consume_handler_seconds_count") == 2

@@ -23,6 +23,7 @@ from watcher.core.errors import ConfigError, SinkError
 from watcher.core.model import DeadLetter
 from watcher.core.redis_url import shown_url
 from watcher.core.settings import Settings
+from watcher.kit.consume_metrics import ConsumeMetrics
 from watcher.kit.logs import get_logger
 from watcher.service.command import CommandRunner
 from watcher.service.consume import ConsumeLoop, ConsumeSettings
@@ -127,6 +128,19 @@ def add_parser(
         help="parked records kept per group, oldest dropped first (10000)",
     )
     cmd.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        metavar="PORT",
+        help="serve Prometheus /metrics on this port (default: off)",
+    )
+    cmd.add_argument(
+        "--metrics-address",
+        default="0.0.0.0",  # a pod's port is reached from outside it
+        metavar="ADDRESS",
+        help="address /metrics listens on (0.0.0.0)",
+    )
+    cmd.add_argument(
         "--reveal",
         action="store_true",
         help="pass inline env values of the manifest to the handler (hidden by default)",
@@ -180,6 +194,13 @@ def run_consume(config: Settings, args: argparse.Namespace) -> int:
         block_s=min(1.0, config.redis.socket_timeout_s / 2),
     )
 
+    metrics = ConsumeMetrics(group)
+    if args.metrics_port is not None:
+        try:
+            metrics.serve(args.metrics_port, args.metrics_address)
+        except OSError as exc:
+            raise ConfigError("--metrics-port", f"cannot listen: {exc}") from None
+
     async def consume() -> int:
         redis = redis_client(config.redis)
         store = StreamConsumer(
@@ -201,6 +222,7 @@ def run_consume(config: Settings, args: argparse.Namespace) -> int:
             render=render,
             warn=warn,
             logger=logger,
+            metrics=metrics,
         )
         running = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

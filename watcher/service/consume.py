@@ -33,6 +33,7 @@ from watcher.core.consume import Delivery, RunResult
 from watcher.core.errors import SinkError
 from watcher.core.model import DeadLetter
 from watcher.kit.aio import sleep_or_stop
+from watcher.kit.consume_metrics import ConsumeMetrics
 
 __all__ = [
     "ConsumeLoop",
@@ -151,6 +152,7 @@ class ConsumeLoop:
     sleep: Sleep = sleep_or_stop
     rng: random.Random = field(default_factory=random.Random)
     counts: Counts = field(default_factory=Counts)
+    metrics: ConsumeMetrics | None = None
 
     async def run(self) -> None:
         """Consume until `stop` is set; Redis errors are logged and waited out."""
@@ -163,6 +165,7 @@ class ConsumeLoop:
                 await self._round()
             except SinkError as exc:
                 self.logger.warning("consume_redis_error", error=str(exc))
+                self._count_redis_error()
                 prepared = False  # again: the groups may be gone (a Redis restart without AOF)
                 await self.sleep(self.stop, self.settings.redis_retry_s)
         self.logger.info("consume_stopped", **vars(self.counts))
@@ -182,11 +185,13 @@ class ConsumeLoop:
         log = self.logger.bind(entry_id=delivery.entry_id, group=self.settings.group)
         if delivery.gone:
             self.counts.gone += 1
+            self._entry("gone")
             log.warning("consume_entry_gone", reason=delivery.problem)
             await self.store.ack(delivery)
             return
         if delivery.letter is None:
             self.counts.rejected += 1
+            self._entry("refused")
             what = "is not signed by kube-dlq" if delivery.forged else "could not be read"
             self.warn(
                 f"warning: entry {delivery.entry_id} {what}, parked, not run: {delivery.problem}"
@@ -215,9 +220,11 @@ class ConsumeLoop:
             started = time.monotonic()
             result = await self._run_kept(delivery, stdin, env, log)
             took = round(time.monotonic() - started, 3)
+            self._run(result, took)
             if result.ok:
                 await self._settled(lambda: self.store.ack(delivery))
                 self.counts.acked += 1
+                self._entry("acked")
                 log.info("consume_handled", attempt=attempt, took_s=took)
                 return
             if result.stopped:
@@ -248,6 +255,7 @@ class ConsumeLoop:
     ) -> None:
         await self._settled(lambda: self.store.park(delivery, attempts=attempts, reason=reason))
         self.counts.parked += 1
+        self._entry("parked")
         log.warning("consume_parked", attempts=attempts, reason=reason)
 
     async def _settled(self, write: Callable[[], Awaitable[None]]) -> None:
@@ -259,8 +267,30 @@ class ConsumeLoop:
                 return
             except SinkError as exc:
                 self.logger.warning("consume_settle_failed", error=str(exc))
+                self._count_redis_error()
                 if await self.sleep(self.stop, self.settings.redis_retry_s):
                     raise
+
+    def _entry(self, outcome: str) -> None:
+        if self.metrics is not None:
+            self.metrics.entry(outcome)
+
+    def _run(self, result: RunResult, seconds: float) -> None:
+        if self.metrics is None:
+            return
+        if result.ok:
+            name = "ok"
+        elif result.timed_out:
+            name = "timed_out"
+        elif result.stopped:
+            name = "stopped"
+        else:
+            name = "failed"
+        self.metrics.run(name, seconds)
+
+    def _count_redis_error(self) -> None:
+        if self.metrics is not None:
+            self.metrics.redis_error()
 
     async def _run_kept(
         self, delivery: Delivery, stdin: bytes, env: Mapping[str, str], log: FilteringBoundLogger
