@@ -134,7 +134,7 @@ class Counts:
     acked: int = 0
     parked: int = 0
     failed_runs: int = 0
-    rejected: int = 0
+    refused: int = 0
     gone: int = 0
 
 
@@ -190,7 +190,7 @@ class ConsumeLoop:
             await self.store.ack(delivery)
             return
         if delivery.letter is None:
-            self.counts.rejected += 1
+            self.counts.refused += 1
             self._entry("refused")
             what = "is not signed by kube-dlq" if delivery.forged else "could not be read"
             self.warn(
