@@ -234,3 +234,33 @@ async def test_metrics_count_each_outcome_and_each_run_result() -> None:
     ]
     assert sample("kube_dlq_consume_redis_errors_total") == 1
     assert sample("kube_dlq_consume_handler_seconds_count") == 2
+
+
+async def test_a_nul_in_a_stored_name_does_not_reach_the_environment() -> None:
+    letter = DeadLetter(
+        queue="batch",
+        job=JobRef("ns", "job\x00-1", "uid-1"),
+        failure_class=FailureClass.APP_ERROR,
+        reason="exit 1",
+        attempts=1,
+        failed_at=0.0,
+        cluster="prod",
+    )
+    h = Harness(FakeGroup(new=[entry(letter=letter)]), FakeRunner())
+    await h.run()
+    assert h.runner.runs[0][2]["KUBE_DLQ_JOB"] == "job-1"
+
+
+async def test_a_bug_met_on_one_entry_is_logged_and_the_consumer_goes_on() -> None:
+    def render(entry_id: str, letter: DeadLetter) -> bytes:
+        if entry_id == "batch/1-0":
+            raise RuntimeError("boom")
+        return b"{}"
+
+    group = FakeGroup(new=[entry(1), entry(2)])
+    h = Harness(group, FakeRunner())
+    h.loop.render = render
+    await h.run()
+    assert group.acked == ["batch/2-0"]
+    # And the failed try was counted: taken over again and again, it is parked in the end
+    assert group.attempts == {"batch/1-0": 1}

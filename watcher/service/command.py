@@ -43,7 +43,7 @@ class CommandRunner:
                 env={**self.base_env, **env},
                 start_new_session=True,
             )
-        except OSError:
+        except (OSError, ValueError):  # not runnable, or an argument exec refuses (a NUL)
             return RunResult(EXEC_FAILED)
         feed = asyncio.create_task(_feed(proc, stdin))
         exited = asyncio.create_task(proc.wait())

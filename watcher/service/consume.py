@@ -112,8 +112,9 @@ class ConsumeSettings:
 def handler_env(
     delivery: Delivery, letter: DeadLetter, *, group: str, attempt: int
 ) -> dict[str, str]:
-    """The variables the handler gets, on top of the consumer's own environment."""
-    return {
+    """The variables the handler gets, on top of the consumer's own environment (NUL removed:
+    the codec allows it in a name, exec refuses it in the environment)."""
+    values = {
         "KUBE_DLQ_ENTRY_ID": delivery.entry_id,
         "KUBE_DLQ_QUEUE": delivery.queue,
         "KUBE_DLQ_CLASS": letter.failure_class.value,
@@ -122,6 +123,7 @@ def handler_env(
         "KUBE_DLQ_GROUP": group,
         "KUBE_DLQ_ATTEMPT": str(attempt),
     }
+    return {name: value.replace("\x00", "") for name, value in values.items()}
 
 
 Render = Callable[[str, DeadLetter], bytes]
@@ -173,13 +175,23 @@ class ConsumeLoop:
     async def _round(self) -> None:
         # Entries of dead consumers first: they are the oldest.
         while not self.stop.is_set() and (taken := await self.store.reclaim()) is not None:
-            await self.handle(taken)
+            await self._guarded(taken)
         if self.stop.is_set():
             return
         for delivery in await self.store.next(block_s=self.settings.block_s):
             if self.stop.is_set():
                 return  # read, not started: left pending for whoever runs next
+            await self._guarded(delivery)
+
+    async def _guarded(self, delivery: Delivery) -> None:
+        """`handle`, where a bug met on one entry does not end the consumer: the entry stays
+        pending, is taken over later, and its counted runs park it in the end."""
+        try:
             await self.handle(delivery)
+        except SinkError:
+            raise
+        except Exception:
+            self.logger.exception("consume_entry_failed", entry_id=delivery.entry_id)
 
     async def handle(self, delivery: Delivery) -> None:
         log = self.logger.bind(entry_id=delivery.entry_id, group=self.settings.group)
@@ -204,7 +216,6 @@ class ConsumeLoop:
     async def _work(
         self, delivery: Delivery, letter: DeadLetter, log: FilteringBoundLogger
     ) -> None:
-        stdin = self.render(delivery.entry_id, letter)
         while True:
             attempt = await self.store.begin_attempt(delivery)
             if attempt is None:
@@ -216,6 +227,8 @@ class ConsumeLoop:
                     delivery, log, attempt - 1, "attempts used up by consumers that died"
                 )
                 return
+            # Rendered after counting: should it fail on this entry, the count still parks it.
+            stdin = self.render(delivery.entry_id, letter)
             env = handler_env(delivery, letter, group=self.settings.group, attempt=attempt)
             started = time.monotonic()
             result = await self._run_kept(delivery, stdin, env, log)
