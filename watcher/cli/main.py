@@ -16,7 +16,7 @@ from watcher.adapters.redis.client import redis_client
 from watcher.adapters.redis.queries import DeadLetterQueries
 from watcher.app.config import apply_env, load_config
 from watcher.app.sealing import build_seal
-from watcher.cli import dlq
+from watcher.cli import consume, dlq
 from watcher.core.errors import ConfigError, SinkError
 from watcher.core.redis_url import shown_url
 from watcher.core.settings import Settings
@@ -76,6 +76,7 @@ def _add_product(sub: Subparsers) -> None:
     _add_config(ls)
     ls.add_argument("--queue", "-q", help="only this queue (default: every queue)")
     ls.add_argument("--limit", "-n", type=int, default=100, help="at most N entries (100)")
+    ls.add_argument("--parked", metavar="GROUP", help="what `dlq consume --group GROUP` parked")
     ls.add_argument(
         "--output",
         "-o",
@@ -95,6 +96,7 @@ def _add_product(sub: Subparsers) -> None:
         action="store_true",
         help="print inline env values of the manifest (hidden by default: they may be secrets)",
     )
+    consume.add_parser(dlq_sub, _add_config)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -160,6 +162,10 @@ def _run_product(args: argparse.Namespace) -> int:
         from watcher.app.sweep import run_sweep
 
         return asyncio.run(run_sweep(config))
+    if args.dlq_command == "consume":
+        return consume.run_consume(config, args)
+    if args.dlq_command == "list" and args.parked:
+        return asyncio.run(consume.with_parked(config, args, out=sys.stdout, err=sys.stderr))
     if args.dlq_command == "list":
         return asyncio.run(
             _with_redis(
