@@ -258,3 +258,32 @@ def test_events_of_a_pod_never_seen_reach_the_job_through_successful_create() ->
         "SuccessfulCreate",
         "TaintManagerEviction",
     ]
+
+
+def test_a_job_forgotten_after_a_successful_create_event_leaves_no_mapping_behind() -> None:
+    # Given a Job whose pod is known only from its SuccessfulCreate Event (found by the
+    # apiserver-restart soak: the bulkhead caught a KeyError here, watch_event_crashed)
+    c = Correlator(LimitsSettings())
+    c.observe_job(job())
+    c.observe_event(NS, EventRecord("Job", "nightly", "SuccessfulCreate", "Created pod: nightly-x"))
+    # When the Job is forgotten (handled, deleted or evicted) and an Event of that pod arrives
+    c.forget("job-uid")
+    c.observe_event(NS, event("Pod", "nightly-x", "Killing"))
+    # Then nothing raises, and a new Job of the same name does not inherit the old pod's Events
+    c.observe_job(job("other-uid"))
+    report = c.report("other-uid")
+    assert report is not None and [e.reason for e in report.events] == []
+
+
+def test_pods_named_by_events_are_bounded_per_job_oldest_dropped() -> None:
+    c = Correlator(LimitsSettings(max_pods_per_job=2))
+    c.observe_job(job())
+    for i in range(5):
+        message = f"Created pod: nightly-{i}"
+        c.observe_event(NS, EventRecord("Job", "nightly", "SuccessfulCreate", message, count=i + 1))
+    # An Event of the oldest named pod no longer reaches the Job; one of the newest does
+    c.observe_event(NS, event("Pod", "nightly-0", "Killing"))
+    c.observe_event(NS, event("Pod", "nightly-4", "BackOff"))
+    report = c.report("job-uid")
+    assert report is not None
+    assert sorted(e.reason for e in report.events) == ["BackOff", "SuccessfulCreate"]

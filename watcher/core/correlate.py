@@ -29,6 +29,8 @@ class _JobState:
     snapshot: JobSnapshot
     pods: OrderedDict[str, PodSnapshot] = field(default_factory=OrderedDict)
     events: OrderedDict[tuple[str, str, str], EventRecord] = field(default_factory=OrderedDict)
+    named_pods: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    """Pods known only by name, from the Job's SuccessfulCreate Events (see observe_event)."""
 
 
 class Correlator:
@@ -94,13 +96,23 @@ class Correlator:
         if uid is None:
             self._hold_orphan(namespace, event)
             return
-        state = self._jobs[uid]
+        state = self._jobs.get(uid)
+        if state is None:
+            # A mapping left behind by a Job forgotten since: never trusted, never fatal.
+            self._job_of_pod.pop((namespace, event.involved_name), None)
+            self._hold_orphan(namespace, event)
+            return
         self._add_event(state, event)
         created = _created_pod(event)
         if created and (namespace, created) not in self._job_of_pod:
             # The Job controller names each pod it creates. If the pod itself is never seen
             # (deleted before we started watching), its Events still reach the Job this way.
             self._job_of_pod[(namespace, created)] = uid
+            state.named_pods[created] = None
+            while len(state.named_pods) > self.limits.max_pods_per_job:
+                name, _ = state.named_pods.popitem(last=False)
+                if self._job_of_pod.get((namespace, name)) == uid:
+                    self._job_of_pod.pop((namespace, name), None)
             self._adopt_orphans(namespace, "Pod", created, state)
 
     def observe_node(self, node: NodeState) -> None:
@@ -131,6 +143,9 @@ class Correlator:
         self._job_by_name.pop((ref.namespace, ref.name), None)
         for pod in state.pods.values():
             self._job_of_pod.pop((ref.namespace, pod.name), None)
+        for name in state.named_pods:
+            if self._job_of_pod.get((ref.namespace, name)) == job_uid:
+                self._job_of_pod.pop((ref.namespace, name), None)
 
     def retain_only(self, job_uids: frozenset[str]) -> list[str]:
         """After a relist: drop Jobs that no longer exist. Returns the uids dropped."""
