@@ -87,7 +87,9 @@ async def test_every_key_lives_in_one_slot_on_its_owner(
     owner = nodes.owner(KEYS.queues)
     on_owner = set(command(owner, "--scan", "--pattern", f"{KEYS.base}:*").split())
     assert {KEYS.queues, KEYS.dlq("batch"), KEYS.outcome("d1"), KEYS.retry_tickets} <= on_owner
-    indexes = KEYS.dlq_entry_indexes("batch", letter("d1").failure_class, letter("d1").job.namespace)
+    indexes = KEYS.dlq_entry_indexes(
+        "batch", letter("d1").failure_class, letter("d1").job.namespace
+    )
     assert set(indexes) <= on_owner
     for port in nodes.ports:
         if port != owner:
