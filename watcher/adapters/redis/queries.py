@@ -98,6 +98,11 @@ class DeadLetterQueries:
     def keys(self) -> Keys:
         return self._keys
 
+    @property
+    def client(self) -> RedisClient:
+        """The client these reads use, for the one CLI class that writes (`dlq purge`)."""
+        return self._redis
+
     async def now_ms(self) -> int:
         """Redis's clock in ms (stream ids are its time)."""
         return await self.selector.now_ms()
