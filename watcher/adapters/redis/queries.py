@@ -14,7 +14,7 @@ failures surface as `SinkError` (`watcher.adapters.redis.guard`).
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -125,10 +125,17 @@ class DeadLetterQueries:
         """Every entry matching `flt`, in listing order, read in bounded batches."""
         return self.selector.iterate(flt, after=after, now_ms=now_ms)
 
-    def follow(self, flt: DeadLetterFilter, *, since_ms: int) -> AsyncIterator[Found]:
-        """Entries matching `flt` as they are written after `since_ms`, until cancelled."""
+    def follow(
+        self, flt: DeadLetterFilter, *, since_ms: int, stop: Callable[[], bool] = lambda: False
+    ) -> AsyncIterator[Found]:
+        """Entries matching `flt` as they are written after `since_ms`, until `stop()`."""
         return follow(
-            self.selector, flt, block_ms=self._block_ms, since_ms=since_ms, names=self.queues
+            self.selector,
+            flt,
+            block_ms=self._block_ms,
+            since_ms=since_ms,
+            names=self.queues,
+            stop=stop,
         )
 
     async def stats(self, *, queue: str | None, now_ms: int) -> list[Stat]:

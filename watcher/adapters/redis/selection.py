@@ -281,15 +281,17 @@ async def follow(
     block_ms: int,
     since_ms: int,
     names: Callable[[], Awaitable[list[str]]],
+    stop: Callable[[], bool] = lambda: False,
 ) -> AsyncIterator[Found]:
-    """Entries written after `since_ms` that match `flt`, as they land (XREAD BLOCK), forever.
+    """Entries written after `since_ms` that match `flt`, as they land (XREAD BLOCK), until
+    `stop()` answers True (checked between blocks: at most `block_ms` later).
 
     The queue list is read again after each block, so a queue created meanwhile is followed
     from `since_ms` too. `block_ms` must stay below the client's socket timeout.
     """
     last: dict[str, str] = {}
     prefix = selector.keys.dlq_prefix
-    while True:
+    while not stop():
         queues = [flt.queue] if flt.queue is not None else await names()
         streams: dict[Any, Any] = {
             selector.keys.dlq(q): last.setdefault(q, f"{since_ms}-0") for q in queues
