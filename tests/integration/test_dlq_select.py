@@ -275,3 +275,20 @@ async def test_a_filtered_list_of_a_queue_without_indexes_is_empty_not_an_error(
 ) -> None:
     page = await queries.select(DeadLetterFilter(queue="none", namespace="x"), limit=5)
     assert (page.entries, page.corrupt, page.next_after, page.read) == ([], [], None, 0)
+
+
+async def test_a_junk_index_member_is_reported_not_fatal(
+    redis: Redis, store: RedisStore, queries: DeadLetterQueries, keys: Keys
+) -> None:
+    # Given a real entry and, written by someone else, members of its index that name nothing
+    [ref] = await write_all(store, [varied(1)])
+    index = keys.dlq_class_index("batch", "app_error")
+    await redis.zadd(index, {"not-an-id": 1, "9-9": 9})
+
+    page = await queries.select(DeadLetterFilter(failure_class=FailureClass.APP_ERROR), limit=10)
+
+    # Then the entry is listed, the junk is one corrupt record, the dangling id is skipped
+    assert [e for e, _ in page.entries] == [ref]
+    assert [(c.entry_id, c.error) for c in page.corrupt] == [
+        (f"{index}:not-an-id", "index member is not a stream id, skipped")
+    ]

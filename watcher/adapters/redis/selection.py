@@ -14,6 +14,7 @@ between the two reads.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, TypeAlias
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
     from watcher.adapters.redis.queries import CorruptRecord
 
 __all__ = ["Found", "Selection", "Selector", "follow"]
+
+_STREAM_ID: Final = re.compile(r"\d+-\d+")
 
 MAX_BATCH: Final = 1000
 """At most this many ids or entries per round-trip: bounded replies, bounded Redis time."""
@@ -77,6 +80,16 @@ class Selector:
         self._queue_names = queue_names
         self.read = 0
         """Stream entries read so far, all calls together (tests and the bench count them)."""
+        self.bad: list[CorruptRecord] = []
+        """Index members that are no stream id (not written by kube-dlq), each met once."""
+
+    def _bad_member(self, key: str, member: str) -> bool:
+        """Report an index member that names no entry (someone else wrote it); skip it."""
+        from watcher.adapters.redis.queries import CorruptRecord  # (queries imports us)
+
+        shown = f"{key}:{member}"[:200]
+        self.bad.append(CorruptRecord(shown, "index member is not a stream id, skipped", None))
+        return False
 
     async def now_ms(self) -> int:
         """Redis's clock: stream ids are its time, so ages are measured on the same clock."""
@@ -107,6 +120,8 @@ class Selector:
                 page.next_after = found.cursor
                 break
         page.read = self.read - start_read
+        page.corrupt += self.bad
+        self.bad = []
         return page
 
     async def iterate(
@@ -211,7 +226,11 @@ class Selector:
                 more = True
             else:
                 more = False
-            ids = sorted((stream_id_key(member), member) for member, _ in page)
+            ids = sorted(
+                (stream_id_key(member), member)
+                for member, _ in page
+                if _STREAM_ID.fullmatch(member) or self._bad_member(key, member)
+            )
             for pos, member in ids:
                 if start is not None and (pos < start or (exclusive and pos == start)):
                     continue
