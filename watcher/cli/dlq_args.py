@@ -117,7 +117,7 @@ def add_verbs(dlq_sub: Subparsers, add_config: Callable[[argparse.ArgumentParser
         "--watch",
         "-w",
         action="store_true",
-        help="then print new entries as they land (Ctrl-C ends)",
+        help="print only entries written from now on, as they land (Ctrl-C ends, exit 0)",
     )
 
     show = _verb(
