@@ -28,7 +28,8 @@ from watcher.adapters.redis.store import RedisStore
 from watcher.app.config import parse_config
 from watcher.app.daemon import Daemon
 from watcher.app.sealing import build_seal
-from watcher.cli import dlq
+from watcher.cli import dlq_list
+from watcher.core.dlq_filter import DeadLetterFilter
 from watcher.core.settings import LogSettings, Settings
 from watcher.kit.logs import configure, get_logger
 
@@ -270,8 +271,14 @@ async def _run(state_dir: Path, keep: bool) -> int:
                 await _break_flaky_node(cluster)
                 await _wait_for_outcomes(daemon, queries, deadline_s=150)
                 print("\n== kube-dlq dlq list ==")
-                await dlq.list_entries(
-                    queries, queue=None, count=50, output="table", out=sys.stdout, err=sys.stderr
+                await dlq_list.list_entries(
+                    queries,
+                    DeadLetterFilter(),
+                    limit=50,
+                    after=None,
+                    output="table",
+                    out=sys.stdout,
+                    err=sys.stderr,
                 )
                 print("\n== kube_dlq_failures_total (from /metrics) ==")
                 _print_failures(daemon)

@@ -272,5 +272,5 @@ def test_dlq_show_of_a_corrupt_entry_is_one_error_line(
         assert err.count("\n") == 1
         assert err.startswith(f"kube-dlq dlq show: {bad_id} could not be read: ")
 
-    assert main(["dlq", "show", "--config", config, first]) == 0
+    assert main(["dlq", "show", "--config", config, first, "-o", "json"]) == 0
     assert json.loads(capsys.readouterr().out)["id"] == first

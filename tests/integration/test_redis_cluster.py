@@ -26,9 +26,11 @@ from tests.integration.test_quarantine import POISON_TICKETS
 from tests.integration.test_sink import T0, letter, ticket
 from watcher.adapters.redis.client import redis_client
 from watcher.adapters.redis.keys import Keys
+from watcher.adapters.redis.purge import DeadLetterPurger
 from watcher.adapters.redis.queries import DeadLetterQueries
 from watcher.adapters.redis.store import RedisStore
 from watcher.cli.main import main
+from watcher.core.dlq_filter import DeadLetterFilter
 from watcher.core.errors import SinkError
 from watcher.core.model import Action, BeginStatus
 
@@ -87,6 +89,10 @@ async def test_every_key_lives_in_one_slot_on_its_owner(
     owner = nodes.owner(KEYS.queues)
     on_owner = set(command(owner, "--scan", "--pattern", f"{KEYS.base}:*").split())
     assert {KEYS.queues, KEYS.dlq("batch"), KEYS.outcome("d1"), KEYS.retry_tickets} <= on_owner
+    indexes = KEYS.dlq_entry_indexes(
+        "batch", letter("d1").failure_class, letter("d1").job.namespace
+    )
+    assert set(indexes) <= on_owner
     for port in nodes.ports:
         if port != owner:
             assert command(port, "DBSIZE") == "0"
@@ -109,6 +115,44 @@ async def test_dead_letters_are_written_once_and_read_back_by_the_cli_reader(
     listed = await queries.list_dead_letters(None, count=10)
     assert [entry_id for entry_id, _ in listed] == [first.ref, other.ref]
     assert await queries.get_dead_letter(first.ref) == (first.ref, letter("d1"))
+
+
+async def test_indexes_are_trimmed_purged_and_read_in_the_cluster(
+    nodes: RedisClusterNodes, client: RedisCluster
+) -> None:
+    # Given a queue capped at 5 in stream nodes of 2 entries (the trim and the purge touch
+    # every index the registry names, keys the scripts are not passed: they must be in the
+    # script's slot) and 12 entries
+    owner = nodes.owner(KEYS.queues)
+    command(owner, "CONFIG", "SET", "stream-node-max-entries", "2")
+    try:
+        await _trim_purge_and_read(client)
+    finally:
+        command(owner, "CONFIG", "SET", "stream-node-max-entries", "100")
+
+
+async def _trim_purge_and_read(client: RedisCluster) -> None:
+    store = RedisStore(client, replace(SETTINGS, stream_maxlen=5), cluster_name=CLUSTER)
+    written = [
+        (
+            await store.dead_letter(
+                replace(letter(f"c{i}"), job=replace(letter(f"c{i}").job, namespace=f"n{i % 3}"))
+            )
+        ).ref
+        for i in range(12)
+    ]
+    queries = DeadLetterQueries(client, SETTINGS, cluster_name=CLUSTER)
+    kept = [e for e, _ in await queries.list_dead_letters("batch", count=100)]
+    assert 5 <= len(kept) < 12  # trimmed
+    # Then a namespace listing reads the index and only what the stream still holds
+    page = await queries.select(DeadLetterFilter(namespace="n0"), limit=100)
+    assert [e for e, _ in page.entries] == [e for e in kept if written.index(e) % 3 == 0]
+    # And a purge removes entries and index members together
+    purger = DeadLetterPurger(client, SETTINGS, cluster_name=CLUSTER)
+    done = await purger.purge("batch", [e.partition("/")[2] for e in kept])
+    assert done.deleted == len(kept)
+    assert (await queries.select(DeadLetterFilter(namespace="n0"), limit=100)).entries == []
+    assert await client.exists(KEYS.dlq_indexes("batch")) == 0
 
 
 async def test_retries_schedule_claim_release_ack_and_abandon(store: RedisStore) -> None:

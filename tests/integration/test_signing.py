@@ -336,7 +336,7 @@ def test_dlq_list_and_show_name_each_forged_entry_once(
     assert main(["dlq", "show", "--config", config, moved]) == 2
     out, err = capsys.readouterr()
     assert out == "" and err.count("\n") == 1 and "is not signed by kube-dlq" in err
-    assert main(["dlq", "show", "--config", config, good]) == 0
+    assert main(["dlq", "show", "--config", config, good, "-o", "json"]) == 0
     assert json.loads(capsys.readouterr().out)["job"]["uid"] == "good"
 
 
@@ -384,9 +384,9 @@ def test_encrypted_entries_show_with_reveal_rotate_and_a_lost_key_is_one_line(
         tmp_path, redis_server, prefix, **keys, encryption_keys_dir=str(enc), encryption_key_id="e2"
     )
     # Then both old and new entries show, the inline value only with --reveal
-    assert main(["dlq", "show", "--config", config, old[0], "--reveal"]) == 0
+    assert main(["dlq", "show", "--config", config, old[0], "--reveal", "-o", "json"]) == 0
     assert SECRET_VALUE in capsys.readouterr().out
-    assert main(["dlq", "show", "--config", config, new]) == 0
+    assert main(["dlq", "show", "--config", config, new, "-o", "json"]) == 0
     assert SECRET_VALUE not in capsys.readouterr().out
     # When e1 is dropped from the Secret, then each old entry is one clear line, no crash
     (enc / "e1").unlink()

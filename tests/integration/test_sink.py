@@ -683,8 +683,9 @@ async def test_all_keys_share_one_cluster_slot(store: RedisStore, redis: Redis) 
 
     # Then there are all kinds of keys, in one slot (so every Lua script is cluster-safe):
     # queues, 2 streams, 4 markers, the marker index and its counter, tickets, inflight,
-    # corrupt, claims, 2 create records, the finalizer queue
-    assert len(names) == 16
+    # corrupt, claims, 2 create records, the finalizer queue, and per queue its class index,
+    # namespace index and index registry
+    assert len(names) == 22
     assert len(slots) == 1
 
 

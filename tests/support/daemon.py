@@ -206,8 +206,8 @@ async def dlq_list(config: Path) -> list[dict[str, Any]]:
 
 
 async def dlq_show(config: Path, entry_id: str) -> dict[str, Any]:
-    """`kube-dlq dlq show ID`: one dead letter, evidence and history included."""
-    done = await kube_dlq("dlq", "show", "--config", str(config), entry_id)
+    """`kube-dlq dlq show ID -o json`: one dead letter, evidence and history included."""
+    done = await kube_dlq("dlq", "show", "--config", str(config), entry_id, "-o", "json")
     assert done.returncode == 0, str(done)
     entry: dict[str, Any] = json.loads(done.stdout)
     return entry

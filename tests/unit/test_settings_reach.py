@@ -31,6 +31,7 @@ from watcher.adapters.redis.store import RedisStore
 from watcher.app.config import parse_config
 from watcher.app.daemon import Daemon
 from watcher.app.sealing import build_seal
+from watcher.cli.main import main
 from watcher.core.memory import OomMemoryPolicy
 from watcher.core.model import FailureClass
 from watcher.core.policy import default_class_policy
@@ -213,6 +214,7 @@ ELSEWHERE = {
     "kubernetes.context",
     "log.level",
     "log.format",
+    "dead_letter.read_only",
     *(
         f"security.{key}"
         for key in (
@@ -395,3 +397,25 @@ def test_security_settings_reach_the_seal(tmp_path: Path) -> None:
     )
     with pytest.raises(ForgedEntry):
         strict.open("retry_ticket", "place", b'{"v":1,"kind":"x"}')
+
+
+def test_dead_letter_read_only_reaches_dlq_purge(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a config with dead_letter.read_only: true (and a Redis nobody answers at)
+    for name in ("KUBE_DLQ_REDIS_URL", "KUBE_DLQ_CONFIG", "KUBE_DLQ_LOG_LEVEL"):
+        monkeypatch.delenv(name, raising=False)
+    config = tmp_path / "kube-dlq.yaml"
+    config.write_text(
+        "cluster_name: r\nredis:\n  url: redis://127.0.0.1:1/0\n"
+        "security:\n  allow_unsigned: true\ndead_letter:\n  read_only: true\n"
+    )
+    # When purging everything, without asking
+    code = main(["dlq", "purge", "--config", str(config), "--all", "--yes"])
+    # Then it is refused in one line, before Redis is touched (no connection error)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert (
+        err
+        == "kube-dlq dlq purge: refused: this config sets dead_letter.read_only (nothing purged)\n"
+    )

@@ -1,8 +1,9 @@
-"""`kube-dlq dlq list|show`: what landed on the dead-letter queues, for people and scripts.
+"""`kube-dlq dlq show`, and the shapes every `dlq` verb prints an entry in.
 
 Entries that do not decode never stop a listing: each is one warning line on stderr, so
 stdout stays exactly the table or the JSON (``-o json`` output is parseable whatever is
-stored). ``show`` of such an entry prints one error line and exits 2.
+stored). ``show`` of such an entry prints one error line and exits 2. Listing, watching and
+exporting are `watcher.cli.dlq_list`; purging is `watcher.cli.dlq_purge`.
 """
 
 from __future__ import annotations
@@ -48,33 +49,14 @@ def full(entry_id: str, letter: DeadLetter, *, reveal: bool = False) -> dict[str
     return {"id": entry_id, **doc}
 
 
-async def list_entries(
+async def show_entry(
     queries: DeadLetterQueries,
+    entry_id: str,
     *,
-    queue: str | None,
-    count: int,
-    output: str,
     out: TextIO,
     err: TextIO,
-) -> int:
-    entries = await queries.list_dead_letters(queue, count=count)
-    if output == "json":
-        json.dump([summary(i, letter) for i, letter in entries], out, indent=2)
-        out.write("\n")
-    else:
-        _table([summary(i, letter) for i, letter in entries], out)
-    for bad in entries.corrupt:
-        err.write(_one_line(_unreadable("warning: entry", bad)))
-    if queue is None:
-        # Tickets set aside instead of fired are in no queue; name them too, so an upgrade
-        # from an unsigned version (or a forgery) is seen where the dead letters are.
-        for bad in await queries.quarantined_tickets(count=count):
-            err.write(_one_line(f"warning: {bad.entry_id} was quarantined, not fired: {bad.error}"))
-    return 0
-
-
-async def show_entry(
-    queries: DeadLetterQueries, entry_id: str, *, out: TextIO, err: TextIO, reveal: bool = False
+    reveal: bool = False,
+    output: str = "text",
 ) -> int:
     try:
         found = await queries.find_dead_letter(entry_id)
@@ -87,9 +69,56 @@ async def show_entry(
     if found is None:
         err.write(f"kube-dlq dlq show: no dead letter {entry_id}\n")
         return 1
-    json.dump(full(*found, reveal=reveal), out, indent=2, default=str)
-    out.write("\n")
+    if output == "json":
+        json.dump(full(*found, reveal=reveal), out, indent=2, default=str)
+        out.write("\n")
+    else:
+        out.write(readable(*found))
     return 0
+
+
+def readable(entry_id: str, letter: DeadLetter) -> str:
+    """`dlq show` for a person: what failed, why, the evidence, the history, what next.
+
+    Stored strings are printed one line each (`_one_line`): an entry must not be able to
+    draw its own lines in an operator's terminal. The manifest is not printed (``-o json``).
+    """
+    job = letter.job
+    owner = f"{letter.owner.kind}/{letter.owner.name}" if letter.owner else "(none)"
+    _, hidden = mask_inline_env(letter.manifest)
+    lines = [
+        f"{entry_id}",
+        f"  class:       {letter.failure_class.value}",
+        f"  reason:      {letter.reason}",
+        f"  job:         {job.namespace}/{job.name} (uid {job.uid})",
+        f"  owner:       {owner}",
+        f"  attempts:    {letter.attempts}",
+        f"  failed at:   {_iso(letter.failed_at)} (cluster {letter.cluster}, queue {letter.queue})",
+    ]
+    text = "".join(_one_line(line, indent=True) for line in lines)
+    text += "  evidence:\n" + (
+        "".join(_one_line(f"    - {item}", indent=True) for item in letter.evidence)
+        or "    (none recorded)\n"
+    )
+    text += "  history:\n" + (
+        "".join(
+            _one_line(
+                f"    {r.attempt}. {r.job_name} {r.failure_class!s} at {_iso(r.failed_at)}: "
+                f"{r.reason}",
+                indent=True,
+            )
+            for r in letter.history
+        )
+        or "    (first attempt)\n"
+    )
+    text += (
+        "  redrive:     (redrive: not yet available); by hand:\n"
+        f"               kube-dlq dlq show --reveal -o json {entry_id} | jq .manifest "
+        "| kubectl create -f -\n"
+    )
+    if hidden:
+        text += f"  manifest:    {hidden} inline env value(s) hidden; --reveal -o json shows them\n"
+    return text
 
 
 def _unreadable(lead: str, bad: CorruptRecord) -> str:
@@ -109,19 +138,6 @@ _COLUMNS = (
 )
 
 
-def _table(rows: list[dict[str, Any]], out: TextIO) -> None:
-    if not rows:
-        out.write("no dead letters\n")
-        return
-    out.write("  ".join(f"{title:<{width}}" for title, _, width in _COLUMNS).rstrip() + "\n")
-    for row in rows:
-        cells = []
-        for _, key, width in _COLUMNS:
-            text = str(row[key])
-            cells.append(f"{text if len(text) <= width else text[: width - 1] + '…':<{width}}")
-        out.write("  ".join(cells).rstrip() + "\n")
-
-
 def _iso(ts: float) -> str:
     try:
         return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
@@ -132,7 +148,12 @@ def _iso(ts: float) -> str:
 _LINE_CHARS = 500
 
 
-def _one_line(text: str) -> str:
-    """`text` as one line of at most _LINE_CHARS: a stored error can quote stored bytes."""
-    line = " ".join(text.split())
+def _one_line(text: str, *, indent: bool = False) -> str:
+    """`text` as one line of at most _LINE_CHARS: a stored error can quote stored bytes.
+
+    Line breaks, tabs and other control characters each become a space (a stored string must
+    not draw its own lines in a terminal); without `indent`, whitespace runs become one space.
+    """
+    clean = "".join(c if c.isprintable() else " " for c in text)
+    line = clean.rstrip() if indent else " ".join(clean.split())
     return (line if len(line) <= _LINE_CHARS else line[: _LINE_CHARS - 1] + "…") + "\n"

@@ -16,7 +16,7 @@ from watcher.adapters.redis.client import redis_client
 from watcher.adapters.redis.queries import DeadLetterQueries
 from watcher.app.config import apply_env, load_config
 from watcher.app.sealing import build_seal
-from watcher.cli import consume, dlq
+from watcher.cli import consume, dlq_args
 from watcher.core.errors import ConfigError, SinkError
 from watcher.core.redis_url import shown_url
 from watcher.core.settings import Settings
@@ -64,38 +64,12 @@ def _add_product(sub: Subparsers) -> None:
     check.add_argument("file", type=Path)
     dlq = sub.add_parser(
         "dlq",
-        help="inspect the dead-letter queues",
-        description="Inspect what landed on the dead-letter queues.",
+        help="work the dead-letter queues: list, show, stats, export, purge",
+        description="Work the dead-letter queues: list and filter, show one, stats, export, "
+        "purge (docs/cli.md).",
     )
     dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True, metavar="COMMAND")
-    ls = dlq_sub.add_parser(
-        "list",
-        help="list dead letters, oldest first",
-        description="List dead letters, oldest first, across queues.",
-    )
-    _add_config(ls)
-    ls.add_argument("--queue", "-q", help="only this queue (default: every queue)")
-    ls.add_argument("--limit", "-n", type=int, default=100, help="at most N entries (100)")
-    ls.add_argument("--parked", metavar="GROUP", help="what `dlq consume --group GROUP` parked")
-    ls.add_argument(
-        "--output",
-        "-o",
-        choices=("table", "json"),
-        default="table",
-        help="table for people, json for scripts (stable keys)",
-    )
-    show = dlq_sub.add_parser(
-        "show",
-        help="print one dead letter, evidence included",
-        description="Print one dead letter as JSON, evidence included.",
-    )
-    _add_config(show)
-    show.add_argument("id", help="entry id as shown by `dlq list` (<queue>/<stream-id>)")
-    show.add_argument(
-        "--reveal",
-        action="store_true",
-        help="print inline env values of the manifest (hidden by default: they may be secrets)",
-    )
+    dlq_args.add_verbs(dlq_sub, _add_config)
     consume.add_parser(dlq_sub, _add_config)
 
 
@@ -166,28 +140,9 @@ def _run_product(args: argparse.Namespace) -> int:
         return consume.run_consume(config, args)
     if args.dlq_command == "list" and args.parked:
         return asyncio.run(consume.with_parked(config, args, out=sys.stdout, err=sys.stderr))
-    if args.dlq_command == "list":
-        return asyncio.run(
-            _with_redis(
-                config,
-                lambda queries: dlq.list_entries(
-                    queries,
-                    queue=args.queue,
-                    count=args.limit,
-                    output=args.output,
-                    out=sys.stdout,
-                    err=sys.stderr,
-                ),
-            )
-        )
-    return asyncio.run(
-        _with_redis(
-            config,
-            lambda queries: dlq.show_entry(
-                queries, args.id, out=sys.stdout, err=sys.stderr, reveal=args.reveal
-            ),
-        )
-    )
+    if args.dlq_command in dlq_args.VERBS:
+        return dlq_args.run_verb(args, config, _with_redis)
+    raise AssertionError(f"unknown dlq command {args.dlq_command!r}")  # argparse refuses it
 
 
 def main(argv: Sequence[str] | None = None) -> int:

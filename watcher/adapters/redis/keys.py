@@ -4,6 +4,12 @@ Layout for prefix ``kube-dlq`` and cluster ``prod`` (``{prod}`` is a Redis Clust
 
     kube-dlq:{prod}:queues               set      names of the dead-letter queues ever written
     kube-dlq:{prod}:dlq:<queue>          stream   one entry per dead letter, field "data"
+    kube-dlq:{prod}:dlqx:<queue>:class:<class>   zset  stream ids of the queue's entries of one
+                                                  failure class, score = the id's ms part
+    kube-dlq:{prod}:dlqx:<queue>:ns:<namespace>  zset  the same per namespace
+    kube-dlq:{prod}:dlqx:<queue>         set      the names of that queue's index zsets, so a
+                                                  trim or purge finds every index to update
+                                                  (docs/dead-letters.md, "Indexes")
     kube-dlq:{prod}:outcome:<job-uid>    string   exactly-once marker, "dead_letter:<queue>/<id>"
                                                   or "retry:<ticket-id>"; no TTL while its Job
                                                   may be in the API (see below)
@@ -85,6 +91,28 @@ class Keys:
         if not queue:
             raise ValueError("dead-letter queue name must not be empty")
         return f"{self.dlq_prefix}{queue}"
+
+    def dlq_indexes(self, queue: str) -> str:
+        """The set naming every index zset of `queue` (written by the same scripts)."""
+        return f"{self.base}:dlqx:{self.dlq(queue).removeprefix(self.dlq_prefix)}"
+
+    def dlq_class_index(self, queue: str, failure_class: str) -> str:
+        """Stream ids of `queue`'s entries of one failure class, scored by their time (ms)."""
+        return f"{self.dlq_indexes(queue)}:class:{failure_class}"
+
+    def dlq_namespace_index(self, queue: str, namespace: str) -> str:
+        """Stream ids of `queue`'s entries from one namespace (a DNS label: no ``:``)."""
+        return f"{self.dlq_indexes(queue)}:ns:{namespace}"
+
+    def dlq_entry_indexes(
+        self, queue: str, failure_class: str, namespace: str
+    ) -> tuple[str, str, str]:
+        """KEYS of a script that writes an entry: its class index, namespace index, registry."""
+        return (
+            self.dlq_class_index(queue, failure_class),
+            self.dlq_namespace_index(queue, namespace),
+            self.dlq_indexes(queue),
+        )
 
     def outcome(self, job_uid: str) -> str:
         if not job_uid:

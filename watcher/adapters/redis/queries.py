@@ -14,20 +14,33 @@ failures surface as `SinkError` (`watcher.adapters.redis.guard`).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final
+
+from redis.asyncio.cluster import RedisCluster
 
 from watcher.adapters.redis import codec
 from watcher.adapters.redis.client import RedisClient
 from watcher.adapters.redis.codec import CorruptEntry
+from watcher.adapters.redis.dlq_stats import Stat, dlq_stats
 from watcher.adapters.redis.guard import Guard, as_bytes, check_client, stream_id_key, text
 from watcher.adapters.redis.keys import STREAM_FIELD, Keys
 from watcher.adapters.redis.seal import ForgedEntry, Seal, dead_letter_place, ticket_place
+from watcher.adapters.redis.selection import Found, Selection, Selector, follow
+from watcher.core.dlq_filter import Cursor, DeadLetterFilter
 from watcher.core.model import DeadLetter
 from watcher.core.settings import RedisSettings
 
-__all__ = ["CorruptRecord", "DeadLetterList", "DeadLetterQueries", "FoundLetter"]
+__all__ = [
+    "CorruptRecord",
+    "DeadLetterList",
+    "DeadLetterQueries",
+    "Found",
+    "FoundLetter",
+    "Selection",
+    "Stat",
+]
 
 _STREAM_ID: Final = re.compile(r"\d+(-\d+)?")
 _RANGE_START: Final = re.compile(r"-|\(?\d+(-\d+)?")
@@ -77,10 +90,58 @@ class DeadLetterQueries:
         self._keys = Keys(prefix=settings.key_prefix, cluster=cluster_name)
         self._seal = seal or Seal(signing=None, allow_unsigned=True)
         self._guard = Guard(settings.operation_timeout_s)
+        # XREAD BLOCK must return before the socket times out (redis-py would call it dead).
+        self._block_ms = max(50, int(min(_socket_timeout(redis, settings), 5.0) * 500))
+        self.selector = Selector(redis, self._keys, self._guard, self._decoded, self.queues)
 
     @property
     def keys(self) -> Keys:
         return self._keys
+
+    @property
+    def client(self) -> RedisClient:
+        """The client these reads use, for the one CLI class that writes (`dlq purge`)."""
+        return self._redis
+
+    async def now_ms(self) -> int:
+        """Redis's clock in ms (stream ids are its time)."""
+        return await self.selector.now_ms()
+
+    async def select(
+        self,
+        flt: DeadLetterFilter,
+        *,
+        limit: int,
+        after: Cursor | None = None,
+        now_ms: int | None = None,
+    ) -> Selection:
+        """One page of entries matching `flt` (selection.py: indexes, never a full scan for
+        a class or namespace)."""
+        return await self.selector.select(flt, limit=limit, after=after, now_ms=now_ms)
+
+    def iterate(
+        self, flt: DeadLetterFilter, *, now_ms: int, after: Cursor | None = None
+    ) -> AsyncIterator[Found]:
+        """Every entry matching `flt`, in listing order, read in bounded batches."""
+        return self.selector.iterate(flt, after=after, now_ms=now_ms)
+
+    def follow(
+        self, flt: DeadLetterFilter, *, since_ms: int, stop: Callable[[], bool] = lambda: False
+    ) -> AsyncIterator[Found]:
+        """Entries matching `flt` as they are written after `since_ms`, until `stop()`."""
+        return follow(
+            self.selector,
+            flt,
+            block_ms=self._block_ms,
+            since_ms=since_ms,
+            names=self.queues,
+            stop=stop,
+        )
+
+    async def stats(self, *, queue: str | None, now_ms: int) -> list[Stat]:
+        """Depth, oldest age and last-hour inflow by queue, class and namespace."""
+        names = [queue] if queue is not None else await self.queues()
+        return await dlq_stats(self._redis, self._keys, self._guard, names, now_ms)
 
     async def queues(self) -> list[str]:
         """Names of all dead-letter queues ever written, sorted (members that are not UTF-8,
@@ -208,6 +269,19 @@ class DeadLetterQueries:
             )
         except CorruptEntry as exc:
             return CorruptRecord(entry_id, str(exc), raw, forged=isinstance(exc, ForgedEntry))
+
+
+def _socket_timeout(redis: RedisClient, settings: RedisSettings) -> float:
+    """The client's own socket timeout (a test's or tool's may differ from the settings)."""
+    kwargs = (
+        redis.get_connection_kwargs()
+        if isinstance(redis, RedisCluster)
+        else redis.connection_pool.connection_kwargs
+    )
+    found = kwargs.get("socket_timeout")
+    return (
+        float(found) if isinstance(found, int | float) and found > 0 else settings.socket_timeout_s
+    )
 
 
 def _field(fields: dict[Any, Any]) -> bytes | None:

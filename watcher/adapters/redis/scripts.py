@@ -31,6 +31,7 @@ __all__ = [
     "FENCED_REPLY",
     "FENCE_PRELUDE",
     "FORGET",
+    "PURGE",
     "RELEASE",
     "SCHEDULE_RETRY",
     "SETTLE_CREATED",
@@ -56,13 +57,22 @@ def _read(name: str) -> str:
     return f"{FENCE_PRELUDE}\n{_source(name)}"
 
 
+DLQ_INDEX: Final = _source("dlq_index.lua")
+
+
+def _read_indexed(name: str) -> str:
+    """A write script that adds or removes dead letters: fenced, with the index functions."""
+    return f"{FENCE_PRELUDE}\n{DLQ_INDEX}\n{_source(name)}"
+
+
 # Read at import, not per call: a missing file fails the daemon at start, not mid-write.
-DEAD_LETTER: Final = _read("dead_letter.lua")
+DEAD_LETTER: Final = _read_indexed("dead_letter.lua")
 SCHEDULE_RETRY: Final = _read("schedule_retry.lua")
 CLAIM: Final = _read("claim.lua")
 RELEASE: Final = _read("release.lua")
 FORGET: Final = _read("forget.lua")
-ABANDON_RETRY: Final = _read("abandon_retry.lua")
+ABANDON_RETRY: Final = _read_indexed("abandon_retry.lua")
+PURGE: Final = _read_indexed("purge.lua")
 BEGIN_CREATE: Final = _read("begin_create.lua")
 SETTLE_CREATED: Final = _read("settle_created.lua")
 CLAIM_TERM: Final = _source("claim_term.lua")

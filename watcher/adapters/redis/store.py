@@ -155,6 +155,7 @@ class RedisStore(CreateRecords):
                 k.queues,
                 k.outcome_index,
                 k.outcome_seq,
+                *k.dlq_entry_indexes(letter.queue, letter.failure_class, letter.job.namespace),
             ],
             args=[
                 letter.queue,
@@ -365,6 +366,7 @@ class RedisStore(CreateRecords):
                 k.retry_inflight,
                 k.retry_due,
                 k.retry_claims,
+                *k.dlq_entry_indexes(letter.queue, letter.failure_class, letter.job.namespace),
             ],
             args=[
                 letter.queue,

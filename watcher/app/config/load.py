@@ -390,6 +390,7 @@ def _parse_dead_letter(raw: object) -> DeadLetterSettings:
     return DeadLetterSettings(
         default_queue=checked(validate_queue, queue, s.path("default_queue")),
         depth_refresh_s=s.duration("depth_refresh_s", d.depth_refresh_s, positive=True, max_s=3600),
+        read_only=s.boolean("read_only", d.read_only),
     )
 
 
