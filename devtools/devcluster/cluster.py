@@ -580,6 +580,14 @@ def _terminate(
         proc.wait(timeout=5)
 
 
+def stop_child(proc: subprocess.Popen[bytes], timeout_s: float) -> None:
+    """Stop a child this process started: SIGTERM, wait up to `timeout_s`, then SIGKILL.
+
+    The one way devtools stops its servers (control plane, Redis helpers, Toxiproxy,
+    Prometheus); a child that already exited is left alone."""
+    _terminate(proc.pid, "", proc, timeout_s)
+
+
 def stop_recorded(state_dir: Path, progress: Progress = _stderr) -> list[str]:
     """Stop a cluster started by another process (`dev down`), by the PIDs it recorded."""
     state = ClusterState.load(state_dir)

@@ -8,11 +8,9 @@ loads rule files, keeps its TSDB in its own temp dir, and answers PromQL through
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -26,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from devtools.devcluster.cluster import free_port
+from devtools.devcluster.cluster import free_port, stop_child
 
 DEFAULT_BINARY = "prometheus"
 START_TIMEOUT_S = 30.0
@@ -165,16 +163,8 @@ class PrometheusServer:
     def stop(self) -> None:
         """SIGTERM by PID, then SIGKILL if it has not exited after STOP_TIMEOUT_S."""
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(STOP_TIMEOUT_S)
+        if proc is not None:
+            stop_child(proc, STOP_TIMEOUT_S)
 
     def close(self) -> None:
         """Stop the server and remove its temp dir (TSDB and log)."""

@@ -7,10 +7,8 @@ that does not come up raises `RedisServerError` with the tail of the log that sa
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -19,6 +17,7 @@ from functools import partial
 from pathlib import Path
 from types import TracebackType
 
+from devtools.devcluster.cluster import stop_child
 from devtools.devcluster.redis_server import (
     START_TIMEOUT_S,
     STOP_TIMEOUT_S,
@@ -207,14 +206,8 @@ class _SentinelProcess:
 
     def close(self) -> None:
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(STOP_TIMEOUT_S)
+        if proc is not None:
+            stop_child(proc, STOP_TIMEOUT_S)
         shutil.rmtree(self._dir, ignore_errors=True)
 
 

@@ -13,7 +13,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -23,7 +22,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
-from devtools.devcluster.cluster import free_port
+from devtools.devcluster.cluster import free_port, stop_child
 
 START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 5.0
@@ -103,16 +102,8 @@ class Toxiproxy:
     def stop(self) -> None:
         """SIGTERM by PID, then SIGKILL if it has not exited after STOP_TIMEOUT_S."""
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(STOP_TIMEOUT_S)
+        if proc is not None:
+            stop_child(proc, STOP_TIMEOUT_S)
 
     def __enter__(self) -> Toxiproxy:
         return self.start()
