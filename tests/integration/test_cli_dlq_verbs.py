@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -175,9 +174,11 @@ def test_list_watch_prints_new_entries_and_ctrl_c_exits_0(q: Queue) -> None:
         text=True,
     )
     try:
-        time.sleep(2.0)  # started and blocked in XREAD
+        # Live once it says so (a fixed sleep raced a slow start on a loaded machine: entries
+        # written before the watch read Redis's clock are, rightly, not new to it).
+        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stderr.readline() == "kube-dlq: watching for new entries (Ctrl-C to stop)\n"
         q.write([varied(i) for i in range(4)])
-        assert proc.stdout is not None
         line = proc.stdout.readline()
         proc.send_signal(signal.SIGINT)
         try:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from structlog.typing import FilteringBoundLogger
 
 from watcher.adapters.kube.jobs import JobsAPI
+from watcher.adapters.kube.pods import PodsAPI
 from watcher.adapters.kube.request import KubeClient
 from watcher.adapters.redis.store import RedisStore
 from watcher.core.settings import PipelineSettings, Settings
@@ -40,9 +41,11 @@ def build(
     metrics: Metrics,
     logger: FilteringBoundLogger,
     pipeline: PipelineSettings | None = None,
+    read_pods: bool = True,
 ) -> Components:
     """The pipeline for `settings`; `pipeline` replaces the settings' own section (the sweep
-    classifies at once: everything there is was just listed)."""
+    classifies at once: everything there is was just listed, so it has no pods to read
+    again either: `read_pods` False)."""
 
     def selected() -> frozenset[str] | None:
         return pipeline_.selected_namespaces  # refreshed by the daemon; read at each call
@@ -63,6 +66,7 @@ def build(
     pipeline_ = Pipeline(
         handler=handler,
         jobs=jobs,
+        pods=PodsAPI(kube) if read_pods else None,
         scope=settings.scope,
         classify=settings.classify,
         settings=pipeline or settings.pipeline,
