@@ -43,25 +43,25 @@ cleanup() {
 }
 trap cleanup EXIT
 
-new_container() {  # a working container of $1, removed on exit
-  local c
-  c=$("${BUILDAH[@]}" from --pull-never "$1")
-  containers+=("$c")
-  printf '%s' "$c"
+new_container() {  # NEW_CONTAINER: a working container of $1, removed on exit
+  NEW_CONTAINER=$("${BUILDAH[@]}" from --pull-never "$1")
+  containers+=("$NEW_CONTAINER")
 }
 
 # Run "$@" in image $1 the way Kubernetes runs it with readOnlyRootFilesystem: the image's
 # root bind-mounted read-only, /dev and /proc as in a container, no writable path at all, the
 # image's environment and UID 65532. A private mount namespace, so nothing outlives the call.
+# Called in $(...) too, where the EXIT trap does not run: it removes its own container.
 run_readonly() {
   local image=$1; shift
-  local c root env_lines
-  c=$(new_container "$image")
+  local root env_lines rc=0
+  new_container "$image"
+  local c=$NEW_CONTAINER
   root=$("${BUILDAH[@]}" mount "$c")
   env_lines=$("${BUILDAH[@]}" inspect --type container \
     --format '{{range .OCIv1.Config.Env}}{{println .}}{{end}}' "$c")
   local -a envs=()
-  mapfile -t envs <<<"$env_lines"
+  mapfile -t envs < <(sed '/^$/d' <<<"$env_lines")
   mkdir -p "$CACHE/ro-root"
   unshare --mount --propagation private -- bash -euc '
     root=$1 ro=$2 uid=$3 n=$4; shift 4
@@ -71,7 +71,9 @@ run_readonly() {
     mount --rbind /dev "$ro/dev"
     mount -t proc proc "$ro/proc"
     exec env -i "${envs[@]}" "$(command -v chroot)" --userspec="$uid:$uid" "$ro" "$@"
-  ' bash "$root" "$CACHE/ro-root" "$RUN_UID" "${#envs[@]}" "${envs[@]}" "$@"
+  ' bash "$root" "$CACHE/ro-root" "$RUN_UID" "${#envs[@]}" "${envs[@]}" "$@" || rc=$?
+  "${BUILDAH[@]}" rm "$c" >/dev/null 2>&1 || true
+  return "$rc"
 }
 
 install_tools() {
@@ -139,7 +141,8 @@ prove() {
   user=$("${BUILDAH[@]}" inspect --type image --format '{{.OCIv1.Config.User}}' "$IMAGE")
   [[ $user =~ ^$RUN_UID(:[0-9]+)?$ ]] || die "$IMAGE runs as '$user', not $RUN_UID"
 
-  c=$(new_container "$IMAGE")
+  new_container "$IMAGE"
+  c=$NEW_CONTAINER
   out=$("${BUILDAH[@]}" run --isolation chroot --user "$RUN_UID:$RUN_UID" "$c" -- \
     "${entry[@]}" --version)
   [ "$out" = "kube-dlq $VERSION" ] || die "--version said '$out', not 'kube-dlq $VERSION'"
@@ -170,8 +173,8 @@ archive() {
 # unused.) The same CA bundle as the build, for a TLS-intercepting proxy.
 lock() {
   make_base
-  local c
-  c=$(new_container "$BASE_IMAGE")
+  new_container "$BASE_IMAGE"
+  local c=$NEW_CONTAINER
   say "pip-compile in $BASE_IMAGE -> requirements.lock"
   "${BUILDAH[@]}" run --isolation chroot -v "$PWD:/src" -v "$BUILD_CA:/etc/pip-ca.crt:ro" \
     "$c" -- sh -euc '
