@@ -10,6 +10,8 @@ ETCD = "v3.6.16"
 KWOK = "v0.8.0"
 TOXIPROXY = "v2.5.0"
 """Toxiproxy, the TCP fault proxy the fault suite puts between the daemon and Redis."""
+HELM = "v3.22.0"
+"""Helm, for the chart tests (tests/helm) and rendering deploy/manifests/ from the chart."""
 
 
 def cache_root(environ: dict[str, str] | None = None) -> Path:
