@@ -134,16 +134,28 @@ class GoTool:
 TOXIPROXY = GoTool(
     "toxiproxy", versions.TOXIPROXY, "github.com/Shopify/toxiproxy/v2/cmd/server", TOXIPROXY_BINARY
 )
-# Helm stamps its version at link time (as upstream's Makefile does); unstamped it reports
-# v3.x-dev, and charts with a kubeVersion or helm-version constraint judge by that.
+# Stamped at link time as upstream's Makefile does: unstamped, helm reports v3.x-dev and, with
+# no cluster to ask (`helm template`, `lint`), assumes Kubernetes 1.20, which fails a chart's
+# kubeVersion constraint. Upstream derives the version from its client-go (v0.37 -> 1.37).
+_HELM_PKG = "helm.sh/helm/v3"
 HELM = GoTool(
     "helm",
     versions.HELM,
-    "helm.sh/helm/v3/cmd/helm",
+    f"{_HELM_PKG}/cmd/helm",
     HELM_BINARY,
-    f"-s -w -X helm.sh/helm/v3/internal/version.version={versions.HELM}"
-    " -X helm.sh/helm/v3/internal/version.metadata="
-    " -X helm.sh/helm/v3/internal/version.gitTreeState=clean",
+    " ".join(
+        [
+            "-s -w",
+            f"-X {_HELM_PKG}/internal/version.version={versions.HELM}",
+            f"-X {_HELM_PKG}/internal/version.metadata=",
+            f"-X {_HELM_PKG}/internal/version.gitTreeState=clean",
+            *(
+                f"-X {_HELM_PKG}/pkg/{pkg}.k8sVersion{part}={value}"
+                for pkg in ("lint/rules", "chartutil")
+                for part, value in (("Major", "1"), ("Minor", versions.HELM_KUBERNETES_MINOR))
+            ),
+        ]
+    ),
 )
 
 
