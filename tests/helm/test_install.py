@@ -131,16 +131,32 @@ async def test_installed_chart_identity_runs_the_daemon_and_nothing_more(
             )
         )
 
-        # When the daemon runs with it and a Job fails
-        daemon = await start_daemon(kubeconfig=str(kubeconfig))
+        # When the daemon runs with it, and with the installed ConfigMap's config where it
+        # applies outside a pod (its cluster_name, dead_letter, and leader election, on a Lease
+        # in the release's namespace: the chart's Role), and a Job fails
+        [configmap] = [d for d in docs if d["kind"] == "ConfigMap"]
+        chart_config = yaml.safe_load(configmap["data"]["kube-dlq.yaml"])
+        assert chart_config["leader_election"]["enabled"] is True
+        daemon = await start_daemon(
+            kubeconfig=str(kubeconfig),
+            cluster_name=chart_config["cluster_name"],
+            dead_letter=chart_config["dead_letter"],
+            leader_election={
+                **chart_config["leader_election"],
+                "lease_namespace": release_namespace,
+            },
+        )
         await create_job(
             admin_api, namespace, failing_job("work", exit_code=2, message="ValueError: row 17")
         )
 
-        # Then the failure is dead-lettered: every call the daemon made was allowed
+        # Then the failure is dead-lettered by the leader: every call it made was allowed
         [(_, letter)] = await wait_dead_letters(daemon.queries, 1, within=90)
         assert (letter.job.namespace, letter.job.name) == (namespace, "work")
         assert letter.cluster == release
+        assert await daemon.metric("kube_dlq_leader") == 1
+        lease = kubectl(cluster, "-n", release_namespace, "get", "lease", "kube-dlq", "-o", "json")
+        assert json.loads(lease)["spec"]["holderIdentity"], lease
 
         # And an action outside the role is refused with 403
         chart_api = await config.new_client_from_config(config_file=str(kubeconfig))
