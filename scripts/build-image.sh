@@ -9,7 +9,7 @@
 #      like this one);
 #   4. the proof: the image's own ENTRYPOINT as UID 65532, with `--version` and `check-config`
 #      on the embedded config, once through `buildah run` and once on a read-only root
-#      (nothing mounted writable, as deploy/deployment.yaml runs it); a write must fail;
+#      (nothing mounted writable, as deploy/manifests/deployment.yaml runs it); a write must fail;
 #   5. build/kube-dlq-<version>.oci.tar, and the sizes.
 #
 #   scripts/build-image.sh                     all of the above

@@ -1,7 +1,7 @@
 """The image's inputs, checked in seconds (tests/image builds and runs the image itself).
 
 requirements.lock must still say what pyproject.toml asks for, and the Containerfile must keep
-the promises deploy/deployment.yaml relies on: a numeric non-root USER, no build tools in the
+the promises deploy/manifests/deployment.yaml relies on: a numeric non-root USER, no build tools in the
 final stage, an ENTRYPOINT that is the package's console script.
 """
 
@@ -132,7 +132,7 @@ def test_the_final_stage_runs_as_the_numeric_uid_the_deployment_requires() -> No
     assert len(users) == 1 and re.fullmatch(r"[1-9]\d*(:\d+)?", users[0]), users
     deployment = next(
         d
-        for d in yaml.safe_load_all((ROOT / "deploy/deployment.yaml").read_text())
+        for d in yaml.safe_load_all((ROOT / "deploy/manifests/deployment.yaml").read_text())
         if d["kind"] == "Deployment"
     )
     assert (
