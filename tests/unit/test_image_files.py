@@ -1,8 +1,8 @@
 """The image's inputs, checked in seconds (tests/image builds and runs the image itself).
 
 requirements.lock must still say what pyproject.toml asks for, and the Containerfile must keep
-the promises deploy/manifests/deployment.yaml relies on: a numeric non-root USER, no build tools in the
-final stage, an ENTRYPOINT that is the package's console script.
+the promises deploy/manifests/deployment.yaml relies on: a numeric non-root USER, no build
+tools in the final stage, an ENTRYPOINT that is the package's console script.
 """
 
 from __future__ import annotations
