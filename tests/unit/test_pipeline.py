@@ -597,19 +597,37 @@ async def test_pod_read_that_fails_transiently_is_tried_again() -> None:
     assert [d.failure_class for d in rig.store.dead_letters] == [FailureClass.APP_ERROR]
 
 
-async def test_pod_read_refused_classifies_with_what_the_watch_delivered() -> None:
-    # Given a failed Job whose pods the watch never delivers, and a read of them refused (403)
+async def test_pod_read_refused_for_a_while_is_tried_again() -> None:
+    # Given a failed Job whose pods the watch never delivers, and an apiserver that just
+    # restarted: its authorizer refuses the first reads of them (403) for a few seconds
     rig = build()
-    rig.pods.failures.append(KubeForbidden("listing a failed Job's pods failed", status=403))
+    rig.pods.pods[JOB_UID] = [failed_pod()]
+    refused = KubeForbidden("listing a failed Job's pods failed", status=403)
+    rig.pods.failures.extend([refused, refused])
     rig.pipeline.on_job("ADDED", raw_job())
 
-    # When the evidence wait is over
-    rig.clock.advance(EVIDENCE_WAIT_S)
-    await rig.drain()
+    # When time passes
+    await rig.run_for(EVIDENCE_WAIT_S + 10)
 
-    # Then it is classified with what there is, and the refusal counted
+    # Then the third read finds the pod, and the Job is classified from it
+    assert len(rig.pods.reads) == 3
+    assert [d.failure_class for d in rig.store.dead_letters] == [FailureClass.APP_ERROR]
+    assert rig.sample("kube_dlq_failed_job_pod_reads_total", result="found") == 1
+
+
+async def test_pod_read_refused_for_good_classifies_with_what_the_watch_delivered() -> None:
+    # Given a failed Job whose pods the watch never delivers, and reads of them always refused
+    rig = build()
+    rig.pods.failures.extend([KubeForbidden("listing pods failed", status=403)] * 100)
+    rig.pipeline.on_job("ADDED", raw_job())
+
+    # When a minute and more has passed
+    await rig.run_for(70)
+
+    # Then it is classified with what there is, once, and the refusal counted
     assert [d.failure_class for d in rig.store.dead_letters] == [FailureClass.UNKNOWN]
     assert rig.sample("kube_dlq_failed_job_pod_reads_total", result="error") == 1
+    assert 25 <= len(rig.pods.reads) <= 35  # every 2 s, not in a busy loop
 
 
 # --- stuck Jobs --------------------------------------------------------------------------------

@@ -26,7 +26,6 @@ from watcher.core import snapshot
 from watcher.core.backoff import compute_delay
 from watcher.core.correlate import Correlator
 from watcher.core.errors import FencedWrite, KubeAPIError, SinkError
-from watcher.core.model import FailureReport
 from watcher.core.settings import (
     ClassifySettings,
     LimitsSettings,
@@ -36,6 +35,7 @@ from watcher.core.settings import (
 from watcher.kit.aio import first_done, sleep_or_stop
 from watcher.kit.logs import job_context
 from watcher.kit.metrics import Metrics
+from watcher.service.evidence import DENIED_AGAIN_S, LatePods, failed_pods_missing
 from watcher.service.handler import FailureHandler
 from watcher.service.ports import JobsPort, PodsPort
 from watcher.service.scope import in_scope
@@ -67,7 +67,7 @@ class Pipeline:
         self.jobs = jobs
         """Reads a stuck Job fresh (its manifest is not kept in memory) and deletes it once
         its outcome is written, so it stops holding resources."""
-        self.pods = pods
+        self.late_pods = None if pods is None else LatePods(pods, metrics=metrics, logger=logger)
         """Reads a failed Job's pods when the pod watch has not delivered them in time (None:
         never; the sweep has just listed every pod there is)."""
         self.scope = scope
@@ -298,15 +298,24 @@ class Pipeline:
         report = self.correlator.report(uid, stuck_for_s=stuck_for)
         assert report is not None
         first_seen = self._first_seen.get(uid, self.clock())
-        if not self._flushing and stuck_for is None and self._failed_pods_missing(report):
+        max_pods = self.limits.max_pods_per_job
+        if not self._flushing and stuck_for is None and failed_pods_missing(report, max_pods):
             waited_until = first_seen + self.settings.evidence_wait_s
             if self.clock() < waited_until:
                 self._awaiting_pods.add(uid)
                 self._enqueue(uid, waited_until, force=True)
                 return
             self._awaiting_pods.discard(uid)
-            with job_context(job.ref.namespace, job.ref.name, uid):
-                report = await self._read_pods(report)
+            if self.late_pods is not None:
+                with job_context(job.ref.namespace, job.ref.name, uid):
+                    listed = await self.late_pods.read(job.ref, waited_s=self.clock() - first_seen)
+                    if listed is None:
+                        self._enqueue(uid, self.clock() + DENIED_AGAIN_S, force=True)
+                        return
+                    for raw_pod in listed:
+                        self.on_pod("MODIFIED", raw_pod)
+                    report = self.correlator.report(uid, stuck_for_s=None) or report
+                    self.late_pods.found(report, pods=len(listed), max_pods_per_job=max_pods)
         if stuck_for is not None and not self._still_stuck(uid, raw):
             self._dequeue(uid)  # started (or finished) since it was found stuck: not a failure
             return
@@ -353,46 +362,6 @@ class Pipeline:
             return False
         stuck = self.correlator.stuck_jobs(self.clock(), self.stuck_pending_after_s, only=uid)
         return bool(stuck)
-
-    def _failed_pods_missing(self, report: FailureReport) -> bool:
-        """Fewer failed pods in than the Job counts failed (up to as many as are kept per Job).
-
-        The Job watch can be ahead of the pod watch, or the pod watch behind on a reconnect:
-        classified now, the Job would be "unknown", or take a stale Pending pod for the cause.
-        """
-        wanted = min(report.job.failed, self.limits.max_pods_per_job)
-        seen = sum(1 for p in report.pods if p.phase == "Failed" or p.deleted)
-        return seen < wanted
-
-    async def _read_pods(self, report: FailureReport) -> FailureReport:
-        """The report again after reading the Job's pods from the API (the watch lagged).
-
-        A transient error raises (the writer backs off and reads again); a refusal is logged
-        and the Job is classified with what the watch delivered.
-        """
-        job = report.job.ref
-        if self.pods is None:
-            return report
-        try:
-            listed = await self.pods.of_job(job.namespace, job.uid)
-        except KubeAPIError as exc:
-            if exc.transient:
-                raise
-            self.metrics.pod_reads.labels(result="error").inc()
-            self.log.warning("failed_job_pods_unreadable", error=str(exc))
-            return report
-        for raw in listed:
-            self.on_pod("MODIFIED", raw)
-        fresh = self.correlator.report(job.uid, stuck_for_s=None) or report
-        found = not self._failed_pods_missing(fresh)
-        self.metrics.pod_reads.labels(result="found" if found else "missing").inc()
-        self.log.info(
-            "failed_job_pods_read_from_api",
-            pods=len(listed),
-            complete=found,
-            waited_s=self.settings.evidence_wait_s,
-        )
-        return fresh
 
     def check_stuck(self) -> int:
         """Queue Jobs whose pods have waited to start past the dwell time. Returns how many."""
