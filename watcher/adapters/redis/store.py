@@ -57,6 +57,7 @@ from watcher.adapters.redis.durability import Durability
 from watcher.adapters.redis.fencing import Fence, TermSource, unfenced
 from watcher.adapters.redis.guard import Guard, as_bytes, check_client, ms, stream_id_key, text
 from watcher.adapters.redis.keys import STREAM_FIELD, Keys
+from watcher.adapters.redis.redrive import RedriveRecords
 from watcher.adapters.redis.seal import ForgedEntry, Seal, open_ticket, seal_letter, seal_ticket
 from watcher.core.errors import SinkError
 from watcher.core.model import (
@@ -82,7 +83,7 @@ FORGET_BATCH: Final = 500
 """Markers read from the index, and at most forgotten, per round-trip of `forget_absent`."""
 
 
-class RedisStore(CreateRecords):
+class RedisStore(CreateRecords, RedriveRecords):
     """Dead letters, retry tickets and the exactly-once markers of one cluster in one Redis."""
 
     def __init__(
@@ -119,6 +120,7 @@ class RedisStore(CreateRecords):
         self._abandon_script = redis.register_script(scripts.ABANDON_RETRY)
         self._forget_script = redis.register_script(scripts.FORGET)
         self._register_create_scripts()
+        self._register_redrive_scripts()
         self._fence = Fence(redis, self._keys, self._guard, unfenced)  # every write script
 
     def with_term(self, term: TermSource) -> RedisStore:
