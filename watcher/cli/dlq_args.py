@@ -15,7 +15,7 @@ from typing import Any, TypeAlias
 
 from watcher.adapters.redis.purge import DeadLetterPurger
 from watcher.adapters.redis.queries import DeadLetterQueries
-from watcher.cli import dlq, dlq_list, dlq_purge
+from watcher.cli import dlq, dlq_list, dlq_purge, dlq_redrive
 from watcher.core.dlq_filter import Cursor, DeadLetterFilter, parse_cursor
 from watcher.core.settings import Settings
 
@@ -26,7 +26,7 @@ WithRedis = Callable[
 
 __all__ = ["VERBS", "add_verbs", "run_verb"]
 
-VERBS = frozenset({"list", "show", "stats", "export", "purge"})
+VERBS = frozenset({"list", "show", "stats", "export", "purge", "redrive"})
 
 _C = "-c config.yaml"
 
@@ -186,6 +186,20 @@ def add_verbs(dlq_sub: Subparsers, add_config: Callable[[argparse.ArgumentParser
     )
     purge.add_argument("--yes", "-y", action="store_true", help="do not ask")
 
+    redrive = _verb(
+        dlq_sub,
+        "redrive",
+        "re-create dead-lettered Jobs, exactly once each",
+        "Re-create the Jobs of dead letters from their stored manifests. Each entry leaves its "
+        "queue in one atomic step before its Job is created; a run killed halfway is finished "
+        "by the next one, and nothing is created twice. Refused when the config sets "
+        "dead_letter.read_only (docs/redrive.md).",
+        dlq_redrive.EXAMPLES,
+    )
+    add_config(redrive)
+    _add_filters(redrive)
+    dlq_redrive.add_arguments(redrive)
+
 
 class UsageError(Exception):
     """Bad input: one line, exit 2."""
@@ -237,6 +251,12 @@ def _action(
         return lambda q: dlq_list.export_entries(q, flt, reveal=args.reveal, out=out, err=err)
     if verb == "purge":
         return _purge_action(args, config, flt)
+    if verb == "redrive":
+        try:
+            request = dlq_redrive.request_from(args, config, flt)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        return lambda q: dlq_redrive.redrive_entries(q, config, request, out=out, err=err)
     if args.limit < 1:
         raise UsageError(f"--limit must be >= 1, got {args.limit}")
     after: Cursor | None = None

@@ -46,6 +46,7 @@ from watcher.core.rawjson import RawObject
 
 __all__ = [
     "JOB_CONTROLLER",
+    "NO_OVERRIDES",
     "Claim",
     "ClaimStatus",
     "Overrides",
@@ -87,6 +88,9 @@ class Overrides:
         return ", ".join(f"{key}={value}" for key, value in parts if value)
 
 
+NO_OVERRIDES: Final = Overrides()
+
+
 @dataclass(frozen=True, slots=True)
 class RedrivePlan:
     """The create intent of one redrive of one entry, fixed when the entry is claimed."""
@@ -96,7 +100,7 @@ class RedrivePlan:
     token: str
     redrive: int
     """1 for the first redrive of the Job's lineage (the entry's ``redrive_count`` + 1)."""
-    overrides: Overrides = Overrides()
+    overrides: Overrides = NO_OVERRIDES
 
 
 def encode_plan(plan: RedrivePlan) -> bytes:
