@@ -17,8 +17,9 @@ from watcher.adapters.redis.store import RedisStore
 from watcher.core.settings import PipelineSettings, Settings
 from watcher.kit.metrics import Metrics
 from watcher.service.handler import FailureHandler
-from watcher.service.pipeline import Pipeline
+from watcher.service.pipeline import Pipeline, in_scope
 from watcher.service.ports import JobsPort
+from watcher.service.redrive_settle import RedriveSettler
 from watcher.service.scope import ScopedJobs
 
 __all__ = ["Components", "build"]
@@ -30,6 +31,9 @@ class Components:
     """Creates and deletes only in namespaces within scope (`ScopedJobs`), reads anywhere."""
     handler: FailureHandler
     pipeline: Pipeline
+    redrive: RedriveSettler
+    """Settles redriven Jobs: failed ones through the handler's hook, completed ones when the
+    daemon runs it (docs/redrive.md)."""
 
 
 def build(
@@ -70,4 +74,12 @@ def build(
         metrics=metrics,
         logger=logger,
     )
-    return Components(jobs=jobs, handler=handler, pipeline=pipeline_)
+    redrive = RedriveSettler(
+        store=store,
+        jobs=jobs,
+        rules=handler.rules,
+        in_scope=lambda job: in_scope(job, settings.scope, pipeline_.selected_namespaces),
+        logger=logger,
+    )
+    handler.redrive = redrive
+    return Components(jobs=jobs, handler=handler, pipeline=pipeline_, redrive=redrive)
