@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import json
 import re
 import time
 from collections import Counter
@@ -42,7 +43,14 @@ from watcher.kit.metrics import Metrics
 from watcher.service.redrive import Redriver, RedriveResult, Verdict
 from watcher.service.scope import ScopedJobs, namespace_allowed
 
-__all__ = ["EXAMPLES", "RedriveRequest", "add_arguments", "redrive_entries", "request_from"]
+__all__ = [
+    "EXAMPLES",
+    "RedriveRequest",
+    "add_arguments",
+    "list_archived",
+    "redrive_entries",
+    "request_from",
+]
 
 _PREFIX = "kube-dlq dlq redrive:"
 _RATE_RE = re.compile(r"(\d+(?:\.\d+)?)(?:/s)?")
@@ -279,3 +287,50 @@ def _user() -> str:
         return getpass.getuser()
     except (KeyError, OSError):  # no passwd entry and no $USER (a bare container)
         return "unknown"
+
+
+async def list_archived(
+    queries: DeadLetterQueries,
+    config: Settings,
+    *,
+    queue: str | None,
+    limit: int,
+    output: str,
+    out: TextIO,
+    err: TextIO,
+) -> int:
+    """`dlq list --archived`: entries whose redriven Job succeeded, newest first per queue."""
+    store = RedisStore(
+        queries.client,
+        config.redis,
+        cluster_name=config.cluster_name,
+        seal=build_seal(config.security),
+    )
+    rows: list[dict[str, object]] = []
+    for name in [queue] if queue is not None else await queries.queues():
+        for sid, was, job, letter in await store.archived(name, count=limit):
+            if isinstance(letter, str):
+                err.write(f"kube-dlq dlq list: archive {name}/{sid} could not be read: {letter}\n")
+                continue
+            rows.append(
+                {
+                    "id": f"{name}/{sid}",
+                    "was": was,
+                    "job": job,
+                    "failure_class": letter.failure_class.value,
+                    "redrive_count": letter.redrive_count,
+                    "reason": letter.reason,
+                }
+            )
+    if output in ("json", "yaml"):
+        json.dump(rows, out, indent=2)
+        out.write("\n")
+    elif output == "jsonl":
+        out.writelines(json.dumps(row) + "\n" for row in rows)
+    else:
+        out.write(f"{'ARCHIVED':30} {'WAS':30} {'REDRIVEN JOB':50} CLASS\n")
+        for row in rows:
+            out.write(
+                f"{row['id']!s:30} {row['was']!s:30} {row['job']!s:50} {row['failure_class']}\n"
+            )
+    return 0
