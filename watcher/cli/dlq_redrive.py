@@ -21,14 +21,8 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AsyncExitStack, ExitStack, contextmanager
 from dataclasses import dataclass
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-from watcher.adapters.kube.connect import connect
-from watcher.adapters.kube.jobs import JobsAPI
-from watcher.adapters.kube.namespaces import namespaces_matching
 from watcher.adapters.redis.queries import CorruptRecord, DeadLetterQueries
 from watcher.adapters.redis.store import RedisStore
 from watcher.app.sealing import build_seal
@@ -39,9 +33,10 @@ from watcher.core.model import DeadLetter
 from watcher.core.redrive import Overrides, parse_image_override
 from watcher.core.settings import Settings
 from watcher.kit.logs import get_logger
-from watcher.kit.metrics import Metrics
 from watcher.service.redrive import Redriver, RedriveResult, Verdict
-from watcher.service.scope import ScopedJobs, namespace_allowed
+
+if TYPE_CHECKING:
+    from watcher.adapters.kube.request import KubeClient
 
 __all__ = [
     "EXAMPLES",
@@ -155,8 +150,16 @@ async def redrive_entries(
         cluster_name=config.cluster_name,
         seal=build_seal(config.security),
     )
+    # Imported here: the Kubernetes client and rich cost a second at start, which every other
+    # dlq verb (and `dlq list --watch`, whose start is its cut-off) would pay otherwise.
+    from watcher.adapters.kube.connect import connect
+    from watcher.adapters.kube.jobs import JobsAPI
+    from watcher.adapters.kube.namespaces import namespaces_matching
+    from watcher.kit.metrics import Metrics
+    from watcher.service.scope import ScopedJobs, namespace_allowed
+
     async with AsyncExitStack() as stack:
-        kube = await connect(config.kubernetes)
+        kube: KubeClient = await connect(config.kubernetes)
         stack.push_async_callback(kube.close)
         selected = None
         if config.scope.namespace_label_selector:
@@ -264,6 +267,9 @@ async def _run(
 @contextmanager
 def _progress(err: TextIO, total: int) -> Iterator[Callable[[], None]]:
     """A rich progress bar on `err` (a terminal); yields what advances it by one entry."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
     columns = ("redrive", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=Console(file=err), transient=True) as progress:
         task = progress.add_task("redrive", total=total)
