@@ -19,6 +19,7 @@ can neither point a record at another namespace or name nor carry a plan to anot
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from importlib.resources import files
 from typing import Any, Final
 
@@ -30,8 +31,8 @@ from watcher.adapters.redis.codec import CorruptEntry
 from watcher.adapters.redis.fencing import Fence
 from watcher.adapters.redis.guard import Guard, as_bytes, text
 from watcher.adapters.redis.keys import STREAM_FIELD, Keys
-from watcher.adapters.redis.seal import ForgedEntry, Seal, dead_letter_place, seal_letter
-from watcher.core.model import Action, DeadLetter, JobRef, WriteResult
+from watcher.adapters.redis.seal import ForgedEntry, Seal, dead_letter_place
+from watcher.core.model import DeadLetter, JobRef, WriteResult
 from watcher.core.redrive import (
     Claim,
     ClaimStatus,
@@ -81,15 +82,16 @@ def split_entry_id(entry_id: str) -> tuple[str, str]:
 
 
 class RedriveRecords:
-    """Mixin: needs ``_redis``, ``_keys``, ``_guard``, ``_seal``, ``_fence`` and the stream caps."""
+    """Mixin: needs the store's ``_redis``, ``_keys``, ``_guard``, ``_seal``, ``_fence``."""
 
     _redis: RedisClient
     _keys: Keys
     _guard: Guard
     _seal: Seal
     _fence: Fence
-    _stream_maxlen: int
-    _stream_max_age_ms: int
+    # RedisStore's: the dead_letter.lua call this extends, and how its reply reads.
+    _dead_letter_call: Callable[[DeadLetter], tuple[list[Any], list[Any]]]
+    _write_result: Callable[[str, Any], WriteResult]
 
     def _register_redrive_scripts(self) -> None:
         self._redrive: dict[str, AsyncScript] = {
@@ -215,38 +217,16 @@ class RedriveRecords:
         """The redriven Job ``letter.job`` failed: write `letter` and remove the record in one
         step. None: no record, or it names another Job (nothing written)."""
         k = self._keys
-        payload = seal_letter(self._seal, k, letter)
+        keys, args = self._dead_letter_call(letter)
         reply: Any = await self._fence.call(
             "redrive_failed",
             self._redrive["failed"],
-            keys=[
-                k.outcome(letter.job.uid),
-                k.dlq(letter.queue),
-                k.queues,
-                k.outcome_index,
-                k.outcome_seq,
-                *k.dlq_entry_indexes(letter.queue, letter.failure_class, letter.job.namespace),
-                k.redrive_record(entry_id),
-                k.redriving,
-            ],
-            args=[
-                letter.queue,
-                payload,
-                self._stream_maxlen,
-                self._stream_max_age_ms,
-                STREAM_FIELD,
-                Keys.outcome_member(letter.job.namespace, letter.job.uid),
-                entry_id,
-                letter.job.uid,
-            ],
+            keys=[*keys, k.redrive_record(entry_id), k.redriving],
+            args=[*args, entry_id, letter.job.uid],
         )
         if int(reply[0]) == -1:
             return None
-        written, marker, trimmed = reply
-        action, _, ref = text(marker).partition(":")
-        return WriteResult(
-            written=bool(written), action=Action(action), ref=ref, trimmed=int(trimmed)
-        )
+        return self._write_result(letter.job.uid, reply)
 
     async def archived(self, queue: str, *, count: int) -> list[ArchivedEntry]:
         """The newest `count` archived entries of `queue`, newest first, each opened."""
