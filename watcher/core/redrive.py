@@ -191,7 +191,8 @@ def redrive_manifest(letter: DeadLetter, plan: RedrivePlan, entry_id: str) -> Ra
     annotations[ANNOTATION_REDRIVE_TOKEN] = plan.token
     meta["annotations"] = annotations
     meta["finalizers"] = [FINALIZER_REDRIVE_ACK]
-    pod = body["spec"].get("template", {}).get("spec")
+    template = body["spec"].get("template")
+    pod = template.get("spec") if isinstance(template, dict) else None
     if not isinstance(pod, dict):
         raise ValueError("the stored manifest has no pod template spec")
     if plan.overrides.memory:
@@ -201,19 +202,25 @@ def redrive_manifest(letter: DeadLetter, plan: RedrivePlan, entry_id: str) -> Ra
     return body
 
 
+def _containers(pod: dict[str, Any]) -> list[dict[str, Any]]:
+    found = pod.get("containers")
+    return [c for c in found if isinstance(c, dict)] if isinstance(found, list) else []
+
+
 def _set_memory(pod: dict[str, Any], n_bytes: int) -> None:
     quantity = format_quantity(n_bytes)
-    for container in pod.get("containers") or []:
-        if not isinstance(container, dict):
-            continue
-        resources = container.setdefault("resources", {})
+    for container in _containers(pod):
+        resources = container.get("resources")
         if not isinstance(resources, dict):
-            continue
-        resources.setdefault("limits", {})["memory"] = quantity
+            resources = container["resources"] = {}
+        limits = resources.get("limits")
+        if not isinstance(limits, dict):
+            limits = resources["limits"] = {}
+        limits["memory"] = quantity
         requests = resources.get("requests")
-        if isinstance(requests, dict) and isinstance(requests.get("memory"), str):
+        if isinstance(requests, dict) and "memory" in requests:
             try:
-                too_much = parse_quantity(requests["memory"]) > n_bytes
+                too_much = parse_quantity(str(requests["memory"])) > n_bytes
             except ValueError:
                 too_much = True
             if too_much:
@@ -221,7 +228,7 @@ def _set_memory(pod: dict[str, Any], n_bytes: int) -> None:
 
 
 def _set_image(pod: dict[str, Any], container_name: str, image: str) -> None:
-    containers = [c for c in pod.get("containers") or [] if isinstance(c, dict)]
+    containers = _containers(pod)
     if container_name:
         chosen = [c for c in containers if c.get("name") == container_name]
         if not chosen:
