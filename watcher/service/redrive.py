@@ -134,12 +134,16 @@ class Redriver:
             return RedriveResult(entry_id, Verdict.SKIPPED, "no longer on its queue")
         if claim.status is ClaimStatus.NO_DATA:
             return RedriveResult(entry_id, Verdict.FAILED, "the stored entry has no data")
-        if claim.status is ClaimStatus.RESUMED:
-            return await self.resume(entry_id)  # an earlier run's record: its plan applies
+        if claim.status is ClaimStatus.RESUMED:  # an earlier run's record: its plan applies
+            return await self._resume(entry_id, begins=claim.begins)
         return await self._create(entry_id, letter, plan, begins=claim.begins)
 
     async def resume(self, entry_id: str) -> RedriveResult:
         """Finish a redrive an earlier run began (its redriving record)."""
+        return await self._resume(entry_id, begins=None)
+
+    async def _resume(self, entry_id: str, *, begins: int | None) -> RedriveResult:
+        """`begins`: this run's begin, already counted by its claim (None: count one now)."""
         record = await self._store.redrive_record(entry_id)
         if record is None:
             return RedriveResult(entry_id, Verdict.SKIPPED, "no longer being redriven")
@@ -158,10 +162,12 @@ class Redriver:
             return RedriveResult(entry_id, Verdict.ALREADY, f"{plan.namespace}/{plan.name}")
         if self._dry_run:
             return RedriveResult(entry_id, Verdict.WOULD, f"{plan.namespace}/{plan.name} (resume)")
-        claim = await self._store.claim_redrive(entry_id, None)  # one more begin, counted
-        if claim.status is not ClaimStatus.RESUMED:
-            return RedriveResult(entry_id, Verdict.SKIPPED, "no longer being redriven")
-        return await self._create(entry_id, letter, plan, begins=claim.begins)
+        if begins is None:
+            claim = await self._store.claim_redrive(entry_id, None)  # one more begin, counted
+            if claim.status is not ClaimStatus.RESUMED:
+                return RedriveResult(entry_id, Verdict.SKIPPED, "no longer being redriven")
+            begins = claim.begins
+        return await self._create(entry_id, letter, plan, begins=begins)
 
     async def unfinished(self) -> list[str]:
         """Entry ids whose redrive an earlier run began and did not record as created."""
