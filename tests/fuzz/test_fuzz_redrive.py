@@ -112,7 +112,7 @@ def test_hostile_watch_events_never_raise_from_observe() -> None:
         store=None,  # type: ignore[arg-type]  (observe never reads the store)
         jobs=None,  # type: ignore[arg-type]
         rules=None,  # type: ignore[arg-type]
-        in_scope=lambda job: True,
+        in_scope=lambda ns: True,
         logger=get_logger(),
     )
 

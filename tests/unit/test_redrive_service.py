@@ -246,7 +246,7 @@ def settler(store: FakeRedriveStore, jobs: FakeJobs) -> RedriveSettler:
         store=store,
         jobs=jobs,
         rules=ClassifyRules(),
-        in_scope=lambda job: True,
+        in_scope=lambda ns: True,
         logger=get_logger(),
     )
 

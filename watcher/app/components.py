@@ -17,10 +17,10 @@ from watcher.adapters.redis.store import RedisStore
 from watcher.core.settings import PipelineSettings, Settings
 from watcher.kit.metrics import Metrics
 from watcher.service.handler import FailureHandler
-from watcher.service.pipeline import Pipeline, in_scope
+from watcher.service.pipeline import Pipeline
 from watcher.service.ports import JobsPort
 from watcher.service.redrive_settle import RedriveSettler
-from watcher.service.scope import ScopedJobs
+from watcher.service.scope import ScopedJobs, namespace_allowed
 
 __all__ = ["Components", "build"]
 
@@ -78,7 +78,7 @@ def build(
         store=store,
         jobs=jobs,
         rules=handler.rules,
-        in_scope=lambda job: in_scope(job, settings.scope, pipeline_.selected_namespaces),
+        in_scope=lambda ns: namespace_allowed(ns, settings.scope, pipeline_.selected_namespaces),
         logger=logger,
     )
     handler.redrive = redrive

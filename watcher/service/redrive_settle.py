@@ -45,7 +45,6 @@ from watcher.core.model import (
     Decision,
     FailureReport,
     JobRef,
-    JobSnapshot,
     WriteResult,
 )
 from watcher.core.redrive import RedriveRecord, failed_again, is_this_job, redrive_pointer
@@ -87,7 +86,7 @@ class RedriveSettler:
         store: SettleStore,
         jobs: JobsPort,
         rules: ClassifyRules,
-        in_scope: Callable[[JobSnapshot], bool],
+        in_scope: Callable[[str], bool | None],
         logger: FilteringBoundLogger,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -116,7 +115,9 @@ class RedriveSettler:
             return
         pointer = redrive_pointer(dict(job.annotations))
         complete = job.condition("Complete") is not None
-        if pointer is None or not (complete or job.condition("Failed")) or not self._in_scope(job):
+        if pointer is None or not (complete or job.condition("Failed")):
+            return
+        if self._in_scope(job.ref.namespace) is False:
             return
         if job.ref.uid not in self._completed and len(self._completed) >= MAX_QUEUED:
             return
@@ -133,6 +134,12 @@ class RedriveSettler:
         """One round over the queued completed Jobs; how many were settled."""
         settled = 0
         for uid, done in list(self._completed.items()):
+            allowed = self._in_scope(done.job.namespace)
+            if allowed is None:
+                continue  # a label selector not listed yet: fail closed, try next round
+            if not allowed:
+                self._completed.pop(uid, None)
+                continue
             try:
                 if await self._settle_one(done):
                     settled += 1
