@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import importlib.util
 import json
 import re
 import time
@@ -245,7 +246,7 @@ async def _run(
     started = time.monotonic()
     advance: Callable[[], None] = lambda: None  # noqa: E731 (replaced by the bar's)
     with ExitStack() as stack:
-        if err.isatty() and len(work) >= _PROGRESS_FROM:
+        if err.isatty() and len(work) >= _PROGRESS_FROM and _has_rich():
             advance = stack.enter_context(_progress(err, len(work)))
         for index, (entry_id, letter) in enumerate(work):
             wait = started + index * interval - time.monotonic()
@@ -262,6 +263,11 @@ async def _run(
                 result = RedriveResult(entry_id, Verdict.FAILED, f"{line}; run again to finish")
             _report(result, counts, out)
             advance()
+
+
+def _has_rich() -> bool:
+    """rich is optional (``kube-dlq[progress]``): without it, no bar, the same lines."""
+    return importlib.util.find_spec("rich") is not None
 
 
 @contextmanager
