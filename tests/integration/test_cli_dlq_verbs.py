@@ -201,7 +201,7 @@ def test_show_is_a_summary_and_json_on_request(
     out = capsys.readouterr().out
     assert out.splitlines()[0] == ref
     assert "  class:       oom_killed" in out and "  owner:       CronJob/nightly" in out
-    assert "(redrive: not yet available)" in out
+    assert f"  redrive:     kube-dlq dlq redrive {ref} [--dry-run]" in out
     assert q.dlq("show", ref, "-o", "json") == 0
     assert json.loads(capsys.readouterr().out)["job"]["name"] == "job-0"
     assert q.dlq("show", ref.replace("-0", "-9")) == 1

@@ -20,7 +20,8 @@ from watcher.kit.metrics import Metrics
 from watcher.service.handler import FailureHandler
 from watcher.service.pipeline import Pipeline
 from watcher.service.ports import JobsPort
-from watcher.service.scope import ScopedJobs
+from watcher.service.redrive_settle import RedriveSettler
+from watcher.service.scope import ScopedJobs, namespace_allowed
 
 __all__ = ["Components", "build"]
 
@@ -31,6 +32,9 @@ class Components:
     """Creates and deletes only in namespaces within scope (`ScopedJobs`), reads anywhere."""
     handler: FailureHandler
     pipeline: Pipeline
+    redrive: RedriveSettler
+    """Settles redriven Jobs: failed ones through the handler's hook, completed ones when the
+    daemon runs it (docs/redrive.md)."""
 
 
 def build(
@@ -74,4 +78,12 @@ def build(
         metrics=metrics,
         logger=logger,
     )
-    return Components(jobs=jobs, handler=handler, pipeline=pipeline_)
+    redrive = RedriveSettler(
+        store=store,
+        jobs=jobs,
+        rules=handler.rules,
+        in_scope=lambda ns: namespace_allowed(ns, settings.scope, pipeline_.selected_namespaces),
+        logger=logger,
+    )
+    handler.redrive = redrive
+    return Components(jobs=jobs, handler=handler, pipeline=pipeline_, redrive=redrive)

@@ -213,8 +213,8 @@ class DeadLetterSettings:
     """How often the queue depth and oldest-age gauges are read from Redis: the Prometheus
     scrape interval is typically 15-30 s."""
     read_only: bool = False
-    """Refuse the CLI verbs that change a queue (`dlq purge`): for shared installs where the
-    config people read with may not write."""
+    """Refuse the CLI verbs that change a queue (`dlq purge`, `dlq redrive`): for shared
+    installs where the config people read with may not write."""
 
 
 @dataclass(frozen=True, slots=True)
