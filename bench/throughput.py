@@ -109,8 +109,20 @@ class Run:
         self.redis.start()
         port_file = self.workdir / "replay.json"
         port_file.unlink(missing_ok=True)  # a kept workdir holds the last run's
-        log = (self.workdir / "replay.log").open("wb")
-        self.server = subprocess.Popen(
+        with (self.workdir / "replay.log").open("wb") as log:  # the child keeps its own fd
+            self.server = self._spawn_server(port_file, log)
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while not port_file.exists():
+            if self.server.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"replay server did not start: {self.workdir / 'replay.log'}")
+            time.sleep(0.05)
+        self.corpus = json.loads(port_file.read_text())
+        self.url = f"http://127.0.0.1:{self.corpus['port']}"
+        self.kubeconfig = self._write_kubeconfig()
+        return self
+
+    def _spawn_server(self, port_file: Path, log: Any) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
             [
                 sys.executable,
                 "-m",
@@ -124,15 +136,6 @@ class Run:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while not port_file.exists():
-            if self.server.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"replay server did not start: {self.workdir / 'replay.log'}")
-            time.sleep(0.05)
-        self.corpus = json.loads(port_file.read_text())
-        self.url = f"http://127.0.0.1:{self.corpus['port']}"
-        self.kubeconfig = self._write_kubeconfig()
-        return self
 
     def __exit__(self, *exc: object) -> None:
         if self.server is not None:
@@ -223,10 +226,10 @@ class Run:
         with redis.Redis.from_url(self.redis.url) as r:
             r.flushall()
         watched = ("jobs",) if peer == "c" else ("jobs", "pods", "events", "nodes")
-        log = (self.workdir / f"{PEERS[peer][0]}.log").open("wb")
-        proc = subprocess.Popen(
-            self.argv(peer, profile), cwd=REPO, stdout=subprocess.PIPE, stderr=log
-        )
+        with (self.workdir / f"{PEERS[peer][0]}.log").open("wb") as log:
+            proc = subprocess.Popen(
+                self.argv(peer, profile), cwd=REPO, stdout=subprocess.PIPE, stderr=log
+            )
         try:
             self._wait(lambda: self._watching(watched), proc, "its watches")
             time.sleep(QUIET_S)
@@ -244,6 +247,8 @@ class Run:
                 outcomes = self.outcomes(peer)
         finally:
             _stop(proc)
+            if proc.stdout is not None:
+                proc.stdout.close()
         # (c) watches Jobs only, but handles the same failures: every rate is per event of
         # the daemon's four streams, so all four are the cost of the same work.
         events = self.corpus["watched_events"]
@@ -356,6 +361,21 @@ def run(
     }
 
 
+THRESHOLDS = REPO / "bench" / "thresholds.json"
+
+
+def below_thresholds(doc: dict[str, Any], minimums: dict[str, float]) -> list[str]:
+    """Each ratio of `doc` under its minimum (or missing), as a line to print."""
+    out = []
+    for name, minimum in minimums.items():
+        value = doc["ratios"].get(name)
+        if value is None:
+            out.append(f"ratio {name} was not measured (minimum {minimum})")
+        elif value < minimum:
+            out.append(f"ratio {name} is {value:.2f}, under its minimum {minimum}")
+    return out
+
+
 def _cpu_model() -> str:
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -372,6 +392,9 @@ def main() -> None:
     parser.add_argument("--profile", type=Path, help="run (b) under cProfile, stats to FILE")
     parser.add_argument("--timeout", type=float, default=600.0, help="per consumer, seconds")
     parser.add_argument("--workdir", type=Path, help="keep logs and configs here")
+    parser.add_argument(
+        "--check", choices=("full", "smoke"), help="fail below bench/thresholds.json's ratios"
+    )
     args = parser.parse_args()
     if args.workdir:
         args.workdir.mkdir(parents=True, exist_ok=True)
@@ -384,7 +407,13 @@ def main() -> None:
     print(f"JSON: {args.json}")
     for line in doc["invalid"]:
         print(f"INVALID: {line}", file=sys.stderr)
-    sys.exit(1 if doc["invalid"] else 0)
+    slow = []
+    if args.check:
+        minimums = json.loads(THRESHOLDS.read_text())[args.check]["min_ratios"]
+        slow = below_thresholds(doc, minimums)
+        for line in slow:
+            print(f"REGRESSION: {line}", file=sys.stderr)
+    sys.exit(1 if doc["invalid"] or slow else 0)
 
 
 def _fields(v: dict[str, Any]) -> dict[str, Any]:
