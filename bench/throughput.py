@@ -277,7 +277,7 @@ class Run:
 
 def count_outcomes(r: redis.Redis, keys: Keys) -> int:
     """kube-dlq's outcomes: dead letters in every queue plus retry tickets scheduled."""
-    queues = [q.decode() for q in r.smembers(keys.queues)]
+    queues = [q.decode() if isinstance(q, bytes) else q for q in r.smembers(keys.queues)]
     letters = sum(int(r.xlen(keys.dlq(q))) for q in queues)
     return letters + int(r.zcard(keys.retry_due))
 

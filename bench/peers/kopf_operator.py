@@ -33,9 +33,9 @@ def _failed(body: kopf.Body) -> bool:
 
 @kopf.on.event("batch", "v1", "jobs")
 async def job_event(
-    type: str, body: kopf.Body, uid: str, namespace: str, name: str, memo: kopf.Memo, **_: Any
+    type: str, body: kopf.Body, uid: str, namespace: str | None, name: str, memo: Any, **_: Any
 ) -> None:
-    if type == "DELETED" or uid in memo.handled or not _failed(body):
+    if type == "DELETED" or uid in memo.handled or not namespace or not _failed(body):
         return
     memo.handled.add(uid)
     pods = await memo.core.list_namespaced_pod(

@@ -40,7 +40,7 @@ async def main() -> None:
     counted = [0, 0, args.expect]
     async with await config.new_client_from_config(config_file=args.kubeconfig) as api:
         core, batch = client.CoreV1Api(api), client.BatchV1Api(api)
-        fns = {
+        fns: dict[str, Callable[..., Any]] = {
             "jobs": batch.list_job_for_all_namespaces,
             "pods": core.list_pod_for_all_namespaces,
             "events": core.list_event_for_all_namespaces,
