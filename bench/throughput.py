@@ -51,6 +51,8 @@ CLUSTER = "bench"
 KOPF_STREAM = "bench:kopf:dlq"
 TICKS = os.sysconf("SC_CLK_TCK")
 READY_TIMEOUT_S = 60.0
+"""For a consumer's watches to open; the replay server gets this plus 0.2 s per copy (it
+rewrites every copy before it listens)."""
 QUIET_S = 0.5
 """After its watches are open, a consumer gets this long to finish starting before the CPU
 clock is read, so imports and connection setup are not counted."""
@@ -111,7 +113,7 @@ class Run:
         port_file.unlink(missing_ok=True)  # a kept workdir holds the last run's
         with (self.workdir / "replay.log").open("wb") as log:  # the child keeps its own fd
             self.server = self._spawn_server(port_file, log)
-        deadline = time.monotonic() + READY_TIMEOUT_S
+        deadline = time.monotonic() + READY_TIMEOUT_S + 0.2 * self.copies
         while not port_file.exists():
             if self.server.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit(f"replay server did not start: {self.workdir / 'replay.log'}")
@@ -227,9 +229,10 @@ class Run:
             r.flushall()
         watched = ("jobs",) if peer == "c" else ("jobs", "pods", "events", "nodes")
         with (self.workdir / f"{PEERS[peer][0]}.log").open("wb") as log:
-            proc = subprocess.Popen(
-                self.argv(peer, profile), cwd=REPO, stdout=subprocess.PIPE, stderr=log
-            )
+            # Only (a) and (d) say when they are done; the others' output goes to the log, so
+            # a full pipe nobody reads cannot stall them.
+            out = subprocess.PIPE if peer in ("a", "d") else log
+            proc = subprocess.Popen(self.argv(peer, profile), cwd=REPO, stdout=out, stderr=log)
         try:
             self._wait(lambda: self._watching(watched), proc, "its watches")
             time.sleep(QUIET_S)
@@ -388,7 +391,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--copies", type=int, default=100, help="copies of every scenario")
     parser.add_argument("--only", default="a,b,c,d", help="consumers to run, e.g. a,b")
-    parser.add_argument("--json", type=Path, default=Path("throughput.json"))
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=Path(tempfile.gettempdir(), "kube-dlq-throughput.json"),
+        help="where the JSON document goes (default: in the temp dir, not the repository)",
+    )
     parser.add_argument("--profile", type=Path, help="run (b) under cProfile, stats to FILE")
     parser.add_argument("--timeout", type=float, default=600.0, help="per consumer, seconds")
     parser.add_argument("--workdir", type=Path, help="keep logs and configs here")
