@@ -91,7 +91,7 @@ def cpu_seconds(pid: int) -> float:
 
 def _http(url: str, method: str = "GET") -> Any:
     req = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
-    with urllib.request.urlopen(req, timeout=10) as resp:
+    with urllib.request.urlopen(req, timeout=30) as resp:
         return json.loads(resp.read())
 
 

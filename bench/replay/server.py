@@ -28,9 +28,11 @@ from typing import Any
 
 from aiohttp import web
 
-from bench.replay.scenarios import Corpus, Stored, build_corpus
+from bench.replay.scenarios import JOB_PODS_LABEL, RESOURCES, Corpus, Stored, build_corpus
 
 CHUNK_BYTES = 64 * 1024
+WATCHED_SELECTORS = {"pods": JOB_PODS_LABEL}
+"""The daemon's (and so every peer's) label selectors, whose streams are encoded at start."""
 IDLE_BOOKMARK_S = 30.0
 
 _KINDS = {
@@ -333,7 +335,13 @@ def _announce(path: Path, info: dict[str, Any]) -> None:
 
 async def serve(copies: int, port: int, port_file: str | None) -> None:
     corpus = build_corpus(copies)
-    runner = web.AppRunner(make_app(corpus), access_log=None, handle_signals=True)
+    app = make_app(corpus)
+    # Encode the streams every consumer opens before listening: encoding 100,000 lines in
+    # the first watch's handler would stall the server (and its /bench/status) for seconds.
+    for resource in RESOURCES:
+        app["replay"].stream(resource, WATCHED_SELECTORS.get(resource, ""), "", None)
+        app["replay"].stream(resource, "", "", None)
+    runner = web.AppRunner(app, access_log=None, handle_signals=True)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", port, shutdown_timeout=1.0)
     await site.start()
