@@ -165,12 +165,14 @@ class Run:
             "cluster_name": CLUSTER,
             "redis": {"url": self.redis.url},
             "kubernetes": {"kubeconfig": str(self.kubeconfig)},
-            # Not stuck (the captured Jobs are days old) and no retry falls due during the run:
-            # the outcomes to count are one per failed Job, dead letter or retry ticket.
+            # Not stuck (the captured Jobs are days old), and retries far off and claimed
+            # hourly: with full jitter a few of thousands of 1-day delays are minutes, and
+            # re-creating Jobs is not the work measured.
             "classify": {"stuck_pending_after_s": "30d"},
             "retry": {
                 "classes": {fc.value: {"base_s": "1d", "cap_s": "1d"} for fc in FailureClass}
             },
+            "retry_loop": {"poll_interval_s": "1h"},
             "server": {"bind_address": "127.0.0.1", "port": 0},
             "log": {"level": "warning", "format": "json"},
             "security": {"signing_keys_dir": str(keys), "signing_key_id": "k1"},
@@ -279,10 +281,14 @@ class Run:
 
 
 def count_outcomes(r: redis.Redis, keys: Keys) -> int:
-    """kube-dlq's outcomes: dead letters in every queue plus retry tickets scheduled."""
+    """kube-dlq's outcomes: dead letters in every queue plus retry tickets, each also
+    counted by its exactly-once marker; -1 when the two counts disagree (a marker without
+    its entry, or an entry twice), which makes the run invalid."""
     queues = [q.decode() if isinstance(q, bytes) else q for q in r.smembers(keys.queues)]
     letters = sum(int(r.xlen(keys.dlq(q))) for q in queues)
-    return letters + int(r.zcard(keys.retry_due))
+    tickets = int(r.zcard(keys.retry_due)) + int(r.zcard(keys.retry_inflight))
+    markers = int(r.zcard(keys.outcome_index))
+    return markers if letters + tickets == markers else -1
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
