@@ -21,7 +21,14 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from devtools.demo_view import LiveView, alert_lines, attempts_from_jobs, job_rows, queue_line
+from devtools.demo_view import (
+    LiveView,
+    alert_lines,
+    alerting_rules,
+    attempts_from_jobs,
+    job_rows,
+    queue_line,
+)
 from devtools.devcluster.build import ensure_binaries
 from devtools.devcluster.cluster import LocalCluster, free_port, kubeconfig_dict, node_manifest
 from devtools.devcluster.commands import default_rbac
@@ -273,9 +280,10 @@ def _start_prometheus(metrics_port: int) -> PrometheusServer | None:
     return prom
 
 
-def _alerts_document(prom: PrometheusServer) -> object:
+def _api_document(prom: PrometheusServer, path: str) -> object:
+    """The whole answer of GET /api/v1/<path>, or an error document: never an exception."""
     try:
-        with urllib.request.urlopen(f"{prom.url}/api/v1/alerts", timeout=5) as resp:
+        with urllib.request.urlopen(f"{prom.url}/api/v1/{path}", timeout=5) as resp:
             return json.load(resp)
     except (OSError, ValueError) as exc:
         return {"status": "error", "error": str(exc)}
@@ -326,7 +334,7 @@ async def _run(state_dir: Path, keep: bool) -> int:
         metrics_url = f"http://{config.server.bind_address}:{config.server.port}/metrics"
         print(f"\nkube-dlq /metrics: {metrics_url}")
         if log_path is not None:
-            print(f"kube-dlq log: {log_path}")
+            print(f"kube-dlq log: {log_path} (kept only with --state-dir)")
         prom = _start_prometheus(config.server.port)
         if prom is not None:
             stack.callback(prom.close)
@@ -369,8 +377,9 @@ async def _run(state_dir: Path, keep: bool) -> int:
                 if prom is not None:
                     # Two intervals: one scrape of the last counters, one evaluation of them.
                     await asyncio.sleep(2 * PROM_INTERVAL_S)
-                    print(f"== alerts pending or firing ({prom.url}/alerts) ==")
-                    for line in alert_lines(_alerts_document(prom)):
+                    rules = alerting_rules(_api_document(prom, "rules"))
+                    print(f"== alerts pending or firing, of {rules} rules ({prom.url}/alerts) ==")
+                    for line in alert_lines(_api_document(prom, "alerts")):
                         print(f"  {line}")
                 if keep:
                     print(

@@ -127,6 +127,18 @@ _STATE_ORDER = {"firing": 0, "pending": 1}
 _QUIET_LABELS = {"alertname", "severity"}
 
 
+def alerting_rules(document: object) -> int:
+    """How many alerting rules a ``GET /api/v1/rules`` answer holds (0 when it is no answer)."""
+    data = document.get("data") if isinstance(document, Mapping) else None
+    groups = data.get("groups") if isinstance(data, Mapping) else None
+    count = 0
+    for group in groups if isinstance(groups, list) else ():
+        rules = group.get("rules") if isinstance(group, Mapping) else None
+        for rule in rules if isinstance(rules, list) else ():
+            count += isinstance(rule, Mapping) and rule.get("type") == "alerting"
+    return count
+
+
 def alert_lines(document: object) -> list[str]:
     """What a Prometheus ``GET /api/v1/alerts`` answer says: firing first, then pending.
 
@@ -167,6 +179,7 @@ class LiveView:
         self._start = time.monotonic()
 
     def __enter__(self) -> LiveView:
+        self._start = time.monotonic()  # time since the workload was submitted
         if self.live:
             self._live = Live(console=self.console, refresh_per_second=4, transient=False)
             self._live.__enter__()

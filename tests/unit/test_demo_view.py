@@ -13,6 +13,7 @@ from devtools.demo_view import (
     LiveView,
     Row,
     alert_lines,
+    alerting_rules,
     attempts_from_jobs,
     job_rows,
     queue_line,
@@ -236,3 +237,18 @@ def test_on_a_terminal_the_view_draws_a_table_of_the_rows() -> None:
     assert "report-etl" in text
     assert "dead-lettered app_error" in text
     assert "q: 1" in text
+
+
+def test_alerting_rules_counts_alerts_not_recording_rules() -> None:
+    document = {
+        "status": "success",
+        "data": {
+            "groups": [
+                {"rules": [{"type": "alerting"}, {"type": "recording"}, {"type": "alerting"}]},
+                {"rules": "bad"},
+                "bad",
+            ]
+        },
+    }
+    assert alerting_rules(document) == 2
+    assert alerting_rules({"status": "error"}) == 0
