@@ -10,17 +10,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
 import secrets
+import shutil
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
+from devtools.demo_view import (
+    LiveView,
+    alert_lines,
+    alerting_rules,
+    attempts_from_jobs,
+    job_rows,
+    queue_line,
+)
 from devtools.devcluster.build import ensure_binaries
 from devtools.devcluster.cluster import LocalCluster, free_port, kubeconfig_dict, node_manifest
 from devtools.devcluster.commands import default_rbac
+from devtools.devcluster.prometheus import PrometheusServer
 from devtools.devcluster.redis_server import RedisServer
+from devtools.monitoring.rules import RULES_FILE
 from watcher.adapters.kube.connect import connect
 from watcher.adapters.redis.client import redis_client
 from watcher.adapters.redis.queries import DeadLetterQueries
@@ -37,6 +51,7 @@ NAMESPACE = "demo"
 FAIL = "fail.stage.kwok.kube-dlq.io"
 RUN_FOR = "run-for.stage.kwok.kube-dlq.io/duration"
 FLAKY_NODE = "kwok-node-flaky"
+PROM_INTERVAL_S = 5.0  # scrape and rule evaluation: short, so alerts change within the demo
 
 
 def _failing(exit_code: int, reason: str, message: str) -> dict[str, Any]:
@@ -168,6 +183,8 @@ def demo_config(redis_url: str, kubeconfig: str, signing_keys_dir: str) -> Setti
             "retry": {"classes": {c: {"base_s": 2} for c in ("node_lost", "io_timeout")}},
             "server": {"bind_address": "127.0.0.1", "port": free_port()},
             "log": {"level": "info"},
+            # As deploy/ ships it, so KubeDLQNoLeader means what it says (the Role is there).
+            "leader_election": {"enabled": True, "lease_namespace": "kube-dlq"},
             "security": {"signing_keys_dir": signing_keys_dir, "signing_key_id": "k1"},
         }
     )
@@ -210,23 +227,66 @@ async def _break_flaky_node(cluster: LocalCluster) -> None:
     cluster.kubectl("label", "node", FLAKY_NODE, "node-not-ready.stage.kwok.x-k8s.io=true")
 
 
-async def _wait_for_outcomes(daemon: Daemon, queries: DeadLetterQueries, deadline_s: float) -> None:
-    expected = 6  # dead letters: every Job but nightly-report, which succeeds on retry
+async def _jobs_document(cluster: LocalCluster) -> object:
+    # kubectl in a thread: the daemon shares this event loop and must keep handling events.
+    raw = await asyncio.to_thread(cluster.kubectl, "get", "jobs", "-n", NAMESPACE, "-o", "json")
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return {}
+
+
+async def _watch_outcomes(
+    daemon: Daemon,
+    queries: DeadLetterQueries,
+    cluster: LocalCluster,
+    view: LiveView,
+    footer: list[str],
+    deadline_s: float,
+) -> None:
+    """Refresh the view every second until every demo Job has its outcome, or the deadline."""
+    stories = [(name, story) for name, story, _ in WORKLOAD]
     start = time.monotonic()
-    seen = -1
-    while time.monotonic() - start < deadline_s:
-        entries = await queries.list_dead_letters(None, count=100)
-        if len(entries) != seen:
-            seen = len(entries)
-            print(
-                f"[{time.monotonic() - start:5.1f}s] dead letters: {seen}/{expected}, "
-                f"retries pending: {await daemon.store.pending_retries()}",
-                flush=True,
-            )
-        if seen >= expected and await daemon.store.pending_retries() == 0:
+    while True:
+        attempts = attempts_from_jobs(await _jobs_document(cluster))
+        letters = [letter for _, letter in await queries.list_dead_letters(None, count=100)]
+        pending = await daemon.store.pending_retries()
+        rows = job_rows(stories, attempts, letters)
+        depths = await daemon.store.queue_depths()
+        view.update(rows, [queue_line(depths, pending), *footer])
+        if all(row.done for row in rows) and pending == 0:
             return
+        if time.monotonic() - start > deadline_s:
+            break
         await asyncio.sleep(1)
     print(f"demo: not every outcome arrived within {deadline_s:.0f}s", file=sys.stderr)
+
+
+def _start_prometheus(metrics_port: int) -> PrometheusServer | None:
+    if shutil.which(os.environ.get("PROMETHEUS_BIN", "prometheus")) is None:
+        print(
+            "prometheus: not on PATH, so no alerts are shown (apt-get install prometheus, "
+            "or scripts/install-deps.sh, installs Debian's; PROMETHEUS_BIN names another)"
+        )
+        return None
+    prom = PrometheusServer(
+        [f"127.0.0.1:{metrics_port}"], rule_files=[RULES_FILE], scrape_interval_s=PROM_INTERVAL_S
+    )
+    prom.start()
+    print(
+        f"prometheus: {prom.url} scrapes it every {PROM_INTERVAL_S:g}s and evaluates "
+        f"{RULES_FILE.name} (alerts: {prom.url}/alerts)"
+    )
+    return prom
+
+
+def _api_document(prom: PrometheusServer, path: str) -> object:
+    """The whole answer of GET /api/v1/<path>, or an error document: never an exception."""
+    try:
+        with urllib.request.urlopen(f"{prom.url}/api/v1/{path}", timeout=5) as resp:
+            return json.load(resp)
+    except (OSError, ValueError) as exc:
+        return {"status": "error", "error": str(exc)}
 
 
 def _print_failures(daemon: Daemon) -> None:
@@ -237,11 +297,29 @@ def _print_failures(daemon: Daemon) -> None:
                 print(f"  {labels['failure_class']:<18} {labels['action']:<12} {sample.value:.0f}")
 
 
+def _configure_logs(live: bool, state_dir: Path) -> Path | None:
+    """On a terminal the daemon logs to a file, so its lines do not tear the live table."""
+    if not live:
+        configure(LogSettings(level="info", format="auto"))
+        return None
+    log_path = state_dir / "demo-daemon.log"
+    log_file = log_path.open("a")  # open for the whole run: the loggers write to it
+    with contextlib.redirect_stderr(log_file):  # configure() binds the current sys.stderr
+        configure(LogSettings(level="info", format="json"))
+    return log_path
+
+
 async def _run(state_dir: Path, keep: bool) -> int:
-    configure(LogSettings(level="info", format="auto"))
+    view = LiveView(sys.stdout)
+    log_path = _configure_logs(view.live, state_dir)
     binaries = ensure_binaries()
     cluster = LocalCluster(state_dir, binaries, rbac_manifest=default_rbac())
-    with cluster as state, RedisServer() as redis_server:
+    # A persistent Redis (appendonly), as kube-dlq asks of one: else KubeDLQRedisNotDurable.
+    with (
+        cluster as state,
+        RedisServer(persistent=True) as redis_server,
+        contextlib.ExitStack() as stack,
+    ):
         daemon_kubeconfig = state_dir / "demo-daemon.kubeconfig"
         import yaml
 
@@ -253,6 +331,14 @@ async def _run(state_dir: Path, keep: bool) -> int:
             )
         )
         config = demo_config(redis_server.url, str(daemon_kubeconfig), demo_keys(state_dir))
+        metrics_url = f"http://{config.server.bind_address}:{config.server.port}/metrics"
+        print(f"\nkube-dlq /metrics: {metrics_url}")
+        if log_path is not None:
+            print(f"kube-dlq log: {log_path} (kept only with --state-dir)")
+        prom = _start_prometheus(config.server.port)
+        if prom is not None:
+            stack.callback(prom.close)
+        footer = [f"metrics: {metrics_url}"] + ([f"prometheus: {prom.url}"] if prom else [])
         kube = await connect(config.kubernetes)
         redis = redis_client(config.redis)
         try:
@@ -268,8 +354,12 @@ async def _run(state_dir: Path, keep: bool) -> int:
                 for name, story, _ in WORKLOAD:
                     print(f"  {name:<16} {story}")
                 await _submit(cluster)
-                await _break_flaky_node(cluster)
-                await _wait_for_outcomes(daemon, queries, deadline_s=150)
+                print()
+                # The view starts with the workload: the first outcomes come within seconds.
+                breaker = asyncio.create_task(_break_flaky_node(cluster))
+                with view:
+                    await _watch_outcomes(daemon, queries, cluster, view, footer, deadline_s=150)
+                await breaker
                 print("\n== kube-dlq dlq list ==")
                 await dlq_list.list_entries(
                     queries,
@@ -284,10 +374,19 @@ async def _run(state_dir: Path, keep: bool) -> int:
                 _print_failures(daemon)
                 jobs = cluster.kubectl("get", "jobs", "-n", NAMESPACE, "-o", "wide")
                 print("\n== kubectl get jobs -n demo ==\n" + jobs)
+                if prom is not None:
+                    # Two intervals: one scrape of the last counters, one evaluation of them.
+                    await asyncio.sleep(2 * PROM_INTERVAL_S)
+                    rules = alerting_rules(_api_document(prom, "rules"))
+                    print(f"== alerts pending or firing, of {rules} rules ({prom.url}/alerts) ==")
+                    for line in alert_lines(_api_document(prom, "alerts")):
+                        print(f"  {line}")
                 if keep:
                     print(
                         f'cluster kept: eval "$(kube-dlq dev env --state-dir {state_dir})"; '
-                        f"redis at {redis_server.url}; Ctrl-C to stop"
+                        f"redis at {redis_server.url}; /metrics at {metrics_url}"
+                        + (f"; prometheus at {prom.url}" if prom else "")
+                        + "; Ctrl-C to stop"
                     )
                     with contextlib.suppress(asyncio.CancelledError):
                         await daemon.stop.wait()
