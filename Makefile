@@ -2,7 +2,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: deps demo test check pytest soak binaries manifests image image-test clean
+.PHONY: deps demo test check pytest soak bench binaries manifests image image-test clean
 
 deps:
 	@scripts/install-deps.sh
@@ -30,6 +30,12 @@ pytest:
 soak: deps
 	$(PY) -m watcher dev build
 	KUBE_DLQ_SOAK=1 $(PY) -m pytest -p no:cacheprovider tests/faults -s
+
+## Benchmarks (docs/performance.md): throughput on one core against a bare consumer, kopf and
+## client models, each printing a table and writing JSON; --check fails below bench/thresholds.json.
+bench: deps
+	$(PY) -m pip install -q -e '.[bench]'
+	$(PY) -m bench.throughput --copies 100 --check full
 
 ## Render deploy/manifests/ from the Helm chart (make test fails when they are out of date).
 manifests: binaries
