@@ -40,8 +40,6 @@ from devtools.devcluster.redis_server import RedisServer
 from watcher.adapters.redis.keys import Keys
 from watcher.core.settings import DeadLetterSettings, RedisSettings
 
-CLUSTER_NAME = "bench-latency"
-
 
 @dataclass
 class Variant:
@@ -88,7 +86,7 @@ async def _variant(
 ) -> Variant:
     namespace = f"bench-lat-{uuid.uuid4().hex[:6]}"
     doc = daemon_config(
-        state, namespaces=[namespace], redis_url=server.url, cluster_name=CLUSTER_NAME,
+        state, namespaces=[namespace], redis_url=server.url, cluster_name=namespace,
         keys_dir=args.keys_dir, **_settle_sections(settle),
     )  # fmt: skip
     async with Admin(state) as admin:
@@ -111,7 +109,7 @@ async def _variant(
                 await asyncio.sleep(0.1)
             achieved = await _create_at_rate(admin, namespace, args.rate, args.seconds)
             created = int(args.rate * args.seconds) - len(admin.errors)
-            stream = Keys(prefix=RedisSettings().key_prefix, cluster=CLUSTER_NAME).dlq(
+            stream = Keys(prefix=RedisSettings().key_prefix, cluster=namespace).dlq(
                 DeadLetterSettings().default_queue
             )
             await _drain(redis, stream, created, args.drain)
@@ -119,7 +117,6 @@ async def _variant(
             observer.send_signal(signal.SIGTERM)
             await asyncio.wait_for(observer.wait(), 60)
             seen = json.loads(out.read_text())
-            await redis.delete(stream)  # the next variant counts its own
         finally:
             if observer is not None and observer.returncode is None:
                 observer.kill()

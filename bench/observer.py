@@ -93,10 +93,10 @@ async def read_stream(config_path: Path, seen: Observations) -> None:
     queue = settings.dead_letter.default_queue
     stream, place = keys.dlq(queue), dead_letter_place(keys, queue)
     redis = Redis.from_url(settings.redis.url)
-    last = "0-0"
+    last: Any = "0-0"
     try:
         while True:
-            reply = await redis.xread({stream: last}, block=1000, count=1000)
+            reply: Any = await redis.xread({stream: last}, block=1000, count=1000)
             at = time.time()
             for _, entries in reply:
                 for entry_id, fields in entries:
@@ -121,12 +121,12 @@ async def observe(args: argparse.Namespace) -> Observations:
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     state = ClusterState.load(args.state_dir)
     listed = asyncio.Event()
-    tasks = [
+    tasks: list[asyncio.Task[Any]] = [
         asyncio.create_task(watch_jobs(state, args.namespace, seen, listed)),
         asyncio.create_task(read_stream(args.config, seen)),
     ]
-    done = asyncio.create_task(stop.wait())
-    ready = asyncio.create_task(listed.wait())
+    done: asyncio.Task[Any] = asyncio.create_task(stop.wait())
+    ready: asyncio.Task[Any] = asyncio.create_task(listed.wait())
     await asyncio.wait([*tasks, ready], return_when=asyncio.FIRST_COMPLETED)
     args.ready.write_text("ready")
     finished, _ = await asyncio.wait([*tasks, done], return_when=asyncio.FIRST_COMPLETED)

@@ -223,6 +223,8 @@ class Result:
     not_due_fired: int
     lateness_ms: dict[str, float]
     used_memory_per_ticket_b: float
+    fire_rate_per_s: float
+    """Fires per second over all loops, first fire to last: what they keep up with."""
 
 
 async def _measure(port: int, args: argparse.Namespace) -> Result:
@@ -288,6 +290,8 @@ async def _measure(port: int, args: argparse.Namespace) -> Result:
     await redis.aclose()
 
     counts = Counter(uid for uid, _ in fires)
+    times = [at for _, at in fires]
+    span = max(times) - min(times) if times else 0.0
     lateness = [(at * 1000 - due_ms[uid]) for uid, at in fires if uid in due_ms]
     return Result(
         tickets=args.tickets,
@@ -303,6 +307,7 @@ async def _measure(port: int, args: argparse.Namespace) -> Result:
         not_due_fired=len(counts.keys() - set(uids)),
         lateness_ms={k: round(v, 1) for k, v in quantiles(lateness).items()},
         used_memory_per_ticket_b=round(per_ticket, 1),
+        fire_rate_per_s=round(len(fires) / max(1e-3, span), 1),
     )
 
 
@@ -337,7 +342,7 @@ def report(result: Result) -> None:
     print(f"{'lateness p90':<22}{late['p90']:>10,.0f} ms")
     print(f"{'lateness p99':<22}{late['p99']:>10,.0f} ms   (goal < 1,000)")
     print(f"{'lateness max':<22}{late['max']:>10,.0f} ms")
-    print(f"{'fired':<22}{result.fired:>10,}")
+    print(f"{'fired':<22}{result.fired:>10,}   ({result.fire_rate_per_s:,.0f}/s, all loops)")
     print(f"{'double fires':<22}{result.double_fires:>10,}   (must be 0)")
     print(f"{'missed':<22}{result.missed:>10,}")
     print(f"{'fired, not due':<22}{result.not_due_fired:>10,}")
