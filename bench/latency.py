@@ -55,7 +55,10 @@ class Variant:
 
 
 def _settle_sections(settle: str) -> dict[str, Any]:
-    return {} if settle == "default" else {"pipeline": {"settle_s": settle}}
+    if settle == "default":
+        return {}
+    # A bare number is seconds; the config wants a unit.
+    return {"pipeline": {"settle_s": f"{settle}s" if settle.replace(".", "").isdigit() else settle}}
 
 
 async def _create_at_rate(admin: Admin, namespace: str, rate: float, seconds: float) -> float:
@@ -144,6 +147,7 @@ async def _measure(state: ClusterState, args: argparse.Namespace) -> list[Varian
     with RedisServer() as server, tempfile.TemporaryDirectory(prefix="bench-lat-") as work:
         for settle in args.settle:
             results.append(await _variant(state, server, settle, args, Path(work)))
+            print(json.dumps(asdict(results[-1])), flush=True)  # kept if a later one fails
     return results
 
 
