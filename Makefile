@@ -2,7 +2,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: deps demo test check pytest soak binaries clean
+.PHONY: deps demo test check pytest soak binaries manifests image image-test clean
 
 deps:
 	@scripts/install-deps.sh
@@ -22,6 +22,7 @@ check:
 
 pytest:
 	$(PY) -m watcher dev build
+	$(PY) -m devtools.helmrender --check
 	$(PY) -m pytest -p no:cacheprovider
 
 ## The fault suite's long runs (tests/faults, KUBE_DLQ_SOAK=1): each test prints its ledger.
@@ -30,9 +31,22 @@ soak: deps
 	$(PY) -m watcher dev build
 	KUBE_DLQ_SOAK=1 $(PY) -m pytest -p no:cacheprovider tests/faults -s
 
+## Render deploy/manifests/ from the Helm chart (make test fails when they are out of date).
+manifests: binaries
+	$(PY) -m devtools.helmrender
+
 ## Build (once) the control-plane binaries into ~/.cache/kube-dlq.
 binaries: deps
 	$(PY) -m watcher dev build
+
+## The container image without a container engine: buildah over a debootstrap base, proved
+## as UID 65532 on a read-only root, archived to build/ (docs/image.md). Needs root.
+image:
+	scripts/build-image.sh
+
+## Build the image and test it from outside (tests/image; minutes, so not part of `make test`).
+image-test: deps
+	KUBE_DLQ_IMAGE_TEST=1 $(PY) -m pytest -p no:cacheprovider tests/image -q
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache

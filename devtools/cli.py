@@ -35,8 +35,9 @@ def add_dev(sub: Subparsers) -> None:
         "build",
         help="build (once) or locate the control-plane binaries and print where they are",
         description="Build etcd, kube-apiserver, kube-controller-manager, kube-scheduler, "
-        "kubectl and kwok from the Go module proxy into ~/.cache/kube-dlq (XDG_CACHE_HOME), "
-        "unless cached. KUBEBUILDER_ASSETS may supply etcd and kube-apiserver.",
+        "kubectl and kwok, plus toxiproxy (fault tests) and helm (chart tests), from the Go "
+        "module proxy into ~/.cache/kube-dlq (XDG_CACHE_HOME), unless cached. "
+        "KUBEBUILDER_ASSETS may supply etcd and kube-apiserver.",
     )
     for name, text in (
         ("down", "stop every process `dev up` started (state and logs are kept)"),

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Install what kube-dlq's tests and demo need on a fresh Debian machine, idempotently:
-# redis-server, openssl and prometheus (the server and promtool, for tests/monitoring) from
-# Debian; in .venv the Python package with its dev and dashboards extras and the development
-# tools (devtools/).
+# redis-server, openssl, prometheus (the server and promtool, for tests/monitoring) and
+# graphviz (docs/architecture.svg) from Debian; in .venv the Python package with its dev and
+# dashboards extras and the development tools (devtools/).
 # Go (>= 1.26) must already be on PATH: it builds the local control plane.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +11,7 @@ missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v openssl >/dev/null || missing+=(openssl)
 command -v promtool >/dev/null || missing+=(prometheus)
+command -v dot >/dev/null || missing+=(graphviz)  # docs/architecture.svg (devtools/diagram.py)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
     echo "install-deps: missing ${missing[*]}: install them (Debian: apt-get install ${missing[*]})" >&2

@@ -52,7 +52,7 @@ async def admin_api(cluster: ClusterState) -> AsyncIterator[client.ApiClient]:
 
 @pytest.fixture
 async def daemon_api(cluster: ClusterState) -> AsyncIterator[client.ApiClient]:
-    """The daemon's own identity: only what deploy/rbac.yaml grants."""
+    """The daemon's own identity: only what deploy/manifests/rbac.yaml grants."""
     api = await config.new_client_from_config(config_file=cluster.daemon_kubeconfig)
     async with api:
         yield api

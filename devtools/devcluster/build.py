@@ -116,6 +116,47 @@ def ensure_binaries(
 _K8S_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
 
 TOXIPROXY_BINARY = "toxiproxy"
+HELM_BINARY = "helm"
+
+
+@dataclass(frozen=True, slots=True)
+class GoTool:
+    """One command built from a pinned wrapper module (gomod/<module>) into
+    ``<cache>/bin/<module>-<version>/<binary>``."""
+
+    module: str
+    version: str
+    package: str
+    binary: str
+    ldflags: str = "-s -w"
+
+
+TOXIPROXY = GoTool(
+    "toxiproxy", versions.TOXIPROXY, "github.com/Shopify/toxiproxy/v2/cmd/server", TOXIPROXY_BINARY
+)
+# Stamped at link time as upstream's Makefile does: unstamped, helm reports v3.x-dev and, with
+# no cluster to ask (`helm template`, `lint`), assumes Kubernetes 1.20, which fails a chart's
+# kubeVersion constraint. Upstream derives the version from its client-go (v0.37 -> 1.37).
+_HELM_PKG = "helm.sh/helm/v3"
+HELM = GoTool(
+    "helm",
+    versions.HELM,
+    f"{_HELM_PKG}/cmd/helm",
+    HELM_BINARY,
+    " ".join(
+        [
+            "-s -w",
+            f"-X {_HELM_PKG}/internal/version.version={versions.HELM}",
+            f"-X {_HELM_PKG}/internal/version.metadata=",
+            f"-X {_HELM_PKG}/internal/version.gitTreeState=clean",
+            *(
+                f"-X {_HELM_PKG}/pkg/{pkg}.k8sVersion{part}={value}"
+                for pkg in ("lint/rules", "chartutil")
+                for part, value in (("Major", "1"), ("Minor", versions.HELM_KUBERNETES_MINOR))
+            ),
+        ]
+    ),
+)
 
 
 def ensure_toxiproxy(
@@ -123,25 +164,40 @@ def ensure_toxiproxy(
 ) -> Path:
     """Toxiproxy's server (the fault suite's TCP fault proxy), building it if not cached.
 
-    Built like the control plane, from the pinned wrapper module gomod/toxiproxy, into
-    ``<cache>/bin/toxiproxy-<version>/toxiproxy`` (upstream names the binary ``server``).
+    Upstream names the binary ``server``; the cache names it ``toxiproxy``.
+    """
+    return ensure_go_tool(TOXIPROXY, progress=progress, environ=environ)
+
+
+def ensure_helm(*, progress: Progress = _stderr, environ: Mapping[str, str] | None = None) -> Path:
+    """Helm 3 (the chart tests: lint, template, install), building it if not cached."""
+    return ensure_go_tool(HELM, progress=progress, environ=environ)
+
+
+def ensure_go_tool(
+    tool: GoTool, *, progress: Progress = _stderr, environ: Mapping[str, str] | None = None
+) -> Path:
+    """The binary of `tool`, built like the control plane from its pinned wrapper module.
+
+    Each tool has a lock of its own: it shares nothing with the control plane's folders, so
+    building helm need not wait for a cold Kubernetes build in another process.
     """
     env = dict(os.environ if environ is None else environ)
     root = versions.cache_root(env)
-    out_dir = root / "bin" / f"toxiproxy-{versions.TOXIPROXY}"
-    with _build_lock(root):
-        if not _complete(out_dir, (TOXIPROXY_BINARY,)):
+    out_dir = root / "bin" / f"{tool.module}-{tool.version}"
+    with _build_lock(root, tool.module):
+        if not _complete(out_dir, (tool.binary,)):
             _build(
                 root,
-                "toxiproxy",
+                tool.module,
                 out_dir,
-                ["github.com/Shopify/toxiproxy/v2/cmd/server"],
-                "-s -w",
+                [tool.package],
+                tool.ldflags,
                 progress,
                 env,
-                output_name=TOXIPROXY_BINARY,
+                output_name=tool.binary,
             )
-    return out_dir / TOXIPROXY_BINARY
+    return out_dir / tool.binary
 
 
 def _complete(folder: Path, names: tuple[str, ...]) -> bool:
@@ -295,10 +351,11 @@ def _tail(path: Path, lines: int) -> str:
 
 
 @contextlib.contextmanager
-def _build_lock(root: Path) -> Iterator[None]:
-    """Serialise builds between processes (a test run and `dev up` at the same time)."""
+def _build_lock(root: Path, name: str = "") -> Iterator[None]:
+    """Serialise builds between processes (a test run and `dev up` at the same time); `name`
+    gives a tool its own lock (``.build-<name>.lock``), the control plane uses ``.build.lock``."""
     root.mkdir(parents=True, exist_ok=True)
-    with (root / ".build.lock").open("w") as fh:
+    with (root / (f".build-{name}.lock" if name else ".build.lock")).open("w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield

@@ -59,7 +59,7 @@ class ClusterState:
     kubeconfig: str
     """Admin identity (system:masters)."""
     daemon_kubeconfig: str
-    """The daemon's ServiceAccount identity, limited by deploy/rbac.yaml."""
+    """The daemon's ServiceAccount identity, limited by deploy/manifests/rbac.yaml."""
     ca_file: str
     admin_token: str
     daemon_token: str

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from devtools.devcluster import versions
-from devtools.devcluster.build import BuildError, ensure_binaries, ensure_toxiproxy
+from devtools.devcluster.build import BuildError, ensure_binaries, ensure_helm, ensure_toxiproxy
 from devtools.devcluster.cluster import (
     ClusterError,
     ClusterState,
@@ -20,11 +20,11 @@ from devtools.devcluster.cluster import (
 )
 from devtools.devcluster.pki import PKIError
 
-REPO_RBAC = Path(__file__).resolve().parents[2] / "deploy" / "rbac.yaml"
+REPO_RBAC = Path(__file__).resolve().parents[2] / "deploy" / "manifests" / "rbac.yaml"
 
 
 def default_rbac() -> Path | None:
-    """deploy/rbac.yaml of a source checkout (the daemon's production RBAC), if present."""
+    """deploy/manifests/rbac.yaml of a source checkout (the production RBAC), if present."""
     return REPO_RBAC if REPO_RBAC.is_file() else None
 
 
@@ -32,12 +32,14 @@ def build() -> int:
     try:
         binaries = ensure_binaries()
         toxiproxy = ensure_toxiproxy()
+        helm = ensure_helm()
     except BuildError as exc:
         print(f"kube-dlq dev build: {exc}", file=sys.stderr)
         return 1
     for field in dataclasses.fields(binaries):
         print(f"{field.name:<24} {getattr(binaries, field.name)}")
     print(f"{'toxiproxy':<24} {toxiproxy}")
+    print(f"{'helm':<24} {helm}")
     return 0
 
 

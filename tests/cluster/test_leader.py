@@ -1,5 +1,5 @@
-"""Leader election on a real Lease, as the daemon's own ServiceAccount (so deploy/rbac.yaml's
-leases get/create/update in kube-dlq is proven sufficient).
+"""Leader election on a real Lease, as the daemon's own ServiceAccount (so
+deploy/manifests/rbac.yaml's leases get/create/update in kube-dlq is proven sufficient).
 
 Short timings keep the file fast: leases last 3 s, a leader steps down after 2 s without a
 successful renewal, everyone polls every 0.5 s. Each test has its own Lease in kube-dlq.
@@ -46,7 +46,7 @@ from watcher.service.leadership import ACQUIRE_JITTER, LeaderElector
 pytestmark = pytest.mark.cluster
 
 LEASE_NAMESPACE = "kube-dlq"
-"""Where deploy/rbac.yaml lets the daemon's identity manage Leases."""
+"""Where deploy/manifests/rbac.yaml lets the daemon's identity manage Leases."""
 LEASE_DURATION_S = 3.0
 RENEW_DEADLINE_S = 2.0
 RETRY_PERIOD_S = 0.5

@@ -274,7 +274,7 @@ async def test_daemon_identity_is_limited_to_its_rbac(
 ) -> None:
     core = client.CoreV1Api(daemon_api)
     batch = client.BatchV1Api(daemon_api)
-    # What deploy/rbac.yaml grants works...
+    # What deploy/manifests/rbac.yaml grants works...
     jobs = await raw(batch.list_job_for_all_namespaces(_preload_content=False))
     assert jobs["kind"] == "JobList"
     # ...and what it does not is refused with 403.
@@ -366,7 +366,7 @@ async def test_daemon_identity_is_refused_the_dropped_verbs_on_real_objects(
     )
     assert [n["metadata"]["name"] for n in selected] == [namespace]
 
-    # And what deploy/rbac.yaml no longer grants is refused with 403, object by object
+    # And what deploy/manifests/rbac.yaml no longer grants is refused with 403, object by object
     refused = {
         "get one pod": ("GET", f"/api/v1/namespaces/{namespace}/pods/some-pod", None),
         "patch an Event": (
@@ -390,10 +390,10 @@ async def test_daemon_identity_is_refused_the_dropped_verbs_on_real_objects(
 
 
 def rendered_namespaced_rbac(namespace: str, account: str, suffix: str) -> list[RawObject]:
-    """deploy/rbac-namespaced.yaml rendered for `namespace` as its comment says, bound to the
-    ServiceAccount `account` of that namespace instead of kube-dlq's, cluster objects renamed
-    with `suffix` and the Lease Role moved into `namespace` too: applying it touches neither the
-    daemon's identity nor other tests, and it is gone with the namespace."""
+    """deploy/manifests/rbac-namespaced.yaml rendered for `namespace` as its comment says, bound
+    to the ServiceAccount `account` of that namespace instead of kube-dlq's, cluster objects
+    renamed with `suffix` and the Lease Role moved into `namespace` too: applying it touches
+    neither the daemon's identity nor other tests, and it is gone with the namespace."""
     text = (DEPLOY / "rbac-namespaced.yaml").read_text()
     text = text.replace("namespace: team-a  # scope", f"namespace: {namespace}  # scope")
     docs = [d for d in yaml.safe_load_all(text) if d and d["kind"] != "ServiceAccount"]
@@ -448,7 +448,8 @@ async def subject_may(
 async def test_namespaced_rbac_grants_job_writes_only_in_its_namespaces(
     admin_api: client.ApiClient, namespace: str
 ) -> None:
-    # Given deploy/rbac-namespaced.yaml applied for one scope namespace, to an account of its own
+    # Given deploy/manifests/rbac-namespaced.yaml applied for one scope namespace, to an
+    # account of its own
     suffix = uuid.uuid4().hex[:6]
     account = f"kube-dlq-ns-{suffix}"
     docs = rendered_namespaced_rbac(namespace, account, suffix)

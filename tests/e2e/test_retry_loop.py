@@ -5,9 +5,9 @@ with a lease shorter than their creates (slow to send, reply lost, slow to answe
 retry Job is deleted as soon as it appears (what ttlSecondsAfterFinished: 0 does to a quick
 Job); Jobs are counted from the apiserver's own watch, distinct uids per name.
 
-Jobs are created with the daemon's own identity (``daemon_api``, bound to deploy/rbac.yaml),
-so every test here also proves those permissions suffice. Counts and checks go through the
-admin identity.
+Jobs are created with the daemon's own identity (``daemon_api``, bound to
+deploy/manifests/rbac.yaml), so every test here also proves those permissions suffice. Counts
+and checks go through the admin identity.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Whoever can write to Redis cannot make the daemon create a Job (issue 7 item 13).
 
 The daemon runs in-process against the real control plane as its own ServiceAccount (bound
-to deploy/rbac.yaml, so it *could* create Jobs anywhere), with ``scope.namespaces`` set to the
-test's namespace and a signing key, as in production. Tickets are written straight into its
-Redis keys the way an attacker would.
+to deploy/manifests/rbac.yaml, so it *could* create Jobs anywhere), with ``scope.namespaces``
+set to the test's namespace and a signing key, as in production. Tickets are written straight
+into its Redis keys the way an attacker would.
 """
 
 from __future__ import annotations

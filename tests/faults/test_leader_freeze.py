@@ -62,7 +62,7 @@ CI = Profile(jobs=40, rate_per_s=2, faults=1, settle_s=90)
 SOAK = Profile(jobs=600, rate_per_s=2, faults=20, settle_s=240)
 
 LEASE_NAMESPACE = "kube-dlq"
-"""Where deploy/rbac.yaml lets the daemon's identity manage Leases."""
+"""Where deploy/manifests/rbac.yaml lets the daemon's identity manage Leases."""
 LEASE_DURATION_S = 3.0
 RENEW_DEADLINE_S = 2.0
 RETRY_PERIOD_S = 0.5

@@ -37,7 +37,7 @@ from tests.support.workloads import IO_TIMEOUT_MESSAGE, create_job, failing_job
 pytestmark = [pytest.mark.cluster, pytest.mark.redis]
 
 LEASE_NAMESPACE = "kube-dlq"
-"""Where deploy/rbac.yaml lets the daemon's identity manage Leases."""
+"""Where deploy/manifests/rbac.yaml lets the daemon's identity manage Leases."""
 RATE_INTERVAL = "5m"
 """What $__rate_interval stands for here: longer than the whole run, so every rate sees it."""
 

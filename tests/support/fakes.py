@@ -10,6 +10,7 @@ real one lets them expire; here they are gone at once). Scripted failures (a
 `FakeClock` stands in for the `clock=` the service takes, and for the writer's backoff sleep.
 `FakeLeases` is one Lease with resourceVersions (a stale replace answers None, as a 409 does);
 `FakeFence` is Redis's leader fence (`claim_term` as claim_term.lua answers it).
+`FakePods` answers a Job's pods as the API has them (which the pod watch may not have yet).
 """
 
 from __future__ import annotations
@@ -31,7 +32,14 @@ from watcher.core.model import (
     WriteResult,
 )
 from watcher.core.rawjson import RawObject
-from watcher.service.ports import JobsPort, LeasePort, MarkerStore, OutcomeStore, TermFence
+from watcher.service.ports import (
+    JobsPort,
+    LeasePort,
+    MarkerStore,
+    OutcomeStore,
+    PodsPort,
+    TermFence,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +243,23 @@ class FakeJobs:
 
 
 @dataclass
+class FakePods:
+    """A `PodsPort` over raw pods by Job uid: what the API has, whatever the watch said."""
+
+    pods: dict[str, list[RawObject]] = field(default_factory=dict)
+    reads: list[tuple[str, str]] = field(default_factory=list)
+    """(namespace, job uid) of every read, failed ones included."""
+    failures: list[WatcherError] = field(default_factory=list)
+    """Raised, in order, by the next reads."""
+
+    async def of_job(self, namespace: str, job_uid: str) -> list[RawObject]:
+        self.reads.append((namespace, job_uid))
+        if self.failures:
+            raise self.failures.pop(0)
+        return copy.deepcopy(self.pods.get(job_uid, []))
+
+
+@dataclass
 class FakeClock:
     """A `clock=` that only moves when told to (unix seconds, like `time.time`).
 
@@ -328,9 +353,14 @@ class FakeFence:
 
 
 def _conforms(
-    store: OutcomeStore, markers: MarkerStore, jobs: JobsPort, leases: LeasePort, fence: TermFence
+    store: OutcomeStore,
+    markers: MarkerStore,
+    jobs: JobsPort,
+    leases: LeasePort,
+    fence: TermFence,
+    pods: PodsPort,
 ) -> None:
     """mypy checks here that the fakes implement the Protocols they stand in for."""
 
 
-_conforms(FakeStore(), FakeStore(), FakeJobs(), FakeLeases(), FakeFence())
+_conforms(FakeStore(), FakeStore(), FakeJobs(), FakeLeases(), FakeFence(), FakePods())

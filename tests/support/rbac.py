@@ -32,7 +32,7 @@ from watcher.core.model import JobRef
 from watcher.core.rawjson import RawObject
 from watcher.core.settings import KubernetesSettings, ScopeSettings, Settings
 
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "manifests"
 
 LEASE_NAMESPACE = "kube-dlq"
 """Where deploy/ puts the leader Lease (the daemon's own namespace)."""

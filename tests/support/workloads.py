@@ -28,7 +28,7 @@ from tests.support.kube import (
     job_manifest,
     raw,
 )
-from watcher.core.annotations import FINALIZER_RETRY_ACK
+from watcher.core.annotations import FINALIZER_REDRIVE_ACK, FINALIZER_RETRY_ACK
 
 FAIL_STAGE = "fail.stage.kwok.kube-dlq.io"
 FLAKY_TAINT_KEY = "e2e.kube-dlq.io/flaky"
@@ -158,12 +158,13 @@ async def read_job(api: client.ApiClient, namespace: str, name: str) -> RawObjec
 
 
 async def release_retry_finalizers(api: client.ApiClient, namespace: str) -> None:
-    """Remove kube-dlq's retry-ack finalizer from every Job in `namespace` (a test's loops may
-    have stopped before their grace ran out), so the namespace can go."""
+    """Remove kube-dlq's retry-ack and redrive-ack finalizers from every Job in `namespace` (a
+    test's loops may have stopped before their grace ran out), so the namespace can go."""
+    ours = (FINALIZER_RETRY_ACK, FINALIZER_REDRIVE_ACK)
     for job in await list_jobs(api, namespace):
         finalizers = job["metadata"].get("finalizers") or []
-        if FINALIZER_RETRY_ACK in finalizers:
-            kept = [f for f in finalizers if f != FINALIZER_RETRY_ACK]
+        if any(f in finalizers for f in ours):
+            kept = [f for f in finalizers if f not in ours]
             patch = [{"op": "replace", "path": "/metadata/finalizers", "value": kept}]
             await raw(
                 client.BatchV1Api(api).patch_namespaced_job(

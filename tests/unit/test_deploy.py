@@ -19,7 +19,7 @@ from tests.support.rbac import (
 )
 from watcher.app.config import parse_config
 
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "manifests"
 
 
 def documents(name: str) -> list[dict[str, Any]]:
@@ -75,15 +75,19 @@ async def test_rbac_grants_exactly_the_verbs_the_code_uses() -> None:
     # Cluster-wide (the watches are), plus the leader Lease in the daemon's own namespace
     assert set(granted) == {"", LEASE_NAMESPACE}
     unused, missing = _unused_and_missing(granted[""] | granted[LEASE_NAMESPACE], used)
-    assert unused == set(), f"deploy/rbac.yaml grants verbs no code sends: {sorted(unused)}"
-    assert missing == set(), f"the code sends requests deploy/rbac.yaml denies: {sorted(missing)}"
+    assert unused == set(), (
+        f"deploy/manifests/rbac.yaml grants verbs no code sends: {sorted(unused)}"
+    )
+    assert missing == set(), (
+        f"the code sends requests deploy/manifests/rbac.yaml denies: {sorted(missing)}"
+    )
     leases = {g for g in used if g.resource == "leases"}
     assert granted[LEASE_NAMESPACE] == leases
     assert not any(g.resource == "leases" for g in granted[""]), "Leases only in kube-dlq"
 
 
 async def test_the_code_uses_what_the_review_found_unused_nowhere() -> None:
-    # The verbs dropped from deploy/rbac.yaml: if code starts sending one, this names it.
+    # The verbs dropped from deploy/manifests/rbac.yaml: if code starts sending one, this names it.
     dropped = {
         Grant("batch", "cronjobs", "get"),
         Grant("", "events", "get"),
@@ -117,7 +121,7 @@ def test_grant_of_maps_requests_as_the_apiserver_does() -> None:
 
 
 async def test_namespaced_rbac_grants_job_writes_only_through_a_role() -> None:
-    # deploy/rbac-namespaced.yaml, for scope.namespaces: the same verbs, but every request
+    # deploy/manifests/rbac-namespaced.yaml, for scope.namespaces: the same verbs, but every request
     # about one Job (get, create, delete, its Warning Event) only in a scope namespace's Role
     used = await used_grants()
     granted = manifest_grants("rbac-namespaced.yaml")

@@ -63,7 +63,7 @@ def test_the_pod_is_hardened_and_holds_no_api_token() -> None:
 
 
 def test_the_signing_secret_is_mounted_where_the_shared_config_reads_it() -> None:
-    configmap = next(d for d in _docs("deployment.yaml") if d["kind"] == "ConfigMap")
+    configmap = next(d for d in _docs("manifests/deployment.yaml") if d["kind"] == "ConfigMap")
     security = parse_config(yaml.safe_load(configmap["data"]["kube-dlq.yaml"])).security
     pod = _pod()
     volumes = {v["name"]: v for v in pod["volumes"]}

@@ -176,7 +176,7 @@ def test_show_summarises_for_a_person() -> None:
     assert "  owner:       CronJob/nightly" in lines
     assert "    - pod p1: container worker OOMKilled (exit 137)" in lines
     assert "    1. nightly-1 oom_killed at 1970-01-01T00:00:00Z: OOM-killed" in lines
-    assert any("(redrive: not yet available)" in line for line in lines)
+    assert "  redrive:     kube-dlq dlq redrive batch/1-0 [--dry-run]" in lines
     assert any("1 inline env value(s) hidden" in line for line in lines)
     # A stored string cannot clear the screen or start a line of its own
     assert "\x1b" not in text

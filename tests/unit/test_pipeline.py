@@ -18,13 +18,14 @@ from typing import Any
 import pytest
 import structlog
 
-from tests.support.fakes import FakeClock, FakeJobs, FakeStore
+from tests.support.fakes import FakeClock, FakeJobs, FakePods, FakeStore
 from tests.support.objects import (
     JOB_NAME,
     JOB_UID,
     NAMESPACE,
     T0_UNIX,
     Raw,
+    at,
     raw_event,
     raw_job,
     raw_node,
@@ -34,7 +35,7 @@ from tests.support.objects import (
     waiting,
 )
 from watcher.core.annotations import ANNOTATION_ENABLED
-from watcher.core.errors import FencedWrite, KubeServerError, SinkError
+from watcher.core.errors import FencedWrite, KubeForbidden, KubeServerError, SinkError
 from watcher.core.model import Action, DeadLetter, FailureClass, JobRef, WriteResult
 from watcher.core.settings import LimitsSettings, ScopeSettings, Settings
 from watcher.kit.metrics import Metrics
@@ -60,6 +61,7 @@ class Rig:
     jobs: FakeJobs
     clock: FakeClock
     metrics: Metrics
+    pods: FakePods
 
     async def drain(self) -> None:
         """Let the writer write what is due at the clock's time, then return."""
@@ -68,7 +70,8 @@ class Rig:
         await self.pipeline.run_writer(stop)
 
     async def run_for(self, seconds: float, *, step: float = 0.5) -> None:
-        """Move the clock on `step` at a time, the writer draining at every tick."""
+        """Drain now, then move the clock on `step` at a time, draining at every tick."""
+        await self.drain()
         end = self.clock.now + seconds
         while self.clock.now < end:
             self.clock.advance(step)
@@ -89,6 +92,7 @@ def build(*, store: FakeStore | None = None, ready: bool = True, **sections: Any
     clock = FakeClock(START)
     store = store if store is not None else FakeStore()
     jobs = FakeJobs()
+    pods = FakePods()
     metrics = Metrics()
     logger = structlog.get_logger()
     handler = FailureHandler(
@@ -97,13 +101,13 @@ def build(*, store: FakeStore | None = None, ready: bool = True, **sections: Any
         rng=random.Random(0),
     )  # fmt: skip
     pipeline = Pipeline(
-        handler=handler, jobs=jobs, scope=settings.scope, classify=settings.classify,
+        handler=handler, jobs=jobs, pods=pods, scope=settings.scope, classify=settings.classify,
         settings=settings.pipeline, limits=settings.limits, metrics=metrics, logger=logger,
         clock=clock, sleep=clock.sleep_or_stop,
     )  # fmt: skip
     if ready:
         pipeline.ready.set()  # every watch has listed
-    return Rig(pipeline, store, jobs, clock, metrics)
+    return Rig(pipeline, store, jobs, clock, metrics, pods)
 
 
 def failed_pod(name: str = JOB_NAME, uid: str = JOB_UID, *, exit_code: int = 2) -> Raw:
@@ -148,13 +152,27 @@ async def test_failed_job_is_dead_lettered_once_with_its_failed_pods_evidence() 
     assert (rig.pipeline.written, rig.pipeline.pending) == (1, 0)
 
 
-async def test_failed_job_is_not_written_before_settle_s() -> None:
-    # Given a failed Job and its failed pod, just seen
+async def test_failed_job_with_its_failed_pod_in_is_written_at_once() -> None:
+    # Given a failed Job whose failed pod the pod watch has already delivered
     rig = build()
     fail(rig)
 
+    # When the writer runs, no time having passed
+    await rig.drain()
+
+    # Then it is written at once: no settle time by default, nothing read from the API
+    assert SETTLE_S == 0
+    assert rig.uids_written() == [JOB_UID]
+    assert rig.pods.reads == []
+
+
+async def test_failed_job_is_not_written_before_a_configured_settle_s() -> None:
+    # Given settle_s set to 2 s, a failed Job and its failed pod, just seen
+    rig = build(pipeline=dataclasses.replace(DEFAULTS.pipeline, settle_s=2.0))
+    fail(rig)
+
     # When the writer runs a moment before the settle time is over
-    rig.clock.advance(SETTLE_S - 0.1)
+    rig.clock.advance(1.9)
     await rig.drain()
 
     # Then nothing is written yet: it stays queued until the settle time is over
@@ -460,27 +478,31 @@ async def test_wait_for_space_keeps_blocking_while_redis_is_down() -> None:
 
 # --- evidence wait -----------------------------------------------------------------------------
 
+STALE_PENDING = raw_pod(f"{JOB_NAME}-abcde", phase="Pending", node=None, containers=[waiting()])
+"""The Job's pod as a lagging pod watch left it: Pending, before it ran and failed."""
+
 EVIDENCE = {
-    # pod arrives (s after the Job), written no earlier / no later than (s), class
-    "the failed pod never arrives": (None, EVIDENCE_WAIT_S, EVIDENCE_WAIT_S + 1, "unknown"),
-    "the failed pod arrives 5 s late": (5.0, 5.0, 6.0, "app_error"),
-    "the failed pod arrives just in time": (9.5, 9.5, 10.5, "app_error"),
-}
+    # pod from the watch (s after the Job), pods the API has, written at (s), class, read
+    "the watch delivers the failed pod 1 s late": (1.0, [], 1.0, "app_error", None),
+    "the API has it": (None, [failed_pod()], EVIDENCE_WAIT_S, "app_error", "found"),
+    "neither has a failed pod": (None, [], EVIDENCE_WAIT_S, "unknown", "missing"),
+}  # fmt: skip
 
 
 @pytest.mark.parametrize(
-    ("pod_at", "earliest", "latest", "fclass"), EVIDENCE.values(), ids=list(EVIDENCE)
+    ("pod_at", "in_api", "written", "fclass", "read"), EVIDENCE.values(), ids=list(EVIDENCE)
 )
-async def test_failed_job_waits_for_its_failed_pod_at_most_evidence_wait_s(
-    pod_at: float | None, earliest: float, latest: float, fclass: str
+async def test_failed_job_waits_for_its_failed_pod_then_reads_it_from_the_api(
+    pod_at: float | None, in_api: list[Raw], written: float, fclass: str, read: str | None
 ) -> None:
     # Given a Job that failed before the pod watch delivered its failed pod
     rig = build()
+    rig.pods.pods[JOB_UID] = in_api
     rig.pipeline.on_job("ADDED", raw_job())
 
     # When time passes, the writer running every half second, and the pod arrives (or not)
     written_at = None
-    for tick in range(1, 2 * int(EVIDENCE_WAIT_S) + 6):
+    for tick in range(1, 4 * int(EVIDENCE_WAIT_S) + 6):
         rig.clock.advance(0.5)
         if pod_at is not None and tick * 0.5 == pod_at:
             rig.pipeline.on_pod("ADDED", failed_pod())
@@ -489,10 +511,123 @@ async def test_failed_job_waits_for_its_failed_pod_at_most_evidence_wait_s(
             written_at = tick * 0.5
             break
 
-    # Then it is classified when its pod arrives, or after evidence_wait_s with what there is
-    assert written_at is not None
-    assert earliest <= written_at <= latest
+    # Then it is classified when its pod arrives, or after evidence_wait_s with what a read of
+    # its pods from the API found (once)
+    assert written_at == written
     assert [letter.failure_class.value for letter in rig.store.dead_letters] == [fclass]
+    assert rig.pods.reads == ([] if read is None else [(NAMESPACE, JOB_UID)])
+    for result in ("found", "missing", "error"):
+        expected = 1.0 if result == read else 0.0
+        assert rig.sample("kube_dlq_failed_job_pod_reads_total", result=result) == expected
+
+
+async def test_failed_pod_arriving_wakes_the_waiting_job_at_once() -> None:
+    # Given a failed Job waiting for its failed pod, the writer running on its own
+    rig = build()
+    rig.pipeline.on_job("ADDED", raw_job())
+    stop = asyncio.Event()
+    writer = asyncio.create_task(rig.pipeline.run_writer(stop))
+    await until(lambda: JOB_UID in rig.pipeline._awaiting_pods)
+
+    # When the pod watch delivers the failed pod, no time passing
+    rig.pipeline.on_pod("ADDED", failed_pod())
+
+    # Then the Job is written at once, without waiting out evidence_wait_s
+    await until(lambda: rig.pipeline.pending == 0)
+    stop.set()
+    await writer
+    assert [d.failure_class for d in rig.store.dead_letters] == [FailureClass.APP_ERROR]
+
+
+async def test_lagging_pod_watch_with_a_stale_pending_pod_does_not_decide_the_failure() -> None:
+    # Given a Job Failed, while the pod watch (reconnecting) still has its pod Pending and the
+    # API has that pod Failed with exit code 2
+    rig = build()
+    rig.pipeline.on_pod("ADDED", STALE_PENDING)
+    rig.pods.pods[JOB_UID] = [failed_pod()]
+    rig.pipeline.on_job("ADDED", raw_job())
+
+    # When the evidence wait is over
+    await rig.drain()
+    assert rig.store.writes == 0
+    rig.clock.advance(EVIDENCE_WAIT_S)
+    await rig.drain()
+
+    # Then the Job is classified from the API's pod, not the stale one
+    [letter] = rig.store.dead_letters
+    assert letter.failure_class is FailureClass.APP_ERROR
+    assert letter.reason == "container main exited with code 2"
+
+
+async def test_job_with_more_failures_than_pods_seen_waits_for_the_rest() -> None:
+    # Given a Job that failed twice (backoffLimit 1), only its first failed pod seen yet
+    rig = build()
+    first = raw_pod(f"{JOB_NAME}-first", containers=[terminated(exit_code=2)])
+    second = raw_pod(f"{JOB_NAME}-second", created=at(60), containers=[terminated(exit_code=3)])
+    rig.pipeline.on_pod("ADDED", first)
+    rig.pipeline.on_job("ADDED", raw_job(failed=2))
+    await rig.drain()
+    assert rig.store.writes == 0
+
+    # When the second arrives
+    rig.pipeline.on_pod("ADDED", second)
+    await rig.drain()
+
+    # Then the Job is written, the last failure speaking
+    [letter] = rig.store.dead_letters
+    assert letter.reason == "container main exited with code 3"
+
+
+async def test_pod_read_that_fails_transiently_is_tried_again() -> None:
+    # Given a failed Job whose pods the watch never delivers, and an apiserver that answers
+    # the first read of them with a 503
+    rig = build()
+    rig.pods.pods[JOB_UID] = [failed_pod()]
+    rig.pods.failures.append(KubeServerError("listing a failed Job's pods failed", status=503))
+    rig.pipeline.on_job("ADDED", raw_job())
+
+    # When the evidence wait is over and the writer has backed off once
+    rig.clock.advance(EVIDENCE_WAIT_S)
+    await rig.drain()
+    assert rig.store.writes == 0
+    await rig.run_for(5)
+
+    # Then the second read finds the pod, and the Job is classified from it
+    assert len(rig.pods.reads) == 2
+    assert [d.failure_class for d in rig.store.dead_letters] == [FailureClass.APP_ERROR]
+
+
+async def test_pod_read_refused_for_a_while_is_tried_again() -> None:
+    # Given a failed Job whose pods the watch never delivers, and an apiserver that just
+    # restarted: its authorizer refuses the first reads of them (403) for a few seconds
+    rig = build()
+    rig.pods.pods[JOB_UID] = [failed_pod()]
+    refused = KubeForbidden("listing a failed Job's pods failed", status=403)
+    rig.pods.failures.extend([refused, refused])
+    rig.pipeline.on_job("ADDED", raw_job())
+
+    # When time passes
+    await rig.run_for(EVIDENCE_WAIT_S + 10)
+
+    # Then the third read finds the pod, and the Job is classified from it
+    assert len(rig.pods.reads) == 3
+    assert [d.failure_class for d in rig.store.dead_letters] == [FailureClass.APP_ERROR]
+    assert rig.sample("kube_dlq_failed_job_pod_reads_total", result="found") == 1
+
+
+async def test_pod_read_refused_for_good_classifies_with_what_the_watch_delivered() -> None:
+    # Given a failed Job whose pods the watch never delivers, and reads of them always refused
+    rig = build()
+    rig.pods.failures.extend([KubeForbidden("listing pods failed", status=403)] * 100)
+    rig.pipeline.on_job("ADDED", raw_job())
+
+    # When a minute and more has passed
+    await rig.run_for(70)
+
+    # Then it is classified with what there is, once, and the refusal counted
+    assert [d.failure_class for d in rig.store.dead_letters] == [FailureClass.UNKNOWN]
+    assert rig.sample("kube_dlq_failed_job_pod_reads_total", result="error") == 1
+    assert 25 <= len(rig.pods.reads) <= 35  # every 2 s, not in a busy loop
 
 
 # --- stuck Jobs --------------------------------------------------------------------------------
@@ -824,14 +959,15 @@ async def test_write_failing_at_shutdown_is_retried_until_it_lands() -> None:
 
 
 async def test_term_end_without_shutdown_leaves_unsettled_failures_queued() -> None:
-    # Given a failure still settling on a replica whose leadership term ends (not a shutdown)
+    # Given a failure still waiting for its failed pod on a replica whose leadership term ends
+    # (not a shutdown)
     rig = build()
-    fail(rig)
+    rig.pipeline.on_job("ADDED", raw_job())
 
     # When its writer stops for the end of the term
     await rig.drain()
 
-    # Then nothing is written early: the next leader writes it after the settle time
+    # Then nothing is written early: the next leader writes it when the evidence is in
     assert rig.store.writes == 0
     assert rig.pipeline.pending == 1
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from structlog.typing import FilteringBoundLogger
 
 from watcher.adapters.kube.jobs import JobsAPI
+from watcher.adapters.kube.pods import PodsAPI
 from watcher.adapters.kube.request import KubeClient
 from watcher.adapters.redis.store import RedisStore
 from watcher.core.settings import PipelineSettings, Settings
@@ -19,7 +20,8 @@ from watcher.kit.metrics import Metrics
 from watcher.service.handler import FailureHandler
 from watcher.service.pipeline import Pipeline
 from watcher.service.ports import JobsPort
-from watcher.service.scope import ScopedJobs
+from watcher.service.redrive_settle import RedriveSettler
+from watcher.service.scope import ScopedJobs, namespace_allowed
 
 __all__ = ["Components", "build"]
 
@@ -30,6 +32,9 @@ class Components:
     """Creates and deletes only in namespaces within scope (`ScopedJobs`), reads anywhere."""
     handler: FailureHandler
     pipeline: Pipeline
+    redrive: RedriveSettler
+    """Settles redriven Jobs: failed ones through the handler's hook, completed ones when the
+    daemon runs it (docs/redrive.md)."""
 
 
 def build(
@@ -40,9 +45,11 @@ def build(
     metrics: Metrics,
     logger: FilteringBoundLogger,
     pipeline: PipelineSettings | None = None,
+    read_pods: bool = True,
 ) -> Components:
     """The pipeline for `settings`; `pipeline` replaces the settings' own section (the sweep
-    classifies at once: everything there is was just listed)."""
+    classifies at once: everything there is was just listed, so it has no pods to read
+    again either: `read_pods` False)."""
 
     def selected() -> frozenset[str] | None:
         return pipeline_.selected_namespaces  # refreshed by the daemon; read at each call
@@ -63,6 +70,7 @@ def build(
     pipeline_ = Pipeline(
         handler=handler,
         jobs=jobs,
+        pods=PodsAPI(kube) if read_pods else None,
         scope=settings.scope,
         classify=settings.classify,
         settings=pipeline or settings.pipeline,
@@ -70,4 +78,12 @@ def build(
         metrics=metrics,
         logger=logger,
     )
-    return Components(jobs=jobs, handler=handler, pipeline=pipeline_)
+    redrive = RedriveSettler(
+        store=store,
+        jobs=jobs,
+        rules=handler.rules,
+        in_scope=lambda ns: namespace_allowed(ns, settings.scope, pipeline_.selected_namespaces),
+        logger=logger,
+    )
+    handler.redrive = redrive
+    return Components(jobs=jobs, handler=handler, pipeline=pipeline_, redrive=redrive)

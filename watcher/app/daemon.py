@@ -73,6 +73,7 @@ class Daemon:
         )
         self.handler = parts.handler
         self.pipeline = parts.pipeline
+        self.redrive = parts.redrive
         self.retry_loop = RetryLoop(
             store=self.store,
             jobs=parts.jobs,
@@ -210,6 +211,7 @@ class Daemon:
         return [
             asyncio.create_task(self.pipeline.run_writer(stop, shutdown=self.stop), name="writer"),
             asyncio.create_task(self.retry_loop.run(stop), name="retry-loop"),
+            asyncio.create_task(self.redrive.run(stop), name="redrive-settle"),
         ]
 
     async def _lead(self, elector: LeaderElector) -> None:
@@ -297,11 +299,15 @@ class Daemon:
     ]:
         p = self.pipeline
         return [
-            ("jobs", watch.JOBS, p.on_job, p.on_jobs_synced),
+            ("jobs", watch.JOBS, self._on_job, p.on_jobs_synced),
             ("pods", watch.JOB_PODS, p.on_pod, None),
             ("events", watch.EVENTS, p.on_event, None),
             ("nodes", watch.NODES, p.on_node, None),
         ]
+
+    def _on_job(self, event_type: str, raw: dict[str, Any]) -> None:
+        self.redrive.observe(event_type, raw)  # a completed redriven Job settles its entry
+        self.pipeline.on_job(event_type, raw)
 
     async def _consume(
         self,

@@ -57,10 +57,17 @@ async def sweep(
     logger: FilteringBoundLogger,
     progress: Callable[[str], None] = _stderr,
 ) -> SweepResult:
-    # Everything there is was just listed: no settle time, no wait for late evidence.
+    # Everything there is was just listed: no settle time, no wait for late evidence, and no
+    # pods to read again.
     at_once = dataclasses.replace(settings.pipeline, settle_s=0.0, evidence_wait_s=0.0)
     pipeline = build(
-        settings, kube=kube, store=store, metrics=metrics, logger=logger, pipeline=at_once
+        settings,
+        kube=kube,
+        store=store,
+        metrics=metrics,
+        logger=logger,
+        pipeline=at_once,
+        read_pods=False,
     ).pipeline
 
     await _warn_if_not_durable(store, logger, progress)

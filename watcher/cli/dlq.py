@@ -111,11 +111,12 @@ def readable(entry_id: str, letter: DeadLetter) -> str:
         )
         or "    (first attempt)\n"
     )
-    text += (
-        "  redrive:     (redrive: not yet available); by hand:\n"
-        f"               kube-dlq dlq show --reveal -o json {entry_id} | jq .manifest "
-        "| kubectl create -f -\n"
-    )
+    if letter.redrive_count:
+        text += _one_line(
+            f"  redriven:    {letter.redrive_count}x, failed again (was {letter.redrive_of})",
+            indent=True,
+        )
+    text += _one_line(f"  redrive:     kube-dlq dlq redrive {entry_id} [--dry-run]", indent=True)
     if hidden:
         text += f"  manifest:    {hidden} inline env value(s) hidden; --reveal -o json shows them\n"
     return text

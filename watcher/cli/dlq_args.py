@@ -15,7 +15,7 @@ from typing import Any, TypeAlias
 
 from watcher.adapters.redis.purge import DeadLetterPurger
 from watcher.adapters.redis.queries import DeadLetterQueries
-from watcher.cli import dlq, dlq_list, dlq_purge
+from watcher.cli import dlq, dlq_list, dlq_purge, dlq_redrive
 from watcher.core.dlq_filter import Cursor, DeadLetterFilter, parse_cursor
 from watcher.core.settings import Settings
 
@@ -26,7 +26,7 @@ WithRedis = Callable[
 
 __all__ = ["VERBS", "add_verbs", "run_verb"]
 
-VERBS = frozenset({"list", "show", "stats", "export", "purge"})
+VERBS = frozenset({"list", "show", "stats", "export", "purge", "redrive"})
 
 _C = "-c config.yaml"
 
@@ -38,6 +38,7 @@ examples:
   kube-dlq dlq list {_C} --owner CronJob/nightly --older-than 2h
   kube-dlq dlq list {_C} --limit 500 --after batch/1795827114648-0   # the next page
   kube-dlq dlq list {_C} --class image_pull --watch      # new entries as they land
+  kube-dlq dlq list {_C} --archived                      # redriven, and succeeded
 """
 
 SHOW_EXAMPLES = f"""\
@@ -107,6 +108,11 @@ def add_verbs(dlq_sub: Subparsers, add_config: Callable[[argparse.ArgumentParser
     ls.add_argument("--limit", "-n", type=int, default=100, help="at most N entries (100)")
     ls.add_argument("--after", metavar="ID", help="start after this entry id (the next page)")
     ls.add_argument("--parked", metavar="GROUP", help="what `dlq consume --group GROUP` parked")
+    ls.add_argument(
+        "--archived",
+        action="store_true",
+        help="entries whose redriven Job succeeded (newest first)",
+    )
     ls.add_argument(
         "--output",
         "-o",
@@ -186,6 +192,20 @@ def add_verbs(dlq_sub: Subparsers, add_config: Callable[[argparse.ArgumentParser
     )
     purge.add_argument("--yes", "-y", action="store_true", help="do not ask")
 
+    redrive = _verb(
+        dlq_sub,
+        "redrive",
+        "re-create dead-lettered Jobs, exactly once each",
+        "Re-create the Jobs of dead letters from their stored manifests. Each entry leaves its "
+        "queue in one atomic step before its Job is created; a run killed halfway is finished "
+        "by the next one, and nothing is created twice. Refused when the config sets "
+        "dead_letter.read_only (docs/redrive.md).",
+        dlq_redrive.EXAMPLES,
+    )
+    add_config(redrive)
+    _add_filters(redrive)
+    dlq_redrive.add_arguments(redrive)
+
 
 class UsageError(Exception):
     """Bad input: one line, exit 2."""
@@ -237,6 +257,8 @@ def _action(
         return lambda q: dlq_list.export_entries(q, flt, reveal=args.reveal, out=out, err=err)
     if verb == "purge":
         return _purge_action(args, config, flt)
+    if verb == "redrive":
+        return _redrive_action(args, config, flt)
     if args.limit < 1:
         raise UsageError(f"--limit must be >= 1, got {args.limit}")
     after: Cursor | None = None
@@ -245,6 +267,8 @@ def _action(
             after = parse_cursor(args.after)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
+    if args.archived:
+        return _redrive_action(args, config, flt)
     if args.watch:
         if flt.older_than_s is not None or after is not None:
             raise UsageError("--watch prints new entries: --older-than and --after do not apply")
@@ -252,6 +276,22 @@ def _action(
     return lambda q: dlq_list.list_entries(
         q, flt, limit=args.limit, after=after, output=args.output, out=out, err=err
     )
+
+
+def _redrive_action(
+    args: argparse.Namespace, config: Settings, flt: DeadLetterFilter
+) -> Callable[[DeadLetterQueries], Awaitable[int]]:
+    """`dlq redrive`, and `dlq list --archived` (what redrive archived)."""
+    out, err = sys.stdout, sys.stderr
+    if args.dlq_command == "list":
+        return lambda q: dlq_redrive.list_archived(
+            q, config, queue=flt.queue, limit=args.limit, output=args.output, out=out, err=err
+        )
+    try:
+        request = dlq_redrive.request_from(args, config, flt)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return lambda q: dlq_redrive.redrive_entries(q, config, request, out=out, err=err)
 
 
 def _purge_action(

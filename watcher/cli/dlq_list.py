@@ -94,6 +94,9 @@ async def watch_entries(
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(sig, stopping.set)
     since = await queries.now_ms()
+    # On stderr, so a pipe of documents stays clean; also tells a script the watch is live.
+    err.write("kube-dlq: watching for new entries (Ctrl-C to stop)\n")
+    err.flush()
     if output == "table":
         out.write("  ".join(f"{title:<{width}}" for title, _, width in _COLUMNS).rstrip() + "\n")
     out.flush()

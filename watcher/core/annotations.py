@@ -36,7 +36,7 @@ order whatever the order on the Job)::
 Durations are a number with a unit s, m, h or d, or several such (90s, 5m, 1.5h, 1h30m, 2d);
 a bare number is rejected because its unit would be a guess. Keys kube-dlq writes itself
 (``original-uid``, ``original-name``, ``attempt``, ``first-failed-at``, ``history``,
-``retry-of``, ``create-token``, ``memory-bump``) and the
+``retry-of``, ``create-token``, ``memory-bump``, ``redrive-of``, ``redrive-token``) and the
 scope switch ``enabled`` are accepted and ignored by ``policy_for``; any other
 ``kube-dlq.io/`` key is reported as unknown.
 """
@@ -73,9 +73,12 @@ __all__ = [
     "ANNOTATION_ORIGINAL_UID",
     "ANNOTATION_PREFIX",
     "ANNOTATION_QUEUE",
+    "ANNOTATION_REDRIVE_OF",
+    "ANNOTATION_REDRIVE_TOKEN",
     "ANNOTATION_REQUIRE_NEVER_STARTED",
     "ANNOTATION_RETRY_CLASSES",
     "ANNOTATION_RETRY_OF",
+    "FINALIZER_REDRIVE_ACK",
     "FINALIZER_RETRY_ACK",
     "MAX_DURATION_S",
     "MAX_FACTOR",
@@ -107,6 +110,14 @@ ANNOTATION_RETRY_OF: Final = ANNOTATION_PREFIX + "retry-of"
 ANNOTATION_CREATE_TOKEN: Final = ANNOTATION_PREFIX + "create-token"
 """The random token of that create record: tells kube-dlq's Job from anyone else's of the
 same name (``watcher.core.lineage``)."""
+ANNOTATION_REDRIVE_OF: Final = ANNOTATION_PREFIX + "redrive-of"
+"""``<queue>/<stream-id>``: the dead letter a ``dlq redrive`` Job re-runs (watcher.service.redrive);
+a pointer only, checked against kube-dlq's redriving record (namespace, name, uid or token)."""
+ANNOTATION_REDRIVE_TOKEN: Final = ANNOTATION_PREFIX + "redrive-token"
+"""The random token of that redriving record, for a Job whose uid is not recorded yet."""
+FINALIZER_REDRIVE_ACK: Final = ANNOTATION_PREFIX + "redrive-ack"
+"""Finalizer on every redriven Job until the daemon has settled its entry (archived or back on
+the queue): a Job deleted by its TTL before that would be created again by a second run."""
 FINALIZER_RETRY_ACK: Final = ANNOTATION_PREFIX + "retry-ack"
 """Finalizer on every retry Job until kube-dlq has recorded it (docs/exactly-once.md): the Job
 cannot vanish, and free its name, before a second firing of its ticket would collide with it."""

@@ -279,6 +279,10 @@ class DeadLetter:
     """Pod statuses, termination messages and Events, captured before Kubernetes drops them."""
     started: Started = Started.UNKNOWN
     """Whether the failed attempt's workload started (entries stored before it: unknown)."""
+    redrive_count: int = 0
+    """How many times `dlq redrive` re-created this Job before it landed here again."""
+    redrive_of: str = ""
+    """The earlier entry (``<queue>/<stream-id>``) whose redriven Job this entry's failed."""
 
 
 @dataclass(frozen=True, slots=True)

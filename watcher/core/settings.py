@@ -150,12 +150,15 @@ class ClassifySettings:
 class PipelineSettings:
     """How a failed Job travels from the watch to its written outcome."""
 
-    settle_s: float = 2.0
-    """Wait after a Job turns Failed before classifying, for pod and Event watches (which run
-    independently) to deliver the evidence that goes with it."""
-    evidence_wait_s: float = 10.0
-    """How long a failed Job waits for its failed pods to arrive before it is classified with
-    whatever evidence there is."""
+    settle_s: float = 0.0
+    """Extra wait after a Job turns Failed, before classifying it. None by default: a Job is
+    classified as soon as its failed pods are in (the Job controller marks a Job Failed only
+    after it has seen them, so the pod watch almost always has them already)."""
+    evidence_wait_s: float = 2.0
+    """How long a failed Job whose failed pods have not arrived waits for the pod watch before
+    its pods are read from the API directly (one list); it is then classified with what that
+    read found. A pod watch that lags (reconnecting, relisting) must not decide a failure on
+    stale pods."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,8 +213,8 @@ class DeadLetterSettings:
     """How often the queue depth and oldest-age gauges are read from Redis: the Prometheus
     scrape interval is typically 15-30 s."""
     read_only: bool = False
-    """Refuse the CLI verbs that change a queue (`dlq purge`): for shared installs where the
-    config people read with may not write."""
+    """Refuse the CLI verbs that change a queue (`dlq purge`, `dlq redrive`): for shared
+    installs where the config people read with may not write."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,6 +47,7 @@ FENCED_OPERATIONS = (
     "forget_absent",
 )
 """Every fenced write script's operation (tests/integration/test_fencing.py calls each)."""
+POD_READ_RESULTS = ("found", "missing", "error")
 MALFORMED_SOURCES = ("annotation", "job", "pod", "event", "node")
 """Plus list_<resource> and watch_<resource> for each of WATCHED_RESOURCES."""
 
@@ -160,6 +161,14 @@ class Metrics:
             ["stage"],
             registry=r,
         )
+        self.pod_reads = Counter(
+            f"{PREFIX}_failed_job_pod_reads_total",
+            "Failed Jobs whose failed pods the pod watch had not delivered within "
+            "pipeline.evidence_wait_s, so their pods were read from the API directly, by "
+            "result: found (the read had them), missing (it had none either), error.",
+            ["result"],
+            registry=r,
+        )
         self.quarantined = Counter(
             f"{PREFIX}_quarantined_entries_total",
             "Stored entries that failed to decode and were set aside (retry tickets: moved to "
@@ -250,3 +259,5 @@ class Metrics:
             self.fenced_writes.labels(operation=operation)
         for source in MALFORMED_SOURCES:
             self.malformed.labels(source=source)
+        for result in POD_READ_RESULTS:
+            self.pod_reads.labels(result=result)

@@ -12,7 +12,7 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from structlog.typing import FilteringBoundLogger
 
@@ -64,6 +64,25 @@ class Outcome:
     write: WriteResult
 
 
+@dataclass(frozen=True, slots=True)
+class RedriveOutcome:
+    """What the redrive hook wrote for a failed redriven Job, on `queue`."""
+
+    classification: Classification
+    decision: Decision
+    write: WriteResult
+    queue: str
+
+
+class RedriveHook(Protocol):
+    """Writes the failure of a redriven Job (watcher.service.redrive_settle); None: the Job is
+    not a verified redrive, handle it as any other."""
+
+    async def failed(
+        self, report: FailureReport, raw_job: Mapping[str, Any]
+    ) -> RedriveOutcome | None: ...
+
+
 class FailureHandler:
     def __init__(
         self,
@@ -89,12 +108,20 @@ class FailureHandler:
         self.clock = clock
         self.rng = rng or random.Random()
         self._unsettled: dict[str, None] = {}
+        self.redrive: RedriveHook | None = None
+        """Set by the daemon: redriven Jobs go back to their entry's queue (docs/redrive.md)."""
         """Uids whose outcome write raised (Redis down) in this process, until a retry of it
         returns: such a write may have landed all the same (a timeout)."""
 
     async def handle(self, report: FailureReport, raw_job: Mapping[str, Any]) -> Outcome:
         """Look up the lineage, classify, decide and write. Raises SinkError if Redis fails
         (the caller retries)."""
+        if self.redrive is not None:
+            settled = await self.redrive.failed(report, raw_job)
+            if settled is not None:
+                policy = dataclasses.replace(self.base_policy, queue=settled.queue)
+                self._count(settled.classification, settled.decision, settled.write, policy)
+                return Outcome(settled.classification, settled.decision, settled.write)
         now = self.clock()
         # The lineage comes from kube-dlq's own record, before anything is decided: a Job's
         # author can write any annotation (watcher.core.lineage).

@@ -1,8 +1,11 @@
 """The daemon's core loop: watch events in, one durable outcome per failed Job out.
 
 Watch consumers call the `on_*` methods (synchronous, cheap: parse to projections, update the
-correlator). A Job that turns Failed is queued for handling after a short settle time, so the
-pod and Event watches (which run independently) can deliver the evidence that goes with it.
+correlator). A Job that turns Failed is handled as soon as its failed pods are in: the Job
+controller marks a Job Failed only after it has seen them, so the pod watch (which runs
+independently) almost always has them already. When it has not, the Job waits for them
+(`pipeline.evidence_wait_s`; a pod arriving wakes it), then its pods are read from the API
+once, so a lagging pod watch never decides a failure on stale pods.
 One writer task drains the queue through FailureHandler; when Redis is down it keeps the item,
 backs off and tries again, and the bounded queue pushes back on the watches instead of
 dropping work. A failure that is still unwritten at shutdown is found again on the next start
@@ -20,11 +23,9 @@ from typing import Any
 from structlog.typing import FilteringBoundLogger
 
 from watcher.core import snapshot
-from watcher.core.annotations import ANNOTATION_ENABLED
 from watcher.core.backoff import compute_delay
 from watcher.core.correlate import Correlator
 from watcher.core.errors import FencedWrite, KubeAPIError, SinkError
-from watcher.core.model import FailureReport, JobSnapshot
 from watcher.core.settings import (
     ClassifySettings,
     LimitsSettings,
@@ -34,34 +35,16 @@ from watcher.core.settings import (
 from watcher.kit.aio import first_done, sleep_or_stop
 from watcher.kit.logs import job_context
 from watcher.kit.metrics import Metrics
+from watcher.service.evidence import DENIED_AGAIN_S, LatePods, failed_pods_missing
 from watcher.service.handler import FailureHandler
-from watcher.service.ports import JobsPort
+from watcher.service.ports import JobsPort, PodsPort
+from watcher.service.scope import in_scope
 
 RawObject = Mapping[str, Any]
 
 _CRASH_REASON_CHARS = 500
 """The error a crashed handling is dead-lettered with is cut to this (it is a reason, not a
 traceback; the traceback is in the log line)."""
-
-
-def in_scope(
-    job: JobSnapshot, scope: ScopeSettings, selected_namespaces: frozenset[str] | None
-) -> bool:
-    """Whether kube-dlq handles `job` (config `scope`; `selected_namespaces` are those the
-    namespace label selector matched, None when there is no selector)."""
-    ns = job.ref.namespace
-    if scope.namespaces and ns not in scope.namespaces:
-        return False
-    if scope.namespace_label_selector and (
-        selected_namespaces is None or ns not in selected_namespaces
-    ):
-        return False  # fails closed: a selector whose matches are not known yet matches none
-    if selected_namespaces is not None and ns not in selected_namespaces:
-        return False
-    flag = dict(job.labels).get(ANNOTATION_ENABLED) or job.annotation(ANNOTATION_ENABLED)
-    if flag is not None and flag.lower() == "false":
-        return False
-    return scope.jobs != "opt-in" or (flag is not None and flag.lower() == "true")
 
 
 class Pipeline:
@@ -76,6 +59,7 @@ class Pipeline:
         limits: LimitsSettings,
         metrics: Metrics,
         logger: FilteringBoundLogger,
+        pods: PodsPort | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[asyncio.Event, float], Awaitable[bool]] = sleep_or_stop,
     ) -> None:
@@ -83,6 +67,9 @@ class Pipeline:
         self.jobs = jobs
         """Reads a stuck Job fresh (its manifest is not kept in memory) and deletes it once
         its outcome is written, so it stops holding resources."""
+        self.late_pods = None if pods is None else LatePods(pods, metrics=metrics, logger=logger)
+        """Reads a failed Job's pods when the pod watch has not delivered them in time (None:
+        never; the sweep has just listed every pod there is)."""
         self.scope = scope
         self.stuck_pending_after_s = classify.stuck_pending_after_s
         self.settings = settings
@@ -107,6 +94,8 @@ class Pipeline:
         self._deletes_due: dict[str, tuple[str, str]] = {}
         """Stuck Jobs whose outcome is written and whose delete is still to be done."""
         self._crashed: dict[str, str] = {}
+        self._awaiting_pods: set[str] = set()
+        """Failed Jobs waiting for their failed pods: a failed pod arriving makes them due."""
         """Failures whose handling raised unexpectedly: uid -> the error, their reason."""
         self._flushing = False
         """Shutting down: everything queued is due, no more waiting for evidence."""
@@ -152,6 +141,9 @@ class Pipeline:
             return
         namespace = str((raw.get("metadata") or {}).get("namespace", ""))
         self.correlator.observe_pod(job_uid, namespace, pod)
+        if job_uid in self._awaiting_pods and (pod.phase == "Failed" or pod.deleted):
+            heapq.heappush(self._due, (self.clock(), job_uid))
+            self._wakeup.set()
 
     def on_event(self, event_type: str, raw: RawObject) -> None:
         if event_type == "DELETED":
@@ -306,9 +298,24 @@ class Pipeline:
         report = self.correlator.report(uid, stuck_for_s=stuck_for)
         assert report is not None
         first_seen = self._first_seen.get(uid, self.clock())
-        if not self._flushing and self._evidence_missing(report, stuck_for, first_seen):
-            self._enqueue(uid, self.clock() + 1.0, force=True)
-            return
+        max_pods = self.limits.max_pods_per_job
+        if not self._flushing and stuck_for is None and failed_pods_missing(report, max_pods):
+            waited_until = first_seen + self.settings.evidence_wait_s
+            if self.clock() < waited_until:
+                self._awaiting_pods.add(uid)
+                self._enqueue(uid, waited_until, force=True)
+                return
+            self._awaiting_pods.discard(uid)
+            if self.late_pods is not None:
+                with job_context(job.ref.namespace, job.ref.name, uid):
+                    listed = await self.late_pods.read(job.ref, waited_s=self.clock() - first_seen)
+                    if listed is None:
+                        self._enqueue(uid, self.clock() + DENIED_AGAIN_S, force=True)
+                        return
+                    for raw_pod in listed:
+                        self.on_pod("MODIFIED", raw_pod)
+                    report = self.correlator.report(uid, stuck_for_s=None) or report
+                    self.late_pods.found(report, pods=len(listed), max_pods_per_job=max_pods)
         if stuck_for is not None and not self._still_stuck(uid, raw):
             self._dequeue(uid)  # started (or finished) since it was found stuck: not a failure
             return
@@ -355,20 +362,6 @@ class Pipeline:
             return False
         stuck = self.correlator.stuck_jobs(self.clock(), self.stuck_pending_after_s, only=uid)
         return bool(stuck)
-
-    def _evidence_missing(
-        self, report: FailureReport, stuck_for: float | None, first_seen: float
-    ) -> bool:
-        """A failed Job whose failed pods have not reached us yet: wait a little for them.
-
-        The Job watch can be ahead of the pod watch; classifying now would say "unknown".
-        After evidence_wait_s the Job is handled with what there is (pods may be gone).
-        """
-        if stuck_for is not None or report.job.failed == 0:
-            return False
-        if any(p.phase == "Failed" or p.deleted for p in report.pods):
-            return False
-        return self.clock() - first_seen < self.settings.evidence_wait_s
 
     def check_stuck(self) -> int:
         """Queue Jobs whose pods have waited to start past the dwell time. Returns how many."""
@@ -419,10 +412,11 @@ class Pipeline:
         return bool(self._due) and self._due[0][0] <= self.clock()
 
     def _pop_due(self) -> str | None:
-        if not self._due_now():
-            return None
-        _, uid = heapq.heappop(self._due)
-        return uid
+        while self._due_now():
+            _, uid = heapq.heappop(self._due)
+            if uid in self._queued:
+                return uid  # else an earlier due time of a failure settled since
+        return None
 
     async def _sleep_until_due(self, stop: asyncio.Event) -> None:
         timeout = max(0.0, self._due[0][0] - self.clock()) if self._due else None
@@ -443,6 +437,7 @@ class Pipeline:
         self._queued.discard(uid)
         self._deletes_due.pop(uid, None)
         self._crashed.pop(uid, None)
+        self._awaiting_pods.discard(uid)
         self._first_seen.pop(uid, None)
         self._raw_jobs.pop(uid, None)
         self.correlator.unpin(uid)

@@ -24,7 +24,15 @@ from watcher.core.model import (
 )
 from watcher.core.rawjson import RawObject
 
-__all__ = ["JobsPort", "LeasePort", "MarkerStore", "OutcomeStore", "RetryStore", "TermFence"]
+__all__ = [
+    "JobsPort",
+    "LeasePort",
+    "MarkerStore",
+    "OutcomeStore",
+    "PodsPort",
+    "RetryStore",
+    "TermFence",
+]
 
 
 class OutcomeStore(Protocol):
@@ -132,6 +140,14 @@ class JobsPort(Protocol):
 
     async def warn(self, job: JobRef, reason: str, message: str) -> None:
         """A Warning Event on the Job."""
+        ...
+
+
+class PodsPort(Protocol):
+    """Pods in the API (`watcher.adapters.kube.pods.PodsAPI`)."""
+
+    async def of_job(self, namespace: str, job_uid: str) -> list[RawObject]:
+        """The pods of the Job `job_uid` now (each a raw Pod)."""
         ...
 
 

@@ -21,14 +21,35 @@ from typing import Any
 
 from structlog.typing import FilteringBoundLogger
 
+from watcher.core.annotations import ANNOTATION_ENABLED
 from watcher.core.errors import KubeInvalid, KubeUnavailable
-from watcher.core.model import JobRef
+from watcher.core.model import JobRef, JobSnapshot
 from watcher.core.rawjson import RawObject
 from watcher.core.settings import ScopeSettings
 from watcher.kit.metrics import Metrics
 from watcher.service.ports import JobsPort
 
-__all__ = ["OutOfScope", "ScopedJobs", "namespace_allowed"]
+__all__ = ["OutOfScope", "ScopedJobs", "in_scope", "namespace_allowed"]
+
+
+def in_scope(
+    job: JobSnapshot, scope: ScopeSettings, selected_namespaces: frozenset[str] | None
+) -> bool:
+    """Whether kube-dlq handles `job` (config `scope`; `selected_namespaces` are those the
+    namespace label selector matched, None when there is no selector)."""
+    ns = job.ref.namespace
+    if scope.namespaces and ns not in scope.namespaces:
+        return False
+    if scope.namespace_label_selector and (
+        selected_namespaces is None or ns not in selected_namespaces
+    ):
+        return False  # fails closed: a selector whose matches are not known yet matches none
+    if selected_namespaces is not None and ns not in selected_namespaces:
+        return False
+    flag = dict(job.labels).get(ANNOTATION_ENABLED) or job.annotation(ANNOTATION_ENABLED)
+    if flag is not None and flag.lower() == "false":
+        return False
+    return scope.jobs != "opt-in" or (flag is not None and flag.lower() == "true")
 
 
 class OutOfScope(KubeInvalid):

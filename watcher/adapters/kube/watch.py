@@ -51,6 +51,7 @@ from typing import Final, Literal, TypeAlias
 from urllib.parse import quote
 
 import aiohttp
+from prometheus_client import Counter
 from structlog.typing import FilteringBoundLogger
 
 from watcher.adapters.kube.request import (
@@ -231,6 +232,9 @@ class Watcher:
         self._watch_timeout = aiohttp.ClientTimeout(
             sock_connect=settings.connect_timeout_s, sock_read=settings.watch_inactivity_timeout_s
         )
+        # Per-event metric children looked up once: labels() costs more than the increment.
+        self._event_counters: dict[str, Counter] = {}
+        self._last_event = metrics.watch_last_event.labels(resource=resource.name)
 
     @property
     def resource_version(self) -> str | None:
@@ -430,7 +434,12 @@ class Watcher:
             # resourceVersion cannot.
             self._metrics.malformed.labels(source=f"watch_{name}").inc()
             raise _Restart("error", f"malformed watch line: {exc}") from exc
-        self._metrics.watch_events.labels(resource=name, type=etype).inc()
+        counter = self._event_counters.get(etype)
+        if counter is None:
+            counter = self._metrics.watch_events.labels(resource=name, type=etype)
+            if etype in _CHANGE_TYPES or etype in ("BOOKMARK", "ERROR"):
+                self._event_counters[etype] = counter  # bounded: unknown types not kept
+        counter.inc()
         if etype == "ERROR":
             raise _restart_for(error_for(None, obj, "watch error event", self._target))
         change = _CHANGE_TYPES.get(etype)
@@ -439,7 +448,7 @@ class Watcher:
             # and its resourceVersion is not trusted to resume from.
             self._log.warning("watch_event_type_unknown", type=etype)
             return None
-        self._metrics.watch_last_event.labels(resource=name).set_to_current_time()
+        self._last_event.set_to_current_time()
         rv = _meta(obj).get("resourceVersion")
         if isinstance(rv, str) and rv:
             self._rv = rv

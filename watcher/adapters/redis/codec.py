@@ -86,6 +86,8 @@ def encode_dead_letter(letter: DeadLetter) -> bytes:
             "history": [_attempt(a) for a in letter.history],
             "report": letter.report,
             "started": letter.started.value,
+            "redrive_count": letter.redrive_count,
+            "redrive_of": letter.redrive_of,
         },
     )
 
@@ -148,6 +150,9 @@ def decode_dead_letter(raw: bytes | str) -> DeadLetter:
         history=tuple(_decode_attempt(f) for f in d.children("history")),
         report=d.obj("report"),
         started=d.started("started"),
+        # Both absent in entries written before redrive existed.
+        redrive_count=d.integer("redrive_count") if d.get("redrive_count", None) is not None else 0,
+        redrive_of=d.text("redrive_of", ""),
     )
 
 

@@ -28,6 +28,15 @@ Layout for prefix ``kube-dlq`` and cluster ``prod`` (``{prod}`` is a Redis Clust
                                                   finalizer is still to remove, score = when (ms)
     kube-dlq:{prod}:leader:fence         string   the highest leadership term a write carried
                                                   (docs/scale-out.md, "Fencing"); no TTL
+    kube-dlq:{prod}:redrive:<queue>/<id> hash     a dead letter being redriven (docs/redrive.md):
+                                                  the entry as it was stored, its sealed plan
+                                                  (namespace, Job name, token, redrive number,
+                                                  overrides), begins, then the created Job's uid;
+                                                  no TTL (removed when the daemon settles it)
+    kube-dlq:{prod}:redriving            zset     "<queue>/<id>" of every redrive record,
+                                                  score = when it was claimed (ms)
+    kube-dlq:{prod}:archive:<queue>      stream   entries whose redriven Job succeeded, fields
+                                                  "data" (the entry), "of", "job"; capped
 
 Hash tags: every key of one (prefix, cluster) carries the same ``{cluster}`` tag, so each Lua
 script's keys live in one slot and the scripts run unchanged on Redis Cluster. The price is
@@ -172,6 +181,21 @@ class Keys:
     @property
     def retry_finalize(self) -> str:
         return f"{self.base}:retry:finalize"
+
+    def redrive_record(self, entry_id: str) -> str:
+        """The redriving record of ``<queue>/<stream-id>`` (written by redrive_claim.lua)."""
+        if not entry_id:
+            raise ValueError("entry id must not be empty")
+        return f"{self.base}:redrive:{entry_id}"
+
+    @property
+    def redriving(self) -> str:
+        """Every redriving record's entry id, scored by its claim time (ms)."""
+        return f"{self.base}:redriving"
+
+    def dlq_archive(self, queue: str) -> str:
+        """Entries of `queue` whose redriven Job succeeded (capped like the queue)."""
+        return f"{self.base}:archive:{self.dlq(queue).removeprefix(self.dlq_prefix)}"
 
     @property
     def leader_fence(self) -> str:

@@ -57,6 +57,7 @@ from watcher.adapters.redis.durability import Durability
 from watcher.adapters.redis.fencing import Fence, TermSource, unfenced
 from watcher.adapters.redis.guard import Guard, as_bytes, check_client, ms, stream_id_key, text
 from watcher.adapters.redis.keys import STREAM_FIELD, Keys
+from watcher.adapters.redis.redrive import RedriveRecords
 from watcher.adapters.redis.seal import ForgedEntry, Seal, open_ticket, seal_letter, seal_ticket
 from watcher.core.errors import SinkError
 from watcher.core.model import (
@@ -82,7 +83,7 @@ FORGET_BATCH: Final = 500
 """Markers read from the index, and at most forgotten, per round-trip of `forget_absent`."""
 
 
-class RedisStore(CreateRecords):
+class RedisStore(CreateRecords, RedriveRecords):
     """Dead letters, retry tickets and the exactly-once markers of one cluster in one Redis."""
 
     def __init__(
@@ -119,6 +120,7 @@ class RedisStore(CreateRecords):
         self._abandon_script = redis.register_script(scripts.ABANDON_RETRY)
         self._forget_script = redis.register_script(scripts.FORGET)
         self._register_create_scripts()
+        self._register_redrive_scripts()
         self._fence = Fence(redis, self._keys, self._guard, unfenced)  # every write script
 
     def with_term(self, term: TermSource) -> RedisStore:
@@ -144,29 +146,33 @@ class RedisStore(CreateRecords):
         and to entries younger than ``stream_max_age_s`` in the same step; the result's
         ``trimmed`` is how many entries that removed (exactly, not approximately).
         """
-        k = self._keys
-        payload = seal_letter(self._seal, k, letter)
+        keys, args = self._dead_letter_call(letter)
         reply = await self._fence.call(
-            "dead_letter",
-            self._dead_letter_script,
-            keys=[
-                k.outcome(letter.job.uid),
-                k.dlq(letter.queue),
-                k.queues,
-                k.outcome_index,
-                k.outcome_seq,
-                *k.dlq_entry_indexes(letter.queue, letter.failure_class, letter.job.namespace),
-            ],
-            args=[
-                letter.queue,
-                payload,
-                self._stream_maxlen,
-                self._stream_max_age_ms,
-                STREAM_FIELD,
-                _member(letter.job),
-            ],
+            "dead_letter", self._dead_letter_script, keys=keys, args=args
         )
         return self._write_result(letter.job.uid, reply)
+
+    def _dead_letter_call(self, letter: DeadLetter) -> tuple[list[Any], list[Any]]:
+        """KEYS and ARGV of dead_letter.lua for `letter` (redrive_failed.lua adds to both)."""
+        k = self._keys
+        keys = [
+            k.outcome(letter.job.uid),
+            k.dlq(letter.queue),
+            k.queues,
+            k.outcome_index,
+            k.outcome_seq,
+            *k.dlq_entry_indexes(letter.queue, letter.failure_class, letter.job.namespace),
+        ]
+        payload = seal_letter(self._seal, k, letter)
+        max_age = self._stream_max_age_ms
+        return keys, [
+            letter.queue,
+            payload,
+            self._stream_maxlen,
+            max_age,
+            STREAM_FIELD,
+            _member(letter.job),
+        ]
 
     async def schedule_retry(self, ticket: RetryTicket, *, delay_s: float = 0.0) -> WriteResult:
         """Store `ticket` as due `delay_s` from now unless its job uid was already handled.
