@@ -31,11 +31,17 @@ soak: deps
 	$(PY) -m watcher dev build
 	KUBE_DLQ_SOAK=1 $(PY) -m pytest -p no:cacheprovider tests/faults -s
 
-## Benchmarks (docs/performance.md): throughput on one core against a bare consumer, kopf and
-## client models, each printing a table and writing JSON; --check fails below bench/thresholds.json.
+## Benchmarks (docs/performance.md), each printing a table and writing JSON: throughput on one
+## core against a bare consumer, kopf and client models (--check: bench/thresholds.json); the
+## retry scheduler; latency, memory and cold start on the local control plane. Long: not in test.
 bench: deps
 	$(PY) -m pip install -q -e '.[bench]'
+	$(PY) -m watcher dev build
 	$(PY) -m bench.throughput --copies 100 --check full
+	$(PY) -m bench.scheduler --json /tmp/kube-dlq-bench-scheduler.json
+	$(PY) -m bench.latency --json /tmp/kube-dlq-bench-latency.json
+	$(PY) -m bench.memory --n 10000 --json /tmp/kube-dlq-bench-memory.json
+	$(PY) -m bench.coldstart --n 10000 --json /tmp/kube-dlq-bench-coldstart.json
 
 ## Render deploy/manifests/ from the Helm chart (make test fails when they are out of date).
 manifests: binaries

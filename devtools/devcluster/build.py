@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from devtools.devcluster import versions
+from devtools.devcluster import build_progress, versions
 
 GOMOD_DIR = Path(__file__).parent / "gomod"
 STAGES_FILE = Path(__file__).parent / "stages.yaml"
@@ -299,17 +299,19 @@ def _build(
     log = root / "logs" / f"build-{component}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     target = str(tmp / output_name) if output_name else str(tmp) + "/"
-    cmd = [go, "build", "-trimpath", "-ldflags", ldflags, "-o", target, *packages]
+    cmd = [go, "build", "-v", "-trimpath", "-ldflags", ldflags, "-o", target, *packages]
     progress(f"building {component} from the Go module proxy (once; log: {log})")
     started = time.monotonic()
     with log.open("w") as fh:
         fh.write(" ".join(cmd) + "\n")
         fh.flush()
-        result = subprocess.run(cmd, cwd=src, env=_go_env(env), stdout=fh, stderr=fh, check=False)
-    if result.returncode != 0:
+        returncode = build_progress.run(
+            cmd, cwd=src, env=_go_env(env), log=log, log_file=fh, component=component,
+            progress=progress,
+        )  # fmt: skip
+    if returncode != 0:
         raise BuildError(
-            f"building {component} failed (go exit {result.returncode}); see {log}: "
-            + _tail(log, 3)
+            f"building {component} failed (go exit {returncode}); see {log}: " + _tail(log, 3)
         )
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.rename(out_dir)
