@@ -133,6 +133,18 @@ async def test_every_panel_query_and_alert_expression_returns_data(
             within=20,
             what="a trimmed dead letter in Prometheus",
         )
+        # delta() and deriv() need two samples of the depth gauge, which is refreshed every
+        # dead_letter.depth_refresh_s (15 s): decided at once, the failures can all land
+        # before its second refresh
+        await eventually(
+            lambda: _scraped(
+                prom,
+                'min(count_over_time(kube_dlq_dead_letter_queue_depth{queue="default"}[1h]))',
+                2,
+            ),
+            within=40,
+            what="two samples of both replicas' queue depth in Prometheus",
+        )
         await asyncio.sleep(3)  # a few more scrapes after the last change, for rate()
 
         # Then one replica of the two leads, and the capped queue is one entry, not one per
