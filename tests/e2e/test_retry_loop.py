@@ -356,6 +356,9 @@ class ClaimSignal:
         self.claimed.set()
         return got
 
+    async def next_due_in(self) -> float | None:
+        return await self.inner.next_due_in()
+
     async def begin_create(
         self, ticket_id: str, *, claim: int, job: JobRef, lineage: Lineage
     ) -> CreateIntent:
