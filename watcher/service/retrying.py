@@ -135,7 +135,8 @@ class RetryLoop:
     # --- public -------------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Fire due tickets every ``poll_interval_s`` (net of the work) until `stop` is set.
+        """Fire due tickets until `stop` is set: again at once after a full batch, else when
+        the next ticket is due, every ``poll_interval_s`` (net of the work) at the latest.
 
         Returns once `stop` is set: a create already in flight finishes and its ticket is
         settled, claimed tickets not yet started are released for another replica. Redis
