@@ -222,3 +222,21 @@ async def test_hand_written_garbage_in_the_claim_and_create_records_does_not_sta
     assert claimed.claim == 1
     assert intent.status is BeginStatus.BEGUN
     assert settled.status is BeginStatus.BEGUN
+
+
+async def test_next_due_in_is_the_earliest_due_or_lease_end_on_redis_clock(redis: Redis) -> None:
+    # Given no ticket, then tickets due in 30 s and 10 s (the loop sleeps this long at most)
+    store = make_store(redis)
+    assert await store.next_due_in() is None
+    await store.schedule_retry(ticket("late", due_at=T0_UNIX), delay_s=30)
+    await store.schedule_retry(ticket("soon", due_at=T0_UNIX), delay_s=10)
+    due_in = await store.next_due_in()
+    assert due_in is not None and 9.9 <= due_in <= 10.0
+
+    # When one is due now it is 0; once claimed, its lease end (60 s) is later than 10 s
+    await store.schedule_retry(ticket("now", due_at=T0_UNIX), delay_s=0)
+    assert await store.next_due_in() == 0.0
+    claimed = await store.claim_due_retries(limit=10)
+    assert [item.ticket_id for item in claimed] == ["now"]
+    due_in = await store.next_due_in()
+    assert due_in is not None and 9.8 <= due_in <= 10.0

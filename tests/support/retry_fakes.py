@@ -163,6 +163,11 @@ class FakeRetryStore:
     async def pending_retries(self) -> int:
         return len(self.due) + len(self.inflight)
 
+    async def next_due_in(self) -> float | None:
+        self._maybe_fail("next_due_in")
+        times = [*self.due.values(), *self.inflight.values()]
+        return max(0.0, min(times) - self.now) if times else None
+
     async def due_finalizers(self, *, limit: int) -> list[JobRef]:
         self._maybe_fail("due_finalizers")
         ready = sorted((at, job.uid, job) for job, at in self.finalize.items() if at <= self.now)

@@ -171,6 +171,7 @@ CASES: dict[str, tuple[object, Probe, object]] = {
     ),
     "retry_loop.poll_interval_s": (2, lambda d: d.retry_loop._settings.poll_interval_s, 2),
     "retry_loop.batch_size": (9, lambda d: d.retry_loop._settings.batch_size, 9),
+    "retry_loop.fire_concurrency": (3, lambda d: d.retry_loop._settings.fire_concurrency, 3),
     "retry_loop.defer_base_s": (5, lambda d: d.retry_loop._settings.defer_base_s, 5),
     "retry_loop.defer_cap_s": (120, lambda d: d.retry_loop._settings.defer_cap_s, 120),
     "retry_loop.error_backoffs_s": (

@@ -194,6 +194,11 @@ class RetryLoopSettings:
     batch_size: int = 25
     """Tickets claimed per call. A full batch is followed at once by the next claim, so this
     bounds one claim's work, not the throughput."""
+    fire_concurrency: int = 16
+    """Tickets of a claimed batch fired at once. Each ticket costs three or four Redis
+    round-trips and a POST; one after the other they cap a loop at a few hundred fires per
+    second (docs/performance.md, "Retry scheduler"). 1 fires them one by one; more raises the
+    burst of creates the apiserver sees."""
     defer_base_s: float = 15.0
     """First delay before a ticket whose create failed transiently is tried again."""
     defer_cap_s: float = 600.0

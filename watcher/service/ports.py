@@ -117,6 +117,11 @@ class RetryStore(Protocol):
 
     async def pending_retries(self) -> int: ...
 
+    async def next_due_in(self) -> float | None:
+        """Seconds until a ticket can next be claimed (Redis's clock): 0 if one can now, None
+        if none is stored. Tells the loop how long it may sleep."""
+        ...
+
 
 class JobsPort(Protocol):
     """Jobs in the API (`watcher.adapters.kube.jobs.JobsAPI`)."""

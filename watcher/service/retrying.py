@@ -2,7 +2,9 @@
 
 Each cycle claims up to ``batch_size`` due tickets (leased for redis.retry_claim_lease_s, on
 Redis's clock), creates the Job ``watcher.core.manifest.manifest_for_ticket`` builds from each,
-settles the ticket, then removes the finalizers that are due:
+settles the ticket, then removes the finalizers that are due. Up to ``fire_concurrency``
+tickets of a batch are fired at once, each as below; between cycles the loop sleeps until the
+next ticket is due (Redis's clock), at most ``poll_interval_s`` and at least 50 ms:
 
     create result                      ticket          outcome label    log event
     201 Created                        settle (uid)    created          retry_fired
@@ -38,6 +40,13 @@ At most once (docs/exactly-once.md has the argument and what it does not cover):
 Redis failures are counted (``redis_errors{operation}``) and end the cycle; ``run`` backs off
 and carries on. A ticket whose settling failed stays leased and comes back after its lease;
 its Job, if created, is then found by its token. Nothing is dropped.
+
+Firing concurrently changes none of this. A SinkError or FencedWrite of one ticket ends the
+cycle: no further ticket is started and the tickets in flight are cancelled wherever they
+are, before or after their POST or settle. For the at-most-once argument that is a crash of
+the replica mid-create, which it already covers: each cancelled ticket stays leased, comes
+back after its lease, and its next claim, told an earlier claim began, looks for the Job by
+its token before any POST. Every ticket is still fired by one task holding its own claim.
 """
 
 from __future__ import annotations
@@ -68,6 +77,7 @@ from watcher.core.rawjson import RawObject
 from watcher.core.settings import RetryLoopSettings
 from watcher.kit.aio import sleep_or_stop
 from watcher.kit.metrics import Metrics
+from watcher.service.bounded import fire_bounded
 from watcher.service.ports import JobsPort, RetryStore
 
 __all__ = ["Outcome", "RetryLoop"]
@@ -80,6 +90,9 @@ apiserver rejects as invalid. Everything else (401, 403, 429, 5xx, no response) 
 credentials rotate, RBAC gets fixed, a Terminating namespace answers 403 until it is gone."""
 
 _MAX_TRACKED_DEFERRALS: Final = 10_000
+_MIN_WAIT_S: Final = 0.05
+"""Shortest sleep between cycles that claimed less than a batch: a ticket due "now" that the
+claim did not return (another replica took it) must not make the loop spin."""
 _REASON_CHARS: Final = 500
 
 
@@ -122,7 +135,8 @@ class RetryLoop:
     # --- public -------------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Fire due tickets every ``poll_interval_s`` (net of the work) until `stop` is set.
+        """Fire due tickets until `stop` is set: again at once after a full batch, else when
+        the next ticket is due, every ``poll_interval_s`` (net of the work) at the latest.
 
         Returns once `stop` is set: a create already in flight finishes and its ticket is
         settled, claimed tickets not yet started are released for another replica. Redis
@@ -153,7 +167,7 @@ class RetryLoop:
                     self._log.exception("retry_cycle_crashed", retry_in_s=wait)
                 else:
                     failures = 0
-                    wait = self._next_wait(claimed, loop.time() - started)
+                    wait = await self._next_wait(claimed, loop.time() - started)
                 await sleep_or_stop(stop, wait)
         except asyncio.CancelledError:
             self._log.info("retry_loop_cancelled")
@@ -184,11 +198,13 @@ class RetryLoop:
                 self._metrics.forged.labels(kind="retry_ticket").inc()
             event = "retry_ticket_forged" if bad.forged else "retry_ticket_quarantined"
             self._log.warning(event, ticket_id=bad.ticket_id, error=bad.error)
-        for index, item in enumerate(claimed):
-            if stop is not None and stop.is_set():
-                await self._give_back(claimed[index:])
-                break
-            await self._fire_guarded(item)
+        await fire_bounded(
+            list(claimed),
+            self._fire_guarded,
+            limit=settings.fire_concurrency,
+            stop=stop,
+            give_back=self._give_back,
+        )
         await self._finish_finalizers()
         pending = await self._redis("pending_retries", self._store.pending_retries())
         self._metrics.retries_pending.set(pending)
@@ -198,7 +214,9 @@ class RetryLoop:
         backoffs = self._settings.error_backoffs_s
         return backoffs[min(failures, len(backoffs) - 1)]
 
-    def _next_wait(self, claimed: int, elapsed: float) -> float:
+    async def _next_wait(self, claimed: int, elapsed: float) -> float:
+        """0 after a full batch; else until the next ticket is due, within the poll interval
+        (net of the cycle's work) and never under _MIN_WAIT_S."""
         interval = self._settings.poll_interval_s
         if claimed >= self._settings.batch_size:
             return 0.0  # more tickets may be due: claim again at once
@@ -206,7 +224,16 @@ class RetryLoop:
             self._log.warning(
                 "retry_cycle_overran", elapsed_s=round(elapsed, 3), poll_interval_s=interval
             )
-        return max(0.0, interval - elapsed)
+        wait = max(0.0, interval - elapsed)
+        try:
+            due_in = await self._redis("next_due_in", self._store.next_due_in())
+        except SinkError as exc:
+            # Counted; the poll interval is the fallback, and the next claim will tell.
+            self._log.warning("retry_next_due_unknown", error=str(exc))
+            return wait
+        if due_in is None:
+            return wait
+        return min(wait, max(_MIN_WAIT_S, due_in))
 
     async def _give_back(self, items: Sequence[ClaimedTicket]) -> None:
         """Release claimed tickets we will not fire (stopping), so no one waits for the lease."""

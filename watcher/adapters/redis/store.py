@@ -53,6 +53,7 @@ from watcher.adapters.redis import scripts, servers
 from watcher.adapters.redis.client import RedisClient
 from watcher.adapters.redis.codec import CorruptEntry
 from watcher.adapters.redis.creates import CreateRecords
+from watcher.adapters.redis.due import DueTimes
 from watcher.adapters.redis.durability import Durability
 from watcher.adapters.redis.fencing import Fence, TermSource, unfenced
 from watcher.adapters.redis.guard import Guard, as_bytes, check_client, ms, stream_id_key, text
@@ -83,7 +84,7 @@ FORGET_BATCH: Final = 500
 """Markers read from the index, and at most forgotten, per round-trip of `forget_absent`."""
 
 
-class RedisStore(CreateRecords, RedriveRecords):
+class RedisStore(CreateRecords, RedriveRecords, DueTimes):
     """Dead letters, retry tickets and the exactly-once markers of one cluster in one Redis."""
 
     def __init__(

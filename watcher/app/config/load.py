@@ -311,6 +311,9 @@ def _parse_retry_loop(raw: object) -> RetryLoopSettings:
     return RetryLoopSettings(
         poll_interval_s=s.duration("poll_interval_s", d.poll_interval_s, positive=True, max_s=3600),
         batch_size=s.integer("batch_size", d.batch_size, min_value=1, max_value=10_000),
+        fire_concurrency=s.integer(
+            "fire_concurrency", d.fire_concurrency, min_value=1, max_value=1_000
+        ),
         defer_base_s=defer_base_s,
         defer_cap_s=_at_least(
             s,
