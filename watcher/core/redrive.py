@@ -358,6 +358,8 @@ def failed_again(
         started=classification.started,
         redrive_count=plan.redrive,
         redrive_of=entry_id,
+        # The earlier indexes are not this Job's: a --failed-indexes redrive renumbers them.
+        failed_indexes=(),
     )
 
 
