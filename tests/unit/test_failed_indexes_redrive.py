@@ -3,6 +3,7 @@ against the in-memory fakes of tests/unit/test_redrive_service.py."""
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 from typing import Any
 
@@ -10,6 +11,8 @@ import pytest
 
 from tests.support.fakes import FakeJobs
 from tests.unit.test_redrive_service import ENTRY, FakeRedriveStore, redriver
+from watcher.cli.dlq_redrive import add_arguments, request_from
+from watcher.core.dlq_filter import DeadLetterFilter
 from watcher.core.model import Classification, DeadLetter, FailureClass, JobRef
 from watcher.core.redrive import (
     ORIGINAL_INDEXES_ENV,
@@ -21,6 +24,7 @@ from watcher.core.redrive import (
     index_refusal,
     redrive_manifest,
 )
+from watcher.core.settings import Settings
 from watcher.service.redrive import Verdict
 
 TOKEN = "0123456789abcdef0123456789abcdef"
@@ -176,3 +180,12 @@ def test_the_choice_is_in_the_history_when_the_redrive_fails_again() -> None:
 def test_overrides_describe_the_choice() -> None:
     over = dataclasses.replace(Overrides(memory="2Gi"), failed_indexes="1,3")
     assert over.describe() == "memory=2Gi, failed-indexes=1,3"
+
+
+def test_the_flag_reaches_the_request() -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    config = Settings(cluster_name="t")
+    on = request_from(parser.parse_args([ENTRY, "--failed-indexes"]), config, DeadLetterFilter())
+    off = request_from(parser.parse_args([ENTRY]), config, DeadLetterFilter())
+    assert (on.failed_indexes, off.failed_indexes) == (True, False)

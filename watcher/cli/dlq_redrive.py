@@ -141,7 +141,7 @@ def request_from(
         rate=rate,
         max_redrives=args.max_redrives,
         overrides=Overrides(memory=memory, image=args.image or ""),
-        failed_indexes=bool(getattr(args, "failed_indexes", False)),
+        failed_indexes=args.failed_indexes,
     )
 
 
