@@ -60,6 +60,7 @@ examples:
   kube-dlq dlq redrive -c config.yaml --namespace etl --rate 5/s     # at most 5 Jobs a second
   kube-dlq dlq redrive -c config.yaml batch/1795827114648-0 --memory 4Gi --image app:v2.1
   kube-dlq dlq redrive -c config.yaml --all --max-redrives 1         # never a third time
+  kube-dlq dlq redrive -c config.yaml batch/1795827114648-0 --failed-indexes  # Indexed Job
 
 Each entry leaves its queue when claimed; the daemon archives it when the new Job succeeds
 (`dlq list --archived`) and puts it back, with redrive_count + 1, when it fails. Interrupted?
@@ -77,6 +78,8 @@ class RedriveRequest:
     """Jobs per second at most (None: as fast as the API answers)."""
     max_redrives: int
     overrides: Overrides
+    failed_indexes: bool = False
+    """Re-run only each entry's recorded failed indexes (Indexed Jobs)."""
 
 
 def add_arguments(cmd: argparse.ArgumentParser) -> None:
@@ -95,6 +98,12 @@ def add_arguments(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("--memory", metavar="Q", help="set every container's memory limit, e.g. 4Gi")
     cmd.add_argument(
         "--image", metavar="[CONTAINER=]IMAGE", help="another image (CONTAINER= for several)"
+    )
+    cmd.add_argument(
+        "--failed-indexes",
+        action="store_true",
+        help="Indexed Jobs: run only the indexes that failed; the workload reads its original "
+        "index from $KUBE_DLQ_ORIGINAL_INDEXES (other entries are skipped)",
     )
 
 
@@ -132,6 +141,7 @@ def request_from(
         rate=rate,
         max_redrives=args.max_redrives,
         overrides=Overrides(memory=memory, image=args.image or ""),
+        failed_indexes=args.failed_indexes,
     )
 
 
@@ -178,6 +188,7 @@ async def redrive_entries(
             max_redrives=request.max_redrives,
             overrides=request.overrides,
             dry_run=request.dry_run,
+            failed_indexes=request.failed_indexes,
             in_scope=lambda ns: namespace_allowed(ns, config.scope, selected),
         )
         work, early = await _targets(queries, store, redriver, request)

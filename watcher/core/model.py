@@ -157,6 +157,8 @@ class PodSnapshot:
     conditions: tuple[Condition, ...] = ()
     containers: tuple[ContainerOutcome, ...] = ()
     created_at: float | None = None
+    completion_index: str = ""
+    """An Indexed Job's pod: its ``batch.kubernetes.io/job-completion-index`` annotation."""
 
     def condition(self, type_: str) -> Condition | None:
         return next((c for c in self.conditions if c.type == type_), None)
@@ -283,6 +285,9 @@ class DeadLetter:
     """How many times `dlq redrive` re-created this Job before it landed here again."""
     redrive_of: str = ""
     """The earlier entry (``<queue>/<stream-id>``) whose redriven Job this entry's failed."""
+    failed_indexes: tuple[int, ...] = ()
+    """An Indexed Job's failed completion indexes, sorted (watcher.core.indexes); () when not
+    Indexed, not known, or stored before they were recorded."""
 
 
 @dataclass(frozen=True, slots=True)

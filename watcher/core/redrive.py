@@ -14,7 +14,8 @@ daemon's settling of redriven Jobs (watcher.service.redrive_settle):
   budget: a manual redrive does not use it up), with the pointer annotations, the
   ``redrive-ack`` finalizer and the overrides;
 * `refusal`: why an entry must not be redriven (another controller manages it, too many
-  redrives);
+  redrives); `index_refusal`: why ``--failed-indexes`` cannot apply (not Indexed, none
+  recorded);
 * `redrive_pointer`: the pointer read back from a Job, hostile input, parsed strictly;
 * `failed_again`: the dead letter of a redriven Job that failed: ``redrive_count`` + 1, a link
   to the earlier entry, the history with this attempt.
@@ -38,6 +39,7 @@ from watcher.core.annotations import (
     ANNOTATION_REDRIVE_TOKEN,
     FINALIZER_REDRIVE_ACK,
 )
+from watcher.core.indexes import format_indexes, is_indexed, parse_indexes
 from watcher.core.lineage import LINEAGE_ANNOTATIONS, TOKEN_RE
 from watcher.core.manifest import MAX_JOB_NAME, replayable_manifest
 from watcher.core.memory import format_quantity, parse_quantity
@@ -47,6 +49,7 @@ from watcher.core.rawjson import RawObject
 __all__ = [
     "JOB_CONTROLLER",
     "NO_OVERRIDES",
+    "ORIGINAL_INDEXES_ENV",
     "Claim",
     "ClaimStatus",
     "Overrides",
@@ -55,6 +58,7 @@ __all__ = [
     "decode_plan",
     "encode_plan",
     "failed_again",
+    "index_refusal",
     "is_this_job",
     "original_name_of",
     "parse_image_override",
@@ -70,6 +74,8 @@ JOB_CONTROLLER: Final = "kubernetes.io/job-controller"
 _ENTRY_ID_RE: Final = re.compile(r"[a-z0-9._-]{1,63}/[0-9]{1,20}-[0-9]{1,20}")
 _DNS_LABEL_RE: Final = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _HASH_LEN: Final = 6
+ORIGINAL_INDEXES_ENV: Final = "KUBE_DLQ_ORIGINAL_INDEXES"
+"""Set on every container by ``--failed-indexes``: the original indexes, ``"1,3,4"``."""
 _REASON_CHARS: Final = 500
 
 
@@ -81,10 +87,16 @@ class Overrides:
     """A memory quantity: every container's memory limit, and requests above it, become it."""
     image: str = ""
     """An image for the only container, or ``<container>=<image>``."""
+    failed_indexes: str = ""
+    """``--failed-indexes``: the original indexes the new Job runs, ``"1,3"`` (one entry's)."""
 
     def describe(self) -> str:
-        """``memory=2Gi, image=app:v2``; "" without overrides."""
-        parts = [(key, value) for key, value in (("memory", self.memory), ("image", self.image))]
+        """``memory=2Gi, image=app:v2, failed-indexes=1,3``; "" without overrides."""
+        parts = (
+            ("memory", self.memory),
+            ("image", self.image),
+            ("failed-indexes", self.failed_indexes),
+        )
         return ", ".join(f"{key}={value}" for key, value in parts if value)
 
 
@@ -119,12 +131,14 @@ def decode_plan(raw: bytes) -> RedrivePlan:
     over = doc.get("overrides")
     over = over if isinstance(over, dict) else {}
     texts = [doc.get(k) for k in ("namespace", "name", "token")]
-    texts += [over.get("memory", ""), over.get("image", "")]
+    texts += [over.get(k, "") for k in ("memory", "image", "failed_indexes")]
     number = doc.get("redrive")
     if not all(isinstance(t, str) for t in texts) or type(number) is not int or number < 1:
         raise ValueError("redrive plan: a field is missing or of the wrong type")
-    namespace, name, token, memory, image = (str(t) for t in texts)
-    return RedrivePlan(namespace, name, token, number, Overrides(memory, image))
+    namespace, name, token, memory, image, indexes = (str(t) for t in texts)
+    if indexes and not parse_indexes(indexes):
+        raise ValueError("redrive plan: failed_indexes is not a list of indexes")
+    return RedrivePlan(namespace, name, token, number, Overrides(memory, image, indexes))
 
 
 def redrive_job_name(original_name: str, entry_id: str, redrive: int) -> str:
@@ -199,7 +213,49 @@ def redrive_manifest(letter: DeadLetter, plan: RedrivePlan, entry_id: str) -> Ra
         _set_memory(pod, parse_quantity(plan.overrides.memory))
     if plan.overrides.image:
         _set_image(pod, *parse_image_override(plan.overrides.image))
+    if plan.overrides.failed_indexes:
+        _only_indexes(body["spec"], pod, plan.overrides.failed_indexes)
     return body
+
+
+def index_refusal(letter: DeadLetter) -> str:
+    """Why ``--failed-indexes`` cannot redrive `letter`, or "" when it can."""
+    if not is_indexed(letter.manifest):
+        return "--failed-indexes: the Job is not Indexed (spec.completionMode), not redriven"
+    if not letter.failed_indexes:
+        return "--failed-indexes: no failed indexes were recorded for this entry, not redriven"
+    return ""
+
+
+def _only_indexes(spec: dict[str, Any], pod: dict[str, Any], original: str) -> None:
+    """Run only the `original` indexes: index i of the new Job is the i-th of them, which the
+    workload reads from ORIGINAL_INDEXES_ENV (docs/redrive.md)."""
+    indexes = parse_indexes(original)
+    if not indexes:
+        raise ValueError(f"--failed-indexes: not a list of indexes: {original[:100]!r}")
+    count = len(indexes)
+    spec["completionMode"] = "Indexed"
+    spec["completions"] = count
+    parallelism = spec.get("parallelism")
+    spec["parallelism"] = min(parallelism if type(parallelism) is int else 1, count)
+    limit = spec.get("maxFailedIndexes")
+    if type(limit) is int and limit > count:
+        spec["maxFailedIndexes"] = count  # the API refuses more than completions
+    # Its rules name the original indexes, which the new Job numbers 0..count-1.
+    spec.pop("successPolicy", None)
+    shown = format_indexes(indexes)
+    for key in ("initContainers", "containers"):
+        found = pod.get(key)
+        for container in found if isinstance(found, list) else ():
+            if not isinstance(container, dict):
+                continue
+            env = container.get("env")
+            kept = [e for e in env if not _is_env(e)] if isinstance(env, list) else []
+            container["env"] = [*kept, {"name": ORIGINAL_INDEXES_ENV, "value": shown}]
+
+
+def _is_env(item: object) -> bool:
+    return isinstance(item, dict) and item.get("name") == ORIGINAL_INDEXES_ENV
 
 
 def _containers(pod: dict[str, Any]) -> list[dict[str, Any]]:
@@ -302,6 +358,8 @@ def failed_again(
         started=classification.started,
         redrive_count=plan.redrive,
         redrive_of=entry_id,
+        # The earlier indexes are not this Job's: a --failed-indexes redrive renumbers them.
+        failed_indexes=(),
     )
 
 

@@ -46,6 +46,7 @@ __all__ = [
 JOB_UID_LABELS = ("batch.kubernetes.io/controller-uid", "controller-uid")
 
 _EMPTY: Mapping[str, object] = {}
+_COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
 
 # RFC 3339 as Kubernetes writes it (metav1.Time, metav1.MicroTime); the fraction is cut to
 # microseconds because that is all `datetime` keeps.
@@ -116,6 +117,7 @@ def pod_snapshot(raw: RawPod | RawMapping, *, deleted: bool = False) -> PodSnaps
         containers=_containers(status, "initContainerStatuses", init=True)
         + _containers(status, "containerStatuses", init=False),
         created_at=parse_time(meta.get("creationTimestamp")),
+        completion_index=_str(_mapping(meta.get("annotations")), _COMPLETION_INDEX)[:20],
     )
 
 

@@ -19,6 +19,7 @@ from structlog.typing import FilteringBoundLogger
 from watcher.core.classify import ClassifyRules, classify
 from watcher.core.decide import decide
 from watcher.core.errors import KubeAPIError, PolicyError
+from watcher.core.indexes import failed_indexes_of
 from watcher.core.lineage import LINEAGE_ANNOTATIONS, Lineage, lineage_of, record_pointer
 from watcher.core.manifest import attempt_of, replayable_manifest
 from watcher.core.memory import MemoryBump, bump_memory, without_bump_annotation
@@ -200,6 +201,10 @@ class FailureHandler:
                     history=(*history, record),
                     report=evidence_document(report, decision),
                     started=classification.started,
+                    failed_indexes=failed_indexes_of(
+                        raw_job,
+                        (p.completion_index for p in report.pods if p.phase == "Failed"),
+                    ),
                 )
             )
         self._count(classification, decision, write, policy)

@@ -4,7 +4,8 @@ Per entry, in this order (the automatic retry path's idea, begin_create then set
 to an entry instead of a ticket):
 
     1. refuse, touching nothing: another controller's Job (spec.managedBy), --max-redrives
-       reached, a namespace outside scope, an override that does not fit the manifest;
+       reached, a namespace outside scope, an override that does not fit the manifest,
+       --failed-indexes for a Job that is not Indexed or recorded no failed indexes;
     2. claim (one Lua script): the entry leaves its queue for a redriving record holding the
        plan, fixed now: the namespace, the deterministic name, a random token, the number;
     3. POST the Job (annotated ``redrive-of`` and ``redrive-token``, finalizer ``redrive-ack``);
@@ -21,6 +22,7 @@ otherwise the record stays for the next run, and the result says so.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import uuid
 from collections.abc import Callable
@@ -29,6 +31,7 @@ from typing import Protocol
 
 from watcher.core.annotations import ANNOTATION_REDRIVE_OF, ANNOTATION_REDRIVE_TOKEN
 from watcher.core.errors import KubeAPIError, KubeConflict, KubeInvalid
+from watcher.core.indexes import format_indexes
 from watcher.core.model import DeadLetter
 from watcher.core.rawjson import RawObject
 from watcher.core.redrive import (
@@ -38,6 +41,7 @@ from watcher.core.redrive import (
     Overrides,
     RedrivePlan,
     RedriveRecord,
+    index_refusal,
     original_name_of,
     redrive_job_name,
     redrive_manifest,
@@ -94,6 +98,7 @@ class Redriver:
         max_redrives: int,
         overrides: Overrides = NO_OVERRIDES,
         dry_run: bool = False,
+        failed_indexes: bool = False,
         in_scope: Callable[[str], bool | None] = lambda _ns: True,
         token: Callable[[], str] = lambda: uuid.uuid4().hex,
     ) -> None:
@@ -103,6 +108,7 @@ class Redriver:
         self._max = max_redrives
         self._overrides = overrides
         self._dry_run = dry_run
+        self._failed_indexes = failed_indexes
         self._in_scope = in_scope
         self._token = token
 
@@ -110,6 +116,8 @@ class Redriver:
         """Redrive one entry read from its queue (its seal checked by the reader)."""
         namespace = letter.job.namespace
         why = refusal(letter, max_redrives=self._max)
+        if not why and self._failed_indexes:
+            why = index_refusal(letter)
         if not why:
             allowed = self._in_scope(namespace)
             if allowed is None:
@@ -119,15 +127,18 @@ class Redriver:
             return RedriveResult(entry_id, Verdict.SKIPPED, why)
         number = letter.redrive_count + 1
         name = redrive_job_name(original_name_of(letter), entry_id, number)
-        plan = RedrivePlan(namespace, name, self._token(), number, self._overrides)
+        overrides = self._overrides
+        if self._failed_indexes:  # this entry's own indexes, fixed in the plan with the rest
+            indexes = format_indexes(letter.failed_indexes)
+            overrides = dataclasses.replace(overrides, failed_indexes=indexes)
+        plan = RedrivePlan(namespace, name, self._token(), number, overrides)
         try:
             redrive_manifest(letter, plan, entry_id)  # an override that does not fit: before
         except ValueError as exc:
             return RedriveResult(entry_id, Verdict.SKIPPED, str(exc))
         if self._dry_run:
-            shown = f"{namespace}/{name}" + (
-                f" ({self._overrides.describe()})" if self._overrides.describe() else ""
-            )
+            described = overrides.describe()
+            shown = f"{namespace}/{name}" + (f" ({described})" if described else "")
             return RedriveResult(entry_id, Verdict.WOULD, shown)
         claim = await self._store.claim_redrive(entry_id, plan)
         if claim.status is ClaimStatus.GONE:

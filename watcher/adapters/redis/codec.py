@@ -26,6 +26,7 @@ import math
 from collections.abc import Iterator, Mapping
 from typing import Any, Final
 
+from watcher.core.indexes import MAX_INDEXES
 from watcher.core.model import (
     AttemptRecord,
     DeadLetter,
@@ -88,6 +89,7 @@ def encode_dead_letter(letter: DeadLetter) -> bytes:
             "started": letter.started.value,
             "redrive_count": letter.redrive_count,
             "redrive_of": letter.redrive_of,
+            "failed_indexes": list(letter.failed_indexes),
         },
     )
 
@@ -153,7 +155,17 @@ def decode_dead_letter(raw: bytes | str) -> DeadLetter:
         # Both absent in entries written before redrive existed.
         redrive_count=d.integer("redrive_count") if d.get("redrive_count", None) is not None else 0,
         redrive_of=d.text("redrive_of", ""),
+        failed_indexes=_indexes(d.get("failed_indexes", None)),
     )
+
+
+def _indexes(value: Any) -> tuple[int, ...]:
+    """Stored failed indexes; absent (older entries) or not a list of indexes: ()."""
+    if not isinstance(value, list) or len(value) > MAX_INDEXES:
+        return ()
+    if not all(type(i) is int and 0 <= i < 10**9 for i in value):
+        return ()
+    return tuple(sorted(set(value)))
 
 
 def decode_retry_ticket(raw: bytes | str) -> RetryTicket:
