@@ -48,7 +48,7 @@ from watcher.core.annotations import (
 )
 from watcher.core.errors import KubeUnavailable
 from watcher.core.lineage import Lineage
-from watcher.core.manifest import manifest_for_ticket, replayable_manifest
+from watcher.core.manifest import manifest_for_ticket, replayable_manifest, with_create_token
 from watcher.core.model import (
     AttemptRecord,
     ClaimedBatch,
@@ -496,7 +496,9 @@ async def test_ticket_whose_job_already_exists_is_acked_as_already_exists(
         job=JobRef(namespace, name, ""),
         lineage=Lineage(ticket.attempt, ticket.history),
     )
-    body = manifest_for_ticket(ticket, token=intent.token)
+    body = with_create_token(
+        manifest_for_ticket(ticket), ticket_id=ticket.job.uid, token=intent.token
+    )
     existing = await create_job(admin_api, namespace, body)
     await asyncio.sleep(0.3)
 

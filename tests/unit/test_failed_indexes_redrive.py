@@ -11,6 +11,7 @@ import pytest
 
 from tests.support.fakes import FakeJobs
 from tests.unit.test_redrive_service import ENTRY, FakeRedriveStore, redriver
+from tests.unit.test_redrive_service import letter as plain_letter
 from watcher.cli.dlq_redrive import add_arguments, request_from
 from watcher.core.dlq_filter import DeadLetterFilter
 from watcher.core.model import Classification, DeadLetter, FailureClass, JobRef
@@ -45,22 +46,8 @@ def indexed_letter(indexes: tuple[int, ...] = (1, 3), **spec: Any) -> DeadLetter
         "template": {"spec": pod},
         **spec,
     }
-    return DeadLetter(
-        queue="batch",
-        job=JobRef("etl", "work", "u1"),
-        failure_class=FailureClass.APP_ERROR,
-        reason="exit 1",
-        attempts=1,
-        failed_at=1.0,
-        cluster="c",
-        manifest={
-            "apiVersion": "batch/v1",
-            "kind": "Job",
-            "metadata": {"name": "work", "namespace": "etl"},
-            "spec": job_spec,
-        },
-        failed_indexes=indexes,
-    )
+    manifest = {**plain_letter().manifest, "spec": job_spec}
+    return plain_letter(manifest=manifest, failed_indexes=indexes)
 
 
 def plan(indexes: str) -> RedrivePlan:

@@ -35,7 +35,7 @@ from tests.support.objects import (
 )
 from watcher.core.errors import KubeForbidden, SinkError
 from watcher.core.lineage import CreateRecord, Lineage
-from watcher.core.manifest import manifest_for_ticket
+from watcher.core.manifest import manifest_for_ticket, with_create_token
 from watcher.core.memory import OomMemoryPolicy
 from watcher.core.model import (
     Action,
@@ -490,7 +490,7 @@ def with_memory(job: Raw, limit: str) -> Raw:
 
 def retry_of(r: Rig, ticket: RetryTicket, n: int) -> Raw:
     """The Job the retry loop creates from `ticket`, failed, with kube-dlq's create record."""
-    body = manifest_for_ticket(ticket, token=TOKEN)
+    body = with_create_token(manifest_for_ticket(ticket), ticket_id=ticket.job.uid, token=TOKEN)
     body["metadata"]["uid"] = f"00000000-0000-4000-8000-00000000000{n}"
     body["status"] = raw_job()["status"]
     name = body["metadata"]["name"]

@@ -72,6 +72,7 @@ __all__ = [
     "replayable_manifest",
     "retry_job_name",
     "retry_manifest",
+    "with_create_token",
 ]
 
 MAX_JOB_NAME: Final = 63
@@ -214,15 +215,12 @@ def retry_manifest(
     history: tuple[AttemptRecord, ...],
     avoid_node: str = "",
     salt: str = "",
-    ticket_id: str = "",
-    token: str = "",
 ) -> RawObject:
     """The Job to create for ``attempt`` (2 = first retry) of the Job ``original_name``.
 
     ``clean`` is cleaned again (idempotent) and not modified. Lineage annotations from an
     earlier retry are replaced. Raises ``ValueError`` for ``attempt < 2``. ``salt``: see
-    `retry_job_name`. With `token` (the ticket's create token), the Job points to its create
-    record (`ticket_id`, `token`) and carries the retry-ack finalizer.
+    `retry_job_name`. The create token is added by `with_create_token`, once recorded.
     """
     name = retry_job_name(original_name, attempt, salt=salt)
     body = replayable_manifest(clean)
@@ -240,29 +238,35 @@ def retry_manifest(
     )
     for key in (ANNOTATION_RETRY_OF, ANNOTATION_CREATE_TOKEN):
         annotations.pop(key, None)  # an earlier retry's pointer is not this Job's
-    if token:
-        annotations[ANNOTATION_RETRY_OF] = ticket_id
-        annotations[ANNOTATION_CREATE_TOKEN] = token
-        meta["finalizers"] = [FINALIZER_RETRY_ACK]
     meta["annotations"] = annotations
     if avoid_node:
         _avoid_node(body["spec"], avoid_node)
     return body
 
 
-def manifest_for_ticket(
-    ticket: RetryTicket, *, unique_name: bool = False, token: str = ""
-) -> RawObject:
+def with_create_token(body: RawObject, *, ticket_id: str, token: str) -> RawObject:
+    """`body` (changed in place, and returned) pointing to its create record (`ticket_id`,
+    `token`) and carrying the retry-ack finalizer: what a retry Job is POSTed with once its
+    create intent is recorded."""
+    meta = body["metadata"]
+    annotations: dict[str, str] = dict(meta.get("annotations") or {})
+    annotations[ANNOTATION_RETRY_OF] = ticket_id
+    annotations[ANNOTATION_CREATE_TOKEN] = token
+    meta["annotations"] = annotations
+    meta["finalizers"] = [FINALIZER_RETRY_ACK]
+    return body
+
+
+def manifest_for_ticket(ticket: RetryTicket, *, unique_name: bool = False) -> RawObject:
     """The Job a retry ticket asks for: ``retry_manifest`` with the lineage taken from it.
 
     ``ticket.manifest`` is the cleaned manifest of the Job that failed. The lineage is the
     ticket's own (its history, which the handler took from kube-dlq's records): the original
     is the first attempt in ``ticket.history`` (else the failed Job), ``first-failed-at`` its
     failure (else the earliest, else ``ticket.due_at``); the failed Job's annotations are
-    never believed. The namespace is the ticket's. `token`: see `retry_manifest`. Raises
+    never believed. The namespace is the ticket's. Raises
     ``ValueError`` for a ticket with ``attempt < 2``.
     """
-    clean = replayable_manifest(ticket.manifest)
     first = min(ticket.history, key=lambda r: r.attempt, default=None)
     original_name, original_uid = ticket.job.name, ticket.job.uid
     named = first is not None and _DNS_SUBDOMAIN_RE.fullmatch(first.job_name)
@@ -272,9 +276,8 @@ def manifest_for_ticket(
     first_failed_at = min(times) if times else ticket.due_at
     if first is not None and math.isfinite(first.failed_at):
         first_failed_at = first.failed_at  # the original's failure, whatever came later
-    clean["metadata"]["namespace"] = ticket.job.namespace
-    return retry_manifest(
-        clean,
+    body = retry_manifest(
+        ticket.manifest,
         attempt=ticket.attempt,
         original_name=original_name,
         original_uid=original_uid,
@@ -282,9 +285,9 @@ def manifest_for_ticket(
         history=ticket.history,
         avoid_node=ticket.avoid_node,
         salt=ticket.job.uid if unique_name else "",
-        ticket_id=ticket.job.uid,
-        token=token,
     )
+    body["metadata"]["namespace"] = ticket.job.namespace
+    return body
 
 
 MASKED: Final = "<hidden: kube-dlq dlq show --reveal prints it>"

@@ -71,7 +71,7 @@ from watcher.core.errors import (
     SinkError,
 )
 from watcher.core.lineage import Lineage
-from watcher.core.manifest import manifest_for_ticket
+from watcher.core.manifest import manifest_for_ticket, with_create_token
 from watcher.core.model import BeginStatus, ClaimedTicket, CreateIntent, DeadLetter, JobRef
 from watcher.core.rawjson import RawObject
 from watcher.core.settings import RetryLoopSettings
@@ -274,10 +274,11 @@ class RetryLoop:
         # was re-created, and its own retry), a name unique to this ticket.
         for unique_name in (False, True):
             try:
-                name = manifest_for_ticket(ticket, unique_name=unique_name)["metadata"]["name"]
+                body = manifest_for_ticket(ticket, unique_name=unique_name)
             except ValueError as exc:
                 await self._abandon(item, log, f"invalid ticket: {exc}", status=None)
                 return
+            name = body["metadata"]["name"]
             named = log.bind(job=name)
             intent = await self._redis(
                 "begin_create",
@@ -291,7 +292,7 @@ class RetryLoop:
             if intent.status is not BeginStatus.BEGUN:
                 named.info("retry_not_ours_any_more", status=intent.status.value)
                 return
-            body = manifest_for_ticket(ticket, unique_name=unique_name, token=intent.token)
+            with_create_token(body, ticket_id=ticket.job.uid, token=intent.token)
             if await self._try_create(item, body, intent, named, last=unique_name):
                 return
 
