@@ -38,7 +38,7 @@ from bench.coldstart import ColdStart, measure_cold_start
 from bench.coldstart import report as report_cold
 from bench.loader import REPO_ROOT, Admin, DaemonProcess, control_plane, daemon_config, vm_rss
 from bench.loader import signing_keys_dir as make_keys_dir
-from bench.loader_objects import create_pair, delete_pair, load
+from bench.loader_objects import WIDTH, create_pair, delete_pair, load
 from devtools.devcluster.cluster import ClusterState
 from devtools.devcluster.redis_server import RedisServer
 
@@ -63,6 +63,13 @@ class Memory:
     spread: float = 0.0
     kopf_drift: float = 0.0
     cold_start: ColdStart | None = None
+
+
+def tracking_limits(n: int) -> dict[str, int]:
+    """`limits` that let the daemon hold all `n` pairs: max_tracked_jobs (default 20,000)
+    would evict beyond it, and max_orphan_pods (10,000) drops pods listed before their Jobs
+    (the Jobs and Pods lists run side by side). Defaults where they are larger."""
+    return {"max_tracked_jobs": max(n, 20_000), "max_orphan_pods": max(n, 10_000)}
 
 
 def _change(samples: list[int]) -> tuple[float, float]:
@@ -142,9 +149,9 @@ async def _measure(state: ClusterState, args: argparse.Namespace, work: Path) ->
     with RedisServer() as server:
         doc: dict[str, Any] = daemon_config(
             state, namespaces=[namespace], redis_url=server.url, cluster_name="bench-memory",
-            keys_dir=keys_dir,
+            keys_dir=keys_dir, limits=tracking_limits(args.n),
         )  # fmt: skip
-        async with Admin(state) as admin:
+        async with Admin(state, width=WIDTH) as admin:
             await admin.create_namespace(namespace)
             empty = DaemonProcess(work / "daemon-baseline.yaml", doc).start()
             try:
@@ -153,6 +160,7 @@ async def _measure(state: ClusterState, args: argparse.Namespace, work: Path) ->
                 baseline = empty.rss_bytes()
             finally:
                 empty.stop()
+            print(f"daemon RSS, empty: {baseline / MB:.1f} MB", flush=True)
             names = [f"mem-{i}" for i in range(args.n)]
             rate = await load(admin, namespace, names, state.nodes, progress_every=20)
             errors = len(admin.errors)
@@ -164,11 +172,17 @@ async def _measure(state: ClusterState, args: argparse.Namespace, work: Path) ->
                 report_cold(cold)
                 await asyncio.sleep(5.0)  # what it allocates right after ready
                 ready_rss = daemon.rss_bytes()
+                print(
+                    f"daemon RSS at ready: {ready_rss / MB:.1f} MB, "
+                    f"{(ready_rss - baseline) / args.n:,.0f} B per pair over empty",
+                    flush=True,
+                )
                 kopf, count = _start_kopf(state, namespace, work)
                 handled = await _kopf_listed(kopf, count, 2 * args.n, args.kopf_wait)
                 print(f"kopf handled {handled:,} events", flush=True)
                 await asyncio.sleep(5.0)
                 kopf_rss = vm_rss(kopf.pid)
+                print(f"kopf RSS: {kopf_rss / MB:.1f} MB", flush=True)
                 churned, d_rss, k_rss = await _churn(
                     admin, namespace, names, args, (daemon.pid, kopf.pid)
                 )

@@ -23,7 +23,7 @@ import yaml
 from kubernetes_asyncio import client
 
 from watcher.adapters.kube import watch
-from watcher.adapters.kube.connect import api_client
+from watcher.adapters.kube.connect import transport
 from watcher.adapters.kube.request import KubeClient
 from watcher.adapters.redis.client import redis_client
 from watcher.adapters.redis.seal import ForgedEntry
@@ -349,9 +349,11 @@ async def test_kubeconfig_and_context_choose_the_cluster(tmp_path: Path) -> None
         ({"kubernetes": {**kube, "context": "second"}}, "https://two.example:6443"),
     ):
         settings = parse_config({"cluster_name": "reach", **doc})
-        api = await api_client(settings.kubernetes)
-        async with api:
-            assert api.configuration.host == host
+        api = await transport(settings.kubernetes)
+        try:
+            assert api.host == host
+        finally:
+            await api.close()
 
 
 @pytest.fixture

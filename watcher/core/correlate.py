@@ -6,16 +6,22 @@ bounded maps and assembles a FailureReport on demand. It holds status projection
 (PodSnapshot, EventRecord, NodeState), never specs, and forgets a Job once it is handled or
 succeeded, so memory follows the number of live Jobs, not their size or history.
 
+What it keeps is built for a hundred thousand quiet Jobs: repeated values are shared
+(`watcher.core.shared`), a Job's pods are a small tuple, its Events and pods-known-by-name
+maps exist only once it has some, and names are looked up per namespace without a key tuple
+per object.
+
 Pure: no I/O, no clock of its own (callers pass `now`).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from watcher.core.model import EventRecord, FailureReport, JobSnapshot, NodeState, PodSnapshot
 from watcher.core.settings import LimitsSettings
+from watcher.core.shared import Shared
 
 # Waiting reasons that mean a pod will not start by itself (the kubelet keeps retrying).
 STUCK_WAITING_REASONS = frozenset({
@@ -27,10 +33,48 @@ STUCK_WAITING_REASONS = frozenset({
 @dataclass(slots=True)
 class _JobState:
     snapshot: JobSnapshot
-    pods: OrderedDict[str, PodSnapshot] = field(default_factory=OrderedDict)
-    events: OrderedDict[tuple[str, str, str], EventRecord] = field(default_factory=OrderedDict)
-    named_pods: OrderedDict[str, None] = field(default_factory=OrderedDict)
-    """Pods known only by name, from the Job's SuccessfulCreate Events (see observe_event)."""
+    pods: tuple[PodSnapshot, ...] = ()
+    """Newest last; a pod seen again moves to the end (at most max_pods_per_job)."""
+    events: dict[tuple[str, str, str], EventRecord] | None = None
+    """Newest last (insertion order); None until the Job has one."""
+    named_pods: dict[str, None] | None = None
+    """Pods known only by name, from the Job's SuccessfulCreate Events (see observe_event);
+    oldest first; None until there is one."""
+
+
+class _Names:
+    """(namespace, name) -> Job uid, one dict per namespace: no key tuple per object."""
+
+    __slots__ = ("_by_namespace",)
+
+    def __init__(self) -> None:
+        self._by_namespace: dict[str, dict[str, str]] = {}
+
+    def get(self, namespace: str, name: str) -> str | None:
+        names = self._by_namespace.get(namespace)
+        return names.get(name) if names is not None else None
+
+    def __contains__(self, key: tuple[str, str]) -> bool:
+        return self.get(*key) is not None
+
+    def put(self, namespace: str, name: str, uid: str) -> None:
+        names = self._by_namespace.get(namespace)
+        if names is None:
+            names = self._by_namespace[namespace] = {}
+        names[name] = uid
+
+    def pop(self, namespace: str, name: str) -> None:
+        names = self._by_namespace.get(namespace)
+        if names is not None and names.pop(name, None) is not None and not names:
+            del self._by_namespace[namespace]
+
+    def pop_if(self, namespace: str, name: str, uid: str) -> None:
+        """Drop the entry only while it still points at `uid`."""
+        if self.get(namespace, name) == uid:
+            self.pop(namespace, name)
+
+    def __len__(self) -> int:
+        return sum(len(names) for names in self._by_namespace.values())
 
 
 class Correlator:
@@ -38,8 +82,9 @@ class Correlator:
         """`limits` bound every collection held (config `limits`)."""
         self.limits = limits
         self._jobs: OrderedDict[str, _JobState] = OrderedDict()
-        self._job_by_name: dict[tuple[str, str], str] = {}
-        self._job_of_pod: dict[tuple[str, str], str] = {}
+        self._job_by_name = _Names()
+        self._job_of_pod = _Names()
+        self._shared = Shared()
         self._nodes: dict[str, NodeState] = {}
         self._node_events: dict[str, deque[EventRecord]] = {}
         self._orphans: OrderedDict[tuple[str, str, str], list[EventRecord]] = OrderedDict()
@@ -59,9 +104,10 @@ class Correlator:
     def observe_job(self, job: JobSnapshot) -> None:
         uid = job.ref.uid
         state = self._jobs.get(uid)
+        job = self._shared.job(job, state.snapshot if state is not None else None)
         if state is None:
             state = self._jobs[uid] = _JobState(job)
-            self._job_by_name[(job.ref.namespace, job.ref.name)] = uid
+            self._job_by_name.put(job.ref.namespace, job.ref.name, uid)
             self._adopt_orphans(job.ref.namespace, "Job", job.ref.name, state)
             self._adopt_orphan_pods(uid)
             self._enforce_job_limit()
@@ -70,19 +116,27 @@ class Correlator:
             self._jobs.move_to_end(uid)
 
     def observe_pod(self, job_uid: str, namespace: str, pod: PodSnapshot) -> None:
+        namespace = self._shared.namespace(namespace)
         state = self._jobs.get(job_uid)
         if state is None:
             # Its Job has not been seen yet (or is out of scope, or handled and forgotten):
             # hold the pod until the Job shows up; forget() or age drops it otherwise.
-            self._hold_orphan_pod(job_uid, namespace, pod)
+            self._hold_orphan_pod(job_uid, namespace, self._shared.pod(pod))
             return
-        key = (namespace, pod.name)
-        self._job_of_pod[key] = job_uid
-        state.pods[pod.uid] = pod
-        state.pods.move_to_end(pod.uid)
-        while len(state.pods) > self.limits.max_pods_per_job:
-            _, old = state.pods.popitem(last=False)
-            self._job_of_pod.pop((namespace, old.name), None)
+        self._job_of_pod.put(namespace, pod.name, job_uid)
+        pods = state.pods
+        if pods and pods[-1].uid == pod.uid:  # the usual update: the newest pod again
+            pod = self._shared.pod(pod, pods[-1])
+            pods = (*pods[:-1], pod)
+        else:
+            pod = self._shared.pod(pod)
+            pods = (*(p for p in pods if p.uid != pod.uid), pod)
+        excess = len(pods) - self.limits.max_pods_per_job
+        if excess > 0:
+            for old in pods[:excess]:
+                self._job_of_pod.pop(namespace, old.name)
+            pods = pods[excess:]
+        state.pods = pods
         self._adopt_orphans(namespace, "Pod", pod.name, state)
 
     def observe_event(self, namespace: str, event: EventRecord) -> None:
@@ -99,7 +153,7 @@ class Correlator:
         state = self._jobs.get(uid)
         if state is None:
             # A mapping left behind by a Job forgotten since: never trusted, never fatal.
-            self._job_of_pod.pop((namespace, event.involved_name), None)
+            self._job_of_pod.pop(namespace, event.involved_name)
             self._hold_orphan(namespace, event)
             return
         self._add_event(state, event)
@@ -107,12 +161,14 @@ class Correlator:
         if created and (namespace, created) not in self._job_of_pod:
             # The Job controller names each pod it creates. If the pod itself is never seen
             # (deleted before we started watching), its Events still reach the Job this way.
-            self._job_of_pod[(namespace, created)] = uid
+            self._job_of_pod.put(namespace, created, uid)
+            if state.named_pods is None:
+                state.named_pods = {}
             state.named_pods[created] = None
             while len(state.named_pods) > self.limits.max_pods_per_job:
-                name, _ = state.named_pods.popitem(last=False)
-                if self._job_of_pod.get((namespace, name)) == uid:
-                    self._job_of_pod.pop((namespace, name), None)
+                name = next(iter(state.named_pods))
+                del state.named_pods[name]
+                self._job_of_pod.pop_if(namespace, name, uid)
             self._adopt_orphans(namespace, "Pod", created, state)
 
     def observe_node(self, node: NodeState) -> None:
@@ -140,12 +196,11 @@ class Correlator:
         if state is None:
             return
         ref = state.snapshot.ref
-        self._job_by_name.pop((ref.namespace, ref.name), None)
-        for pod in state.pods.values():
-            self._job_of_pod.pop((ref.namespace, pod.name), None)
-        for name in state.named_pods:
-            if self._job_of_pod.get((ref.namespace, name)) == job_uid:
-                self._job_of_pod.pop((ref.namespace, name), None)
+        self._job_by_name.pop(ref.namespace, ref.name)
+        for pod in state.pods:
+            self._job_of_pod.pop(ref.namespace, pod.name)
+        for name in state.named_pods or ():
+            self._job_of_pod.pop_if(ref.namespace, name, job_uid)
 
     def retain_only(self, job_uids: frozenset[str]) -> list[str]:
         """After a relist: drop Jobs that no longer exist. Returns the uids dropped."""
@@ -164,7 +219,7 @@ class Correlator:
         state = self._jobs.get(job_uid)
         if state is None:
             return None
-        pods = tuple(state.pods.values())
+        pods = state.pods
         node_names = {p.node_name for p in pods if p.node_name}
         nodes = tuple(
             self._nodes.get(n) or NodeState(name=n, exists=True) for n in sorted(node_names)
@@ -173,7 +228,7 @@ class Correlator:
         return FailureReport(
             job=state.snapshot,
             pods=pods,
-            events=tuple(state.events.values()) + node_events,
+            events=tuple((state.events or {}).values()) + node_events,
             nodes=nodes,
             stuck_for_s=stuck_for_s,
         )
@@ -198,7 +253,7 @@ class Correlator:
                 continue
             waits = [
                 now - p.created_at
-                for p in state.pods.values()
+                for p in state.pods
                 if _waiting_to_start(p) and p.created_at is not None
             ]
             if waits and len(waits) == len(state.pods) and min(waits) >= dwell_s:
@@ -209,18 +264,20 @@ class Correlator:
 
     def _owner_uid(self, namespace: str, event: EventRecord) -> str | None:
         if event.involved_kind == "Job":
-            return self._job_by_name.get((namespace, event.involved_name))
+            return self._job_by_name.get(namespace, event.involved_name)
         if event.involved_kind == "Pod":
-            return self._job_of_pod.get((namespace, event.involved_name))
+            return self._job_of_pod.get(namespace, event.involved_name)
         return None
 
     def _add_event(self, state: _JobState, event: EventRecord) -> None:
         # Aggregated Events come back as updates with a higher count: keep the newest copy.
         key = (event.involved_kind, event.involved_name, event.reason)
+        if state.events is None:
+            state.events = {}
         state.events.pop(key, None)
         state.events[key] = event
         while len(state.events) > self.limits.max_events_per_object:
-            state.events.popitem(last=False)
+            del state.events[next(iter(state.events))]
 
     def _hold_orphan(self, namespace: str, event: EventRecord) -> None:
         if event.involved_kind not in ("Job", "Pod"):

@@ -1,9 +1,9 @@
 """The one way kube-dlq sends a request to the Kubernetes API, and the one place a response
 becomes a result or an error.
 
-`KubeClient.send` makes every request (list, watch, get, create, replace, delete) through the
-`kubernetes_asyncio.ApiClient`'s configuration and session: host, TLS, the bearer token and its
-in-cluster refresh. Bodies are raw JSON both ways; no client model is ever built (CPU and
+`KubeClient.send` makes every request (list, watch, get, create, replace, delete) through its
+`watcher.adapters.kube.transport.Transport`: host, TLS, the bearer token and its in-cluster
+refresh. Bodies are raw JSON both ways; no client model is ever built (CPU and
 memory on the hot path, and a model silently drops fields it does not know).
 
 Every failure leaves as a `watcher.core.errors.KubeAPIError` subclass, chosen here:
@@ -25,12 +25,11 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import aiohttp
-from kubernetes_asyncio.client import ApiClient
-from kubernetes_asyncio.client.exceptions import ApiException
 
+from watcher.adapters.kube.transport import StatusRaised, Transport, as_transport
 from watcher.core.errors import (
     KubeAPIError,
     KubeConflict,
@@ -45,6 +44,9 @@ from watcher.core.errors import (
 )
 from watcher.core.rawjson import RawObject
 from watcher.core.settings import KubernetesSettings
+
+if TYPE_CHECKING:
+    from kubernetes_asyncio.client import ApiClient
 
 __all__ = ["NO_TARGET", "KubeClient", "Target", "dispose", "error_for", "transport_error"]
 
@@ -78,10 +80,11 @@ NO_TARGET: Final = Target()
 
 
 class KubeClient:
-    """Raw-JSON requests over one `ApiClient` (which the caller owns and closes)."""
+    """Raw-JSON requests over one `Transport` (which the caller owns and closes with
+    `close`): the daemon's `DirectTransport`, or a kubernetes_asyncio `ApiClient`."""
 
-    def __init__(self, api: ApiClient, settings: KubernetesSettings) -> None:
-        self.api = api
+    def __init__(self, api: Transport | ApiClient, settings: KubernetesSettings) -> None:
+        self.api: Transport = as_transport(api)
         self.settings = settings
         self._timeout = aiohttp.ClientTimeout(
             total=settings.request_timeout_s, sock_connect=settings.connect_timeout_s
@@ -113,18 +116,16 @@ class KubeClient:
         if body is not None:
             headers["Content-Type"] = content_type  # a JSON patch is a list
         try:
-            resp: aiohttp.ClientResponse = await self.api.call_api(
-                path,
+            resp = await self.api.request(
                 method,
-                query_params=list(query),
-                header_params=headers,
+                path,
+                query=query,
+                headers=headers,
                 body=body,
-                auth_settings=["BearerToken"],
-                _preload_content=False,
-                _request_timeout=client_timeout or self._timeout,
+                client_timeout=client_timeout or self._timeout,
             )
-        except ApiException as exc:  # raised for some statuses despite _preload_content=False
-            raise error_for(_int(exc.status), _status_object(exc.body), what, target) from exc
+        except StatusRaised as exc:  # an ApiClient raises for some statuses
+            raise error_for(exc.status, _status_object(exc.body), what, target) from exc
         except _TRANSPORT_ERRORS as exc:
             raise transport_error(what, exc, target) from exc
         if 200 <= resp.status < 300:
