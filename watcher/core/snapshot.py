@@ -309,7 +309,10 @@ def _taint_text(taint: Mapping[str, object]) -> str:
 
 
 def _string_pairs(value: object) -> tuple[tuple[str, str], ...]:
-    pairs = _mapping(value).items()
+    mapping = _mapping(value)
+    if not mapping:
+        return ()
+    pairs = mapping.items()
     return tuple(sorted((k, v) for k, v in pairs if isinstance(k, str) and isinstance(v, str)))
 
 
@@ -378,6 +381,8 @@ def _is_set(value: object) -> bool:
 
 def _int(value: object) -> int | None:
     """An integer, or None. Integral text is accepted: kwok renders exit codes from strings."""
+    if type(value) is int or value is None:  # the usual cases first (a bool is not an int here)
+        return value
     if isinstance(value, bool):  # bool is an int subclass; True is not exit code 1
         return None
     if isinstance(value, int):
@@ -390,7 +395,10 @@ def _int(value: object) -> int | None:
 
 
 def _count(raw: Mapping[str, object], key: str) -> int:
-    return max(_int(raw.get(key)) or 0, 0)
+    value = raw.get(key)
+    if type(value) is int:
+        return value if value > 0 else 0
+    return max(_int(value) or 0, 0)
 
 
 def _positive(value: object) -> int | None:
