@@ -36,6 +36,7 @@ __all__ = [
     "MAX_MESSAGE_CHARS",
     "MalformedObject",
     "event_record",
+    "event_record_about",
     "job_snapshot",
     "job_uid_of_pod",
     "node_state",
@@ -126,14 +127,28 @@ def pod_snapshot(raw: RawPod | RawMapping, *, deleted: bool = False) -> PodSnaps
 
 def event_record(raw: RawEvent | RawMapping) -> EventRecord:
     """Project a core/v1 Event (also accepts the events.k8s.io/v1 field names)."""
+    record = event_record_about(raw, None)
+    assert record is not None  # every kind is wanted
+    return record
+
+
+def event_record_about(
+    raw: RawEvent | RawMapping, kinds: frozenset[str] | None
+) -> EventRecord | None:
+    """`event_record`, or None for an Event about an object of a kind not in `kinds` (None:
+    every kind), which is then not projected at all. The identity is checked first either way:
+    an Event without one raises `MalformedObject`, whatever it is about."""
     body = _mapping(raw)
     meta = _mapping(body.get("metadata"))
     _identity(meta, "Event")
     # events.k8s.io/v1 renames involvedObject -> regarding and message -> note.
     involved = _mapping(body.get("involvedObject") or body.get("regarding"))
+    kind = _str(involved, "kind")
+    if kinds is not None and kind not in kinds:
+        return None
     series = _mapping(body.get("series"))
     return EventRecord(
-        involved_kind=_str(involved, "kind"),
+        involved_kind=kind,
         involved_name=_str(involved, "name"),
         reason=_str(body, "reason"),
         message=_message(body, "message") or _message(body, "note"),
