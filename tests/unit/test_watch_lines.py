@@ -21,7 +21,7 @@ import structlog
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.fuzz.hostile import fuzz_settings
+from tests.fuzz.hostile import fuzz_settings, load_captured, mutate_bytes
 from tests.support.watching import sample
 from watcher.adapters.kube import lines, watch
 from watcher.adapters.kube.lines import LineSplitter, LineTooLong, loads
@@ -303,3 +303,42 @@ async def test_a_last_line_without_newline_is_still_read() -> None:
     client = _Client([_line("ADDED", 2), _line("ADDED", 3).rstrip(b"\n")])
     _, got = await _take(client, 2, Metrics())
     assert [e.obj["metadata"]["resourceVersion"] for e in got] == ["2", "3"]
+
+
+def _expected(data: bytes) -> list[tuple[str, Any]]:
+    """What one stream of `data` must yield, by json.loads: the changes up to the first line
+    that is not a usable watch event (that line restarts the watch)."""
+    out: list[tuple[str, Any]] = []
+    for line in data.split(b"\n"):
+        if not line.strip():
+            continue
+        try:
+            raw = json.loads(line)
+            etype, obj = raw["type"], raw["object"]
+        except (ValueError, KeyError, TypeError, RecursionError):
+            break
+        if not isinstance(etype, str) or not isinstance(obj, dict) or etype == "ERROR":
+            break
+        if etype in ("ADDED", "MODIFIED", "DELETED"):
+            out.append((etype, obj))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(40))
+async def test_damaged_captured_streams_yield_what_json_loads_reads_then_restart(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(watch.Watcher, "_delay", lambda self, restart, failures: 0.0)
+    rng = random.Random(seed)
+    captured = [event for scenario in load_captured() for event in scenario["watch"]]
+    picked = rng.sample(captured, 12)
+    lines_ = [json.dumps({"type": e["type"], "object": e["object"]}).encode() for e in picked]
+    for i in rng.sample(range(len(lines_)), rng.randint(0, 3)):
+        lines_[i] = mutate_bytes(lines_[i], rng).replace(b"\n", b" ")
+    data = b"\n".join(lines_) + b"\n"
+    sentinel = _line("ADDED", 999_999, name="sentinel")
+    expected = _expected(data)
+    client = _Client(list(_chunks(data, seed)), [sentinel])
+    _, got = await _take(client, len(expected) + 1, Metrics())
+    assert [(e.type, e.obj) for e in got[:-1]] == expected
+    assert got[-1].obj["metadata"]["name"] == "sentinel999999"
