@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import TypeVar
 
 from watcher.core.model import (
     Condition,
@@ -35,6 +36,7 @@ __all__ = [
     "MAX_MESSAGE_CHARS",
     "MalformedObject",
     "event_record",
+    "event_record_about",
     "job_snapshot",
     "job_uid_of_pod",
     "node_state",
@@ -46,6 +48,8 @@ __all__ = [
 JOB_UID_LABELS = ("batch.kubernetes.io/controller-uid", "controller-uid")
 
 _EMPTY: Mapping[str, object] = {}
+_K = TypeVar("_K")
+_V = TypeVar("_V")
 _COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
 
 # RFC 3339 as Kubernetes writes it (metav1.Time, metav1.MicroTime); the fraction is cut to
@@ -123,14 +127,28 @@ def pod_snapshot(raw: RawPod | RawMapping, *, deleted: bool = False) -> PodSnaps
 
 def event_record(raw: RawEvent | RawMapping) -> EventRecord:
     """Project a core/v1 Event (also accepts the events.k8s.io/v1 field names)."""
+    record = event_record_about(raw, None)
+    assert record is not None  # every kind is wanted
+    return record
+
+
+def event_record_about(
+    raw: RawEvent | RawMapping, kinds: frozenset[str] | None
+) -> EventRecord | None:
+    """`event_record`, or None for an Event about an object of a kind not in `kinds` (None:
+    every kind), which is then not projected at all. The identity is checked first either way:
+    an Event without one raises `MalformedObject`, whatever it is about."""
     body = _mapping(raw)
     meta = _mapping(body.get("metadata"))
     _identity(meta, "Event")
     # events.k8s.io/v1 renames involvedObject -> regarding and message -> note.
     involved = _mapping(body.get("involvedObject") or body.get("regarding"))
+    kind = _str(involved, "kind")
+    if kinds is not None and kind not in kinds:
+        return None
     series = _mapping(body.get("series"))
     return EventRecord(
-        involved_kind=_str(involved, "kind"),
+        involved_kind=kind,
         involved_name=_str(involved, "name"),
         reason=_str(body, "reason"),
         message=_message(body, "message") or _message(body, "note"),
@@ -185,6 +203,15 @@ def parse_time(value: object) -> float | None:
     """RFC 3339 text -> unix seconds; None for anything else. A missing zone means UTC."""
     if not isinstance(value, str):
         return None
+    try:
+        return _TIMES[value]
+    except KeyError:
+        parsed = _parse_time(value)
+    _intern(_TIMES, value, parsed)
+    return parsed
+
+
+def _parse_time(value: str) -> float | None:
     match = _RFC3339.fullmatch(value.strip())
     if match is None:
         return None
@@ -214,16 +241,25 @@ def _controller_owner(meta: Mapping[str, object]) -> OwnerRef | None:
 
 
 def _conditions(status: Mapping[str, object]) -> tuple[Condition, ...]:
-    return tuple(
-        Condition(
-            type=_str(c, "type"),
-            status=_str(c, "status"),
-            reason=_str(c, "reason"),
-            message=_message(c, "message"),
-        )
-        for c in _mappings(status.get("conditions"))
-        if _str(c, "type")
-    )
+    found = []
+    for c in _mappings(status.get("conditions")):
+        get = c.get
+        # Looked up by the raw values first: a table key is four str, and only those very
+        # strings compare equal to it, so a hit is what the type-checked reads would give.
+        seen = (get("type"), get("status", ""), get("reason", ""), get("message", ""))
+        try:
+            condition = _CONDITIONS.get(seen)
+        except TypeError:  # an unhashable value (a list, an object) where text belongs
+            condition = None
+        if condition is None:
+            ctype = _str(c, "type")
+            if not ctype:
+                continue
+            key = (ctype, _str(c, "status"), _str(c, "reason"), _str(c, "message"))
+            condition = Condition(type=key[0], status=key[1], reason=key[2], message=_clip(key[3]))
+            _intern(_CONDITIONS, key, condition)
+        found.append(condition)
+    return tuple(found)
 
 
 def _containers(
@@ -240,17 +276,32 @@ def _container(raw: Mapping[str, object], *, init: bool) -> ContainerOutcome:
         _mapping(raw.get("lastState")).get("terminated")
     )
     waiting = _mapping(state.get("waiting"))
-    return ContainerOutcome(
-        name=_str(raw, "name"),
-        init=init,
-        exit_code=_int(terminated.get("exitCode")),
-        signal=_int(terminated.get("signal")),
-        terminated_reason=_str(terminated, "reason"),
-        terminated_message=_message(terminated, "message"),
-        waiting_reason=_str(waiting, "reason"),
-        waiting_message=_message(waiting, "message"),
-        restart_count=_count(raw, "restartCount"),
+    key = (
+        _str(raw, "name"),
+        init,
+        _int(terminated.get("exitCode")),
+        _int(terminated.get("signal")),
+        _str(terminated, "reason"),
+        _str(terminated, "message"),
+        _str(waiting, "reason"),
+        _str(waiting, "message"),
+        _count(raw, "restartCount"),
     )
+    outcome = _CONTAINERS.get(key)
+    if outcome is None:
+        outcome = ContainerOutcome(
+            name=key[0],
+            init=init,
+            exit_code=key[2],
+            signal=key[3],
+            terminated_reason=key[4],
+            terminated_message=_clip(key[5]),
+            waiting_reason=key[6],
+            waiting_message=_clip(key[7]),
+            restart_count=key[8],
+        )
+        _intern(_CONTAINERS, key, outcome)
+    return outcome
 
 
 def _event_last_seen(raw: Mapping[str, object], series: Mapping[str, object]) -> float | None:
@@ -273,7 +324,10 @@ def _taint_text(taint: Mapping[str, object]) -> str:
 
 
 def _string_pairs(value: object) -> tuple[tuple[str, str], ...]:
-    pairs = _mapping(value).items()
+    mapping = _mapping(value)
+    if not mapping:
+        return ()
+    pairs = mapping.items()
     return tuple(sorted((k, v) for k, v in pairs if isinstance(k, str) and isinstance(v, str)))
 
 
@@ -281,13 +335,15 @@ def _string_pairs(value: object) -> tuple[tuple[str, str], ...]:
 
 
 def _mapping(value: object) -> Mapping[str, object]:
+    if type(value) is dict:  # what json.loads makes: no ABC check needed
+        return value
     return value if isinstance(value, Mapping) else _EMPTY
 
 
 def _mappings(value: object) -> Sequence[Mapping[str, object]]:
     if not isinstance(value, list | tuple):
         return ()
-    return [item for item in value if isinstance(item, Mapping)]
+    return [item for item in value if type(item) is dict or isinstance(item, Mapping)]
 
 
 def _str(raw: Mapping[str, object], key: str) -> str:
@@ -297,10 +353,41 @@ def _str(raw: Mapping[str, object], key: str) -> str:
 
 def _message(raw: Mapping[str, object], key: str) -> str:
     """A free-text message, cut to its head and tail past MAX_MESSAGE_CHARS."""
-    text = _str(raw, key)
+    return _clip(_str(raw, key))
+
+
+def _clip(text: str) -> str:
     if len(text) <= MAX_MESSAGE_CHARS:
         return text
     return text[:MESSAGE_HEAD_CHARS] + _MESSAGE_CUT + text[-MESSAGE_TAIL_CHARS:]
+
+
+# --- interning ----------------------------------------------------------------------------
+# Pods of one Job, and the versions of one pod, repeat the same conditions, container
+# outcomes and timestamps over and over. Projections are pure, so each one is built once and
+# shared: equal inputs give the very same frozen value, which costs neither the frozen
+# dataclass's construction (a large part of a projection) nor its memory again. Bounded: a
+# table past INTERN_MAX entries starts over, and values with long text are not kept.
+
+INTERN_MAX = 4096
+"""Entries per interning table (conditions, container outcomes, timestamps)."""
+INTERN_MAX_CHARS = 1024
+"""Values whose text fields add up to more than this are built every time, never kept."""
+
+_CONDITIONS: dict[tuple[object, ...], Condition] = {}
+_CONTAINERS: dict[tuple[object, ...], ContainerOutcome] = {}
+_TIMES: dict[str, float | None] = {}
+
+
+def _intern(table: dict[_K, _V], key: _K, value: _V) -> None:
+    if isinstance(key, tuple):
+        if sum(len(part) for part in key if isinstance(part, str)) > INTERN_MAX_CHARS:
+            return
+    elif isinstance(key, str) and len(key) > INTERN_MAX_CHARS:
+        return
+    if len(table) >= INTERN_MAX:
+        table.clear()
+    table[key] = value
 
 
 def _is_set(value: object) -> bool:
@@ -309,6 +396,8 @@ def _is_set(value: object) -> bool:
 
 def _int(value: object) -> int | None:
     """An integer, or None. Integral text is accepted: kwok renders exit codes from strings."""
+    if type(value) is int or value is None:  # the usual cases first (a bool is not an int here)
+        return value
     if isinstance(value, bool):  # bool is an int subclass; True is not exit code 1
         return None
     if isinstance(value, int):
@@ -321,7 +410,10 @@ def _int(value: object) -> int | None:
 
 
 def _count(raw: Mapping[str, object], key: str) -> int:
-    return max(_int(raw.get(key)) or 0, 0)
+    value = raw.get(key)
+    if type(value) is int:
+        return value if value > 0 else 0
+    return max(_int(value) or 0, 0)
 
 
 def _positive(value: object) -> int | None:

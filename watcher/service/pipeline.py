@@ -42,6 +42,11 @@ from watcher.service.scope import in_scope
 
 RawObject = Mapping[str, Any]
 
+EVIDENCE_EVENT_KINDS = frozenset({"Job", "Pod", "Node"})
+"""Events about these kinds are evidence (the correlator keeps those about Jobs, their pods
+and nodes, and drops the rest); Events about anything else, most of a busy cluster's, are
+not even projected."""
+
 _CRASH_REASON_CHARS = 500
 """The error a crashed handling is dead-lettered with is cut to this (it is a reason, not a
 traceback; the traceback is in the log line)."""
@@ -149,10 +154,12 @@ class Pipeline:
         if event_type == "DELETED":
             return  # an Event expiring is not news; keep what we captured
         try:
-            record = snapshot.event_record(raw)
+            record = snapshot.event_record_about(raw, EVIDENCE_EVENT_KINDS)
         except snapshot.MalformedObject as exc:
             self._malformed("event", exc)
             return
+        if record is None:
+            return  # about a Deployment, a ReplicaSet, ...: nothing the correlator keeps
         namespace = str((raw.get("metadata") or {}).get("namespace", ""))
         self.correlator.observe_event(namespace, record)
 

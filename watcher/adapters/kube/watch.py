@@ -29,9 +29,12 @@ Consumers must be idempotent: a relist yields every listed object as ADDED again
 that happened while disconnected is never delivered as such; the ``Synced`` that follows the
 relist lists the uids present, so a consumer drops what is not among them.
 
-Bodies are parsed with ``json.loads`` only; no kubernetes_asyncio model is built (memory and
-CPU on the hot path). The ``ApiClient`` is used for its configuration only: host, TLS, bearer
-token (including the in-cluster token refresh) and its aiohttp session.
+Bodies are parsed as JSON only (``lines.loads``: what ``json.loads`` gives, faster), chunk
+by chunk (``lines.LineSplitter``); no kubernetes_asyncio model is built (memory and CPU on
+the hot path). The ``ApiClient`` is used for its configuration only: host, TLS, bearer token
+(including the in-cluster token refresh) and its aiohttp session.
+
+The resources watched (``Resource``, ``JOBS``, ``JOB_PODS``, ...) are in ``resources.py``.
 
 Cancellation: cancelling the consumer's task ends the ``async for`` with ``CancelledError``
 and every response is closed on the way out. A consumer that stops iterating early should
@@ -43,17 +46,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
 import random
 import time
 from collections.abc import AsyncGenerator, Callable
 from typing import Final, Literal, TypeAlias
-from urllib.parse import quote
 
 import aiohttp
 from prometheus_client import Counter
 from structlog.typing import FilteringBoundLogger
 
+from watcher.adapters.kube.lines import LineSplitter, LineTooLong, loads
 from watcher.adapters.kube.request import (
     KubeClient,
     Target,
@@ -62,6 +64,15 @@ from watcher.adapters.kube.request import (
     item_kind,
     read_object,
     transport_error,
+)
+from watcher.adapters.kube.resources import (
+    EVENTS,
+    JOB_PODS,
+    JOB_PODS_SELECTOR,
+    JOBS,
+    NODES,
+    PODS,
+    Resource,
 )
 from watcher.core.backoff import compute_delay
 from watcher.core.errors import (
@@ -102,48 +113,6 @@ _NORMAL_ENDS: Final[frozenset[str]] = frozenset({"closed", "timeout", "expired"}
 """Ends that are no failure after a healthy stream. A read timeout is one: the watch cache
 sends bookmarks only once the resource changed after the watch's resourceVersion, so a
 quiet resource (few Nodes) can be silent for minutes on a perfectly good connection."""
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Resource:
-    """One resource kind: where to list and watch it."""
-
-    name: str
-    """Plural resource name; the ``resource`` label of the watch metrics and logs."""
-    path: str
-    """Cluster-wide list path, e.g. ``/apis/batch/v1/jobs``."""
-    namespaced_path: str | None = None
-    """List path in one namespace, with a ``{namespace}`` placeholder; None if the kind is
-    cluster-scoped."""
-    label_selector: str | None = None
-    """Only objects matching this label selector, e.g. ``JOB_PODS_SELECTOR``."""
-    field_selector: str | None = None
-    """Only objects matching this field selector, e.g. ``involvedObject.kind=Job``."""
-
-    def selectors(self) -> list[tuple[str, str]]:
-        """The selector query parameters of every list and watch request."""
-        pairs = [("labelSelector", self.label_selector), ("fieldSelector", self.field_selector)]
-        return [(key, value) for key, value in pairs if value]
-
-    def list_path(self, namespace: str | None = None) -> str:
-        if namespace is None:
-            return self.path
-        if self.namespaced_path is None:
-            raise ValueError(f"{self.name} is cluster-scoped; it has no namespace {namespace!r}")
-        if not namespace:
-            raise ValueError("namespace must not be empty (use None for all namespaces)")
-        return self.namespaced_path.format(namespace=quote(namespace, safe=""))
-
-
-JOB_PODS_SELECTOR: Final = "batch.kubernetes.io/controller-uid"
-"""Label selector (the key exists) matching only pods created by the Job controller."""
-
-JOBS: Final = Resource("jobs", "/apis/batch/v1/jobs", "/apis/batch/v1/namespaces/{namespace}/jobs")
-PODS: Final = Resource("pods", "/api/v1/pods", "/api/v1/namespaces/{namespace}/pods")
-JOB_PODS: Final = dataclasses.replace(PODS, label_selector=JOB_PODS_SELECTOR)
-"""Pods of Jobs only: the daemon's pod watch, so other pods never cost a byte."""
-EVENTS: Final = Resource("events", "/api/v1/events", "/api/v1/namespaces/{namespace}/events")
-NODES: Final = Resource("nodes", "/api/v1/nodes")
 
 
 HEALTHY_AFTER_S: Final = 1.0
@@ -234,6 +203,9 @@ class Watcher:
         )
         # Per-event metric children looked up once: labels() costs more than the increment.
         self._event_counters: dict[str, Counter] = {}
+        self._counted: dict[str, int] = {}
+        """Events decoded by type, not yet added to watch_events (see _count_events)."""
+        self._stamp_due = True
         self._last_event = metrics.watch_last_event.labels(resource=resource.name)
 
     @property
@@ -398,48 +370,52 @@ class Watcher:
         self._metrics.watch_synced.labels(resource=self.resource.name).set(1)
         self._log.debug("watch_started", resource_version=self._rv)
         ended = False
+        lines = LineSplitter(MAX_LINE_BYTES)
         try:
-            while True:
-                line = await self._readline(resp)
-                if not line:
-                    ended = True
-                    return
-                if not line.strip():
-                    continue
-                event = self._decode(line)
-                self._healthy = True
-                if event is not None:
-                    yield event
+            while not ended:
+                chunk = await self._read_chunk(resp)
+                ended = not chunk
+                try:
+                    batch = lines.feed(chunk) if chunk else [lines.end()]
+                except LineTooLong as exc:
+                    raise _restart_for(transport_error("watch", exc, self._target)) from exc
+                self._stamp_due = True
+                for line in batch:
+                    if not line or line.isspace():
+                        continue
+                    event = self._decode(line)
+                    self._healthy = True
+                    if event is not None:
+                        yield event
+                self._count_events()
         finally:
+            self._count_events()
             dispose(resp, complete=ended)
             if self._clock() - started >= HEALTHY_AFTER_S:
                 self._healthy = True
 
-    async def _readline(self, resp: aiohttp.ClientResponse) -> bytes:
+    async def _read_chunk(self, resp: aiohttp.ClientResponse) -> bytes:
+        """What the stream has next (every line a chunk holds is decoded without an await);
+        b"" once it ended."""
         try:
-            return await resp.content.readline(max_line_length=MAX_LINE_BYTES)
+            return await resp.content.readany()
         except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
             raise _restart_for(transport_error("watch", exc, self._target)) from exc
 
     def _decode(self, line: bytes) -> WatchEvent | None:
         """One watch line -> a change to yield, None (bookmark, unknown type), or _Restart."""
-        name = self.resource.name
         try:
-            raw = json.loads(line)
+            raw = loads(line)
             etype, obj = raw["type"], raw["object"]
             if not isinstance(etype, str) or not isinstance(obj, dict):
                 raise TypeError("type must be a string and object a JSON object")
         except (ValueError, KeyError, TypeError) as exc:
             # Skipping a line could lose a change; reconnecting from the last good
             # resourceVersion cannot.
-            self._metrics.malformed.labels(source=f"watch_{name}").inc()
+            self._metrics.malformed.labels(source=f"watch_{self.resource.name}").inc()
             raise _Restart("error", f"malformed watch line: {exc}") from exc
-        counter = self._event_counters.get(etype)
-        if counter is None:
-            counter = self._metrics.watch_events.labels(resource=name, type=etype)
-            if etype in _CHANGE_TYPES or etype in ("BOOKMARK", "ERROR"):
-                self._event_counters[etype] = counter  # bounded: unknown types not kept
-        counter.inc()
+        counted = self._counted
+        counted[etype] = counted.get(etype, 0) + 1
         if etype == "ERROR":
             raise _restart_for(error_for(None, obj, "watch error event", self._target))
         change = _CHANGE_TYPES.get(etype)
@@ -448,11 +424,27 @@ class Watcher:
             # and its resourceVersion is not trusted to resume from.
             self._log.warning("watch_event_type_unknown", type=etype)
             return None
-        self._last_event.set_to_current_time()
+        if self._stamp_due:  # once per chunk: its events all arrived at this time
+            self._last_event.set_to_current_time()
+            self._stamp_due = False
         rv = _meta(obj).get("resourceVersion")
         if isinstance(rv, str) and rv:
             self._rv = rv
         return None if change is None else WatchEvent(change, obj)
+
+    def _count_events(self) -> None:
+        """Add the events decoded since the last call to watch_events (one increment per
+        type and chunk, not per line: the counter's lock costs more than the addition)."""
+        if not self._counted:
+            return
+        for etype, n in self._counted.items():
+            counter = self._event_counters.get(etype)
+            if counter is None:
+                counter = self._metrics.watch_events.labels(resource=self.resource.name, type=etype)
+                if etype in _CHANGE_TYPES or etype in ("BOOKMARK", "ERROR"):
+                    self._event_counters[etype] = counter  # bounded: unknown types not kept
+            counter.inc(n)
+        self._counted.clear()
 
     # -- HTTP ------------------------------------------------------------------------------
 
