@@ -169,3 +169,30 @@ async def test_a_cancelled_caller_leaves_the_others_of_its_batch_written(
     assert [r.written for r in results] == [True, True, True]
     with pytest.raises(asyncio.CancelledError):
         await dropped
+
+
+async def test_a_write_nobody_waits_for_any_more_stops_waiting_on_a_hung_redis(
+    private_server: Callable[..., RedisServer],
+) -> None:
+    # Given a Redis that accepts connections but never answers (SIGSTOP)
+    server = private_server()
+    client = make_redis(server.port)
+    try:
+        store = make_store(client, operation_timeout_s=30.0)
+        await store.pending_retries()
+        server.freeze()
+
+        # When the only caller of a write gives up on it (the shutdown grace ran out)
+        write = asyncio.ensure_future(store.dead_letter(letter("hung")))
+        await asyncio.sleep(0.2)
+        write.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await write
+
+        # Then the round trip is cancelled with it, not left waiting for the timeout
+        async with asyncio.timeout(2):
+            while batch_of(store)._flushing is not None:  # noqa: ASYNC110 - internal state
+                await asyncio.sleep(0.01)
+    finally:
+        server.thaw()
+        await client.aclose()

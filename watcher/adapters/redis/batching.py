@@ -60,6 +60,7 @@ class ScriptBatch:
         self._guard = guard
         self._pipelined = not isinstance(redis, RedisCluster)
         self._queued: list[_Call] = []
+        self._sending: list[_Call] = []
         self._flushing: asyncio.Task[None] | None = None
         self.pipelines = 0
         """Pipelines sent so far (of two calls or more), for tests and benchmarks."""
@@ -75,26 +76,33 @@ class ScriptBatch:
         if self._flushing is None:
             # Its own task, so a caller cancelled meanwhile cannot strand the others' replies.
             self._flushing = asyncio.get_running_loop().create_task(self._flush())
-        return await reply
+        try:
+            return await reply
+        except asyncio.CancelledError:
+            # No caller left waiting (a shutdown's grace ran out): the round trip is cancelled
+            # too, as a call of one's own would be, rather than left to hang on Redis.
+            waiting = (c for c in (*self._sending, *self._queued) if not c.reply.done())
+            if self._flushing is not None and next(waiting, None) is None:
+                self._flushing.cancel()
+            raise
 
     async def _flush(self) -> None:
-        batch: list[_Call] = []
         try:
             while self._queued:
-                batch = [c for c in self._queued[:MAX_BATCH] if not c.reply.done()]
+                self._sending = [c for c in self._queued[:MAX_BATCH] if not c.reply.done()]
                 del self._queued[:MAX_BATCH]
-                if len(batch) == 1:
-                    await self._alone(batch[0])
-                elif batch:
-                    await self._pipeline(batch)
-                batch = []
+                if len(self._sending) == 1:
+                    await self._alone(self._sending[0])
+                elif self._sending:
+                    await self._pipeline(self._sending)
+                self._sending = []
         finally:
             self._flushing = None
             # Left unanswered only when this task itself was cancelled or failed (a closing
             # loop, a bug): their callers must not wait forever.
-            for call in (*batch, *self._queued):
+            for call in (*self._sending, *self._queued):
                 _settle(call, exc=SinkError(f"redis {call.op} failed: the write did not complete"))
-            self._queued.clear()
+            self._sending, self._queued = [], []
 
     async def _alone(self, call: _Call) -> None:
         try:
