@@ -6,14 +6,19 @@ Pure: `Seal` over `Keyring`s of temporary directories laid out like a mounted Se
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import os
 import secrets
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from watcher.adapters.redis import codec
 from watcher.adapters.redis.codec import CorruptEntry
@@ -258,3 +263,39 @@ def test_a_key_added_to_the_secret_is_picked_up_without_a_restart(tmp_path: Path
     assert ring.get("k3") is None
     now[0] = 40.0
     assert ring.get("k3") is not None
+
+
+# --- the envelope's bytes ---------------------------------------------------------------------
+
+
+def reference_seal(key: bytes, kid: str, kind: str, place: str, enc: str, body: str) -> bytes:
+    """How envelope v2 was first written: one message for the HMAC, json.dumps of a dict."""
+    parts = [b"kube-dlq/sealed-entry/v2", *(t.encode() for t in (kind, place, kid, enc))]
+    parts.append(body.encode())
+    message = b"".join(len(p).to_bytes(8, "big") + p for p in parts)
+    sig = hmac.new(key, message, hashlib.sha256).digest()
+    envelope = {
+        "v": 2,
+        "kind": kind,
+        "kid": kid,
+        "sig": base64.b64encode(sig).decode(),
+        "enc": enc,
+        "payload": body,
+    }
+    return json.dumps(envelope, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+UTF8_TEXT = st.text(alphabet=st.characters(exclude_categories=["Cs"]))  # no lone surrogates
+
+
+@given(UTF8_TEXT, UTF8_TEXT)
+def test_sealed_bytes_are_those_of_the_dict_encoding(payload_text: str, place: str) -> None:
+    # Whatever the payload's characters (quotes, controls, U+2028, astral), the envelope is
+    # byte for byte what json.dumps of the envelope dict writes, signed over the same message
+    key = b"\x07" * 32
+    with tempfile.TemporaryDirectory() as directory:
+        ring = Keyring(key_dir(Path(directory), k1=key.hex()))
+        payload = json.dumps({"v": 1, "data": payload_text}, ensure_ascii=False).encode()
+        sealed = Seal(signing=ring, signing_key_id="k1").seal(KIND, place, payload)
+        assert sealed == reference_seal(key, "k1", KIND, place, "", payload.decode())
+        assert Seal(signing=ring, signing_key_id="k1").open(KIND, place, sealed) == payload

@@ -54,6 +54,7 @@ from watcher.core.annotations import (
 )
 from watcher.core.errors import PolicyError
 from watcher.core.model import AttemptRecord, RetryTicket
+from watcher.core.plain import json_copy
 from watcher.core.rawjson import RawMapping, RawObject
 from watcher.core.records import HISTORY_SHAPE, decode_attempt, encode_attempt
 
@@ -127,7 +128,7 @@ def replayable_manifest(raw_job: RawMapping) -> RawObject:
     """
     job = _mapping(raw_job)
     meta = _mapping(job.get("metadata"))
-    spec = copy.deepcopy(dict(_mapping(job.get("spec"))))
+    spec = json_copy(dict(_mapping(job.get("spec"))))
     manual = spec.get("manualSelector") is True
     generated = () if manual else CONTROLLER_LABELS
 

@@ -11,7 +11,7 @@ import dataclasses
 import random
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from structlog.typing import FilteringBoundLogger
@@ -36,6 +36,7 @@ from watcher.core.model import (
     RetryTicket,
     WriteResult,
 )
+from watcher.core.plain import plain
 from watcher.core.policy import RetryPolicy, policy_for
 from watcher.core.settings import ClassifySettings
 from watcher.kit.metrics import Metrics
@@ -350,18 +351,20 @@ class FailureHandler:
 
 
 def evidence_document(report: FailureReport, decision: Decision) -> dict[str, Any]:
-    """The evidence a person needs later, captured before Kubernetes garbage-collects it."""
+    """The evidence a person needs later, captured before Kubernetes garbage-collects it.
+
+    Each record as ``dataclasses.asdict`` makes it (`watcher.core.plain`, without its walk)."""
     return {
         "decision": decision.reason,
         "job": {
-            "conditions": [asdict(c) for c in report.job.conditions],
+            "conditions": [plain(c) for c in report.job.conditions],
             "failed": report.job.failed,
             "succeeded": report.job.succeeded,
             "active": report.job.active,
         },
-        "pods": [asdict(p) for p in report.pods],
-        "events": [asdict(e) for e in report.events],
-        "nodes": [asdict(n) for n in report.nodes],
+        "pods": [plain(p) for p in report.pods],
+        "events": [plain(e) for e in report.events],
+        "nodes": [plain(n) for n in report.nodes],
         "stuck_for_s": report.stuck_for_s,
     }
 

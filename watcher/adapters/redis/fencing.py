@@ -55,17 +55,30 @@ class Fence:
     ) -> Any:
         """Run a fenced write script; `FencedWrite` if its term is below the fence."""
         term = self.term()
+        fenced_keys, fenced_args = self.fenced(keys, args, term)
         async with self._guard(op):
             try:
-                return await script(
-                    keys=[*keys, self._key], args=[*args, "" if term is None else term]
-                )
+                return await script(keys=fenced_keys, args=fenced_args)
             except ResponseError as exc:
-                fence = self._refusal(exc)
-                if fence is None:
+                refused = self.refused(op, term, exc)
+                if refused is None:
                     raise
+        raise refused
+
+    def fenced(
+        self, keys: Sequence[KeyT], args: Sequence[EncodableT], term: int | None
+    ) -> tuple[list[KeyT], list[EncodableT]]:
+        """KEYS and ARGV of a write script carrying `term` (`call`; pipelined writes too)."""
+        return [*keys, self._key], [*args, "" if term is None else term]
+
+    def refused(self, op: str, term: int | None, exc: ResponseError) -> FencedWrite | None:
+        """The `FencedWrite` a script's error reply means, None when it is another error;
+        `SinkError` for a fence key that holds no term."""
+        fence = self._refusal(exc)
+        if fence is None:
+            return None
         assert term is not None  # an unfenced call is never refused
-        raise FencedWrite(op, term=term, fence=fence)
+        return FencedWrite(op, term=term, fence=fence)
 
     async def claim(self, term: int) -> int | None:
         """Make `term` the fence if every term used before is below it: None. Otherwise the

@@ -146,7 +146,7 @@ class Seal:
         if self._signing is None:
             return payload  # unsigned (allow_unsigned, no keys): the v1 envelope as before
         enc = ""
-        body = payload.decode()
+        body = payload  # the v1 envelope: UTF-8 JSON (watcher.adapters.redis.codec)
         if self._encryption is not None:
             kid = self._encryption_key_id
             key = self._encryption.get(kid)
@@ -155,21 +155,13 @@ class Seal:
             nonce = self._nonce(NONCE_BYTES)
             sealed = nonce + AESGCM(key).encrypt(nonce, payload, place.encode())
             enc = f"{CIPHER}:{kid}"
-            body = base64.b64encode(sealed).decode()
+            body = base64.b64encode(sealed)
         kid = self._signing_key_id
         key = self._signing.get(kid)
         if key is None:
             raise SinkError(_missing("signing", kid, self._signing.directory))
-        sig = _mac(key, kind, place, kid, enc, body.encode())
-        envelope = {
-            "v": SEALED_VERSION,
-            "kind": kind,
-            "kid": kid,
-            "sig": base64.b64encode(sig).decode(),
-            "enc": enc,
-            "payload": body,
-        }
-        return json.dumps(envelope, ensure_ascii=False, separators=(",", ":")).encode()
+        sig = _mac(key, kind, place, kid, enc, body)
+        return envelope_bytes(kind, kid, base64.b64encode(sig).decode(), enc, body.decode())
 
     # --- reading ----------------------------------------------------------------------------
 
@@ -219,14 +211,41 @@ class Seal:
             raise CorruptEntry(f"{_what(kind)}: does not decrypt with key {kid!r}") from None
 
 
+def envelope_bytes(kind: str, kid: str, sig: str, enc: str, payload: str) -> bytes:
+    """The sealed envelope as ``json.dumps`` of its dict writes it (``ensure_ascii=False``,
+    compact, this key order), without building the dict: byte for byte the same."""
+    return "".join(
+        (
+            f'{{"v":{SEALED_VERSION},"kind":',
+            _json_text(kind),
+            ',"kid":',
+            _json_text(kid),
+            ',"sig":',
+            _json_text(sig),
+            ',"enc":',
+            _json_text(enc),
+            ',"payload":',
+            _json_text(payload),
+            "}",
+        )
+    ).encode()
+
+
+_json_text = json.JSONEncoder(ensure_ascii=False).encode
+"""One JSON string literal (quotes and escapes), as json.dumps writes it inside an object."""
+
+
 def _mac(key: bytes, kind: str, place: str, kid: str, enc: str, body: bytes) -> bytes:
     # Length-prefixed parts, so no two different tuples give the same message.
     # surrogatepass: a forged entry's JSON may hold a lone surrogate; it must fail the check,
     # not raise.
-    texts = (kind, place, kid, enc)
-    parts = (DOMAIN, *(t.encode(errors="surrogatepass") for t in texts), body)
-    message = b"".join(len(p).to_bytes(8, "big") + p for p in parts)
-    return hmac.new(key, message, hashlib.sha256).digest()
+    mac = hmac.new(key, len(DOMAIN).to_bytes(8, "big") + DOMAIN, hashlib.sha256)
+    for text in (kind, place, kid, enc):
+        part = text.encode(errors="surrogatepass")
+        mac.update(len(part).to_bytes(8, "big") + part)
+    mac.update(len(body).to_bytes(8, "big"))
+    mac.update(body)  # the payload, not copied into one message with the rest
+    return mac.digest()
 
 
 def _envelope(raw: bytes, kind: str) -> dict[str, Any] | None:

@@ -50,6 +50,7 @@ from collections.abc import Sequence, Set
 from typing import Any, Final
 
 from watcher.adapters.redis import scripts, servers
+from watcher.adapters.redis.batching import ScriptBatch
 from watcher.adapters.redis.client import RedisClient
 from watcher.adapters.redis.codec import CorruptEntry
 from watcher.adapters.redis.creates import CreateRecords
@@ -123,11 +124,14 @@ class RedisStore(CreateRecords, RedriveRecords, DueTimes):
         self._register_create_scripts()
         self._register_redrive_scripts()
         self._fence = Fence(redis, self._keys, self._guard, unfenced)  # every write script
+        # Outcome writes made at once share one pipeline, each its own script (batching.py).
+        self._outcomes = ScriptBatch(redis, self._fence, self._guard)
 
     def with_term(self, term: TermSource) -> RedisStore:
         """This store, its writes fenced by the term `term()` answers (fencing.py)."""
         fenced = copy.copy(self)
         fenced._fence = Fence(self._redis, self._keys, self._guard, term)
+        fenced._outcomes = ScriptBatch(self._redis, fenced._fence, self._guard)
         return fenced
 
     async def claim_term(self, term: int) -> int | None:
@@ -148,7 +152,7 @@ class RedisStore(CreateRecords, RedriveRecords, DueTimes):
         ``trimmed`` is how many entries that removed (exactly, not approximately).
         """
         keys, args = self._dead_letter_call(letter)
-        reply = await self._fence.call(
+        reply = await self._outcomes.call(
             "dead_letter", self._dead_letter_script, keys=keys, args=args
         )
         return self._write_result(letter.job.uid, reply)
@@ -184,7 +188,7 @@ class RedisStore(CreateRecords, RedriveRecords, DueTimes):
         k = self._keys
         ticket_id = ticket.job.uid
         payload = seal_ticket(self._seal, k, ticket)
-        reply = await self._fence.call(
+        reply = await self._outcomes.call(
             "schedule_retry",
             self._schedule_retry_script,
             keys=[
