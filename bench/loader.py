@@ -179,11 +179,12 @@ class Admin:
         self._ssl = ssl.create_default_context(cafile=state.ca_file)
         self._session: aiohttp.ClientSession | None = None
         self._width = asyncio.Semaphore(width)
+        self._limit = width
         self.errors: list[str] = []
 
     async def __aenter__(self) -> Admin:
         headers = {"Authorization": f"Bearer {self.state.admin_token}"}
-        conn = aiohttp.TCPConnector(limit=128, ssl=self._ssl)
+        conn = aiohttp.TCPConnector(limit=max(128, self._limit), ssl=self._ssl)
         self._session = aiohttp.ClientSession(headers=headers, connector=conn)
         return self
 
