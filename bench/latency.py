@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
 import sys
 import tempfile
@@ -66,6 +67,9 @@ class Variant:
     create_ms: dict[str, float] = field(default_factory=dict)
     steps: list[dict[str, Any]] = field(default_factory=list)
     cpu_cores: dict[str, float] = field(default_factory=dict)
+    cpu_ms_per_job: dict[str, float] = field(default_factory=dict)
+    """CPU milliseconds per dead-lettered Job, per process and in all: what 50 Jobs/s needs
+    of the machine, whatever else ran beside (meaningful when every Job got through)."""
     control_plane: dict[str, Any] = field(default_factory=dict)
 
 
@@ -151,7 +155,9 @@ async def _variant(
                     raise RuntimeError("the observer exited before it was watching")
                 await asyncio.sleep(0.1)
             pids = {c.name: c.pid for c in state.components}
-            cpu = stages.CpuMeter({**pids, "daemon": daemon.pid, "observer": observer.pid})
+            cpu = stages.CpuMeter(
+                {**pids, "daemon": daemon.pid, "observer": observer.pid, "loader": os.getpid()}
+            )
             metrics = ControlPlaneMetrics(state)
             await metrics.start()
             sampler = asyncio.create_task(metrics.sample_every(5.0))
@@ -179,6 +185,9 @@ async def _variant(
     failed, lettered = seen["failed"], seen["dead_lettered"]
     latencies = [(lettered[uid] - at) * 1000 for uid, at in failed.items() if uid in lettered]
     per_job = stages.step_times(creates.created, seen.get("pods", {}), failed, lettered)
+    done = max(1, len(lettered))
+    cpu_ms = {k: round(v * 1000 / done, 1) for k, v in cpu.seconds.items()}
+    cpu_ms["all"] = round(sum(cpu.seconds.values()) * 1000 / done, 1)
     return Variant(
         settle=settle,
         jobs_created=created,
@@ -193,6 +202,7 @@ async def _variant(
         create_ms={k: round(v, 1) for k, v in quantiles(creates.latency_ms).items()},
         steps=[asdict(s) for s in stages.summarise(per_job)],
         cpu_cores=cpu_cores,
+        cpu_ms_per_job=cpu_ms,
         control_plane=control,
     )
 
@@ -228,6 +238,8 @@ def report(results: list[Variant], args: argparse.Namespace) -> None:
         print("\n".join(stages.format_steps(stages.Step(**s) for s in r.steps)))
         cores = ", ".join(f"{k} {v:g}" for k, v in r.cpu_cores.items())
         print(f"  CPU over the run (cores): {cores}")
+        per_job = ", ".join(f"{k} {v:g}" for k, v in r.cpu_ms_per_job.items())
+        print(f"  CPU ms per dead-lettered Job: {per_job}")
         print(f"  control plane: {json.dumps(r.control_plane)}")
 
 

@@ -140,6 +140,7 @@ class CpuMeter:
         self._start: dict[str, float] = {}
         self._machine: tuple[float, float] = (0.0, 0.0)
         self._t0 = 0.0
+        self.seconds: dict[str, float] = {}
 
     def start(self, now: float) -> None:
         self._t0 = now
@@ -148,13 +149,16 @@ class CpuMeter:
 
     def stop(self, now: float) -> dict[str, float]:
         """Per process, its share of one core over the interval (1.0 = a whole core); also
-        'machine' (busy share of every core, 2.0 = both of two cores busy) and 'load1'."""
+        'machine' (busy share of every core, 2.0 = both of two cores busy) and 'load1'.
+        `seconds` keeps each process's CPU seconds."""
         span = max(now - self._t0, 1e-9)
         out = {}
+        self.seconds = {}
         for name, pid in self.pids.items():
             end = cpu_seconds(pid)
             if end is not None and name in self._start:
-                out[name] = round((end - self._start[name]) / span, 2)
+                self.seconds[name] = end - self._start[name]
+                out[name] = round(self.seconds[name] / span, 2)
         busy, total = machine_busy_seconds()
         cores = os.cpu_count() or 1
         spent = max(total - self._machine[1], 1e-9)

@@ -144,6 +144,7 @@ class LocalCluster:
         extra_controller_manager_args: tuple[str, ...] = (),
         extra_scheduler_args: tuple[str, ...] = (),
         kwok_options: dict[str, Any] | None = None,
+        component_env: dict[str, str] | None = None,
     ) -> None:
         self.state_dir = state_dir.resolve()
         self.binaries = binaries
@@ -164,6 +165,8 @@ class LocalCluster:
         self.kwok_options = dict(kwok_options or {})
         """kwok's KwokConfiguration options (e.g. {"podPlayStageParallelism": 16}), over the
         defaults in KWOK_OPTIONS; written into kwok's --config file."""
+        self.component_env = dict(component_env or {})
+        """Added to every component's environment, e.g. {"GOGC": "400"} for load."""
         self._procs: list[tuple[ComponentState, subprocess.Popen[bytes]]] = []
         self.state: ClusterState | None = None
 
@@ -397,7 +400,8 @@ class LocalCluster:
     ) -> None:
         log = self.state_dir / "logs" / f"{name}.log"
         log.parent.mkdir(exist_ok=True)
-        env = {**os.environ, "HOME": str(self.state_dir)}  # kwok reads $HOME/.kwok/kwok.yaml
+        # kwok reads $HOME/.kwok/kwok.yaml
+        env = {**os.environ, **self.component_env, "HOME": str(self.state_dir)}
         env.pop("KUBECONFIG", None)
         with log.open("ab") as fh:
             proc = subprocess.Popen(

@@ -1,6 +1,7 @@
 """The knobs bench/loader.py turns for load reach the components: the nodes' pod capacity, the
-scheduler's client QPS, kwok's configuration (which, once given, must carry kwok's defaults:
-kwok applies them only when there is no KwokConfiguration at all)."""
+scheduler's client QPS, the components' environment (GOGC), kwok's configuration (which, once
+given, must carry kwok's defaults: kwok applies them only when there is no KwokConfiguration
+at all)."""
 
 from __future__ import annotations
 
@@ -66,6 +67,7 @@ def test_tuned_cluster_applies_its_knobs_and_still_fails_a_job(tmp_path: Path) -
         node_pods=7,
         extra_scheduler_args=("--kube-api-qps=77", "--kube-api-burst=99"),
         kwok_options={"podPlayStageParallelism": 8},
+        component_env={"GOGC": "321"},
         progress=lambda _: None,
     )
     with cluster as state:
@@ -78,6 +80,10 @@ def test_tuned_cluster_applies_its_knobs_and_still_fails_a_job(tmp_path: Path) -
         configz = _insecure_get(f"https://127.0.0.1:{port.decode()}/configz", state.admin_token)
         client_conn = configz["componentconfig"]["clientConnection"]
         assert (client_conn["qps"], client_conn["burst"]) == (77, 99)
+
+        for comp in state.components:
+            environ = Path(f"/proc/{comp.pid}/environ").read_bytes().split(b"\0")
+            assert b"GOGC=321" in environ, comp.name
 
         # kwok runs with the configuration document: a failing Job's pod runs, then fails.
         cluster.kubectl("create", "namespace", "tuning")
