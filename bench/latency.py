@@ -243,7 +243,7 @@ def report(results: list[Variant], args: argparse.Namespace) -> None:
         print(f"  control plane: {json.dumps(r.control_plane)}")
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rate", type=float, default=50.0, help="failing Jobs created per second")
     p.add_argument("--seconds", type=float, default=60.0)
@@ -252,10 +252,20 @@ def main() -> None:
     p.add_argument("--cleanup", type=float, default=180.0, help="wait for a namespace to go")
     p.add_argument("--state-dir", type=Path, default=None, help="a running `dev up` cluster")
     p.add_argument("--json", type=Path, default=None)
-    args = p.parse_args()
+    args = p.parse_args(argv)
     args.keys_dir = make_keys_dir()
+    return args
+
+
+def run(args: argparse.Namespace) -> list[Variant]:
+    """Every variant of `args` on the cluster of --state-dir, or on one started for the run."""
     with control_plane(args.state_dir) as state:
-        results = asyncio.run(_measure(state, args))
+        return asyncio.run(_measure(state, args))
+
+
+def main() -> None:
+    args = parse_args()
+    results = run(args)
     report(results, args)
     if args.json is not None:
         payload = {
