@@ -38,11 +38,30 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 CONTROLLER_MANAGER_ARGS = (
     "--kube-api-qps=300",
     "--kube-api-burst=600",
-    "--concurrent-job-syncs=20",
+    "--concurrent-job-syncs=100",
+    "--terminated-pod-gc-threshold=12500",
 )
 """client-go's default 20 requests/s and 5 Job workers let the Job controller start only a few
 Jobs a second (a pod create, finalizer removals, status writes each): the benchmark would
-measure the controller-manager."""
+measure the controller-manager. At 300/s it is not throttled at 50 Jobs/s (bench.latency
+reports its client-side wait), but each Job worker waits on the apiserver for every write of
+its sync (a pod POST, about two status PUTs), and at a loaded apiserver's 0.3-1 s a write, 20
+workers started 26 pods/s with 2,800 Jobs queued: 100 workers keep the queue short. The
+pod-GC threshold is upstream's default (the dev cluster's 1,000 would delete 2,000 of a run's
+failed pods during it, work the apiserver and every watcher then do for nothing)."""
+SCHEDULER_ARGS = ("--kube-api-qps=500", "--kube-api-burst=1000")
+"""Binding 50 pods/s is the scheduler's whole default 50 requests/s."""
+KWOK_OPTIONS = {"podPlayStageParallelism": 32}
+"""kwok's 4 stage workers each wait on the apiserver for every pod status PATCH (two a pod
+here: Running, then Failed): at a loaded apiserver's ~0.3 s a PATCH they move 13 pods/s."""
+COMPONENT_ENV = {"GOGC": "400"}
+"""The control plane's Go processes collect garbage a quarter as often (heap up to 5x live
+instead of 2x). Garbage collection was ~15 % of the apiserver's CPU under this load; at 15
+Jobs/s, measured in interleaved pairs, the apiserver spent 15-18 % less CPU per Job (45.6 ->
+37.3 and 36.7 -> 31.1 ms) and the whole stack 8-14 % less."""
+NODE_PODS = 1000
+"""A kubelet's 110 a node fills at 50 pods/s once pods wait a few seconds between bound and
+failed, and the scheduler then backs off ("Too many pods") for seconds."""
 FAIL_STAGE = "fail.stage.kwok.kube-dlq.io"
 SIGNING_KEY_ID = "bench"
 
@@ -55,8 +74,10 @@ def control_plane(state_dir: Path | None, nodes: int = 2) -> Iterator[ClusterSta
         return
     target = state_dir or Path(tempfile.mkdtemp(prefix="kube-dlq-bench-"))
     cluster = LocalCluster(
-        target, ensure_binaries(), nodes=nodes, rbac_manifest=default_rbac(),
+        target, ensure_binaries(), nodes=nodes, node_pods=NODE_PODS, rbac_manifest=default_rbac(),
         extra_controller_manager_args=CONTROLLER_MANAGER_ARGS,
+        extra_scheduler_args=SCHEDULER_ARGS, kwok_options=KWOK_OPTIONS,
+        component_env=COMPONENT_ENV,
     )  # fmt: skip
     with cluster as state:
         yield state
@@ -179,11 +200,12 @@ class Admin:
         self._ssl = ssl.create_default_context(cafile=state.ca_file)
         self._session: aiohttp.ClientSession | None = None
         self._width = asyncio.Semaphore(width)
+        self._limit = width
         self.errors: list[str] = []
 
     async def __aenter__(self) -> Admin:
         headers = {"Authorization": f"Bearer {self.state.admin_token}"}
-        conn = aiohttp.TCPConnector(limit=128, ssl=self._ssl)
+        conn = aiohttp.TCPConnector(limit=max(128, self._limit), ssl=self._ssl)
         self._session = aiohttp.ClientSession(headers=headers, connector=conn)
         return self
 

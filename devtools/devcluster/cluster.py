@@ -32,6 +32,7 @@ from devtools.devcluster.build import STAGES_FILE, Binaries
 
 STATE_FILE = "state.json"
 DEFAULT_NODES = 2
+DEFAULT_NODE_PODS = 110  # a kubelet's default --max-pods
 # Why 2 nodes: the node-lifecycle controller stops evicting when every node of a zone is
 # NotReady ("full disruption"), so node-loss scenarios need a healthy node beside the lost one.
 
@@ -135,15 +136,22 @@ class LocalCluster:
         binaries: Binaries,
         *,
         nodes: int = DEFAULT_NODES,
+        node_pods: int = DEFAULT_NODE_PODS,
         rbac_manifest: Path | None = None,
         progress: Progress = _stderr,
         start_timeout_s: float = 90.0,
         extra_apiserver_args: tuple[str, ...] = (),
         extra_controller_manager_args: tuple[str, ...] = (),
+        extra_scheduler_args: tuple[str, ...] = (),
+        kwok_options: dict[str, Any] | None = None,
+        component_env: dict[str, str] | None = None,
     ) -> None:
         self.state_dir = state_dir.resolve()
         self.binaries = binaries
         self.node_names = [f"kwok-node-{i}" for i in range(nodes)]
+        self.node_pods = node_pods
+        """Each node's pod capacity: what the scheduler fits, counting pods bound but not
+        yet terminal."""
         self.rbac_manifest = rbac_manifest
         self.progress = progress
         self.start_timeout_s = start_timeout_s
@@ -152,6 +160,13 @@ class LocalCluster:
         self.extra_controller_manager_args = tuple(extra_controller_manager_args)
         """Appended to kube-controller-manager's flags (a later flag wins over the default),
         e.g. ("--node-monitor-grace-period=60s",) where the apiserver is restarted on purpose."""
+        self.extra_scheduler_args = tuple(extra_scheduler_args)
+        """Appended to kube-scheduler's flags, e.g. ("--kube-api-qps=500",) for load."""
+        self.kwok_options = dict(kwok_options or {})
+        """kwok's KwokConfiguration options (e.g. {"podPlayStageParallelism": 16}), over the
+        defaults in KWOK_OPTIONS; written into kwok's --config file."""
+        self.component_env = dict(component_env or {})
+        """Added to every component's environment, e.g. {"GOGC": "400"} for load."""
         self._procs: list[tuple[ComponentState, subprocess.Popen[bytes]]] = []
         self.state: ClusterState | None = None
 
@@ -344,6 +359,7 @@ class LocalCluster:
                 f"--secure-port={ports['scheduler']}",
                 f"--cert-dir={self.state_dir / 'scheduler-certs'}",
                 "--v=1",
+                *self.extra_scheduler_args,
             ],
             ready=lambda: _http_ok(f"https://127.0.0.1:{ports['scheduler']}/healthz", expect=b"ok"),
         )
@@ -363,17 +379,20 @@ class LocalCluster:
             ],
             ready=None,
         )
-        nodes = [node_manifest(name) for name in self.node_names]
+        nodes = [node_manifest(name, pods=str(self.node_pods)) for name in self.node_names]
         self.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(nodes))
         self._wait("kwok", self._procs[-1], self._nodes_ready)
 
     # -- helpers --------------------------------------------------------------------------
 
     def _stages_file(self) -> Path:
-        """kwok's upstream stages plus the project's own, in the state dir."""
+        """kwok's configuration, then its upstream stages plus the project's own, in the
+        state dir."""
         path = self.state_dir / "kwok-stages.yaml"
         upstream = self.binaries.kwok_stages.read_text().strip()
-        path.write_text(upstream + "\n---\n" + STAGES_FILE.read_text().strip() + "\n")
+        conf = yaml.safe_dump(kwok_configuration(self.kwok_options), sort_keys=False).strip()
+        docs = (conf, upstream, STAGES_FILE.read_text().strip())
+        path.write_text("\n---\n".join(docs) + "\n")
         return path
 
     def _spawn(
@@ -381,7 +400,8 @@ class LocalCluster:
     ) -> None:
         log = self.state_dir / "logs" / f"{name}.log"
         log.parent.mkdir(exist_ok=True)
-        env = {**os.environ, "HOME": str(self.state_dir)}  # kwok reads $HOME/.kwok/kwok.yaml
+        # kwok reads $HOME/.kwok/kwok.yaml
+        env = {**os.environ, **self.component_env, "HOME": str(self.state_dir)}
         env.pop("KUBECONFIG", None)
         with log.open("ab") as fh:
             proc = subprocess.Popen(
@@ -449,6 +469,32 @@ class LocalCluster:
     def kubectl(self, *args: str, stdin: str | None = None) -> str:
         assert self.state is not None
         return run_kubectl(self.binaries.kubectl, Path(self.state.kubeconfig), *args, stdin=stdin)
+
+
+KWOK_OPTIONS: dict[str, Any] = {
+    # kwok applies its defaults only when no KwokConfiguration is given at all: one from a
+    # file must spell out every option whose zero value would differ (0 workers, handlers
+    # off). These are kwok v0.8.0's defaults (pkg/apis/config/v1alpha1/zz_generated.defaults.go).
+    "enableDebuggingHandlers": True,
+    "enableContentionProfiling": False,
+    "enableProfilingHandler": True,
+    "podPlayStageParallelism": 4,
+    "nodePlayStageParallelism": 4,
+    "nodeLeaseParallelism": 4,
+    "podsOnNodeSyncParallelism": 1,
+    "enablePodsOnNodeSyncListPager": True,
+    "enablePodsOnNodeSyncStreamWatch": False,
+}
+
+
+def kwok_configuration(options: dict[str, Any]) -> dict[str, Any]:
+    """kwok's KwokConfiguration document: KWOK_OPTIONS with `options` over them (command
+    line flags such as --cidr and --manage-all-nodes still win over both)."""
+    return {
+        "apiVersion": "config.kwok.x-k8s.io/v1alpha1",
+        "kind": "KwokConfiguration",
+        "options": {**KWOK_OPTIONS, **options},
+    }
 
 
 def kubeconfig_dict(api_url: str, ca: Path, token: str, *, user: str) -> dict[str, Any]:
