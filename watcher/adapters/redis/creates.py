@@ -8,14 +8,16 @@ scripts is Redis's clock (TIME), so replicas whose clocks disagree still agree.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any, Final
 
 from redis.commands.core import AsyncScript
 
 from watcher.adapters.redis import scripts
 from watcher.adapters.redis.client import RedisClient
+from watcher.adapters.redis.coalesce import Coalescer
 from watcher.adapters.redis.codec import CorruptEntry
-from watcher.adapters.redis.fencing import Fence
+from watcher.adapters.redis.fencing import BATCH_LIMIT, Fence
 from watcher.adapters.redis.guard import Guard, as_bytes, ms, text
 from watcher.adapters.redis.keys import Keys
 from watcher.adapters.redis.seal import ForgedEntry, Seal, lineage_place
@@ -51,6 +53,7 @@ class CreateRecords:
     _guard: Guard
     _seal: Seal
     _fence: Fence
+    _released: Coalescer[str, None] | None = None
 
     def _register_create_scripts(self) -> None:
         self._begin_script: AsyncScript = self._redis.register_script(scripts.BEGIN_CREATE)
@@ -64,9 +67,11 @@ class CreateRecords:
         Only the ticket's latest claim may begin (else SUPERSEDED), and only while the ticket
         is pending (else SETTLED). The answer carries the ticket's token (made now if this is
         the first begin) and whether other claims began before (a create may have happened).
+        Begins made at about the same time (a batch fired at once) share a round trip
+        (`Fence.call_batched`), each still its own script call.
         """
         k = self._keys
-        reply: Any = await self._fence.call(
+        reply: Any = await self._fence.call_batched(
             "begin_create",
             self._begin_script,
             keys=[k.retry_tickets, k.retry_claims, k.retry_create(ticket_id)],
@@ -95,11 +100,12 @@ class CreateRecords:
         Atomically the ticket leaves the queue, its create record gets the Job's uid, and the
         Job is queued for its finalizer removal: at once (``release_finalizer_now``), or once
         FINALIZE_GRACE_S passed since the last begin when another claim also began a create.
-        `claim` 0 settles whatever the latest claim (tools and tests).
+        `claim` 0 settles whatever the latest claim (tools and tests). Settles made at about
+        the same time share a round trip, as begins do.
         """
         k = self._keys
         member = f"{job.namespace}/{job.name}/{job.uid}" if job is not None else ""
-        reply: Any = await self._fence.call(
+        reply: Any = await self._fence.call_batched(
             "settle_created",
             self._settle_script,
             keys=[
@@ -146,11 +152,16 @@ class CreateRecords:
         return due
 
     async def finalizer_released(self, job: JobRef) -> None:
-        """`job`'s finalizer is gone (or the Job is): forget it."""
+        """`job`'s finalizer is gone (or the Job is): forget it. Calls made at about the same
+        time share one ZREM (watcher.adapters.redis.coalesce)."""
+        if self._released is None:
+            self._released = Coalescer(self._forget_finalizers, limit=BATCH_LIMIT)
+        await self._released.call(f"{job.namespace}/{job.name}/{job.uid}")
+
+    async def _forget_finalizers(self, members: Sequence[str]) -> list[None]:
         async with self._guard("finalizer_released"):
-            await self._redis.zrem(
-                self._keys.retry_finalize, f"{job.namespace}/{job.name}/{job.uid}"
-            )
+            await self._redis.zrem(self._keys.retry_finalize, *members)
+        return [None] * len(members)
 
     async def create_record(self, ticket_id: str) -> CreateRecord | None:
         """The create record of ticket `ticket_id`, None if there is none (or it expired).
