@@ -121,7 +121,7 @@ class RecordingJobs:
 def _loop_process(
     port: int, settings: dict[str, Any], ready: MpEvent, stop: MpEvent, out: Any
 ) -> None:
-    """One replica's retry loop until `stop`; puts its fires on `out`."""
+    """One replica's retry loop until `stop`; puts its fires and CPU seconds on `out`."""
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
     jobs = RecordingJobs()
 
@@ -134,15 +134,18 @@ def _loop_process(
         )  # fmt: skip
         halt = asyncio.Event()
         task = asyncio.create_task(loop.run(halt))
+        cpu.append(time.process_time())
         ready.set()
         # A process-wide flag cannot wake an asyncio.Event: wait for it in a thread.
         await asyncio.to_thread(stop.wait)
         halt.set()
         await task
+        cpu.append(time.process_time())
         await redis.aclose()
 
+    cpu: list[float] = []
     asyncio.run(run())
-    out.put(jobs.fires)
+    out.put((jobs.fires, cpu[1] - cpu[0]))
 
 
 def _delay(i: int, window_n: int, t0: float, rate: float) -> float:
@@ -227,6 +230,9 @@ class Result:
     used_memory_per_ticket_b: float
     fire_rate_per_s: float
     """Fires per second over all loops, first fire to last: what they keep up with."""
+    loop_cpu_us_per_fire: float = 0.0
+    """CPU time of the loop processes (from start to stop, idle polls included) per fire: less
+    sensitive to the machine's other load than lateness."""
 
 
 async def _measure(port: int, args: argparse.Namespace) -> Result:
@@ -285,8 +291,11 @@ async def _measure(port: int, args: argparse.Namespace) -> Result:
         await asyncio.sleep(0.25)
     stop.set()
     fires: list[tuple[str, float]] = []
+    cpu_s = 0.0
     for _ in procs:
-        fires.extend(out.get(timeout=120))
+        loop_fires, loop_cpu_s = out.get(timeout=120)
+        fires.extend(loop_fires)
+        cpu_s += loop_cpu_s
     for proc in procs:
         proc.join(30)
     await redis.aclose()
@@ -310,6 +319,7 @@ async def _measure(port: int, args: argparse.Namespace) -> Result:
         lateness_ms={k: round(v, 1) for k, v in quantiles(lateness).items()},
         used_memory_per_ticket_b=round(per_ticket, 1),
         fire_rate_per_s=round(len(fires) / max(1e-3, span), 1),
+        loop_cpu_us_per_fire=round(cpu_s / max(1, len(fires)) * 1e6),
     )
 
 
@@ -345,6 +355,7 @@ def report(result: Result) -> None:
     print(f"{'lateness p99':<22}{late['p99']:>10,.0f} ms   (goal < 1,000)")
     print(f"{'lateness max':<22}{late['max']:>10,.0f} ms")
     print(f"{'fired':<22}{result.fired:>10,}   ({result.fire_rate_per_s:,.0f}/s, all loops)")
+    print(f"{'loop CPU per fire':<22}{result.loop_cpu_us_per_fire:>10,.0f} us")
     print(f"{'double fires':<22}{result.double_fires:>10,}   (must be 0)")
     print(f"{'missed':<22}{result.missed:>10,}")
     print(f"{'fired, not due':<22}{result.not_due_fired:>10,}")
