@@ -154,3 +154,26 @@ async def test_bulk_scheduling_stores_what_one_by_one_scheduling_stores(
     # And storing them again in bulk writes nothing (the outcome markers)
     again = await bulk.schedule_retries([(ticket(uid), 0.0) for uid in uids])
     assert not any(r.written for r in again)
+
+
+async def test_due_finalizers_reads_redis_clock_and_range_in_one_round_trip(
+    redis: Redis, keys: Keys
+) -> None:
+    # Given one finalizer due now, one in an hour (Redis's clock) and one hand-written member
+    store = make_store(redis)
+    seconds, micros = await redis.time()
+    now_ms = seconds * 1000 + micros // 1000
+    await redis.zadd(
+        keys.retry_finalize,
+        {"ns/due/u1": now_ms - 1000, "ns/later/u2": now_ms + 3_600_000, "garbage": now_ms - 2000},
+    )
+    await store.due_finalizers(limit=10)  # loads the script; drops the garbage member
+    await redis.config_resetstat()
+    # When the due ones are read
+    due = await store.due_finalizers(limit=10)
+    # Then it took one script call (TIME and ZRANGE inside it), and only the due one came back
+    assert due == [JobRef("ns", "due", "u1")]
+    stats = await redis.info("commandstats")
+    called = {name: value["calls"] for name, value in stats.items()}
+    assert (called.get("cmdstat_evalsha"), called.get("cmdstat_time")) == (1, 1), called
+    assert await redis.zscore(keys.retry_finalize, "garbage") is None

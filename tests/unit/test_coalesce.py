@@ -104,3 +104,22 @@ async def test_a_caller_cancelled_after_its_call_was_sent_leaves_the_others_answ
 def test_the_limit_is_at_least_one() -> None:
     with pytest.raises(ValueError, match="limit"):
         Coalescer(Sender(), limit=0)
+
+
+def test_a_drain_left_behind_by_a_closed_event_loop_does_not_block_the_next_loop() -> None:
+    # Given a coalescer whose round trip was under way when its event loop was closed
+    gate = asyncio.Event()
+    sender = Sender(gate=gate)
+    batcher: Coalescer[int, int] = Coalescer(sender, limit=64)
+    first = asyncio.new_event_loop()
+    first.run_until_complete(_start(batcher))
+    first.close()  # without cancelling the drain task: it is left pending
+    # When another event loop calls, Then it is answered (not queued behind the dead drain)
+    sender.gate = None
+    assert asyncio.run(asyncio.wait_for(batcher.call(4), 5)) == 8
+
+
+async def _start(batcher: Coalescer[int, int]) -> asyncio.Future[int]:
+    pending = asyncio.ensure_future(batcher.call(1))
+    await asyncio.sleep(0.01)
+    return pending

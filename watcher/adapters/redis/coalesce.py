@@ -51,6 +51,11 @@ class Coalescer(Generic[A, R]):
         """`arg` sent with the others waiting; its reply, or the error raised for it."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[R] = loop.create_future()
+        if self._task is not None and self._task.get_loop() is not loop:
+            # Left behind by an event loop that was closed mid-drain (a test's, or an
+            # asyncio.run that ended): its calls can never be answered, and would block ours.
+            self._queue = [entry for entry in self._queue if entry[1].get_loop() is loop]
+            self._task = None
         self._queue.append((arg, future))
         if self._task is None:
             self._task = loop.create_task(self._drain())

@@ -44,6 +44,13 @@ hand a Job another lineage's attempt count and history."""
 
 _STATUS: Final = {1: BeginStatus.BEGUN, 0: BeginStatus.SETTLED, -1: BeginStatus.SUPERSEDED}
 
+_DUE_FINALIZERS: Final = """
+-- KEYS[1] finalizer zset  ARGV[1] limit -> the members due now (Redis's clock), oldest first
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+return redis.call('ZRANGE', KEYS[1], '-inf', now, 'BYSCORE', 'LIMIT', 0, ARGV[1])
+"""
+
 
 class CreateRecords:
     """Mixin: needs ``_redis``, ``_keys`` and ``_guard`` from the store."""
@@ -54,6 +61,7 @@ class CreateRecords:
     _seal: Seal
     _fence: Fence
     _released: Coalescer[str, None] | None = None
+    _due_finalizers_script: AsyncScript | None = None
 
     def _register_create_scripts(self) -> None:
         self._begin_script: AsyncScript = self._redis.register_script(scripts.BEGIN_CREATE)
@@ -132,15 +140,14 @@ class CreateRecords:
     async def due_finalizers(self, *, limit: int) -> list[JobRef]:
         """Retry Jobs whose finalizer may be removed now (Redis's clock), oldest first.
 
+        One read-only script (TIME and the range at one instant, one round trip per cycle).
         A member that does not parse (written by hand) is dropped: nothing can be done with it.
         """
         k = self._keys
+        if self._due_finalizers_script is None:
+            self._due_finalizers_script = self._redis.register_script(_DUE_FINALIZERS)
         async with self._guard("due_finalizers"):
-            seconds, micros = await self._redis.time()
-            now_ms = seconds * 1000 + micros // 1000
-            raw: Any = await self._redis.zrange(
-                k.retry_finalize, "-inf", now_ms, byscore=True, offset=0, num=limit
-            )
+            raw: Any = await self._due_finalizers_script(keys=[k.retry_finalize], args=[limit])
         due: list[JobRef] = []
         for member in raw:
             parts = as_bytes(member).decode(errors="replace").split("/")
