@@ -47,6 +47,9 @@ are, before or after their POST or settle. For the at-most-once argument that is
 the replica mid-create, which it already covers: each cancelled ticket stays leased, comes
 back after its lease, and its next claim, told an earlier claim began, looks for the Job by
 its token before any POST. Every ticket is still fired by one task holding its own claim.
+The store sends the begin, settle and finalizer calls that tasks make at about the same time
+in shared round trips (watcher.adapters.redis.coalesce), each call still its own script run
+with its own fence check and reply: to this loop, a concurrent call like any other.
 """
 
 from __future__ import annotations

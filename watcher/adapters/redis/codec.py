@@ -136,7 +136,7 @@ def _attempt(a: AttemptRecord) -> dict[str, Any]:
 
 def decode_dead_letter(raw: bytes | str) -> DeadLetter:
     """Decode what `encode_dead_letter` wrote, or raise `CorruptEntry`."""
-    d = _Fields(_open(raw, KIND_DEAD_LETTER, "dead letter"), "dead letter")
+    d = _Fields(*_open(raw, KIND_DEAD_LETTER, "dead letter"), "dead letter")
     owner = d.get("owner", None)
     return DeadLetter(
         queue=d.text("queue"),
@@ -170,7 +170,7 @@ def _indexes(value: Any) -> tuple[int, ...]:
 
 def decode_retry_ticket(raw: bytes | str) -> RetryTicket:
     """Decode what `encode_retry_ticket` wrote, or raise `CorruptEntry`."""
-    d = _Fields(_open(raw, KIND_RETRY_TICKET, "retry ticket"), "retry ticket")
+    d = _Fields(*_open(raw, KIND_RETRY_TICKET, "retry ticket"), "retry ticket")
     return RetryTicket(
         job=_decode_job(d.child("job")),
         attempt=d.integer("attempt"),
@@ -185,8 +185,9 @@ def decode_retry_ticket(raw: bytes | str) -> RetryTicket:
     )
 
 
-def _open(raw: bytes | str, kind: str, what: str) -> Mapping[str, Any]:
-    """Parse the envelope and return its ``data`` object."""
+def _open(raw: bytes | str, kind: str, what: str) -> tuple[Mapping[str, Any], bool]:
+    """Parse the envelope; its ``data`` object, and whether every number in the entry is known
+    to be finite (else each object field is checked when read)."""
     try:
         body = json.loads(raw, parse_constant=_reject_constant)
     except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
@@ -196,9 +197,11 @@ def _open(raw: bytes | str, kind: str, what: str) -> Mapping[str, Any]:
     except RecursionError:
         # The C parser recurses once per level; past the interpreter's limit it gives up.
         raise CorruptEntry(f"{what}: nested deeper than {MAX_DEPTH} levels") from None
-    problem = _unusable(body)
-    if problem:
-        raise CorruptEntry(f"{what}: {problem}")
+    finite = _vouched(raw, body)
+    if not finite:  # the quick check cannot vouch for it: the full walk says why, if it is bad
+        problem = _unusable(body)
+        if problem:
+            raise CorruptEntry(f"{what}: {problem}")
     if not isinstance(body, dict):
         raise CorruptEntry(f"{what}: expected a JSON object envelope, got {_json_type(body)}")
     version = body.get("v")
@@ -213,11 +216,55 @@ def _open(raw: bytes | str, kind: str, what: str) -> Mapping[str, Any]:
         raise CorruptEntry(
             f"{what}: envelope field 'data': expected object, got {_json_type(data)}"
         )
-    return data
+    return data, finite
 
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
+
+
+def _vouched(raw: bytes | str, body: object) -> bool:
+    """True when `body` (parsed from `raw`) is certainly usable with every number finite; False
+    when this cannot tell cheaply, and `_unusable` and `_non_finite` must walk it.
+
+    The fast path of every decode. Nesting: no container sits deeper than the number of
+    brackets in the text (those inside strings only raise the count); above MAX_DEPTH of them,
+    a walk over the containers alone. Strings and numbers: the C encoder with
+    ``allow_nan=False`` refuses an infinite float, and the UTF-8 encoding of its output a lone
+    surrogate, anywhere in the value, keys included. Either refusal sends the entry down the
+    full walk, which names the problem (or finds none, e.g. an infinity the fields ignore).
+    """
+    if isinstance(raw, bytes | bytearray):
+        brackets = raw.count(b"[") + raw.count(b"{")
+    elif isinstance(raw, str):
+        brackets = raw.count("[") + raw.count("{")
+    else:
+        return False
+    if brackets >= MAX_DEPTH and not _shallow(body):
+        return False
+    try:
+        json.dumps(body, ensure_ascii=False, allow_nan=False, check_circular=False).encode()
+    except (ValueError, TypeError, RecursionError):  # UnicodeEncodeError is a ValueError
+        return False
+    return True
+
+
+def _shallow(value: object) -> bool:
+    """Whether no object or list in `value` is at depth MAX_DEPTH or below (the top at 0):
+    `_unusable`'s nesting rule, walking containers only. Iterative, like `_nodes`."""
+    stack: list[tuple[object, int]] = [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children: Any = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        if depth >= MAX_DEPTH:
+            return False
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return True
 
 
 def _unusable(value: object) -> str:
@@ -284,10 +331,12 @@ _MISSING: Final[Any] = object()
 class _Fields:
     """Typed access to one JSON object; errors name the dotted path of the field."""
 
-    __slots__ = ("_data", "_prefix", "_what")
+    __slots__ = ("_data", "_finite", "_prefix", "_what")
 
-    def __init__(self, data: Mapping[str, Any], what: str, prefix: str = "") -> None:
+    def __init__(self, data: Mapping[str, Any], finite: bool, what: str, prefix: str = "") -> None:
         self._data = data
+        self._finite = finite
+        """Every number in the whole entry is known to be finite (`_vouched`, in `_open`)."""
         self._what = what
         self._prefix = prefix
 
@@ -335,7 +384,7 @@ class _Fields:
         value = self.get(key, {})
         if not isinstance(value, dict):
             raise self._fail(key, "object", value)
-        if _non_finite(value):
+        if not self._finite and _non_finite(value):
             raise CorruptEntry(
                 f"{self._what}: field '{self._prefix}{key}': a number is out of range for a float"
             )
@@ -351,7 +400,7 @@ class _Fields:
         value = self.get(key)
         if not isinstance(value, dict):
             raise self._fail(key, "object", value)
-        return _Fields(value, self._what, f"{self._prefix}{key}.")
+        return _Fields(value, self._finite, self._what, f"{self._prefix}{key}.")
 
     def children(self, key: str) -> list[_Fields]:
         value = self.get(key, [])
@@ -361,7 +410,7 @@ class _Fields:
         for i, item in enumerate(value):
             if not isinstance(item, dict):
                 raise self._fail(f"{key}[{i}]", "object", item)
-            out.append(_Fields(item, self._what, f"{self._prefix}{key}[{i}]."))
+            out.append(_Fields(item, self._finite, self._what, f"{self._prefix}{key}[{i}]."))
         return out
 
     def started(self, key: str) -> Started:

@@ -8,14 +8,16 @@ scripts is Redis's clock (TIME), so replicas whose clocks disagree still agree.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any, Final
 
 from redis.commands.core import AsyncScript
 
 from watcher.adapters.redis import scripts
 from watcher.adapters.redis.client import RedisClient
+from watcher.adapters.redis.coalesce import Coalescer
 from watcher.adapters.redis.codec import CorruptEntry
-from watcher.adapters.redis.fencing import Fence
+from watcher.adapters.redis.fencing import BATCH_LIMIT, Fence
 from watcher.adapters.redis.guard import Guard, as_bytes, ms, text
 from watcher.adapters.redis.keys import Keys
 from watcher.adapters.redis.seal import ForgedEntry, Seal, lineage_place
@@ -42,6 +44,13 @@ hand a Job another lineage's attempt count and history."""
 
 _STATUS: Final = {1: BeginStatus.BEGUN, 0: BeginStatus.SETTLED, -1: BeginStatus.SUPERSEDED}
 
+_DUE_FINALIZERS: Final = """
+-- KEYS[1] finalizer zset  ARGV[1] limit -> the members due now (Redis's clock), oldest first
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+return redis.call('ZRANGE', KEYS[1], '-inf', now, 'BYSCORE', 'LIMIT', 0, ARGV[1])
+"""
+
 
 class CreateRecords:
     """Mixin: needs ``_redis``, ``_keys`` and ``_guard`` from the store."""
@@ -51,6 +60,8 @@ class CreateRecords:
     _guard: Guard
     _seal: Seal
     _fence: Fence
+    _released: Coalescer[str, None] | None = None
+    _due_finalizers_script: AsyncScript | None = None
 
     def _register_create_scripts(self) -> None:
         self._begin_script: AsyncScript = self._redis.register_script(scripts.BEGIN_CREATE)
@@ -64,9 +75,11 @@ class CreateRecords:
         Only the ticket's latest claim may begin (else SUPERSEDED), and only while the ticket
         is pending (else SETTLED). The answer carries the ticket's token (made now if this is
         the first begin) and whether other claims began before (a create may have happened).
+        Begins made at about the same time (a batch fired at once) share a round trip
+        (`Fence.call_batched`), each still its own script call.
         """
         k = self._keys
-        reply: Any = await self._fence.call(
+        reply: Any = await self._fence.call_batched(
             "begin_create",
             self._begin_script,
             keys=[k.retry_tickets, k.retry_claims, k.retry_create(ticket_id)],
@@ -95,11 +108,12 @@ class CreateRecords:
         Atomically the ticket leaves the queue, its create record gets the Job's uid, and the
         Job is queued for its finalizer removal: at once (``release_finalizer_now``), or once
         FINALIZE_GRACE_S passed since the last begin when another claim also began a create.
-        `claim` 0 settles whatever the latest claim (tools and tests).
+        `claim` 0 settles whatever the latest claim (tools and tests). Settles made at about
+        the same time share a round trip, as begins do.
         """
         k = self._keys
         member = f"{job.namespace}/{job.name}/{job.uid}" if job is not None else ""
-        reply: Any = await self._fence.call(
+        reply: Any = await self._fence.call_batched(
             "settle_created",
             self._settle_script,
             keys=[
@@ -126,15 +140,14 @@ class CreateRecords:
     async def due_finalizers(self, *, limit: int) -> list[JobRef]:
         """Retry Jobs whose finalizer may be removed now (Redis's clock), oldest first.
 
+        One read-only script (TIME and the range at one instant, one round trip per cycle).
         A member that does not parse (written by hand) is dropped: nothing can be done with it.
         """
         k = self._keys
+        if self._due_finalizers_script is None:
+            self._due_finalizers_script = self._redis.register_script(_DUE_FINALIZERS)
         async with self._guard("due_finalizers"):
-            seconds, micros = await self._redis.time()
-            now_ms = seconds * 1000 + micros // 1000
-            raw: Any = await self._redis.zrange(
-                k.retry_finalize, "-inf", now_ms, byscore=True, offset=0, num=limit
-            )
+            raw: Any = await self._due_finalizers_script(keys=[k.retry_finalize], args=[limit])
         due: list[JobRef] = []
         for member in raw:
             parts = as_bytes(member).decode(errors="replace").split("/")
@@ -146,11 +159,16 @@ class CreateRecords:
         return due
 
     async def finalizer_released(self, job: JobRef) -> None:
-        """`job`'s finalizer is gone (or the Job is): forget it."""
+        """`job`'s finalizer is gone (or the Job is): forget it. Calls made at about the same
+        time share one ZREM (watcher.adapters.redis.coalesce)."""
+        if self._released is None:
+            self._released = Coalescer(self._forget_finalizers, limit=BATCH_LIMIT)
+        await self._released.call(f"{job.namespace}/{job.name}/{job.uid}")
+
+    async def _forget_finalizers(self, members: Sequence[str]) -> list[None]:
         async with self._guard("finalizer_released"):
-            await self._redis.zrem(
-                self._keys.retry_finalize, f"{job.namespace}/{job.name}/{job.uid}"
-            )
+            await self._redis.zrem(self._keys.retry_finalize, *members)
+        return [None] * len(members)
 
     async def create_record(self, ticket_id: str) -> CreateRecord | None:
         """The create record of ticket `ticket_id`, None if there is none (or it expired).

@@ -17,15 +17,18 @@ and the prelude neither checks nor raises the fence.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Final
 
+from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.typing import EncodableT, KeyT
 
 from watcher.adapters.redis import scripts
 from watcher.adapters.redis.client import RedisClient
+from watcher.adapters.redis.coalesce import Coalescer
 from watcher.adapters.redis.guard import Guard, text
 from watcher.adapters.redis.keys import Keys
 from watcher.core.errors import FencedWrite, SinkError
@@ -34,6 +37,12 @@ __all__ = ["Fence", "TermSource", "unfenced"]
 
 TermSource = Callable[[], int | None]
 """This process's leadership term now; None: unfenced."""
+
+Call = tuple[Sequence[KeyT], Sequence[EncodableT]]
+"""One script call's KEYS and ARGV, without the fence's key and term."""
+
+BATCH_LIMIT: Final = 64
+"""Most calls `Fence.call_batched` sends in one round trip."""
 
 
 def unfenced() -> int | None:
@@ -49,6 +58,7 @@ class Fence:
         self._guard = guard
         self.term = term
         self._claim_script = redis.register_script(scripts.CLAIM_TERM)
+        self._batchers: dict[str, Coalescer[Call, Any]] = {}
 
     async def call(
         self, op: str, script: AsyncScript, *, keys: Sequence[KeyT], args: Sequence[EncodableT]
@@ -78,6 +88,80 @@ class Fence:
         if fence is None:
             return None
         assert term is not None  # an unfenced call is never refused
+        return FencedWrite(op, term=term, fence=fence)
+
+    async def call_batched(
+        self, op: str, script: AsyncScript, *, keys: Sequence[KeyT], args: Sequence[EncodableT]
+    ) -> Any:
+        """`call`, with the calls of `script` made while one of its round trips is under way
+        (or in the same turn of the event loop) sent together in the next (`call_many`,
+        watcher.adapters.redis.coalesce). Each caller gets its own reply or error."""
+        batcher = self._batchers.get(script.sha)
+        if batcher is None:
+
+            async def send(calls: Sequence[Call]) -> list[Any]:
+                return await self.call_many(op, script, calls)
+
+            batcher = self._batchers[script.sha] = Coalescer(send, limit=BATCH_LIMIT)
+        return await batcher.call((keys, args))
+
+    async def call_many(self, op: str, script: AsyncScript, calls: Sequence[Call]) -> list[Any]:
+        """Run a fenced write script once per call of `calls`, in one round trip.
+
+        A pipeline, not a transaction: each call is atomic on its own, as if they were sent one
+        after the other on one connection. Per call, its reply, or the error it gets: a
+        `FencedWrite` when its term is refused, a `SinkError` for any other error reply. A
+        failure of the round trip itself (connection, timeout) raises `SinkError`.
+        """
+        term = self.term()
+        tail = "" if term is None else term
+        replies: list[Any]
+        async with self._guard(op):
+            if isinstance(self._redis, RedisCluster):
+                replies = await self._each(script, calls, tail)
+            else:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for keys, args in calls:
+                        pipe.evalsha(script.sha, len(keys) + 1, *keys, self._key, *args, tail)
+                    replies = await pipe.execute(raise_on_error=False)
+            for i, reply in enumerate(replies):
+                if isinstance(reply, NoScriptError):
+                    # Not run (a restarted or flushed server): once more through redis-py's
+                    # own path, which loads the script.
+                    replies[i] = await self._one(script, *calls[i], tail)
+        return [self._reply(op, term, reply) for reply in replies]
+
+    async def _each(self, script: AsyncScript, calls: Sequence[Call], tail: Any) -> list[Any]:
+        """The calls at once, each on its own: redis-py refuses EVALSHA in a cluster pipeline.
+        When one fails other than by an error reply, those still in flight are cancelled."""
+        tasks = [asyncio.ensure_future(self._one(script, *call, tail)) for call in calls]
+        try:
+            return list(await asyncio.gather(*tasks))
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    async def _one(
+        self, script: AsyncScript, keys: Sequence[KeyT], args: Sequence[EncodableT], tail: Any
+    ) -> Any:
+        """One call's reply, or its error reply (returned, not raised)."""
+        try:
+            return await script(keys=[*keys, self._key], args=[*args, tail])
+        except ResponseError as exc:
+            return exc
+
+    def _reply(self, op: str, term: int | None, reply: Any) -> Any:
+        """One call's reply of `call_many`, or the error `call` would have raised for it."""
+        if not isinstance(reply, RedisError):
+            return reply
+        try:
+            fence = self._refusal(reply) if isinstance(reply, ResponseError) else None
+        except SinkError as exc:
+            return exc
+        if fence is None or term is None:
+            error = SinkError(f"redis {op} failed: {type(reply).__name__}: {reply}")
+            error.__cause__ = reply
+            return error
         return FencedWrite(op, term=term, fence=fence)
 
     async def claim(self, term: int) -> int | None:

@@ -51,6 +51,7 @@ from typing import Any, Final
 
 from watcher.adapters.redis import scripts, servers
 from watcher.adapters.redis.batching import ScriptBatch
+from watcher.adapters.redis.bulk import BulkSchedule
 from watcher.adapters.redis.client import RedisClient
 from watcher.adapters.redis.codec import CorruptEntry
 from watcher.adapters.redis.creates import CreateRecords
@@ -85,7 +86,7 @@ FORGET_BATCH: Final = 500
 """Markers read from the index, and at most forgotten, per round-trip of `forget_absent`."""
 
 
-class RedisStore(CreateRecords, RedriveRecords, DueTimes):
+class RedisStore(CreateRecords, RedriveRecords, DueTimes, BulkSchedule):
     """Dead letters, retry tickets and the exactly-once markers of one cluster in one Redis."""
 
     def __init__(
@@ -185,22 +186,17 @@ class RedisStore(CreateRecords, RedriveRecords, DueTimes):
         "Now" is Redis's clock, not this process's (``ticket.due_at`` is kept for people to
         read). The ticket id is the failed Job's uid, so the same ticket is never stored twice.
         """
-        k = self._keys
-        ticket_id = ticket.job.uid
+        keys, args = self._schedule_call(ticket, delay_s)
+        script = self._schedule_retry_script
+        reply = await self._outcomes.call("schedule_retry", script, keys=keys, args=args)
+        return self._write_result(ticket.job.uid, reply)
+
+    def _schedule_call(self, ticket: RetryTicket, delay_s: float) -> tuple[list[Any], list[Any]]:
+        """KEYS and ARGV of schedule_retry.lua for `ticket` (also `BulkSchedule`'s)."""
+        k, ticket_id = self._keys, ticket.job.uid
         payload = seal_ticket(self._seal, k, ticket)
-        reply = await self._outcomes.call(
-            "schedule_retry",
-            self._schedule_retry_script,
-            keys=[
-                k.outcome(ticket_id),
-                k.retry_tickets,
-                k.retry_due,
-                k.outcome_index,
-                k.outcome_seq,
-            ],
-            args=[ticket_id, payload, ms(delay_s), _member(ticket.job)],
-        )
-        return self._write_result(ticket_id, reply)
+        keys = [k.outcome(ticket_id), k.retry_tickets, k.retry_due, k.outcome_index, k.outcome_seq]
+        return keys, [ticket_id, payload, ms(delay_s), _member(ticket.job)]
 
     def _write_result(self, job_uid: str, reply: Any) -> WriteResult:
         written, marker, *rest = reply
