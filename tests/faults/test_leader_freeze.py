@@ -235,7 +235,8 @@ def after_resume(freeze: Freeze) -> tuple[list[str], dict[str, object] | None, l
     for line in events_from(freeze.replica, freeze.resumed_at_byte, freeze.until_byte):
         event = str(line.get("event"))
         if event == "write_fenced":
-            refused.append(int(str(line["term"])))
+            # One line per step-down; `refused` counts the writes of its round trip (pipelined)
+            refused.extend([int(str(line["term"]))] * int(str(line.get("refused", 1))))
         if step_down is None:
             if event == STEP_DOWN:
                 step_down = line

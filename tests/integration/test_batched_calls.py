@@ -108,6 +108,8 @@ async def test_a_stale_term_is_refused_for_every_call_of_a_shared_round_trip(
     )
     # Then each is refused with FencedWrite, and nothing was written
     assert all(isinstance(r, FencedWrite) and r.fence == 4 for r in results), results
+    # and each says how many of its round trip were refused (the daemon logs that count)
+    assert [r.refused for r in results if isinstance(r, FencedWrite)] == [3, 3, 3]
     assert await snapshot(redis) == before
 
 

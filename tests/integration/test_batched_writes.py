@@ -96,6 +96,8 @@ async def test_a_stale_term_refuses_every_write_of_the_pipeline(redis: Redis, ke
         "dead_letter",
     ]
     assert all((r.term, r.fence) == (3, 4) for r in results if isinstance(r, FencedWrite))
+    # and each refusal says three were refused: whichever the writer raises, all are logged
+    assert [r.refused for r in results if isinstance(r, FencedWrite)] == [3, 3, 3]
     for uid in ("a", "b", "c"):
         assert not await redis.exists(keys.outcome(uid))
 

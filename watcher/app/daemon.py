@@ -280,9 +280,13 @@ class Daemon:
         term began). Count and log it; stop leading at once. Nothing is lost: failures stay
         queued here and in the new leader's pipeline, claimed tickets come back after their
         lease."""
-        self.metrics.fenced_writes.labels(operation=error.operation).inc()
+        self.metrics.fenced_writes.labels(operation=error.operation).inc(error.refused)
         self.logger.warning(
-            "write_fenced", operation=error.operation, term=error.term, fence=error.fence
+            "write_fenced",
+            operation=error.operation,
+            term=error.term,
+            fence=error.fence,
+            refused=error.refused,
         )
         if self.elector is not None:
             self.elector.resign("fenced", fence=error.fence)

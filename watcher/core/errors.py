@@ -200,4 +200,7 @@ class FencedWrite(WatcherError):
         """The term the write carried."""
         self.fence = fence
         """The highest term Redis has seen."""
+        self.refused = 1
+        """How many writes of this term Redis refused in the same round trip (writes sent
+        together, in one pipeline, are all refused together): what is counted and logged."""
         super().__init__(f"redis {operation} refused: leadership term {term} < fence {fence}")

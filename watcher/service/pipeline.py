@@ -52,8 +52,7 @@ pipeline: at 1,000 copies of bench.throughput, one failure at a time was ~55 wri
 second, the writer waiting on one round trip after the other."""
 
 _CRASH_REASON_CHARS = 500
-"""The error a crashed handling is dead-lettered with is cut to this (it is a reason, not a
-traceback; the traceback is in the log line)."""
+"""A crashed handling's dead-letter reason is cut to this (the traceback is in the log)."""
 
 
 class Pipeline:
@@ -252,6 +251,7 @@ class Pipeline:
             else:  # a bulkhead: one Job's bug must not stop the writer
                 self._crash(uid, error)
         if fenced is not None:
+            fenced.refused = max(fenced.refused, sum(isinstance(e, FencedWrite) for e in errors))
             raise fenced
         return in_a_row, delay
 

@@ -34,7 +34,7 @@ from redis.typing import EncodableT, KeyT
 from watcher.adapters.redis.client import RedisClient
 from watcher.adapters.redis.fencing import Fence
 from watcher.adapters.redis.guard import Guard
-from watcher.core.errors import SinkError
+from watcher.core.errors import FencedWrite, SinkError
 
 __all__ = ["MAX_BATCH", "ScriptBatch"]
 
@@ -126,11 +126,19 @@ class ScriptBatch:
                 _settle(call, exc=_again(exc, call.op))
             return
         again: list[_Call] = []
-        for call, reply in zip(batch, replies, strict=True):
+        errors = {
+            i: self._error(call.op, term, reply)
+            for i, (call, reply) in enumerate(zip(batch, replies, strict=True))
+            if isinstance(reply, ResponseError) and not isinstance(reply, NoScriptError)
+        }
+        refusals = [error for error in errors.values() if isinstance(error, FencedWrite)]
+        for refusal in refusals:
+            refusal.refused = len(refusals)  # all logged, whichever one a caller raises
+        for i, (call, reply) in enumerate(zip(batch, replies, strict=True)):
             if isinstance(reply, NoScriptError):
                 again.append(call)  # not run: sent alone, which loads the script
-            elif isinstance(reply, ResponseError):
-                _settle(call, exc=self._error(call.op, term, reply))
+            elif i in errors:
+                _settle(call, exc=errors[i])
             elif isinstance(reply, Exception):
                 _settle(call, exc=SinkError(f"redis {call.op} failed: {_describe(reply)}"))
             else:

@@ -129,7 +129,7 @@ class Fence:
                     # Not run (a restarted or flushed server): once more through redis-py's
                     # own path, which loads the script.
                     replies[i] = await self._one(script, *calls[i], tail)
-        return [self._reply(op, term, reply) for reply in replies]
+        return _count_refusals([self._reply(op, term, reply) for reply in replies])
 
     async def _each(self, script: AsyncScript, calls: Sequence[Call], tail: Any) -> list[Any]:
         """The calls at once, each on its own: redis-py refuses EVALSHA in a cluster pipeline.
@@ -197,3 +197,12 @@ class Fence:
             except ValueError:
                 raise SinkError(f"unexpected fence refusal {str(exc)[:80]!r}") from exc
         return None
+
+
+def _count_refusals(results: list[Any]) -> list[Any]:
+    """`results`, each `FencedWrite` among them told how many writes of the round trip were
+    refused (whichever one a caller raises, the count of all is logged)."""
+    refusals = [result for result in results if isinstance(result, FencedWrite)]
+    for refusal in refusals:
+        refusal.refused = len(refusals)
+    return results
