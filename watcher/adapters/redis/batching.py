@@ -28,13 +28,13 @@ from typing import Any, Final
 
 from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoScriptError
 from redis.typing import EncodableT, KeyT
 
 from watcher.adapters.redis.client import RedisClient
-from watcher.adapters.redis.fencing import Fence
+from watcher.adapters.redis.fencing import Fence, count_refusals
 from watcher.adapters.redis.guard import Guard
-from watcher.core.errors import FencedWrite, SinkError
+from watcher.core.errors import SinkError
 
 __all__ = ["MAX_BATCH", "ScriptBatch"]
 
@@ -126,34 +126,20 @@ class ScriptBatch:
                 _settle(call, exc=_again(exc, call.op))
             return
         again: list[_Call] = []
-        errors = {
-            i: self._error(call.op, term, reply)
-            for i, (call, reply) in enumerate(zip(batch, replies, strict=True))
-            if isinstance(reply, ResponseError) and not isinstance(reply, NoScriptError)
-        }
-        refusals = [error for error in errors.values() if isinstance(error, FencedWrite)]
-        for refusal in refusals:
-            refusal.refused = len(refusals)  # all logged, whichever one a caller raises
-        for i, (call, reply) in enumerate(zip(batch, replies, strict=True)):
+        results = count_refusals([
+            None if isinstance(reply, NoScriptError) else self._fence.reply_of(call.op, term, reply)
+            for call, reply in zip(batch, replies, strict=True)
+        ])  # fmt: skip
+        for call, reply, result in zip(batch, replies, results, strict=True):
             if isinstance(reply, NoScriptError):
                 again.append(call)  # not run: sent alone, which loads the script
-            elif i in errors:
-                _settle(call, exc=errors[i])
-            elif isinstance(reply, Exception):
-                _settle(call, exc=SinkError(f"redis {call.op} failed: {_describe(reply)}"))
+            elif isinstance(result, Exception):
+                _settle(call, exc=result)
             else:
-                _settle(call, result=reply)
+                _settle(call, result=result)
         for call in again:
             await self._alone(call)
         self.pipelines += 1
-
-    def _error(self, op: str, term: int | None, reply: ResponseError) -> Exception:
-        """What `Fence.call` raises for this error reply (inside its guard)."""
-        try:
-            refused = self._fence.refused(op, term, reply)
-        except SinkError as exc:  # the fence key holds no term
-            return exc
-        return refused or SinkError(f"redis {op} failed: {_describe(reply)}")
 
 
 def _again(exc: SinkError, op: str) -> SinkError:
@@ -162,10 +148,6 @@ def _again(exc: SinkError, op: str) -> SinkError:
     error = SinkError(str(exc).replace("redis outcome writes ", f"redis {op} ", 1))
     error.__cause__ = exc.__cause__
     return error
-
-
-def _describe(exc: Exception) -> str:
-    return f"{type(exc).__name__}: {exc}"
 
 
 def _settle(call: _Call, *, result: Any = None, exc: BaseException | None = None) -> None:

@@ -129,7 +129,7 @@ class Fence:
                     # Not run (a restarted or flushed server): once more through redis-py's
                     # own path, which loads the script.
                     replies[i] = await self._one(script, *calls[i], tail)
-        return _count_refusals([self._reply(op, term, reply) for reply in replies])
+        return count_refusals([self.reply_of(op, term, reply) for reply in replies])
 
     async def _each(self, script: AsyncScript, calls: Sequence[Call], tail: Any) -> list[Any]:
         """The calls at once, each on its own: redis-py refuses EVALSHA in a cluster pipeline.
@@ -150,8 +150,9 @@ class Fence:
         except ResponseError as exc:
             return exc
 
-    def _reply(self, op: str, term: int | None, reply: Any) -> Any:
-        """One call's reply of `call_many`, or the error `call` would have raised for it."""
+    def reply_of(self, op: str, term: int | None, reply: Any) -> Any:
+        """One call's reply of a pipeline (`call_many`, `ScriptBatch`), or the error `call`
+        would have raised for it."""
         if not isinstance(reply, RedisError):
             return reply
         try:
@@ -199,7 +200,7 @@ class Fence:
         return None
 
 
-def _count_refusals(results: list[Any]) -> list[Any]:
+def count_refusals(results: list[Any]) -> list[Any]:
     """`results`, each `FencedWrite` among them told how many writes of the round trip were
     refused (whichever one a caller raises, the count of all is logged)."""
     refusals = [result for result in results if isinstance(result, FencedWrite)]
