@@ -68,6 +68,8 @@ class Daemon:
         self.metrics = metrics or Metrics()
         self.logger = logger or get_logger()
         self.stop = asyncio.Event()
+        self._signalled_at: float | None = None
+        """monotonic() of the first SIGTERM/SIGINT: the grace period counts from it."""
         parts = build(
             settings, kube=kube, store=self.store, metrics=self.metrics, logger=self.logger
         )
@@ -125,6 +127,8 @@ class Daemon:
 
     def _on_signal(self, sig: signal.Signals) -> None:
         self.logger.info("shutdown_requested", signal=sig.name)
+        if self._signalled_at is None:
+            self._signalled_at = time.monotonic()
         self.stop.set()
 
     async def _supervise(self) -> int:
@@ -190,7 +194,9 @@ class Daemon:
     async def _shutdown(
         self, immediate: list[asyncio.Task[Any]], graceful: list[asyncio.Task[Any]]
     ) -> None:
-        started = time.monotonic()
+        # From the signal, not from here: the kubelet's SIGKILL counts from it, and the watch
+        # consumers and root tasks may take a while to notice `stop`.
+        started = self._signalled_at if self._signalled_at is not None else time.monotonic()
         for task in immediate:
             task.cancel()
         await asyncio.gather(*immediate, return_exceptions=True)
