@@ -8,7 +8,7 @@ while writes fail, the writer probes with one failure at a time.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+import dataclasses
 
 import pytest
 
@@ -16,10 +16,11 @@ from tests.support.fakes import FakeStore
 from tests.unit.test_pipeline import DEFAULTS, REDIS_DOWN, SETTLE_S, Rig, build, fail
 from watcher.core.errors import FencedWrite
 from watcher.core.model import DeadLetter, WriteResult
-from watcher.service.pipeline import WRITE_CONCURRENCY, Pipeline
+from watcher.core.settings import PipelineSettings
+from watcher.service.pipeline import Pipeline
 
 
-@dataclass
+@dataclasses.dataclass
 class OverlapStore(FakeStore):
     """A FakeStore whose writes take a turn of the event loop, counting how many overlap."""
 
@@ -74,7 +75,7 @@ async def test_at_most_write_concurrency_failures_are_handled_at_once() -> None:
     await drain(rig.pipeline)
     assert store.peak == 3
     assert sorted(letter.job.uid for letter in store.dead_letters) == uids
-    assert WRITE_CONCURRENCY > 1  # the daemon's default does batch
+    assert PipelineSettings().write_concurrency > 1  # the daemon's default does batch
 
 
 async def test_a_failed_write_in_a_batch_is_retried_alone_and_the_others_land() -> None:
@@ -158,9 +159,8 @@ def test_write_concurrency_below_one_is_refused() -> None:
             jobs=rig.jobs,
             scope=DEFAULTS.scope,
             classify=DEFAULTS.classify,
-            settings=DEFAULTS.pipeline,
+            settings=dataclasses.replace(DEFAULTS.pipeline, write_concurrency=0),
             limits=DEFAULTS.limits,
             metrics=rig.metrics,
             logger=rig.pipeline.log,
-            write_concurrency=0,
         )

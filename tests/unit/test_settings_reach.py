@@ -135,6 +135,7 @@ CASES: dict[str, tuple[object, Probe, object]] = {
     "classify.stuck_check_interval_s": (3, chore("stuck-check"), 3),
     "pipeline.settle_s": (1, lambda d: d.pipeline.settings.settle_s, 1),
     "pipeline.evidence_wait_s": (5, lambda d: d.pipeline.settings.evidence_wait_s, 5),
+    "pipeline.write_concurrency": (7, lambda d: d.pipeline.write_concurrency, 7),
     "limits.max_tracked_jobs": (11, lambda d: d.pipeline.correlator.limits.max_tracked_jobs, 11),
     "limits.max_pods_per_job": (12, lambda d: d.pipeline.correlator.limits.max_pods_per_job, 12),
     "limits.max_events_per_object": (

@@ -46,11 +46,6 @@ EVIDENCE_EVENT_KINDS = frozenset({"Job", "Pod", "Node"})
 """Events about these kinds are evidence (the correlator keeps only those); Events about
 anything else, most of a busy cluster's, are not even projected."""
 
-WRITE_CONCURRENCY = 32
-"""Due failures the writer handles at once. Their outcome writes go to Redis in one
-pipeline: at 1,000 copies of bench.throughput, one failure at a time was ~55 written per
-second, the writer waiting on one round trip after the other."""
-
 _CRASH_REASON_CHARS = 500
 """A crashed handling's dead-letter reason is cut to this (the traceback is in the log)."""
 
@@ -70,11 +65,10 @@ class Pipeline:
         pods: PodsPort | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[asyncio.Event, float], Awaitable[bool]] = sleep_or_stop,
-        write_concurrency: int = WRITE_CONCURRENCY,
     ) -> None:
-        if write_concurrency < 1:
-            raise ValueError(f"write_concurrency must be >= 1, got {write_concurrency}")
-        self.write_concurrency = write_concurrency
+        if settings.write_concurrency < 1:
+            raise ValueError(f"write_concurrency must be >= 1, got {settings.write_concurrency}")
+        self.write_concurrency = settings.write_concurrency
         """Due failures the writer handles at once (their writes share a round trip)."""
         self.handler = handler
         self.jobs = jobs

@@ -290,6 +290,9 @@ def _parse_pipeline(raw: object) -> PipelineSettings:
     return PipelineSettings(
         settle_s=s.duration("settle_s", d.settle_s, max_s=600),
         evidence_wait_s=s.duration("evidence_wait_s", d.evidence_wait_s, max_s=3600),
+        write_concurrency=s.integer(
+            "write_concurrency", d.write_concurrency, min_value=1, max_value=1_000
+        ),
     )
 
 
