@@ -32,6 +32,7 @@ from watcher.app.sealing import build_seal
 from watcher.core.errors import FencedWrite, SinkError
 from watcher.core.settings import Settings
 from watcher.kit.aio import every, first_done
+from watcher.kit.gctune import tune_gc
 from watcher.kit.logs import get_logger
 from watcher.kit.metrics import Metrics
 from watcher.service.leadership import LeaderElector, resolve_lease_namespace
@@ -477,6 +478,7 @@ def _identity(item: watch.Item) -> str:
 
 async def run_daemon(settings: Settings) -> int:
     """`kube-dlq run`: connect, run until SIGTERM, close. Returns the exit code."""
+    tune_gc()  # the process's collector, before the first lists fill the heap
     seal = build_seal(settings.security)  # before connecting: no keys, no start (exit 2)
     kube = await connect(settings.kubernetes)
     redis = redis_client(settings.redis)
