@@ -72,6 +72,8 @@ class Fence:
         self._claim_script = redis.register_script(scripts.CLAIM_TERM)
         self._cluster = isinstance(redis, RedisCluster)
         self._batcher: Coalescer[ScriptCall, Any] = Coalescer(self._send, limit=BATCH_LIMIT)
+        self._many: dict[str, AsyncScript] = {}
+        """The `scripts.many` form of each script called so, by the script's sha."""
         self.round_trips: Counter[str] = Counter()
         """Round trips of `call_batched` that carried a call of each operation (for tests)."""
         self.pipelines = 0
@@ -135,40 +137,92 @@ class Fence:
         except (SinkError, FencedWrite) as exc:  # its own, handed to its caller
             return [exc]
 
-    async def call_many(self, calls: Sequence[ScriptCall]) -> list[Any]:
+    async def call_many(self, calls: Sequence[ScriptCall], *, load: bool = True) -> list[Any]:
         """Run each fenced script call of `calls` (any scripts), in one round trip.
 
-        A pipeline, not a transaction: each call is atomic on its own, as if they were sent one
-        after the other on one connection. Per call, in order, its reply or the error `call`
-        would have raised for it (returned, not raised): `FencedWrite` when its term is
-        refused, `SinkError` for any other error reply, and a `SinkError` of its own, naming its
+        Each call is atomic on its own, as if they were sent one after the other on one
+        connection, in order: a pipeline (not a transaction), where consecutive calls of one
+        script go as one call of its `scripts.many` form (the fence checked once, then each
+        call's body with its own KEYS and ARGV; fewer commands for redis-py to pack and parse,
+        and for Redis to run). Per call, in order, its reply or the error `call` would have
+        raised for it (returned, not raised): `FencedWrite` when its term is refused,
+        `SinkError` for any other error reply, and a `SinkError` of its own, naming its
         operation, when the round trip itself failed (connection, timeout: it may have run).
-        A script Redis no longer has (NOSCRIPT: a restart, SCRIPT FLUSH) did not run: it is
-        sent again alone through redis-py's `Script`, which loads it. On a Redis Cluster
-        client they go at once, each alone.
+        Calls whose script Redis no longer has (NOSCRIPT: a restart, SCRIPT FLUSH) did not
+        run: their scripts are loaded and they are sent again. On a Redis Cluster client they
+        go at once, each alone.
         """
         if not calls:
             return []
         term = self.term()
+        runs = _runs(calls)
         try:
             if self._cluster:  # at once, each alone
                 return list(await asyncio.gather(*(self._alone(call) for call in calls)))
             replies: list[Any]
             async with self._guard(_MANY), self._redis.pipeline(transaction=False) as pipe:
-                for call in calls:
-                    keys, args = self.fenced(call.keys, call.args, term)
-                    pipe.evalsha(call.script.sha, len(keys), *keys, *args)
+                for run in runs:
+                    script, keys, args = self._command(run, term)
+                    pipe.evalsha(script.sha, len(keys), *keys, *args)
                 replies = await pipe.execute(raise_on_error=False)
         except SinkError as exc:
             return [_reworded(exc, call.op) for call in calls]
+        flat: list[Any] = []
+        for run, reply in zip(runs, replies, strict=True):
+            if len(run) == 1 or isinstance(reply, RedisError):
+                flat.extend([reply] * len(run))  # a refusal or NOSCRIPT: the script's every call
+            elif isinstance(reply, list) and len(reply) == len(run):
+                flat.extend(reply)
+            else:
+                flat.extend(
+                    [ResponseError(f"{len(run)} calls, reply {str(reply)[:80]!r}")] * len(run)
+                )
         results = count_refusals([
             None if isinstance(reply, NoScriptError) else self.reply_of(call.op, term, reply)
-            for call, reply in zip(calls, replies, strict=True)
+            for call, reply in zip(calls, flat, strict=True)
         ])  # fmt: skip
-        for i, reply in enumerate(replies):
-            if isinstance(reply, NoScriptError):
-                results[i] = await self._alone(calls[i])
+        missing = [i for i, reply in enumerate(flat) if isinstance(reply, NoScriptError)]
+        if missing:
+            again = [calls[i] for i in missing]
+            if load:
+                await self._load({self._command(run, term)[0] for run in _runs(again)})
+                answers = await self.call_many(again, load=False)
+            else:  # flushed again meanwhile: redis-py's own path, call by call
+                answers = [await self._alone(call) for call in again]
+            for i, answer in zip(missing, answers, strict=True):
+                results[i] = answer
         return results
+
+    def _command(
+        self, run: Sequence[ScriptCall], term: int | None
+    ) -> tuple[AsyncScript, list[KeyT], list[EncodableT]]:
+        """The script, KEYS and ARGV (fenced) of a run of calls of one script."""
+        if len(run) == 1:
+            return run[0].script, *self.fenced(run[0].keys, run[0].args, term)
+        script = run[0].script
+        merged = self._many.get(script.sha)
+        if merged is None:
+            source = script.script  # the store's scripts are str (scripts.py)
+            if not isinstance(source, str):
+                source = bytes(source).decode()
+            merged = self._many[script.sha] = self._redis.register_script(scripts.many(source))
+        counts: list[EncodableT] = [len(run)]
+        keys: list[KeyT] = []
+        args: list[EncodableT] = []
+        for call in run:
+            counts += (len(call.keys), len(call.args))
+            keys += call.keys
+            args += call.args
+        return merged, *self.fenced(keys, [*counts, *args], term)
+
+    async def _load(self, wanted: set[AsyncScript]) -> None:
+        """SCRIPT LOAD of `wanted`; a failure is left to the calls that follow to report."""
+        try:
+            async with self._guard("script_load"):
+                for script in wanted:
+                    await self._redis.script_load(script.script)
+        except SinkError:
+            return
 
     async def _alone(self, call: ScriptCall) -> Any:
         """`call`'s reply, or the error it raised (returned)."""
@@ -225,6 +279,17 @@ class Fence:
             except ValueError:
                 raise SinkError(f"unexpected fence refusal {str(exc)[:80]!r}") from exc
         return None
+
+
+def _runs(calls: Sequence[ScriptCall]) -> list[list[ScriptCall]]:
+    """`calls` cut into runs of consecutive calls of one script, in order."""
+    runs: list[list[ScriptCall]] = []
+    for call in calls:
+        if runs and runs[-1][0].script is call.script:
+            runs[-1].append(call)
+        else:
+            runs.append([call])
+    return runs
 
 
 def count_refusals(results: list[Any]) -> list[Any]:
