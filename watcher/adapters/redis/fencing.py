@@ -282,10 +282,11 @@ class Fence:
 
 
 def _runs(calls: Sequence[ScriptCall]) -> list[list[ScriptCall]]:
-    """`calls` cut into runs of consecutive calls of one script, in order."""
+    """`calls` cut into runs of consecutive calls of one script, in order, each of at most
+    BATCH_LIMIT calls (one script call holds Redis for its whole run: kept short)."""
     runs: list[list[ScriptCall]] = []
     for call in calls:
-        if runs and runs[-1][0].script is call.script:
+        if runs and runs[-1][0].script is call.script and len(runs[-1]) < BATCH_LIMIT:
             runs[-1].append(call)
         else:
             runs.append([call])
