@@ -29,9 +29,9 @@ LINEAGE = Lineage(2, (AttemptRecord(1, "job-x", "x", FailureClass.NODE_LOST, "x"
 
 
 def _trips(store: RedisStore, script: str) -> int:
-    sha = {"begin": store._begin_script.sha, "settle": store._settle_script.sha}[script]
-    batcher = store._fence._batchers.get(sha)
-    return 0 if batcher is None else batcher.round_trips
+    """Round trips that carried a call of `script`."""
+    op = {"begin": "begin_create", "settle": "settle_created"}[script]
+    return store._fence.round_trips[op]
 
 
 async def _claimed(store: RedisStore, uids: list[str]) -> dict[str, int]:

@@ -1,9 +1,9 @@
 """Outcome writes made at once share one pipeline, on a real redis-server, and lose nothing.
 
 The writer handles several failures at once, so their `dead_letter` and `schedule_retry` calls
-arrive together; the store sends them as one pipeline of scripts
-(`watcher.adapters.redis.batching`). Each caller must get what its own call would have given:
-its entry written once (or "already handled"), its own error (a refused term, a script error,
+arrive together; the store sends them as one pipeline of scripts (`Fence.call_batched`,
+watcher.adapters.redis.coalesce). Each caller must get what its own call would have given: its
+entry written once (or "already handled"), its own error (a refused term, a script error,
 Redis gone), and a script Redis no longer has is loaded and run, not lost.
 """
 
@@ -29,7 +29,7 @@ pytestmark = pytest.mark.redis
 
 
 def batch_of(store: RedisStore) -> Any:
-    return store._outcomes  # the store's own ScriptBatch, to count its pipelines
+    return store._fence  # whose call_batched shares round trips, to count its pipelines
 
 
 async def test_writes_made_at_once_go_in_one_pipeline_each_written_once(
@@ -193,7 +193,7 @@ async def test_a_write_nobody_waits_for_any_more_stops_waiting_on_a_hung_redis(
 
         # Then the round trip is cancelled with it, not left waiting for the timeout
         async with asyncio.timeout(2):
-            while batch_of(store)._flushing is not None:  # noqa: ASYNC110 - internal state
+            while batch_of(store).busy:  # noqa: ASYNC110 - internal state
                 await asyncio.sleep(0.01)
     finally:
         server.thaw()

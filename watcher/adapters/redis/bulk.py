@@ -13,7 +13,7 @@ from typing import Any
 
 from redis.commands.core import AsyncScript
 
-from watcher.adapters.redis.fencing import Fence
+from watcher.adapters.redis.fencing import Fence, ScriptCall
 from watcher.core.model import RetryTicket, WriteResult
 
 __all__ = ["BulkSchedule"]
@@ -41,9 +41,12 @@ class BulkSchedule:
         made one after the other."""
         if not tickets:
             return []
-        calls = [self._schedule_call(ticket, delay_s) for ticket, delay_s in tickets]
         script = self._schedule_retry_script
-        replies = await self._fence.call_many("schedule_retry", script, calls)
+        calls = [
+            ScriptCall("schedule_retry", script, *self._schedule_call(ticket, delay_s))
+            for ticket, delay_s in tickets
+        ]
+        replies = await self._fence.call_many(calls)
         for reply in replies:
             if isinstance(reply, BaseException):
                 raise reply

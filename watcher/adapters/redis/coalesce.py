@@ -1,19 +1,25 @@
-"""Calls made at about the same time, sent to Redis in one round trip: the retry loop's batching.
+"""Calls made at about the same time, sent to Redis in one round trip: the store's one batching.
 
-The retry loop fires up to ``fire_concurrency`` tickets at once, and each ticket makes the same
-few calls (``begin_create``, ``settle_created``, ``finalizer_released``). Sent one by one, each
-costs a round trip and, more than that on a busy 2-core machine, redis-py's per-command work
-in Python (connection checkout, a write and a read syscall, a future). A `Coalescer` queues the
-calls made while one round trip of its kind is under way, or in the same turn of the event
-loop, and sends them together in the next one, at most `limit` per round trip.
+The writer handles several due failures at once and ends each in one outcome write script; the
+retry loop fires up to ``fire_concurrency`` tickets at once, and each makes the same few calls
+(``begin_create``, ``settle_created``, ``finalizer_released``). Sent one by one, each costs a
+round trip and, more than that on a busy 2-core machine, redis-py's per-command work in Python
+(connection checkout, a write and a read syscall, a future). A `Coalescer` queues the calls
+made while one of its round trips is under way, or in the same turn of the event loop, and
+sends them together in the next one, at most `limit` per round trip. The store's fenced
+scripts, of any kind mixed, share one (`Fence.call_batched`, whose sender is
+`Fence.call_many`); the finalizer records share one ZREM.
 
 Nothing about each call changes: the sender gets every call with its own arguments and answers
-each with its own reply or error (a pipeline of the same scripts, not one merged script), and
-each caller gets exactly the answer it would have got alone. A caller cancelled before its
-call was sent is dropped from the queue (the call never happens); one cancelled after is the
-same as a direct call cancelled mid-flight (it may have happened): the at-most-once argument
-covers both (watcher.service.retrying). A failure of the round trip itself reaches every
-caller of it, as it would have reached each of them calling at that moment.
+each with its own reply or error (for scripts, a pipeline of script calls, each atomic on its
+own with its own fence check), and each caller gets exactly the answer it would have got alone.
+A caller cancelled before its call was sent is dropped from the queue (the call never
+happens); one cancelled after is the same as a direct call cancelled mid-flight (it may have
+happened): the at-most-once argument covers both (watcher.service.retrying). Once no caller of
+the round trip under way, nor of the queue, is waiting any more (a shutdown's grace ran out),
+the round trip is cancelled too, as a call of one's own would be, rather than left to hang on
+Redis. A failure of the round trip itself reaches every caller of it, as it would have reached
+each of them calling at that moment.
 
 At most one round trip of a coalescer is in flight, so a caller waits at most for the one
 under way and then its own; each is bounded by the guard's operation timeout.
@@ -43,6 +49,7 @@ class Coalescer(Generic[A, R]):
         self._send = send
         self._limit = limit
         self._queue: list[tuple[A, asyncio.Future[R]]] = []
+        self._sending: list[tuple[A, asyncio.Future[R]]] = []
         self._task: asyncio.Task[None] | None = None
         self.round_trips = 0
         """How many round trips were sent (for tests and benchmarks)."""
@@ -59,7 +66,18 @@ class Coalescer(Generic[A, R]):
         self._queue.append((arg, future))
         if self._task is None:
             self._task = loop.create_task(self._drain())
-        return await future  # a cancelled caller cancels its future: `_drain` skips it
+        try:
+            return await future  # a cancelled caller cancels its future: `_drain` skips it
+        except asyncio.CancelledError:
+            waiting = (f for _, f in (*self._sending, *self._queue) if not f.done())
+            if self._task is not None and next(waiting, None) is None:
+                self._task.cancel()  # nobody left to answer: do not wait on Redis for them
+            raise
+
+    @property
+    def busy(self) -> bool:
+        """Whether calls are queued or a round trip is under way."""
+        return self._task is not None
 
     async def _drain(self) -> None:
         try:
@@ -70,7 +88,9 @@ class Coalescer(Generic[A, R]):
                     if not entry[1].done():
                         batch.append(entry)
                 if batch:
+                    self._sending = batch
                     await self._round_trip(batch)
+                    self._sending = []
         except asyncio.CancelledError:
             for _, future in self._queue:
                 future.cancel()
@@ -78,6 +98,7 @@ class Coalescer(Generic[A, R]):
             raise
         finally:
             self._task = None
+            self._sending = []
 
     async def _round_trip(self, batch: list[tuple[A, asyncio.Future[R]]]) -> None:
         self.round_trips += 1

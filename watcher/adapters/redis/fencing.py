@@ -18,8 +18,9 @@ and the prelude neither checks nor raises the fence.
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
@@ -33,16 +34,27 @@ from watcher.adapters.redis.guard import Guard, text
 from watcher.adapters.redis.keys import Keys
 from watcher.core.errors import FencedWrite, SinkError
 
-__all__ = ["Fence", "TermSource", "unfenced"]
+__all__ = ["BATCH_LIMIT", "Fence", "ScriptCall", "TermSource", "count_refusals", "unfenced"]
 
 TermSource = Callable[[], int | None]
 """This process's leadership term now; None: unfenced."""
 
-Call = tuple[Sequence[KeyT], Sequence[EncodableT]]
-"""One script call's KEYS and ARGV, without the fence's key and term."""
+
+class ScriptCall(NamedTuple):
+    """One fenced script call: its operation (named in errors), script, KEYS and ARGV, without
+    the fence's key and term."""
+
+    op: str
+    script: AsyncScript
+    keys: Sequence[KeyT]
+    args: Sequence[EncodableT]
+
 
 BATCH_LIMIT: Final = 64
 """Most calls `Fence.call_batched` sends in one round trip."""
+
+_MANY: Final = "outcome writes"
+"""The operation a failed round trip of `call_many` names, reworded per call (`_reworded`)."""
 
 
 def unfenced() -> int | None:
@@ -58,7 +70,14 @@ class Fence:
         self._guard = guard
         self.term = term
         self._claim_script = redis.register_script(scripts.CLAIM_TERM)
-        self._batchers: dict[str, Coalescer[Call, Any]] = {}
+        self._cluster = isinstance(redis, RedisCluster)
+        self._batcher: Coalescer[ScriptCall, Any] = Coalescer(self._send, limit=BATCH_LIMIT)
+        self._many: dict[str, AsyncScript] = {}
+        """The `scripts.many` form of each script called so, by the script's sha."""
+        self.round_trips: Counter[str] = Counter()
+        """Round trips of `call_batched` that carried a call of each operation (for tests)."""
+        self.pipelines = 0
+        """Round trips of `call_batched` that carried two calls or more (for tests)."""
 
     async def call(
         self, op: str, script: AsyncScript, *, keys: Sequence[KeyT], args: Sequence[EncodableT]
@@ -93,66 +112,128 @@ class Fence:
     async def call_batched(
         self, op: str, script: AsyncScript, *, keys: Sequence[KeyT], args: Sequence[EncodableT]
     ) -> Any:
-        """`call`, with the calls of `script` made while one of its round trips is under way
-        (or in the same turn of the event loop) sent together in the next (`call_many`,
-        watcher.adapters.redis.coalesce). Each caller gets its own reply or error."""
-        batcher = self._batchers.get(script.sha)
-        if batcher is None:
+        """`call`, with the calls made while a round trip is under way (or in the same turn of
+        the event loop), of any script, sent together in the next (`call_many`,
+        watcher.adapters.redis.coalesce). Each caller gets its own reply or error, as alone.
+        A Redis Cluster client's calls go alone, at once (its pipelines refuse EVALSHA)."""
+        if self._cluster:
+            return await self.call(op, script, keys=keys, args=args)
+        return await self._batcher.call(ScriptCall(op, script, keys, args))
 
-            async def send(calls: Sequence[Call]) -> list[Any]:
-                return await self.call_many(op, script, calls)
+    @property
+    def busy(self) -> bool:
+        """Whether a round trip of `call_batched` is queued or under way (for tests)."""
+        return self._batcher.busy
 
-            batcher = self._batchers[script.sha] = Coalescer(send, limit=BATCH_LIMIT)
-        return await batcher.call((keys, args))
+    async def _send(self, calls: Sequence[ScriptCall]) -> list[Any]:
+        """The coalescer's sender: one call goes alone (`call`), more as `call_many`."""
+        self.round_trips.update({call.op for call in calls})
+        if len(calls) > 1:
+            self.pipelines += 1
+            return await self.call_many(calls)
+        op, script, keys, args = calls[0]
+        try:
+            return [await self.call(op, script, keys=keys, args=args)]
+        except (SinkError, FencedWrite) as exc:  # its own, handed to its caller
+            return [exc]
 
-    async def call_many(self, op: str, script: AsyncScript, calls: Sequence[Call]) -> list[Any]:
-        """Run a fenced write script once per call of `calls`, in one round trip.
+    async def call_many(self, calls: Sequence[ScriptCall], *, load: bool = True) -> list[Any]:
+        """Run each fenced script call of `calls` (any scripts), in one round trip.
 
-        A pipeline, not a transaction: each call is atomic on its own, as if they were sent one
-        after the other on one connection. Per call, its reply, or the error it gets: a
-        `FencedWrite` when its term is refused, a `SinkError` for any other error reply. A
-        failure of the round trip itself (connection, timeout) raises `SinkError`.
+        Each call is atomic on its own, as if they were sent one after the other on one
+        connection, in order: a pipeline (not a transaction), where consecutive calls of one
+        script go as one call of its `scripts.many` form (the fence checked once, then each
+        call's body with its own KEYS and ARGV; fewer commands for redis-py to pack and parse,
+        and for Redis to run). Per call, in order, its reply or the error `call` would have
+        raised for it (returned, not raised): `FencedWrite` when its term is refused,
+        `SinkError` for any other error reply, and a `SinkError` of its own, naming its
+        operation, when the round trip itself failed (connection, timeout: it may have run).
+        Calls whose script Redis no longer has (NOSCRIPT: a restart, SCRIPT FLUSH) did not
+        run: their scripts are loaded and they are sent again. On a Redis Cluster client they
+        go at once, each alone.
         """
+        if not calls:
+            return []
         term = self.term()
-        tail = "" if term is None else term
-        replies: list[Any]
-        async with self._guard(op):
-            if isinstance(self._redis, RedisCluster):
-                replies = await self._each(script, calls, tail)
+        runs = _runs(calls)
+        try:
+            if self._cluster:  # at once, each alone
+                return list(await asyncio.gather(*(self._alone(call) for call in calls)))
+            replies: list[Any]
+            async with self._guard(_MANY), self._redis.pipeline(transaction=False) as pipe:
+                for run in runs:
+                    script, keys, args = self._command(run, term)
+                    pipe.evalsha(script.sha, len(keys), *keys, *args)
+                replies = await pipe.execute(raise_on_error=False)
+        except SinkError as exc:
+            return [_reworded(exc, call.op) for call in calls]
+        flat: list[Any] = []
+        for run, reply in zip(runs, replies, strict=True):
+            if len(run) == 1 or isinstance(reply, RedisError):
+                flat.extend([reply] * len(run))  # a refusal or NOSCRIPT: the script's every call
+            elif isinstance(reply, list) and len(reply) == len(run):
+                flat.extend(reply)
             else:
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    for keys, args in calls:
-                        pipe.evalsha(script.sha, len(keys) + 1, *keys, self._key, *args, tail)
-                    replies = await pipe.execute(raise_on_error=False)
-            for i, reply in enumerate(replies):
-                if isinstance(reply, NoScriptError):
-                    # Not run (a restarted or flushed server): once more through redis-py's
-                    # own path, which loads the script.
-                    replies[i] = await self._one(script, *calls[i], tail)
-        return count_refusals([self.reply_of(op, term, reply) for reply in replies])
+                flat.extend(
+                    [ResponseError(f"{len(run)} calls, reply {str(reply)[:80]!r}")] * len(run)
+                )
+        results = count_refusals([
+            None if isinstance(reply, NoScriptError) else self.reply_of(call.op, term, reply)
+            for call, reply in zip(calls, flat, strict=True)
+        ])  # fmt: skip
+        missing = [i for i, reply in enumerate(flat) if isinstance(reply, NoScriptError)]
+        if missing:
+            again = [calls[i] for i in missing]
+            if load:
+                await self._load({self._command(run, term)[0] for run in _runs(again)})
+                answers = await self.call_many(again, load=False)
+            else:  # flushed again meanwhile: redis-py's own path, call by call
+                answers = [await self._alone(call) for call in again]
+            for i, answer in zip(missing, answers, strict=True):
+                results[i] = answer
+        return results
 
-    async def _each(self, script: AsyncScript, calls: Sequence[Call], tail: Any) -> list[Any]:
-        """The calls at once, each on its own: redis-py refuses EVALSHA in a cluster pipeline.
-        When one fails other than by an error reply, those still in flight are cancelled."""
-        tasks = [asyncio.ensure_future(self._one(script, *call, tail)) for call in calls]
-        try:
-            return list(await asyncio.gather(*tasks))
-        finally:
-            for task in tasks:
-                task.cancel()
+    def _command(
+        self, run: Sequence[ScriptCall], term: int | None
+    ) -> tuple[AsyncScript, list[KeyT], list[EncodableT]]:
+        """The script, KEYS and ARGV (fenced) of a run of calls of one script."""
+        if len(run) == 1:
+            return run[0].script, *self.fenced(run[0].keys, run[0].args, term)
+        script = run[0].script
+        merged = self._many.get(script.sha)
+        if merged is None:
+            source = script.script  # the store's scripts are str (scripts.py)
+            if not isinstance(source, str):
+                source = bytes(source).decode()
+            merged = self._many[script.sha] = self._redis.register_script(scripts.many(source))
+        counts: list[EncodableT] = [len(run)]
+        keys: list[KeyT] = []
+        args: list[EncodableT] = []
+        for call in run:
+            counts += (len(call.keys), len(call.args))
+            keys += call.keys
+            args += call.args
+        return merged, *self.fenced(keys, [*counts, *args], term)
 
-    async def _one(
-        self, script: AsyncScript, keys: Sequence[KeyT], args: Sequence[EncodableT], tail: Any
-    ) -> Any:
-        """One call's reply, or its error reply (returned, not raised)."""
+    async def _load(self, wanted: set[AsyncScript]) -> None:
+        """SCRIPT LOAD of `wanted`; a failure is left to the calls that follow to report."""
         try:
-            return await script(keys=[*keys, self._key], args=[*args, tail])
-        except ResponseError as exc:
+            async with self._guard("script_load"):
+                for script in wanted:
+                    await self._redis.script_load(script.script)
+        except SinkError:
+            return
+
+    async def _alone(self, call: ScriptCall) -> Any:
+        """`call`'s reply, or the error it raised (returned)."""
+        try:
+            return await self.call(call.op, call.script, keys=call.keys, args=call.args)
+        except (SinkError, FencedWrite) as exc:
             return exc
 
     def reply_of(self, op: str, term: int | None, reply: Any) -> Any:
-        """One call's reply of a pipeline (`call_many`, `ScriptBatch`), or the error `call`
-        would have raised for it."""
+        """One call's reply of a pipeline (`call_many`), or the error `call` would have raised
+        for it."""
         if not isinstance(reply, RedisError):
             return reply
         try:
@@ -200,6 +281,18 @@ class Fence:
         return None
 
 
+def _runs(calls: Sequence[ScriptCall]) -> list[list[ScriptCall]]:
+    """`calls` cut into runs of consecutive calls of one script, in order, each of at most
+    BATCH_LIMIT calls (one script call holds Redis for its whole run: kept short)."""
+    runs: list[list[ScriptCall]] = []
+    for call in calls:
+        if runs and runs[-1][0].script is call.script and len(runs[-1]) < BATCH_LIMIT:
+            runs[-1].append(call)
+        else:
+            runs.append([call])
+    return runs
+
+
 def count_refusals(results: list[Any]) -> list[Any]:
     """`results`, each `FencedWrite` among them told how many writes of the round trip were
     refused (whichever one a caller raises, the count of all is logged)."""
@@ -207,3 +300,11 @@ def count_refusals(results: list[Any]) -> list[Any]:
     for refusal in refusals:
         refusal.refused = len(refusals)
     return results
+
+
+def _reworded(exc: SinkError, op: str) -> SinkError:
+    """A SinkError of its own for each call of a failed round trip, worded as its own call's
+    would be, its cause kept."""
+    error = SinkError(str(exc).replace(f"redis {_MANY} ", f"redis {op} ", 1))
+    error.__cause__ = exc.__cause__
+    return error

@@ -76,3 +76,43 @@ PURGE: Final = _read_indexed("purge.lua")
 BEGIN_CREATE: Final = _read("begin_create.lua")
 SETTLE_CREATED: Final = _read("settle_created.lua")
 CLAIM_TERM: Final = _source("claim_term.lua")
+
+
+_MANY_LOOP: Final = """
+end
+-- ARGV[1] calls n, ARGV[2c] / ARGV[2c+1] call c's KEYS / ARGV count, then each call's ARGV
+local n = tonumber(ARGV[1])
+local ki, ai = 0, 1 + 2 * n
+local out = {}
+for c = 1, n do
+  local nk, na = tonumber(ARGV[2 * c]), tonumber(ARGV[2 * c + 1])
+  local keys, argv = {}, {}
+  for j = 1, nk do keys[j] = KEYS[ki + j] end
+  for j = 1, na do argv[j] = ARGV[ai + j] end
+  ki, ai = ki + nk, ai + na
+  local ok, reply = pcall(one, keys, argv)
+  if not ok then
+    -- as the call alone would have failed: its own error reply, the others unaffected
+    reply = type(reply) == 'table' and reply.err and reply or redis.error_reply(tostring(reply))
+  elseif reply == nil then
+    reply = false  -- a nil would end the array: false is the same nil reply
+  end
+  out[c] = reply
+end
+return out
+"""
+
+
+def many(source: str) -> str:
+    """The write script `source` (read with `_read`) for several calls in one script call.
+
+    The fence prelude runs once, then the body once per call with that call's own KEYS and
+    ARGV, in order, as a function (its ``return`` ends only its own call); a call that fails
+    gets its error reply in its place and the next runs, as in a pipeline of single calls.
+    Being one script, nothing else runs in between: one of the orders a pipeline allows.
+    Replies: one per call, in order (`Fence.call_many` builds the ARGV).
+    """
+    if not source.startswith(FENCE_PRELUDE):
+        raise ValueError("not a fenced write script")
+    body = source[len(FENCE_PRELUDE) :]
+    return f"{FENCE_PRELUDE}\nlocal function one(KEYS, ARGV)\n{body}{_MANY_LOOP}"

@@ -50,7 +50,6 @@ from collections.abc import Sequence, Set
 from typing import Any, Final
 
 from watcher.adapters.redis import scripts, servers
-from watcher.adapters.redis.batching import ScriptBatch
 from watcher.adapters.redis.bulk import BulkSchedule
 from watcher.adapters.redis.client import RedisClient
 from watcher.adapters.redis.codec import CorruptEntry
@@ -124,15 +123,14 @@ class RedisStore(CreateRecords, RedriveRecords, DueTimes, BulkSchedule):
         self._forget_script = redis.register_script(scripts.FORGET)
         self._register_create_scripts()
         self._register_redrive_scripts()
-        self._fence = Fence(redis, self._keys, self._guard, unfenced)  # every write script
-        # Outcome writes made at once share one pipeline, each its own script (batching.py).
-        self._outcomes = ScriptBatch(redis, self._fence, self._guard)
+        # Every write script; outcome writes and retry calls made at once share round trips
+        # through it (`Fence.call_batched`), each still its own script call (coalesce.py).
+        self._fence = Fence(redis, self._keys, self._guard, unfenced)
 
     def with_term(self, term: TermSource) -> RedisStore:
         """This store, its writes fenced by the term `term()` answers (fencing.py)."""
         fenced = copy.copy(self)
         fenced._fence = Fence(self._redis, self._keys, self._guard, term)
-        fenced._outcomes = ScriptBatch(self._redis, fenced._fence, self._guard)
         return fenced
 
     async def claim_term(self, term: int) -> int | None:
@@ -153,7 +151,7 @@ class RedisStore(CreateRecords, RedriveRecords, DueTimes, BulkSchedule):
         ``trimmed`` is how many entries that removed (exactly, not approximately).
         """
         keys, args = self._dead_letter_call(letter)
-        reply = await self._outcomes.call(
+        reply = await self._fence.call_batched(
             "dead_letter", self._dead_letter_script, keys=keys, args=args
         )
         return self._write_result(letter.job.uid, reply)
@@ -188,7 +186,7 @@ class RedisStore(CreateRecords, RedriveRecords, DueTimes, BulkSchedule):
         """
         keys, args = self._schedule_call(ticket, delay_s)
         script = self._schedule_retry_script
-        reply = await self._outcomes.call("schedule_retry", script, keys=keys, args=args)
+        reply = await self._fence.call_batched("schedule_retry", script, keys=keys, args=args)
         return self._write_result(ticket.job.uid, reply)
 
     def _schedule_call(self, ticket: RetryTicket, delay_s: float) -> tuple[list[Any], list[Any]]:
