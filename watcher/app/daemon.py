@@ -349,10 +349,7 @@ class Daemon:
                     "watch_event_crashed", resource=resource.name, object=_identity(item)
                 )
                 continue
-            # Only when the writer's queue is full: a coroutine per event costs more than the
-            # check, and the bound stays exact (the same event gates both).
-            if not self.pipeline.has_space:
-                await self.pipeline.wait_for_space()
+            await self.pipeline.wait_for_space()
 
     async def _sweep_markers(self, present_uids: frozenset[str]) -> None:
         """After a complete list of Jobs: the writer forgets the markers of Jobs gone.

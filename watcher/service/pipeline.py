@@ -430,11 +430,6 @@ class Pipeline:
         """Failures queued and not yet written."""
         return len(self._queued)
 
-    @property
-    def has_space(self) -> bool:
-        """False while too many failures wait to be written (`wait_for_space` would block)."""
-        return self._space.is_set()
-
     async def wait_for_space(self) -> None:
         """Back-pressure for watch consumers while too many failures wait to be written."""
         await self._space.wait()
