@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import random
 import signal
@@ -50,6 +51,7 @@ from tests.faults.ledger import LoadGenerator
 from tests.faults.recorder import JobRecorder
 from tests.support.daemon import DaemonProcess, try_get
 from tests.support.kube import eventually, raw
+from watcher.adapters.redis import scripts
 
 pytestmark = [
     pytest.mark.cluster,
@@ -101,13 +103,25 @@ class Freeze:
     """Where its log stood when that replica was frozen again (None: not again)."""
 
 
+def _merged_shas() -> frozenset[str]:
+    """SHA1s of the `scripts.many` forms of the fenced write scripts: one command, n calls."""
+    fenced = (getattr(scripts, name) for name in scripts.__all__)
+    return frozenset(
+        hashlib.sha1(scripts.many(source).encode()).hexdigest()
+        for source in fenced
+        if isinstance(source, str) and source.startswith(scripts.FENCE_PRELUDE + "\n")
+    )
+
+
 class StaleWrites:
-    """Counts the write scripts carrying one term that Redis receives while it runs."""
+    """Counts the writes carrying one term that Redis receives while it runs: one per script
+    command, or n for a merged command of n calls (its ARGV[1]; `scripts.many`)."""
 
     def __init__(self, url: str, term: int) -> None:
         self._redis = Redis.from_url(url)
         self._term = str(term)
         self.seen = 0
+        self._merged = _merged_shas()
         self._task: asyncio.Task[None] | None = None
         self._listening = asyncio.Event()
 
@@ -131,7 +145,13 @@ class StaleWrites:
                 if command["client_type"] == "lua" or words[0].upper() not in ("EVALSHA", "EVAL"):
                     continue
                 if words[-1] == self._term:  # the fence prelude's term: the last ARGV
-                    self.seen += 1
+                    self.seen += self._calls(words)
+
+    def _calls(self, words: list[str]) -> int:
+        """Writes in one EVALSHA: ``EVALSHA sha numkeys KEYS... ARGV...``, keys without spaces."""
+        if words[0].upper() != "EVALSHA" or words[1].strip('"') not in self._merged:
+            return 1
+        return int(words[3 + int(words[2].strip('"'))].strip('"'))
 
 
 @dataclass
