@@ -25,6 +25,7 @@ from tests.fuzz.hostile import fuzz_settings, load_captured, mutate_bytes
 from tests.support.watching import sample
 from watcher.adapters.kube import lines, watch
 from watcher.adapters.kube.lines import LineSplitter, LineTooLong, loads
+from watcher.core import wire
 from watcher.core.settings import KubernetesSettings
 from watcher.kit.metrics import Metrics
 
@@ -342,3 +343,61 @@ async def test_damaged_captured_streams_yield_what_json_loads_reads_then_restart
     _, got = await _take(client, len(expected) + 1, Metrics())
     assert [(e.type, e.obj) for e in got[:-1]] == expected
     assert got[-1].obj["metadata"]["name"] == "sentinel999999"
+
+
+# --- typed lines (watcher.core.wire) -------------------------------------------------------
+
+
+def _pod_line(etype: str, rv: int, exit_code: object = 1) -> bytes:
+    obj = {
+        "kind": "Pod",
+        "metadata": {"name": f"p{rv}", "uid": f"u{rv}", "resourceVersion": str(rv)},
+        "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "busybox"}]},
+        "status": {
+            "containerStatuses": [{"name": "c", "state": {"terminated": {"exitCode": exit_code}}}]
+        },
+    }
+    return json.dumps({"type": etype, "object": obj}).encode() + b"\n"
+
+
+async def test_a_typed_watcher_yields_typed_objects_and_dicts_for_lines_that_do_not_fit() -> None:
+    error = json.dumps(
+        {"type": "ERROR", "object": {"kind": "Status", "code": 500, "message": "etcd hiccup"}}
+    ).encode()
+    first = [
+        _pod_line("ADDED", 2)
+        + _pod_line("MODIFIED", 3, exit_code=True)
+        + _pod_line("BOOKMARK", 4)
+        + error
+        + b"\n"
+    ]
+    client = _Client(first, [_pod_line("DELETED", 5)])
+    metrics = Metrics()
+    w = watch.Watcher(
+        client,  # type: ignore[arg-type]
+        watch.JOB_PODS,
+        metrics=metrics,
+        logger=structlog.get_logger(),
+        line_type=wire.PodLine,
+    )
+    w._rv = "1"
+    got: list[Any] = []
+    async with asyncio.timeout(10), contextlib.aclosing(w.stream()) as items:
+        async for item in items:
+            got.append(item)
+            if len(got) == 3:
+                break
+    added, retyped, deleted = (e.obj for e in got)
+    assert isinstance(added, wire.WirePod) and added.metadata.name == "p2"  # type: ignore[union-attr]
+    # A bool where an exit code belongs does not fit the type: the dict, as before.
+    assert isinstance(retyped, dict) and retyped["metadata"]["name"] == "p3"
+    assert isinstance(deleted, wire.WirePod) and [e.type for e in got] == [
+        "ADDED",
+        "MODIFIED",
+        "DELETED",
+    ]
+    # The bookmark's resourceVersion was kept: the watch resumed from it after the ERROR.
+    assert [q["resourceVersion"] for q in client.queries] == ["1", "4"]
+    assert sample(metrics, "watch_restarts_total", resource="pods", reason="error") == 1
+    for etype in ("ADDED", "MODIFIED", "BOOKMARK", "ERROR", "DELETED"):
+        assert sample(metrics, "watch_events_total", resource="pods", type=etype) == 1
