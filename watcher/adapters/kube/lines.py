@@ -23,7 +23,7 @@ from typing import Any, Final
 
 import msgspec
 
-from watcher.core.wire import WireLine
+from watcher.core.wire import WireLine, WireObject
 
 __all__ = [
     "LineSplitter",
@@ -61,10 +61,13 @@ def loads(data: bytes) -> Any:
         return json.loads(data)
 
 
-def watch_line(line: bytes, typed: TypedLines | None) -> tuple[object, object, object]:
+def watch_line(
+    line: bytes, typed: TypedLines | None
+) -> tuple[str, dict[str, Any] | WireObject, object]:
     """(type, object, the object's metadata.resourceVersion) of a watch line; `typed`, if
-    given, is tried first. Raises ``ValueError`` or ``TypeError`` for a line that is no JSON
-    object, ``KeyError`` for one without type or object."""
+    given, is tried first. Raises ``ValueError`` for a line that is no JSON, ``TypeError``
+    for one whose type is not text or whose object is not an object, ``KeyError`` for one
+    without them."""
     hint = typed.whole_hint if typed is not None else None
     if typed is not None and (hint is None or hint not in line):
         try:
@@ -79,9 +82,11 @@ def watch_line(line: bytes, typed: TypedLines | None) -> tuple[object, object, o
     raw = loads(line)
     if not isinstance(raw, dict):
         raise TypeError("a watch line must be a JSON object")
-    obj = raw["object"]
-    meta = obj.get("metadata") if isinstance(obj, dict) else None
-    return raw["type"], obj, meta.get("resourceVersion") if isinstance(meta, dict) else None
+    etype, obj = raw["type"], raw["object"]
+    if not isinstance(etype, str) or not isinstance(obj, dict):
+        raise TypeError("type must be a string and object a JSON object")
+    meta = obj.get("metadata")
+    return etype, obj, meta.get("resourceVersion") if isinstance(meta, dict) else None
 
 
 class LineTooLong(ValueError):

@@ -413,8 +413,6 @@ class Watcher:
         """One watch line -> a change to yield, None (bookmark, unknown type), or _Restart."""
         try:
             etype, obj, rv = watch_line(line, self._typed)
-            if not isinstance(etype, str) or not isinstance(obj, dict | WireObject):
-                raise TypeError("type must be a string and object a JSON object")
         except (ValueError, KeyError, TypeError) as exc:
             # Skipping a line could lose a change; reconnecting from the last good
             # resourceVersion cannot.
@@ -422,7 +420,7 @@ class Watcher:
             raise _Restart("error", f"malformed watch line: {exc}") from exc
         counted = self._counted
         counted[etype] = counted.get(etype, 0) + 1
-        if etype == "ERROR" and isinstance(obj, dict):  # (an ERROR is never typed)
+        if etype == "ERROR" and type(obj) is dict:  # (an ERROR is never typed)
             raise _restart_for(error_for(None, obj, "watch error event", self._target))
         change = _CHANGE_TYPES.get(etype)
         if change is None and etype != "BOOKMARK":
