@@ -33,6 +33,7 @@ import structlog
 
 from bench.replay.scenarios import JOB_PODS_LABEL, build_corpus
 from watcher.adapters.kube import watch
+from watcher.core import wire
 from watcher.core.settings import (
     ClassifySettings,
     KubernetesSettings,
@@ -131,7 +132,13 @@ async def _consume(
     on_event: Callable[[str, dict[str, Any]], None] | None,
     metrics: Metrics,
 ) -> None:
-    w = watch.Watcher(_Client(data), resource, metrics=metrics, logger=structlog.get_logger())  # type: ignore[arg-type]
+    w = watch.Watcher(
+        _Client(data),  # type: ignore[arg-type]
+        resource,
+        metrics=metrics,
+        logger=structlog.get_logger(),
+        line_type=wire.LINE_TYPES.get(resource.name),  # as the daemon's watchers
+    )
     w._rv = "1"  # no list first: the streams are what is measured
     seen = 0
     async with contextlib.aclosing(w.stream()) as items:

@@ -25,8 +25,11 @@ from tests.fuzz.hostile import fuzz_settings, load_captured, mutate_bytes
 from tests.support.watching import sample
 from watcher.adapters.kube import lines, watch
 from watcher.adapters.kube.lines import LineSplitter, LineTooLong, loads
+from watcher.core import project, wire
 from watcher.core.settings import KubernetesSettings
+from watcher.core.snapshot import MalformedObject
 from watcher.kit.metrics import Metrics
+from watcher.service.pipeline import EVIDENCE_EVENT_KINDS
 
 # --- loads --------------------------------------------------------------------------------
 
@@ -342,3 +345,143 @@ async def test_damaged_captured_streams_yield_what_json_loads_reads_then_restart
     _, got = await _take(client, len(expected) + 1, Metrics())
     assert [(e.type, e.obj) for e in got[:-1]] == expected
     assert got[-1].obj["metadata"]["name"] == "sentinel999999"
+
+
+# --- typed lines (watcher.core.wire) -------------------------------------------------------
+
+
+def _pod_line(etype: str, rv: int, exit_code: object = 1) -> bytes:
+    obj = {
+        "kind": "Pod",
+        "metadata": {"name": f"p{rv}", "uid": f"u{rv}", "resourceVersion": str(rv)},
+        "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "busybox"}]},
+        "status": {
+            "containerStatuses": [{"name": "c", "state": {"terminated": {"exitCode": exit_code}}}]
+        },
+    }
+    return json.dumps({"type": etype, "object": obj}).encode() + b"\n"
+
+
+async def test_a_typed_watcher_yields_typed_objects_and_dicts_for_lines_that_do_not_fit() -> None:
+    error = json.dumps(
+        {"type": "ERROR", "object": {"kind": "Status", "code": 500, "message": "etcd hiccup"}}
+    ).encode()
+    first = [
+        _pod_line("ADDED", 2)
+        + _pod_line("MODIFIED", 3, exit_code=True)
+        + _pod_line("BOOKMARK", 4)
+        + error
+        + b"\n"
+    ]
+    client = _Client(first, [_pod_line("DELETED", 5)])
+    metrics = Metrics()
+    w = watch.Watcher(
+        client,  # type: ignore[arg-type]
+        watch.JOB_PODS,
+        metrics=metrics,
+        logger=structlog.get_logger(),
+        line_type=wire.PodLine,
+    )
+    w._rv = "1"
+    got: list[Any] = []
+    async with asyncio.timeout(10), contextlib.aclosing(w.stream()) as items:
+        async for item in items:
+            got.append(item)
+            if len(got) == 3:
+                break
+    added, retyped, deleted = (e.obj for e in got)
+    assert isinstance(added, wire.WirePod) and added.metadata.name == "p2"  # type: ignore[union-attr]
+    # A bool where an exit code belongs does not fit the type: the dict, as before.
+    assert isinstance(retyped, dict) and retyped["metadata"]["name"] == "p3"
+    assert isinstance(deleted, wire.WirePod) and [e.type for e in got] == [
+        "ADDED",
+        "MODIFIED",
+        "DELETED",
+    ]
+    # The bookmark's resourceVersion was kept: the watch resumed from it after the ERROR.
+    assert [q["resourceVersion"] for q in client.queries] == ["1", "4"]
+    assert sample(metrics, "watch_restarts_total", resource="pods", reason="error") == 1
+    for etype in ("ADDED", "MODIFIED", "BOOKMARK", "ERROR", "DELETED"):
+        assert sample(metrics, "watch_events_total", resource="pods", type=etype) == 1
+
+
+_KIND_OF = {
+    "jobs": watch.JOBS,
+    "pods": watch.JOB_PODS,
+    "events": watch.EVENTS,
+    "nodes": watch.NODES,
+}
+
+
+def _projected(resource: str, obj: Any) -> object:
+    """What the pipeline makes of a yielded object, whichever form it came in."""
+    try:
+        if resource == "jobs":
+            return project.job_snapshot(obj)
+        if resource == "pods":
+            return project.job_pod(obj)
+        if resource == "events":
+            return project.event_about(obj, EVIDENCE_EVENT_KINDS)
+        return project.node_state(obj)
+    except MalformedObject:
+        return "malformed"
+
+
+async def _until_sentinel(
+    resource: str, streams: list[list[bytes]], line_type: type[wire.WireLine] | None
+) -> list[Any]:
+    w = watch.Watcher(
+        _Client(*streams),  # type: ignore[arg-type]
+        _KIND_OF[resource],
+        metrics=Metrics(),
+        logger=structlog.get_logger(),
+        line_type=line_type,
+    )
+    w._rv = "1"
+    got: list[Any] = []
+    async with asyncio.timeout(10), contextlib.aclosing(w.stream()) as items:
+        async for item in items:
+            if _projected(resource, item.obj) == _projected(resource, _SENTINELS[resource]):
+                return got
+            got.append((item.type, _projected(resource, item.obj)))
+    raise AssertionError("the stream ended before the sentinel")
+
+
+_SENTINELS = {
+    "jobs": {"metadata": {"name": "sentinel", "uid": "s0"}},
+    "pods": {"metadata": {"name": "sentinel", "uid": "s0", "labels": {"controller-uid": "s1"}}},
+    "events": {
+        "metadata": {"name": "sentinel", "uid": "s0"},
+        "involvedObject": {"kind": "Pod", "name": "sentinel"},
+    },
+    "nodes": {"metadata": {"name": "sentinel", "uid": "s0"}},
+}
+
+
+@pytest.mark.parametrize("seed", range(24))
+async def test_a_typed_watcher_projects_damaged_streams_as_the_generic_one_does(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(watch.Watcher, "_delay", lambda self, restart, failures: 0.0)
+    rng = random.Random(seed)
+    resource = ("jobs", "pods", "events", "nodes")[seed % 4]
+    captured = [
+        event
+        for scenario in load_captured()
+        for event in scenario["watch"]
+        if event["resource"] == resource
+    ]
+    picked = [rng.choice(captured) for _ in range(12)]
+    lines_ = [json.dumps({"type": e["type"], "object": e["object"]}).encode() for e in picked]
+    for i in rng.sample(range(len(lines_)), rng.randint(0, 3)):
+        lines_[i] = mutate_bytes(lines_[i], rng).replace(b"\n", b" ")
+    data = b"\n".join(lines_) + b"\n"
+    sentinel = json.dumps({"type": "ADDED", "object": _SENTINELS[resource]}).encode() + b"\n"
+    generic = await _until_sentinel(resource, [list(_chunks(data, seed)), [sentinel]], None)
+    typed = await _until_sentinel(
+        resource, [list(_chunks(data, seed)), [sentinel]], wire.LINE_TYPES[resource]
+    )
+    # The typed decoder falls back to the generic one for every line it refuses, so it accepts
+    # at least what the generic watcher did, and yields the same projections for those lines.
+    assert typed[: len(generic)] == generic
+    assert len(typed) >= len(generic)

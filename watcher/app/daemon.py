@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import msgspec
 from structlog.typing import FilteringBoundLogger
 
 from watcher.adapters.http import HealthServer, Readiness
@@ -29,6 +30,7 @@ from watcher.adapters.redis.durability import Durability
 from watcher.adapters.redis.store import RedisStore
 from watcher.app.components import build
 from watcher.app.sealing import build_seal
+from watcher.core import wire
 from watcher.core.errors import FencedWrite, SinkError
 from watcher.core.settings import Settings
 from watcher.kit.aio import every, first_done
@@ -304,7 +306,7 @@ class Daemon:
         tuple[
             str,
             watch.Resource,
-            Callable[[str, dict[str, Any]], None],
+            Callable[[str, Any], None],  # the object as its Watcher yields it
             Callable[[frozenset[str]], None] | None,
         ]
     ]:
@@ -324,7 +326,7 @@ class Daemon:
         self,
         items: AsyncIterator[watch.Item],
         resource: watch.Resource,
-        on_event: Callable[[str, dict[str, Any]], None],
+        on_event: Callable[[str, Any], None],
         on_synced: Callable[[frozenset[str]], None] | None,
     ) -> None:
         """Feed one resource's watch into the pipeline; one bad object is reported, skipped."""
@@ -370,7 +372,13 @@ class Daemon:
         return self._watcher(resource).stream()
 
     def _watcher(self, resource: watch.Resource) -> watch.Watcher:
-        return watch.Watcher(self.kube, resource, metrics=self.metrics, logger=self.logger)
+        return watch.Watcher(
+            self.kube,
+            resource,
+            metrics=self.metrics,
+            logger=self.logger,
+            line_type=wire.LINE_TYPES.get(resource.name),
+        )
 
     async def _refresh_namespaces(self) -> None:
         """Namespaces matching scope.namespace_label_selector (labels can change at any time)."""
@@ -470,10 +478,12 @@ def _identity(item: watch.Item) -> str:
     """``namespace/name (uid)`` of a watch event's object, for a log line; never raises."""
     if isinstance(item, watch.Synced):
         return f"list of {item.resource.name}"
-    meta = item.obj.get("metadata")
+    obj = item.obj
+    meta = obj.get("metadata") if isinstance(obj, dict) else msgspec.to_builtins(obj.metadata)
     if not isinstance(meta, dict):
         return "?"
-    return f"{meta.get('namespace', '')}/{meta.get('name', '')} ({meta.get('uid', '')})"[:300]
+    fields = [meta.get(key) or "" for key in ("namespace", "name", "uid")]
+    return "{}/{} ({})".format(*fields)[:300]
 
 
 async def run_daemon(settings: Settings) -> int:

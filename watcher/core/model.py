@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
+from watcher.core.fastinit import fast_init
 from watcher.core.rawjson import RawObject
 
 
@@ -102,6 +103,7 @@ class Action(enum.StrEnum):
     DEAD_LETTER = "dead_letter"
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class JobRef:
     """Identity of one Job object. The uid changes when a Job is re-created."""
@@ -111,6 +113,7 @@ class JobRef:
     uid: str
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class OwnerRef:
     kind: str
@@ -118,6 +121,7 @@ class OwnerRef:
     uid: str
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Condition:
     """A status condition of a Job, Pod or Node (only the fields we read)."""
@@ -128,6 +132,7 @@ class Condition:
     message: str = ""
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class ContainerOutcome:
     """Last known state of one container (init or main) of a pod."""
@@ -143,6 +148,7 @@ class ContainerOutcome:
     restart_count: int = 0
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class PodSnapshot:
     """What we keep of a pod: status only, never its spec (memory must not grow with specs)."""
@@ -164,6 +170,7 @@ class PodSnapshot:
         return next((c for c in self.conditions if c.type == type_), None)
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class EventRecord:
     """A core/v1 Event about a Job, one of its pods, or their node."""
@@ -177,6 +184,7 @@ class EventRecord:
     last_seen: float | None = None
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class NodeState:
     name: str
@@ -188,6 +196,7 @@ class NodeState:
     taints: tuple[str, ...] = ()
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class JobSnapshot:
     """The parts of a Job that classification and policy read."""

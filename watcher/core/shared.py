@@ -182,12 +182,17 @@ class Shared:
             annotations = self.pairs(annotations, name=name, uid=uid)
         if owner is not None and (previous is None or owner is not previous.owner):
             owner = self._one(owner) if _small_owner(owner) else owner
+        conditions = job.conditions
+        if previous is not None and previous.conditions == conditions:
+            conditions = previous.conditions  # an update that left them: no lookup again
+        else:
+            conditions = self.conditions(conditions)
         return JobSnapshot(
             ref=ref,
             owner=owner,
             labels=labels,
             annotations=annotations,
-            conditions=self.conditions(job.conditions),
+            conditions=conditions,
             active=job.active,
             failed=job.failed,
             succeeded=job.succeeded,

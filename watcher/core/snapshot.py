@@ -37,8 +37,10 @@ __all__ = [
     "MalformedObject",
     "event_record",
     "event_record_about",
+    "job_pod",
     "job_snapshot",
     "job_uid_of_pod",
+    "namespace_of",
     "node_state",
     "parse_time",
     "pod_snapshot",
@@ -50,7 +52,7 @@ JOB_UID_LABELS = ("batch.kubernetes.io/controller-uid", "controller-uid")
 _EMPTY: Mapping[str, object] = {}
 _K = TypeVar("_K")
 _V = TypeVar("_V")
-_COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
+COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
 
 # RFC 3339 as Kubernetes writes it (metav1.Time, metav1.MicroTime); the fraction is cut to
 # microseconds because that is all `datetime` keeps.
@@ -121,7 +123,7 @@ def pod_snapshot(raw: RawPod | RawMapping, *, deleted: bool = False) -> PodSnaps
         containers=_containers(status, "initContainerStatuses", init=True)
         + _containers(status, "containerStatuses", init=False),
         created_at=parse_time(meta.get("creationTimestamp")),
-        completion_index=_str(_mapping(meta.get("annotations")), _COMPLETION_INDEX)[:20],
+        completion_index=_str(_mapping(meta.get("annotations")), COMPLETION_INDEX)[:20],
     )
 
 
@@ -141,8 +143,12 @@ def event_record_about(
     body = _mapping(raw)
     meta = _mapping(body.get("metadata"))
     _identity(meta, "Event")
-    # events.k8s.io/v1 renames involvedObject -> regarding and message -> note.
-    involved = _mapping(body.get("involvedObject") or body.get("regarding"))
+    # events.k8s.io/v1 renames involvedObject -> regarding and message -> note. An
+    # involvedObject with neither kind nor name names nothing: regarding is read instead (the
+    # rule `watcher.core.wire` follows too, which cannot see fields it does not read).
+    involved = _mapping(body.get("involvedObject"))
+    if involved.get("kind") is None and involved.get("name") is None:
+        involved = _mapping(body.get("regarding"))
     kind = _str(involved, "kind")
     if kinds is not None and kind not in kinds:
         return None
@@ -153,7 +159,7 @@ def event_record_about(
         reason=_str(body, "reason"),
         message=_message(body, "message") or _message(body, "note"),
         type=_str(body, "type") or "Normal",
-        count=_positive(body.get("count")) or _positive(series.get("count")) or 1,
+        count=positive_of(body.get("count")) or positive_of(series.get("count")) or 1,
         last_seen=_event_last_seen(body, series),
     )
 
@@ -174,8 +180,23 @@ def node_state(raw: RawNode | RawMapping, *, deleted: bool = False) -> NodeState
         ready=ready.status or "Unknown",
         reason=ready.reason,
         unschedulable=spec.get("unschedulable") is True,
-        taints=tuple(_taint_text(t) for t in _mappings(spec.get("taints")) if _str(t, "key")),
+        taints=tuple(
+            taint_text(_str(t, "key"), _str(t, "value"), _str(t, "effect"))
+            for t in _mappings(spec.get("taints"))
+            if _str(t, "key")
+        ),
     )
+
+
+def job_pod(
+    raw: RawPod | RawMapping, *, deleted: bool = False
+) -> tuple[str, str, PodSnapshot] | None:
+    """(its Job's uid, its namespace, its projection) for a pod of a Job, None for any other
+    pod. Raises `MalformedObject` only for a Job's pod without name or uid."""
+    job_uid = job_uid_of_pod(raw)
+    if job_uid is None:
+        return None
+    return job_uid, namespace_of(raw), pod_snapshot(raw, deleted=deleted)
 
 
 def job_uid_of_pod(raw: RawPod | RawMapping | None) -> str | None:
@@ -197,6 +218,11 @@ def job_uid_of_pod(raw: RawPod | RawMapping | None) -> str | None:
             return _str(ref, "uid")
     labels = _mapping(meta.get("labels"))
     return next((_str(labels, key) for key in JOB_UID_LABELS if _str(labels, key)), None)
+
+
+def namespace_of(raw: RawPod | RawEvent | RawMapping) -> str:
+    """metadata.namespace, or "" when it is missing or not text. Never raises."""
+    return _str(_mapping(_mapping(raw).get("metadata")), "namespace")
 
 
 def parse_time(value: object) -> float | None:
@@ -255,11 +281,20 @@ def _conditions(status: Mapping[str, object]) -> tuple[Condition, ...]:
             ctype = _str(c, "type")
             if not ctype:
                 continue
-            key = (ctype, _str(c, "status"), _str(c, "reason"), _str(c, "message"))
-            condition = Condition(type=key[0], status=key[1], reason=key[2], message=_clip(key[3]))
-            _intern(_CONDITIONS, key, condition)
+            cstatus, reason, message = _str(c, "status"), _str(c, "reason"), _str(c, "message")
+            condition = condition_of(ctype, cstatus, reason, message)
         found.append(condition)
     return tuple(found)
+
+
+def condition_of(ctype: str, status: str, reason: str, message: str) -> Condition:
+    """The (interned) Condition of these texts; the message is clipped."""
+    key = (ctype, status, reason, message)
+    condition = _CONDITIONS.get(key)
+    if condition is None:
+        condition = Condition(type=ctype, status=status, reason=reason, message=clip(message))
+        _intern(_CONDITIONS, key, condition)
+    return condition
 
 
 def _containers(
@@ -271,33 +306,47 @@ def _containers(
 def _container(raw: Mapping[str, object], *, init: bool) -> ContainerOutcome:
     state = _mapping(raw.get("state"))
     # A restarted container (restartPolicy OnFailure) is waiting or running again; its crash
-    # is only in lastState, and that crash is what made the Job fail.
-    terminated = _mapping(state.get("terminated")) or _mapping(
-        _mapping(raw.get("lastState")).get("terminated")
-    )
+    # is only in lastState, and that crash is what made the Job fail. A terminated state that
+    # holds none of the fields read counts as none (`watcher.core.wire` cannot tell it apart).
+    terminated = _mapping(state.get("terminated"))
+    if all(terminated.get(k) is None for k in _TERMINATED_FIELDS):
+        terminated = _mapping(_mapping(raw.get("lastState")).get("terminated"))
     waiting = _mapping(state.get("waiting"))
-    key = (
-        _str(raw, "name"),
-        init,
-        _int(terminated.get("exitCode")),
-        _int(terminated.get("signal")),
-        _str(terminated, "reason"),
-        _str(terminated, "message"),
-        _str(waiting, "reason"),
-        _str(waiting, "message"),
-        _count(raw, "restartCount"),
+    return container_of(
+        (
+            _str(raw, "name"),
+            init,
+            int_of(terminated.get("exitCode")),
+            int_of(terminated.get("signal")),
+            _str(terminated, "reason"),
+            _str(terminated, "message"),
+            _str(waiting, "reason"),
+            _str(waiting, "message"),
+            count_of(raw.get("restartCount")),
+        )
     )
+
+
+_TERMINATED_FIELDS = ("exitCode", "signal", "reason", "message")
+
+ContainerKey = tuple[str, bool, int | None, int | None, str, str, str, str, int]
+"""name, init, exit code, signal, terminated reason and message, waiting reason and message,
+restart count: what a ContainerOutcome is built of."""
+
+
+def container_of(key: ContainerKey) -> ContainerOutcome:
+    """The (interned) ContainerOutcome of these values; the messages are clipped."""
     outcome = _CONTAINERS.get(key)
     if outcome is None:
         outcome = ContainerOutcome(
             name=key[0],
-            init=init,
+            init=key[1],
             exit_code=key[2],
             signal=key[3],
             terminated_reason=key[4],
-            terminated_message=_clip(key[5]),
+            terminated_message=clip(key[5]),
             waiting_reason=key[6],
-            waiting_message=_clip(key[7]),
+            waiting_message=clip(key[7]),
             restart_count=key[8],
         )
         _intern(_CONTAINERS, key, outcome)
@@ -315,11 +364,10 @@ def _event_last_seen(raw: Mapping[str, object], series: Mapping[str, object]) ->
     return next((t for t in map(parse_time, candidates) if t is not None), None)
 
 
-def _taint_text(taint: Mapping[str, object]) -> str:
+def taint_text(key: str, value: str, effect: str) -> str:
     """kubectl's notation: key[=value]:Effect, e.g. node.kubernetes.io/unreachable:NoExecute."""
-    value = _str(taint, "value")
-    key = f"{_str(taint, 'key')}={value}" if value else _str(taint, "key")
-    effect = _str(taint, "effect")
+    if value:
+        key = f"{key}={value}"
     return f"{key}:{effect}" if effect else key
 
 
@@ -353,10 +401,10 @@ def _str(raw: Mapping[str, object], key: str) -> str:
 
 def _message(raw: Mapping[str, object], key: str) -> str:
     """A free-text message, cut to its head and tail past MAX_MESSAGE_CHARS."""
-    return _clip(_str(raw, key))
+    return clip(_str(raw, key))
 
 
-def _clip(text: str) -> str:
+def clip(text: str) -> str:
     if len(text) <= MAX_MESSAGE_CHARS:
         return text
     return text[:MESSAGE_HEAD_CHARS] + _MESSAGE_CUT + text[-MESSAGE_TAIL_CHARS:]
@@ -375,7 +423,7 @@ INTERN_MAX_CHARS = 1024
 """Values whose text fields add up to more than this are built every time, never kept."""
 
 _CONDITIONS: dict[tuple[object, ...], Condition] = {}
-_CONTAINERS: dict[tuple[object, ...], ContainerOutcome] = {}
+_CONTAINERS: dict[ContainerKey, ContainerOutcome] = {}
 _TIMES: dict[str, float | None] = {}
 
 
@@ -394,7 +442,7 @@ def _is_set(value: object) -> bool:
     return value is not None and value != ""
 
 
-def _int(value: object) -> int | None:
+def int_of(value: object) -> int | None:
     """An integer, or None. Integral text is accepted: kwok renders exit codes from strings."""
     if type(value) is int or value is None:  # the usual cases first (a bool is not an int here)
         return value
@@ -410,12 +458,16 @@ def _int(value: object) -> int | None:
 
 
 def _count(raw: Mapping[str, object], key: str) -> int:
-    value = raw.get(key)
+    return count_of(raw.get(key))
+
+
+def count_of(value: object) -> int:
+    """A count: a non-negative integer (integral text accepted), 0 for anything else."""
     if type(value) is int:
         return value if value > 0 else 0
-    return max(_int(value) or 0, 0)
+    return max(int_of(value) or 0, 0)
 
 
-def _positive(value: object) -> int | None:
-    number = _int(value)
+def positive_of(value: object) -> int | None:
+    number = int_of(value)
     return number if number is not None and number > 0 else None

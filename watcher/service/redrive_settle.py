@@ -30,7 +30,7 @@ from typing import Any, Final, Protocol
 
 from structlog.typing import FilteringBoundLogger
 
-from watcher.core import snapshot
+from watcher.core import project, snapshot, wire
 from watcher.core.annotations import (
     ANNOTATION_REDRIVE_OF,
     ANNOTATION_REDRIVE_TOKEN,
@@ -100,17 +100,13 @@ class RedriveSettler:
 
     # --- completed Jobs ---------------------------------------------------------------------
 
-    def observe(self, event_type: str, raw: Mapping[str, Any]) -> None:
-        """A Jobs watch event: queue a completed redriven Job for `run` to settle. Cheap and
-        total: a malformed object is the pipeline's to report."""
-        if event_type == "DELETED":
-            return
-        meta = raw.get("metadata")
-        annotations = meta.get("annotations") if isinstance(meta, Mapping) else None
-        if not isinstance(annotations, Mapping) or ANNOTATION_REDRIVE_OF not in annotations:
+    def observe(self, event_type: str, raw: Mapping[str, Any] | wire.WireJob) -> None:
+        """A Jobs watch event (a dict or typed): queue a completed redriven Job for `run` to
+        settle. Cheap and total: a malformed object is the pipeline's to report."""
+        if event_type == "DELETED" or ANNOTATION_REDRIVE_OF not in project.annotations_of(raw):
             return
         try:
-            job = snapshot.job_snapshot(raw)
+            job = project.job_snapshot(raw)
         except snapshot.MalformedObject:
             return
         pointer = redrive_pointer(dict(job.annotations))

@@ -10,6 +10,10 @@ Two pieces of the watch's hot path, kept apart from its connection logic (``watc
                   refuse raises ``ValueError`` as before.
 ``LineSplitter``  a chunked watch stream -> its lines, one chunk at a time: every line that a
                   chunk completes, in order, without an ``await`` per line.
+``watch_line``    one watch line -> its type and object: the typed value of a
+                  ``watcher.core.wire`` line type when the line fits it and is a change or a
+                  bookmark (and its consumer does not want the whole object), else the
+                  generic JSON object (an ERROR's Status, a failed Job, are read whole).
 """
 
 from __future__ import annotations
@@ -19,9 +23,34 @@ from typing import Any, Final
 
 import msgspec
 
-__all__ = ["LineSplitter", "LineTooLong", "loads"]
+from watcher.core.wire import WireLine, WireObject
+
+__all__ = [
+    "LineSplitter",
+    "LineTooLong",
+    "TypedLines",
+    "loads",
+    "typed_lines",
+    "watch_line",
+]
 
 _DECODER: Final = msgspec.json.Decoder()
+_TYPED_KINDS: Final = frozenset({"ADDED", "MODIFIED", "DELETED", "BOOKMARK"})
+
+
+class TypedLines:
+    """The decoder of one typed watch line (`watcher.core.wire`), and its hint."""
+
+    __slots__ = ("decode", "whole_hint")
+
+    def __init__(self, line_type: type[WireLine]) -> None:
+        self.decode = msgspec.json.Decoder(line_type).decode
+        self.whole_hint = line_type.WHOLE_HINT
+
+
+def typed_lines(line_type: type[WireLine] | None) -> TypedLines | None:
+    """The decoder of watch lines of `line_type` (None: lines are decoded generically)."""
+    return TypedLines(line_type) if line_type is not None else None
 
 
 def loads(data: bytes) -> Any:
@@ -30,6 +59,34 @@ def loads(data: bytes) -> Any:
         return _DECODER.decode(data)
     except msgspec.DecodeError:  # also its ValidationError (a number too large for a float)
         return json.loads(data)
+
+
+def watch_line(
+    line: bytes, typed: TypedLines | None
+) -> tuple[str, dict[str, Any] | WireObject, object]:
+    """(type, object, the object's metadata.resourceVersion) of a watch line; `typed`, if
+    given, is tried first. Raises ``ValueError`` for a line that is no JSON, ``TypeError``
+    for one whose type is not text or whose object is not an object, ``KeyError`` for one
+    without them."""
+    hint = typed.whole_hint if typed is not None else None
+    if typed is not None and (hint is None or hint not in line):
+        try:
+            parsed = typed.decode(line)
+        except msgspec.DecodeError:  # also ValidationError: the generic decode says what it is
+            parsed = None
+        if parsed is not None and parsed.object is not None and parsed.type in _TYPED_KINDS:
+            value = parsed.object
+            if not value.wants_whole():
+                meta = value.metadata
+                return parsed.type, value, meta.resourceVersion if meta is not None else None
+    raw = loads(line)
+    if not isinstance(raw, dict):
+        raise TypeError("a watch line must be a JSON object")
+    etype, obj = raw["type"], raw["object"]
+    if not isinstance(etype, str) or not isinstance(obj, dict):
+        raise TypeError("type must be a string and object a JSON object")
+    meta = obj.get("metadata")
+    return etype, obj, meta.get("resourceVersion") if isinstance(meta, dict) else None
 
 
 class LineTooLong(ValueError):

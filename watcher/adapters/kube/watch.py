@@ -31,8 +31,10 @@ relist lists the uids present, so a consumer drops what is not among them.
 
 Bodies are parsed as JSON only (``lines.loads``: what ``json.loads`` gives, faster), chunk
 by chunk (``lines.LineSplitter``); no kubernetes_asyncio model is built (memory and CPU on
-the hot path). The ``ApiClient`` is used for its configuration only: host, TLS, bearer token
-(including the in-cluster token refresh) and its aiohttp session.
+the hot path). Given a ``line_type`` (``watcher.core.wire``), watch lines that fit it are
+decoded into it, reading only the fields kube-dlq uses; the others, and lists, as dicts. The
+``ApiClient`` is used for its configuration only: host, TLS, bearer token (including the
+in-cluster token refresh) and its aiohttp session.
 
 The resources watched (``Resource``, ``JOBS``, ``JOB_PODS``, ...) are in ``resources.py``.
 
@@ -55,7 +57,7 @@ import aiohttp
 from prometheus_client import Counter
 from structlog.typing import FilteringBoundLogger
 
-from watcher.adapters.kube.lines import LineSplitter, LineTooLong, loads
+from watcher.adapters.kube.lines import LineSplitter, LineTooLong, typed_lines, watch_line
 from watcher.adapters.kube.request import (
     KubeClient,
     Target,
@@ -83,6 +85,7 @@ from watcher.core.errors import (
     KubeUnavailable,
 )
 from watcher.core.rawjson import RawObject
+from watcher.core.wire import WireLine, WireObject
 from watcher.kit.metrics import Metrics
 
 __all__ = [
@@ -126,10 +129,11 @@ MAX_LINE_BYTES: Final = 16 * 1024 * 1024
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class WatchEvent:
-    """One change of one object. ``obj`` is the raw JSON object, with kind and apiVersion."""
+    """One change of one object. ``obj`` is the raw JSON object, with kind and apiVersion,
+    or, from a watcher with a ``line_type``, the typed object of its watch line."""
 
     type: EventType
-    obj: RawObject
+    obj: RawObject | WireObject
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -176,10 +180,12 @@ class Watcher:
         metrics: Metrics,
         logger: FilteringBoundLogger,
         namespace: str | None = None,
+        line_type: type[WireLine] | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """Timeouts, page size and backoff come from the client's ``kubernetes`` settings."""
+        """Timeouts, page size and backoff come from the client's ``kubernetes`` settings.
+        ``line_type``: the typed watch line to decode into first (see the module docstring)."""
         settings = client.settings
         self._client = client
         self.resource = resource
@@ -193,6 +199,7 @@ class Watcher:
         self._clock = clock
         self._log = logger.bind(resource=resource.name, namespace=namespace)
         self._rv: str | None = None
+        self._typed = typed_lines(line_type)
         self._healthy = False
         self._streaming = False
         self._list_timeout = aiohttp.ClientTimeout(
@@ -405,10 +412,7 @@ class Watcher:
     def _decode(self, line: bytes) -> WatchEvent | None:
         """One watch line -> a change to yield, None (bookmark, unknown type), or _Restart."""
         try:
-            raw = loads(line)
-            etype, obj = raw["type"], raw["object"]
-            if not isinstance(etype, str) or not isinstance(obj, dict):
-                raise TypeError("type must be a string and object a JSON object")
+            etype, obj, rv = watch_line(line, self._typed)
         except (ValueError, KeyError, TypeError) as exc:
             # Skipping a line could lose a change; reconnecting from the last good
             # resourceVersion cannot.
@@ -416,7 +420,7 @@ class Watcher:
             raise _Restart("error", f"malformed watch line: {exc}") from exc
         counted = self._counted
         counted[etype] = counted.get(etype, 0) + 1
-        if etype == "ERROR":
+        if etype == "ERROR" and type(obj) is dict:  # (an ERROR is never typed)
             raise _restart_for(error_for(None, obj, "watch error event", self._target))
         change = _CHANGE_TYPES.get(etype)
         if change is None and etype != "BOOKMARK":
@@ -427,7 +431,6 @@ class Watcher:
         if self._stamp_due:  # once per chunk: its events all arrived at this time
             self._last_event.set_to_current_time()
             self._stamp_due = False
-        rv = _meta(obj).get("resourceVersion")
         if isinstance(rv, str) and rv:
             self._rv = rv
         return None if change is None else WatchEvent(change, obj)
