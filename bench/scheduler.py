@@ -14,11 +14,15 @@ queue) against the same Redis, with a `JobsPort` that records every create in me
 thing measured is the scheduler, not the apiserver.
 
 Reported: lateness of each fire (the fake create's clock minus the ticket's due score in Redis,
-same host so the same clock) p50/p90/p99/max; double fires (a ticket created twice, over all
-loops: must be 0); tickets of the window never fired; tickets fired that were not due; Redis
-``used_memory`` per stored ticket (INFO before and after loading). The loops use the daemon's
-RetryLoopSettings defaults unless ``--poll-interval``/``--batch`` say otherwise: with the
-default 5 s poll a ticket waits up to 5 s by design.
+same host so the same clock) p50/p90/p99/max, also apart for the tickets due in the window's
+first second and for the first 1,000 fires against the rest, the first fire's time after the
+first due score, the worst lateness per second of the window, and when each loop first claimed
+a due ticket (where a tail comes from: a slow start of the window, or all along); double
+fires (a ticket created twice, over all loops: must be 0); tickets of the window never fired;
+tickets fired that were not due; Redis ``used_memory`` per stored ticket (INFO before and
+after loading). The loops use the daemon's RetryLoopSettings defaults unless
+``--poll-interval``/``--batch`` say otherwise: with the default 5 s poll a ticket waits up to
+5 s by design.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ from redis.asyncio import Redis
 from devtools.devcluster.redis_server import RedisServer
 from watcher.adapters.redis.store import RedisStore
 from watcher.core.annotations import ANNOTATION_RETRY_OF
-from watcher.core.model import FailureClass, JobRef, RetryTicket
+from watcher.core.model import ClaimedBatch, FailureClass, JobRef, RetryTicket
 from watcher.core.rawjson import RawObject
 from watcher.core.settings import RedisSettings, RetryLoopSettings
 from watcher.kit.metrics import Metrics
@@ -54,6 +58,8 @@ FAR_S = 86_400.0
 """Tickets outside the window are due a day (and i ms) later: stored, never fired."""
 LEAD_S = 2.0
 """The window opens this long after the last window ticket is expected to be stored."""
+FIRST_FIRES = 1000
+"""The first fires reported apart (lateness by fire order)."""
 
 
 def ticket(i: int, due_at: float) -> RetryTicket:
@@ -118,16 +124,40 @@ class RecordingJobs:
         return None
 
 
+class ClaimTimingStore(RedisStore):
+    """The daemon's store, recording what a loop's start of the window is made of: every claim
+    as (wall clock at the call, at the reply, tickets claimed), every `next_due_in` answer as
+    (wall clock at the reply, seconds until due)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.claims: list[tuple[float, float, int]] = []
+        self.due_ins: list[tuple[float, float | None]] = []
+
+    async def claim_due_retries(self, *, limit: int) -> ClaimedBatch:
+        called = time.time()
+        batch = await super().claim_due_retries(limit=limit)
+        self.claims.append((called, time.time(), len(batch)))
+        return batch
+
+    async def next_due_in(self) -> float | None:
+        due_in = await super().next_due_in()
+        self.due_ins.append((time.time(), due_in))
+        return due_in
+
+
 def _loop_process(
     port: int, settings: dict[str, Any], ready: MpEvent, stop: MpEvent, out: Any
 ) -> None:
-    """One replica's retry loop until `stop`; puts its fires and CPU seconds on `out`."""
+    """One replica's retry loop until `stop`; puts its fires, CPU seconds and claims on `out`."""
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
     jobs = RecordingJobs()
+    store: ClaimTimingStore | None = None
 
     async def run() -> None:
+        nonlocal store
         redis = Redis(host="127.0.0.1", port=port)
-        store = RedisStore(redis, RedisSettings(), cluster_name=CLUSTER)
+        store = ClaimTimingStore(redis, RedisSettings(), cluster_name=CLUSTER)
         loop = RetryLoop(
             store=store, jobs=jobs, settings=RetryLoopSettings(**settings),
             cluster_name=CLUSTER, metrics=Metrics(), logger=structlog.get_logger(),
@@ -145,7 +175,8 @@ def _loop_process(
 
     cpu: list[float] = []
     asyncio.run(run())
-    out.put((jobs.fires, cpu[1] - cpu[0]))
+    assert store is not None
+    out.put((jobs.fires, cpu[1] - cpu[0], store.claims, store.due_ins))
 
 
 def _delay(i: int, window_n: int, t0: float, rate: float) -> float:
@@ -233,6 +264,24 @@ class Result:
     loop_cpu_us_per_fire: float = 0.0
     """CPU time of the loop processes (from start to stop, idle polls included) per fire: less
     sensitive to the machine's other load than lateness."""
+    lateness_first_s_ms: dict[str, float] = field(default_factory=dict)
+    """Lateness of the tickets due in the window's first second."""
+    lateness_after_first_s_ms: dict[str, float] = field(default_factory=dict)
+    """Lateness of the tickets due after it."""
+    lateness_first_fires_ms: dict[str, float] = field(default_factory=dict)
+    """Lateness of the first 1,000 fires (by the time they were made, all loops)."""
+    lateness_later_fires_ms: dict[str, float] = field(default_factory=dict)
+    """Lateness of the fires after those."""
+    first_fire_after_due_ms: float = 0.0
+    """The first fire's time minus the first due score: how late the window's start is."""
+    lateness_max_by_second_ms: list[float] = field(default_factory=list)
+    """The worst lateness of the tickets due in each second of the window, in order."""
+    first_claims: list[dict[str, float]] = field(default_factory=list)
+    """Per loop, its first claim that returned tickets: called (ms after the first due score),
+    how long it took (ms), how many it claimed."""
+    setup_done_before_due_ms: float = 0.0
+    """How long before the first due score the benchmark's own work (loading the window's
+    tickets, reading their scores and INFO) was over: negative, it overlapped the window."""
 
 
 async def _measure(port: int, args: argparse.Namespace) -> Result:
@@ -278,6 +327,7 @@ async def _measure(port: int, args: argparse.Namespace) -> Result:
         due_ms.update({u: s for u, s in zip(part, scores, strict=True) if s is not None})
     # Measured after loading (its Python side grows Redis's client buffers, not its data).
     per_ticket = (await _used_memory(redis) - before) / args.tickets
+    setup_done = time.time()
 
     # Until every window ticket is settled (none due before the far ones, none leased), or
     # --drain seconds after the window: what is left then is reported as missed.
@@ -292,10 +342,12 @@ async def _measure(port: int, args: argparse.Namespace) -> Result:
     stop.set()
     fires: list[tuple[str, float]] = []
     cpu_s = 0.0
+    starts: list[tuple[Any, Any]] = []
     for _ in procs:
-        loop_fires, loop_cpu_s = out.get(timeout=120)
+        loop_fires, loop_cpu_s, claims, due_ins = out.get(timeout=120)
         fires.extend(loop_fires)
         cpu_s += loop_cpu_s
+        starts.append((claims, due_ins))
     for proc in procs:
         proc.join(30)
     await redis.aclose()
@@ -304,6 +356,8 @@ async def _measure(port: int, args: argparse.Namespace) -> Result:
     times = [at for _, at in fires]
     span = max(times) - min(times) if times else 0.0
     lateness = [(at * 1000 - due_ms[uid]) for uid, at in fires if uid in due_ms]
+    first_due = min(due_ms.values(), default=0.0)
+    order = _by_order(fires, due_ms, first_due)
     return Result(
         tickets=args.tickets,
         window_tickets=window_n,
@@ -316,11 +370,67 @@ async def _measure(port: int, args: argparse.Namespace) -> Result:
         double_fires=sum(n - 1 for n in counts.values() if n > 1),
         missed=sum(1 for uid in uids if uid not in counts),
         not_due_fired=len(counts.keys() - set(uids)),
-        lateness_ms={k: round(v, 1) for k, v in quantiles(lateness).items()},
+        lateness_ms=_rounded_quantiles(lateness),
         used_memory_per_ticket_b=round(per_ticket, 1),
         fire_rate_per_s=round(len(fires) / max(1e-3, span), 1),
         loop_cpu_us_per_fire=round(cpu_s / max(1, len(fires)) * 1e6),
+        **order,
+        first_claims=[_first_claim(*start, first_due) for start in starts],
+        setup_done_before_due_ms=round(first_due - setup_done * 1000, 1),
     )
+
+
+def _first_claim(
+    claims: Sequence[tuple[float, float, int]],
+    due_ins: Sequence[tuple[float, float | None]],
+    first_due_ms: float,
+) -> dict[str, float]:
+    """A loop's first claim that returned tickets: when it was called and how long it took,
+    and the wake-up the loop had planned before it (the last `next_due_in` answer before the
+    call, plus its seconds), all in ms after the first due score."""
+    first = next(((at, back, n) for at, back, n in claims if n), None)
+    if first is None:
+        return {}
+    called, back, n = first
+    plans = [(at, due_in) for at, due_in in due_ins if at < called]
+    planned = plans[-1][0] + (plans[-1][1] or 0.0) if plans else called
+    return {
+        "called_ms": round(called * 1000 - first_due_ms, 1),
+        "took_ms": round((back - called) * 1000, 1),
+        "claimed": n,
+        "planned_wake_ms": round(planned * 1000 - first_due_ms, 1),
+        "empty_claims_before": sum(1 for at, _, k in claims if at < called and not k),
+    }
+
+
+def _rounded_quantiles(values: Sequence[float]) -> dict[str, float]:
+    return {k: round(v, 1) for k, v in quantiles(values).items()}
+
+
+def _by_order(
+    fires: Sequence[tuple[str, float]], due_ms: Mapping[str, float], first_due: float
+) -> dict[str, Any]:
+    """Lateness apart for the window's first second and first FIRST_FIRES fires, the first
+    fire after the first due score, and the worst lateness per second of the window (the
+    `Result` fields of those names)."""
+    timed = sorted(
+        (at * 1000, at * 1000 - due_ms[uid], due_ms[uid]) for uid, at in fires if uid in due_ms
+    )
+    early = [late for _, late, due in timed if due - first_due < 1000]
+    later = [late for _, late, due in timed if due - first_due >= 1000]
+    by_second: dict[int, float] = {}
+    for _, late, due in timed:
+        second = int((due - first_due) // 1000)
+        by_second[second] = max(late, by_second.get(second, late))
+    rounded = _rounded_quantiles
+    return {
+        "lateness_first_s_ms": rounded(early),
+        "lateness_after_first_s_ms": rounded(later),
+        "lateness_first_fires_ms": rounded([late for _, late, _ in timed[:FIRST_FIRES]]),
+        "lateness_later_fires_ms": rounded([late for _, late, _ in timed[FIRST_FIRES:]]),
+        "first_fire_after_due_ms": round(timed[0][0] - first_due, 1) if timed else 0.0,
+        "lateness_max_by_second_ms": [round(by_second[k], 1) for k in sorted(by_second)],
+    }
 
 
 def run(port: int, argv: Sequence[str] = ()) -> Result:
@@ -354,6 +464,27 @@ def report(result: Result) -> None:
     print(f"{'lateness p90':<22}{late['p90']:>10,.0f} ms")
     print(f"{'lateness p99':<22}{late['p99']:>10,.0f} ms   (goal < 1,000)")
     print(f"{'lateness max':<22}{late['max']:>10,.0f} ms")
+    for label, q in (
+        ("due in the 1st second", result.lateness_first_s_ms),
+        ("due after it", result.lateness_after_first_s_ms),
+        (f"first {FIRST_FIRES:,} fires", result.lateness_first_fires_ms),
+        ("later fires", result.lateness_later_fires_ms),
+    ):
+        print(
+            f"  {label:<22}p50 / p99 / max "
+            f"{q['p50']:>6,.0f} / {q['p99']:>6,.0f} / {q['max']:>6,.0f} ms"
+        )
+    print(f"{'first fire after due':<22}{result.first_fire_after_due_ms:>10,.0f} ms")
+    worst = ", ".join(f"{v:,.0f}" for v in result.lateness_max_by_second_ms[:8])
+    print(f"{'max by second (1-8)':<22}{worst} ms")
+    for i, claim in enumerate(result.first_claims):
+        if claim:
+            print(
+                f"{f'loop {i} first claim':<22}{claim['called_ms']:>10,.0f} ms after due "
+                f"(planned {claim['planned_wake_ms']:,.0f}), took {claim['took_ms']:,.1f} ms, "
+                f"{claim['claimed']:.0f} tickets"
+            )
+    print(f"{'setup done before due':<22}{result.setup_done_before_due_ms:>10,.0f} ms")
     print(f"{'fired':<22}{result.fired:>10,}   ({result.fire_rate_per_s:,.0f}/s, all loops)")
     print(f"{'loop CPU per fire':<22}{result.loop_cpu_us_per_fire:>10,.0f} us")
     print(f"{'double fires':<22}{result.double_fires:>10,}   (must be 0)")
