@@ -32,6 +32,7 @@ import asyncio
 import itertools
 import json
 import multiprocessing as mp
+import os
 import sys
 import time
 from collections import Counter
@@ -282,6 +283,14 @@ class Result:
     setup_done_before_due_ms: float = 0.0
     """How long before the first due score the benchmark's own work (loading the window's
     tickets, reading their scores and INFO) was over: negative, it overlapped the window."""
+    loops_ready_before_due_ms: float = 0.0
+    """How long before the first due score the loops were started (each polls at once, then
+    sleeps up to the poll interval: under it, the window may open while they sleep)."""
+    cpu_others_by_second: list[float] = field(default_factory=list)
+    """Per second of the window, cores busy in other processes than this benchmark's (the
+    machine's other tenants): 2 on this 2-core machine leaves the loops and Redis nothing."""
+    cpu_steal_by_second: list[float] = field(default_factory=list)
+    """Per second of the window, cores the hypervisor gave to other VMs (steal time)."""
 
 
 async def _measure(port: int, args: argparse.Namespace) -> Result:
@@ -312,6 +321,7 @@ async def _measure(port: int, args: argparse.Namespace) -> Result:
     for ready in readies:
         if not ready.wait(60):
             raise SystemExit("a retry loop process did not start within 60 s")
+    loops_ready = time.time()
 
     # The window: ticket j due at t0 + j/rate, t0 after all of them are expected stored.
     t0 = time.time() + window_n / load_rate * 1.5 + LEAD_S
@@ -331,7 +341,11 @@ async def _measure(port: int, args: argparse.Namespace) -> Result:
 
     # Until every window ticket is settled (none due before the far ones, none leased), or
     # --drain seconds after the window: what is left then is reported as missed.
+    server_pid = int((await redis.info("server"))["process_id"])
+    ours = [os.getpid(), server_pid, *(proc.pid for proc in procs if proc.pid is not None)]
+    sampler = asyncio.create_task(_sample_cpu(ours, t0, t0 + args.window))
     await asyncio.sleep(max(0.0, t0 + args.window - time.time()))
+    cpu_by_second = await sampler
     deadline = time.time() + args.drain
     far_ms = (time.time() + FAR_S / 2) * 1000
     while time.time() < deadline:
@@ -352,6 +366,7 @@ async def _measure(port: int, args: argparse.Namespace) -> Result:
         proc.join(30)
     await redis.aclose()
 
+    poll_s = settings.get("poll_interval_s", RetryLoopSettings().poll_interval_s)
     counts = Counter(uid for uid, _ in fires)
     times = [at for _, at in fires]
     span = max(times) - min(times) if times else 0.0
@@ -363,7 +378,7 @@ async def _measure(port: int, args: argparse.Namespace) -> Result:
         window_tickets=window_n,
         rate_per_s=args.rate,
         loops=args.loops,
-        poll_interval_s=settings.get("poll_interval_s", RetryLoopSettings().poll_interval_s),
+        poll_interval_s=poll_s,
         batch_size=args.batch,
         load_per_s=round(load_rate),
         fired=len(counts),
@@ -375,25 +390,75 @@ async def _measure(port: int, args: argparse.Namespace) -> Result:
         fire_rate_per_s=round(len(fires) / max(1e-3, span), 1),
         loop_cpu_us_per_fire=round(cpu_s / max(1, len(fires)) * 1e6),
         **order,
-        first_claims=[_first_claim(*start, first_due) for start in starts],
+        first_claims=[_first_claim(*start, first_due, poll_s) for start in starts],
         setup_done_before_due_ms=round(first_due - setup_done * 1000, 1),
+        loops_ready_before_due_ms=round(first_due - loops_ready * 1000, 1),
+        cpu_others_by_second=[round(others, 2) for others, _ in cpu_by_second],
+        cpu_steal_by_second=[round(steal, 2) for _, steal in cpu_by_second],
     )
+
+
+def _busy_and_steal() -> tuple[int, int]:
+    """The machine's busy and steal clock ticks since boot (all cores), /proc/stat."""
+    with open("/proc/stat") as f:
+        user, nice, system, _idle, _iowait, irq, softirq, steal = map(
+            int, f.readline().split()[1:9]
+        )
+    return user + nice + system + irq + softirq, steal
+
+
+def _ticks_of(pids: Sequence[int]) -> int:
+    """User and system clock ticks the processes `pids` used (those still there)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total
+
+
+async def _sample_cpu(ours: Sequence[int], start: float, end: float) -> list[tuple[float, float]]:
+    """Per second from `start` to `end`: cores busy in processes other than `ours` (this
+    benchmark's own: itself, redis-server, the loops), and cores the hypervisor stole. The
+    other tenants of a shared machine, in numbers; empty where /proc is not Linux's."""
+    hz = os.sysconf("SC_CLK_TCK")
+    try:
+        await asyncio.sleep(max(0.0, start - time.time()))
+        samples = [(time.time(), *_busy_and_steal(), _ticks_of(ours))]
+        while samples[-1][0] < end:
+            await asyncio.sleep(1.0)
+            samples.append((time.time(), *_busy_and_steal(), _ticks_of(ours)))
+    except (OSError, ValueError):
+        return []
+    return [
+        (((b1 - b0) - (o1 - o0)) / hz / (t1 - t0), (s1 - s0) / hz / (t1 - t0))
+        for (t0, b0, s0, o0), (t1, b1, s1, o1) in itertools.pairwise(samples)
+    ]
 
 
 def _first_claim(
     claims: Sequence[tuple[float, float, int]],
     due_ins: Sequence[tuple[float, float | None]],
     first_due_ms: float,
+    poll_s: float,
 ) -> dict[str, float]:
     """A loop's first claim that returned tickets: when it was called and how long it took,
     and the wake-up the loop had planned before it (the last `next_due_in` answer before the
-    call, plus its seconds), all in ms after the first due score."""
+    call, plus its seconds, at most the poll interval: the loop's sleep, give or take the
+    cycle's work), all in ms after the first due score."""
     first = next(((at, back, n) for at, back, n in claims if n), None)
     if first is None:
         return {}
     called, back, n = first
     plans = [(at, due_in) for at, due_in in due_ins if at < called]
-    planned = plans[-1][0] + (plans[-1][1] or 0.0) if plans else called
+    if plans:
+        at, due_in = plans[-1]
+        planned = at + (poll_s if due_in is None else min(due_in, poll_s))
+    else:
+        planned = called
     return {
         "called_ms": round(called * 1000 - first_due_ms, 1),
         "took_ms": round((back - called) * 1000, 1),
@@ -485,6 +550,14 @@ def report(result: Result) -> None:
                 f"{claim['claimed']:.0f} tickets"
             )
     print(f"{'setup done before due':<22}{result.setup_done_before_due_ms:>10,.0f} ms")
+    print(f"{'loops up before due':<22}{result.loops_ready_before_due_ms:>10,.0f} ms")
+    for label, cores in (
+        ("other processes' CPU", result.cpu_others_by_second),
+        ("CPU stolen (VM)", result.cpu_steal_by_second),
+    ):
+        if cores:
+            mean = sum(cores) / len(cores)
+            print(f"{label:<22}{mean:>10.2f} cores mean, {max(cores):.2f} max (per second)")
     print(f"{'fired':<22}{result.fired:>10,}   ({result.fire_rate_per_s:,.0f}/s, all loops)")
     print(f"{'loop CPU per fire':<22}{result.loop_cpu_us_per_fire:>10,.0f} us")
     print(f"{'double fires':<22}{result.double_fires:>10,}   (must be 0)")
