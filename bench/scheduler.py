@@ -140,12 +140,17 @@ class ClaimTimingStore(RedisStore):
         super().__init__(*args, **kwargs)
         self.claims: list[tuple[float, float, int]] = []
         self.due_ins: list[tuple[float, float | None]] = []
+        self.pending_reads = 0
 
     async def claim_due_retries(self, *, limit: int) -> ClaimedBatch:
         called = time.time()
         batch = await super().claim_due_retries(limit=limit)
         self.claims.append((called, time.time(), len(batch)))
         return batch
+
+    async def pending_retries(self) -> int:
+        self.pending_reads += 1
+        return await super().pending_retries()
 
     async def next_due_in(self) -> float | None:
         due_in = await super().next_due_in()
@@ -183,7 +188,7 @@ def _loop_process(
     cpu: list[float] = []
     asyncio.run(run())
     assert store is not None
-    out.put((jobs.fires, cpu[1] - cpu[0], store.claims, store.due_ins))
+    out.put((jobs.fires, cpu[1] - cpu[0], store.claims, store.due_ins, store.pending_reads))
 
 
 def _delay(i: int, window_n: int, t0: float, rate: float) -> float:
@@ -292,6 +297,10 @@ class Result:
     loops_ready_before_due_ms: float = 0.0
     """How long before the first due score the loops were started (each polls at once, then
     sleeps up to the poll interval: under it, the window may open while they sleep)."""
+    cycles: int = 0
+    """Claims made by all loops from start to stop (each cycle makes one)."""
+    pending_reads: int = 0
+    """Reads of the pending count (the retries_pending gauge) by all loops."""
     cpu_others_by_second: list[float] = field(default_factory=list)
     """Per second of the window, cores busy in other processes than this benchmark's (the
     machine's other tenants): 2 on this 2-core machine leaves the loops and Redis nothing."""
@@ -368,10 +377,13 @@ async def _measure(port: int, args: argparse.Namespace) -> Result:
     fires: list[tuple[str, float]] = []
     cpu_s = 0.0
     starts: list[tuple[Any, Any]] = []
+    cycles = pending_reads = 0
     for _ in procs:
-        loop_fires, loop_cpu_s, claims, due_ins = out.get(timeout=120)
+        loop_fires, loop_cpu_s, claims, due_ins, loop_reads = out.get(timeout=120)
         fires.extend(loop_fires)
         cpu_s += loop_cpu_s
+        cycles += len(claims)
+        pending_reads += loop_reads
         starts.append((claims, due_ins))
     for proc in procs:
         proc.join(30)
@@ -403,6 +415,8 @@ async def _measure(port: int, args: argparse.Namespace) -> Result:
         first_claims=[_first_claim(*start, first_due, poll_s) for start in starts],
         setup_done_before_due_ms=round(first_due - setup_done * 1000, 1),
         loops_ready_before_due_ms=round(first_due - loops_ready * 1000, 1),
+        cycles=cycles,
+        pending_reads=pending_reads,
         cpu_others_by_second=[round(others, 2) for others, _ in cpu_by_second],
         cpu_steal_by_second=[round(steal, 2) for _, steal in cpu_by_second],
     )
@@ -572,6 +586,7 @@ def report(result: Result) -> None:
             print(f"{label:<22}{mean:>10.2f} cores mean, {max(cores):.2f} max (per second)")
     print(f"{'fired':<22}{result.fired:>10,}   ({result.fire_rate_per_s:,.0f}/s, all loops)")
     print(f"{'loop CPU per fire':<22}{result.loop_cpu_us_per_fire:>10,.0f} us")
+    print(f"{'cycles, gauge reads':<22}{result.cycles:>10,} / {result.pending_reads:,}")
     print(f"{'double fires':<22}{result.double_fires:>10,}   (must be 0)")
     print(f"{'missed':<22}{result.missed:>10,}")
     print(f"{'fired, not due':<22}{result.not_due_fired:>10,}")
