@@ -81,6 +81,7 @@ from watcher.core.settings import RetryLoopSettings
 from watcher.kit.aio import sleep_or_stop
 from watcher.kit.metrics import Metrics
 from watcher.service.bounded import fire_bounded
+from watcher.service.pending import PendingGauge
 from watcher.service.ports import JobsPort, RetryStore
 
 __all__ = ["Outcome", "RetryLoop"]
@@ -97,11 +98,6 @@ _MIN_WAIT_S: Final = 0.05
 """Shortest sleep between cycles that claimed less than a batch: a ticket due "now" that the
 claim did not return (another replica took it) must not make the loop spin."""
 _REASON_CHARS: Final = 500
-_PENDING_REFRESH_S: Final = 1.0
-"""Least time between two reads of the pending gauge while cycles follow each other closely
-(a MULTI of two ZCARDs per cycle: about 4 us per fire at 1,000 fires/s, for a gauge scraped
-every 15-30 s). A loop about to sleep past that second reads it first, so the gauge is right
-soon after the last fire."""
 
 
 class Outcome(enum.StrEnum):
@@ -139,8 +135,7 @@ class RetryLoop:
         self._rng = rng if rng is not None else random.Random()
         self._deferrals: dict[str, int] = {}
         """Transient failures per ticket id in this process, for the deferral backoff."""
-        self._pending_read_at: float | None = None
-        """When the pending gauge was last read (the event loop's clock); None: never."""
+        self._pending = PendingGauge(store, metrics)
 
     # --- public -------------------------------------------------------------------------------
 
@@ -164,7 +159,7 @@ class RetryLoop:
                 try:
                     claimed = await self._cycle(stop)
                     wait = await self._next_wait(claimed, loop.time() - started)
-                    await self._refresh_pending(next_cycle_in=wait)
+                    await self._pending.refresh(next_cycle_in=wait)
                 except SinkError as exc:
                     wait = self._error_wait(failures)
                     failures += 1
@@ -193,7 +188,7 @@ class RetryLoop:
         Redis fails; tickets not settled by then come back after their lease.
         """
         claimed = await self._cycle(None)
-        await self._refresh_pending(next_cycle_in=None)
+        await self._pending.refresh()  # no next cycle to wait for
         return claimed
 
     # --- one cycle ----------------------------------------------------------------------------
@@ -220,21 +215,6 @@ class RetryLoop:
         )
         await self._finish_finalizers()
         return len(claimed)
-
-    async def _refresh_pending(self, *, next_cycle_in: float | None) -> None:
-        """Read the pending gauge, unless it was read less than _PENDING_REFRESH_S ago and the
-        next cycle (`next_cycle_in` seconds from now; None: not known) comes before that."""
-        now = asyncio.get_running_loop().time()
-        last = self._pending_read_at
-        if (
-            next_cycle_in is not None
-            and last is not None
-            and now + next_cycle_in < last + _PENDING_REFRESH_S
-        ):
-            return
-        pending = await self._redis("pending_retries", self._store.pending_retries())
-        self._metrics.retries_pending.set(pending)
-        self._pending_read_at = now
 
     def _error_wait(self, failures: int) -> float:
         backoffs = self._settings.error_backoffs_s
