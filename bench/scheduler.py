@@ -290,7 +290,9 @@ class Result:
     """The worst lateness of the tickets due in each second of the window, in order."""
     first_claims: list[dict[str, float]] = field(default_factory=list)
     """Per loop, its first claim that returned tickets: called (ms after the first due score),
-    how long it took (ms), how many it claimed."""
+    how long it took (ms), how many it claimed, the wake-up the loop had planned before it (ms
+    after the first due score; without the loop's 50 ms floor between cycles), and its empty
+    claims before."""
     setup_done_before_due_ms: float = 0.0
     """How long before the first due score the benchmark's own work (loading the window's
     tickets, reading their scores and INFO) was over: negative, it overlapped the window."""
@@ -511,12 +513,11 @@ def _by_order(
     for _, late, due in timed:
         second = int((due - first_due) // 1000)
         by_second[second] = max(late, by_second.get(second, late))
-    rounded = _rounded_quantiles
     return {
-        "lateness_first_s_ms": rounded(early),
-        "lateness_after_first_s_ms": rounded(later),
-        "lateness_first_fires_ms": rounded([late for _, late, _ in timed[:FIRST_FIRES]]),
-        "lateness_later_fires_ms": rounded([late for _, late, _ in timed[FIRST_FIRES:]]),
+        "lateness_first_s_ms": _rounded_quantiles(early),
+        "lateness_after_first_s_ms": _rounded_quantiles(later),
+        "lateness_first_fires_ms": _rounded_quantiles([x for _, x, _ in timed[:FIRST_FIRES]]),
+        "lateness_later_fires_ms": _rounded_quantiles([x for _, x, _ in timed[FIRST_FIRES:]]),
         "first_fire_after_due_ms": round(timed[0][0] - first_due, 1) if timed else 0.0,
         "lateness_max_by_second_ms": [round(by_second[k], 1) for k in sorted(by_second)],
     }
