@@ -14,11 +14,16 @@ queue) against the same Redis, with a `JobsPort` that records every create in me
 thing measured is the scheduler, not the apiserver.
 
 Reported: lateness of each fire (the fake create's clock minus the ticket's due score in Redis,
-same host so the same clock) p50/p90/p99/max; double fires (a ticket created twice, over all
-loops: must be 0); tickets of the window never fired; tickets fired that were not due; Redis
-``used_memory`` per stored ticket (INFO before and after loading). The loops use the daemon's
-RetryLoopSettings defaults unless ``--poll-interval``/``--batch`` say otherwise: with the
-default 5 s poll a ticket waits up to 5 s by design.
+same host so the same clock) p50/p90/p99/max, also apart for the tickets due in the window's
+first second and for the first 1,000 fires against the rest, the first fire's time after the
+first due score, the worst lateness per second of the window, and when each loop first claimed
+a due ticket (where a tail comes from: a slow start of the window, or all along), and per
+second the CPU other processes took (the machine's other tenants); double fires (a ticket
+created twice, over all loops: must be 0); tickets of the window never fired; tickets fired
+that were not due; Redis ``used_memory`` per stored ticket (INFO before and after loading).
+The loops use the daemon's RetryLoopSettings defaults unless ``--poll-interval``/``--batch``
+say otherwise: with the default 5 s poll a ticket stored due sooner than that waits up to 5 s
+by design, so the window opens a poll interval or more after the loops started.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import asyncio
 import itertools
 import json
 import multiprocessing as mp
+import os
 import sys
 import time
 from collections import Counter
@@ -43,7 +49,7 @@ from redis.asyncio import Redis
 from devtools.devcluster.redis_server import RedisServer
 from watcher.adapters.redis.store import RedisStore
 from watcher.core.annotations import ANNOTATION_RETRY_OF
-from watcher.core.model import FailureClass, JobRef, RetryTicket
+from watcher.core.model import ClaimedBatch, FailureClass, JobRef, RetryTicket
 from watcher.core.rawjson import RawObject
 from watcher.core.settings import RedisSettings, RetryLoopSettings
 from watcher.kit.metrics import Metrics
@@ -53,7 +59,14 @@ CLUSTER = "bench"
 FAR_S = 86_400.0
 """Tickets outside the window are due a day (and i ms) later: stored, never fired."""
 LEAD_S = 2.0
-"""The window opens this long after the last window ticket is expected to be stored."""
+"""The window opens this long after the last window ticket is expected to be stored, and
+after the loops' first sleep is over (time for the loading processes to start and store the
+window's first tickets before the loops look again)."""
+SLEPT_INTO_WINDOW_MS = 50.0
+"""A loop whose wake-up before its first fire was planned this long after the first due score
+slept into the window: its first fires' lateness is then the benchmark's timing, not firing."""
+FIRST_FIRES = 1000
+"""The first fires reported apart (lateness by fire order)."""
 
 
 def ticket(i: int, due_at: float) -> RetryTicket:
@@ -118,16 +131,45 @@ class RecordingJobs:
         return None
 
 
+class ClaimTimingStore(RedisStore):
+    """The daemon's store, recording what a loop's start of the window is made of: every claim
+    as (wall clock at the call, at the reply, tickets claimed), every `next_due_in` answer as
+    (wall clock at the reply, seconds until due)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.claims: list[tuple[float, float, int]] = []
+        self.due_ins: list[tuple[float, float | None]] = []
+        self.pending_reads = 0
+
+    async def claim_due_retries(self, *, limit: int) -> ClaimedBatch:
+        called = time.time()
+        batch = await super().claim_due_retries(limit=limit)
+        self.claims.append((called, time.time(), len(batch)))
+        return batch
+
+    async def pending_retries(self) -> int:
+        self.pending_reads += 1
+        return await super().pending_retries()
+
+    async def next_due_in(self) -> float | None:
+        due_in = await super().next_due_in()
+        self.due_ins.append((time.time(), due_in))
+        return due_in
+
+
 def _loop_process(
     port: int, settings: dict[str, Any], ready: MpEvent, stop: MpEvent, out: Any
 ) -> None:
-    """One replica's retry loop until `stop`; puts its fires and CPU seconds on `out`."""
+    """One replica's retry loop until `stop`; puts its fires, CPU seconds and claims on `out`."""
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
     jobs = RecordingJobs()
+    store: ClaimTimingStore | None = None
 
     async def run() -> None:
+        nonlocal store
         redis = Redis(host="127.0.0.1", port=port)
-        store = RedisStore(redis, RedisSettings(), cluster_name=CLUSTER)
+        store = ClaimTimingStore(redis, RedisSettings(), cluster_name=CLUSTER)
         loop = RetryLoop(
             store=store, jobs=jobs, settings=RetryLoopSettings(**settings),
             cluster_name=CLUSTER, metrics=Metrics(), logger=structlog.get_logger(),
@@ -145,7 +187,8 @@ def _loop_process(
 
     cpu: list[float] = []
     asyncio.run(run())
-    out.put((jobs.fires, cpu[1] - cpu[0]))
+    assert store is not None
+    out.put((jobs.fires, cpu[1] - cpu[0], store.claims, store.due_ins, store.pending_reads))
 
 
 def _delay(i: int, window_n: int, t0: float, rate: float) -> float:
@@ -233,6 +276,38 @@ class Result:
     loop_cpu_us_per_fire: float = 0.0
     """CPU time of the loop processes (from start to stop, idle polls included) per fire: less
     sensitive to the machine's other load than lateness."""
+    lateness_first_s_ms: dict[str, float] = field(default_factory=dict)
+    """Lateness of the tickets due in the window's first second."""
+    lateness_after_first_s_ms: dict[str, float] = field(default_factory=dict)
+    """Lateness of the tickets due after it."""
+    lateness_first_fires_ms: dict[str, float] = field(default_factory=dict)
+    """Lateness of the first 1,000 fires (by the time they were made, all loops)."""
+    lateness_later_fires_ms: dict[str, float] = field(default_factory=dict)
+    """Lateness of the fires after those."""
+    first_fire_after_due_ms: float = 0.0
+    """The first fire's time minus the first due score: how late the window's start is."""
+    lateness_max_by_second_ms: list[float] = field(default_factory=list)
+    """The worst lateness of the tickets due in each second of the window, in order."""
+    first_claims: list[dict[str, float]] = field(default_factory=list)
+    """Per loop, its first claim that returned tickets: called (ms after the first due score),
+    how long it took (ms), how many it claimed, the wake-up the loop had planned before it (ms
+    after the first due score; without the loop's 50 ms floor between cycles), and its empty
+    claims before."""
+    setup_done_before_due_ms: float = 0.0
+    """How long before the first due score the benchmark's own work (loading the window's
+    tickets, reading their scores and INFO) was over: negative, it overlapped the window."""
+    loops_ready_before_due_ms: float = 0.0
+    """How long before the first due score the loops were started (each polls at once, then
+    sleeps up to the poll interval: under it, the window may open while they sleep)."""
+    cycles: int = 0
+    """Claims made by all loops from start to stop (each cycle makes one)."""
+    pending_reads: int = 0
+    """Reads of the pending count (the retries_pending gauge) by all loops."""
+    cpu_others_by_second: list[float] = field(default_factory=list)
+    """Per second of the window, cores busy in other processes than this benchmark's (the
+    machine's other tenants): 2 on this 2-core machine leaves the loops and Redis nothing."""
+    cpu_steal_by_second: list[float] = field(default_factory=list)
+    """Per second of the window, cores the hypervisor gave to other VMs (steal time)."""
 
 
 async def _measure(port: int, args: argparse.Namespace) -> Result:
@@ -251,6 +326,7 @@ async def _measure(port: int, args: argparse.Namespace) -> Result:
     settings = {"batch_size": args.batch}
     if args.poll_interval is not None:
         settings["poll_interval_s"] = args.poll_interval
+    poll_s = settings.get("poll_interval_s", RetryLoopSettings().poll_interval_s)
     ctx = mp.get_context("spawn")
     stop, out = ctx.Event(), ctx.Queue()
     readies = [ctx.Event() for _ in range(args.loops)]
@@ -263,9 +339,14 @@ async def _measure(port: int, args: argparse.Namespace) -> Result:
     for ready in readies:
         if not ready.wait(60):
             raise SystemExit("a retry loop process did not start within 60 s")
+    loops_ready = time.time()
 
-    # The window: ticket j due at t0 + j/rate, t0 after all of them are expected stored.
-    t0 = time.time() + window_n / load_rate * 1.5 + LEAD_S
+    # The window: ticket j due at t0 + j/rate, t0 after all of them are expected stored, and
+    # a poll interval or more after the loops' first claim. That claim found nothing due
+    # within its poll, so each loop sleeps a whole interval (the daemon's design: a ticket
+    # stored due sooner than that waits for the next poll); opened inside that sleep, the
+    # window's first tickets would wait for its end, a tail the loading's speed sets.
+    t0 = time.time() + max(window_n / load_rate * 1.5, poll_s) + LEAD_S
     plan = (window_n, t0, args.rate)
     ahead = await asyncio.to_thread(load, port, 0, window_n, plan, args)
     if ahead < window_n:
@@ -278,10 +359,15 @@ async def _measure(port: int, args: argparse.Namespace) -> Result:
         due_ms.update({u: s for u, s in zip(part, scores, strict=True) if s is not None})
     # Measured after loading (its Python side grows Redis's client buffers, not its data).
     per_ticket = (await _used_memory(redis) - before) / args.tickets
+    setup_done = time.time()
 
     # Until every window ticket is settled (none due before the far ones, none leased), or
     # --drain seconds after the window: what is left then is reported as missed.
+    server_pid = int((await redis.info("server"))["process_id"])
+    ours = [os.getpid(), server_pid, *(proc.pid for proc in procs if proc.pid is not None)]
+    sampler = asyncio.create_task(_sample_cpu(ours, t0, t0 + args.window))
     await asyncio.sleep(max(0.0, t0 + args.window - time.time()))
+    cpu_by_second = await sampler
     deadline = time.time() + args.drain
     far_ms = (time.time() + FAR_S / 2) * 1000
     while time.time() < deadline:
@@ -292,10 +378,15 @@ async def _measure(port: int, args: argparse.Namespace) -> Result:
     stop.set()
     fires: list[tuple[str, float]] = []
     cpu_s = 0.0
+    starts: list[tuple[Any, Any]] = []
+    cycles = pending_reads = 0
     for _ in procs:
-        loop_fires, loop_cpu_s = out.get(timeout=120)
+        loop_fires, loop_cpu_s, claims, due_ins, loop_reads = out.get(timeout=120)
         fires.extend(loop_fires)
         cpu_s += loop_cpu_s
+        cycles += len(claims)
+        pending_reads += loop_reads
+        starts.append((claims, due_ins))
     for proc in procs:
         proc.join(30)
     await redis.aclose()
@@ -304,23 +395,132 @@ async def _measure(port: int, args: argparse.Namespace) -> Result:
     times = [at for _, at in fires]
     span = max(times) - min(times) if times else 0.0
     lateness = [(at * 1000 - due_ms[uid]) for uid, at in fires if uid in due_ms]
+    first_due = min(due_ms.values(), default=0.0)
+    order = _by_order(fires, due_ms, first_due)
     return Result(
         tickets=args.tickets,
         window_tickets=window_n,
         rate_per_s=args.rate,
         loops=args.loops,
-        poll_interval_s=settings.get("poll_interval_s", RetryLoopSettings().poll_interval_s),
+        poll_interval_s=poll_s,
         batch_size=args.batch,
         load_per_s=round(load_rate),
         fired=len(counts),
         double_fires=sum(n - 1 for n in counts.values() if n > 1),
         missed=sum(1 for uid in uids if uid not in counts),
         not_due_fired=len(counts.keys() - set(uids)),
-        lateness_ms={k: round(v, 1) for k, v in quantiles(lateness).items()},
+        lateness_ms=_rounded_quantiles(lateness),
         used_memory_per_ticket_b=round(per_ticket, 1),
         fire_rate_per_s=round(len(fires) / max(1e-3, span), 1),
         loop_cpu_us_per_fire=round(cpu_s / max(1, len(fires)) * 1e6),
+        **order,
+        first_claims=[_first_claim(*start, first_due, poll_s) for start in starts],
+        setup_done_before_due_ms=round(first_due - setup_done * 1000, 1),
+        loops_ready_before_due_ms=round(first_due - loops_ready * 1000, 1),
+        cycles=cycles,
+        pending_reads=pending_reads,
+        cpu_others_by_second=[round(others, 2) for others, _ in cpu_by_second],
+        cpu_steal_by_second=[round(steal, 2) for _, steal in cpu_by_second],
     )
+
+
+def _busy_and_steal() -> tuple[int, int]:
+    """The machine's busy and steal clock ticks since boot (all cores), /proc/stat."""
+    with open("/proc/stat") as f:
+        user, nice, system, _idle, _iowait, irq, softirq, steal = map(
+            int, f.readline().split()[1:9]
+        )
+    return user + nice + system + irq + softirq, steal
+
+
+def _ticks_of(pids: Sequence[int]) -> int:
+    """User and system clock ticks the processes `pids` used (those still there)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total
+
+
+async def _sample_cpu(ours: Sequence[int], start: float, end: float) -> list[tuple[float, float]]:
+    """Per second from `start` to `end`: cores busy in processes other than `ours` (this
+    benchmark's own: itself, redis-server, the loops), and cores the hypervisor stole. The
+    other tenants of a shared machine, in numbers; empty where /proc is not Linux's."""
+    hz = os.sysconf("SC_CLK_TCK")
+    try:
+        await asyncio.sleep(max(0.0, start - time.time()))
+        samples = [(time.time(), *_busy_and_steal(), _ticks_of(ours))]
+        while samples[-1][0] < end:
+            await asyncio.sleep(1.0)
+            samples.append((time.time(), *_busy_and_steal(), _ticks_of(ours)))
+    except (OSError, ValueError):
+        return []
+    return [
+        (((b1 - b0) - (o1 - o0)) / hz / (t1 - t0), (s1 - s0) / hz / (t1 - t0))
+        for (t0, b0, s0, o0), (t1, b1, s1, o1) in itertools.pairwise(samples)
+    ]
+
+
+def _first_claim(
+    claims: Sequence[tuple[float, float, int]],
+    due_ins: Sequence[tuple[float, float | None]],
+    first_due_ms: float,
+    poll_s: float,
+) -> dict[str, float]:
+    """A loop's first claim that returned tickets: when it was called and how long it took,
+    and the wake-up the loop had planned before it (the last `next_due_in` answer before the
+    call, plus its seconds, at most the poll interval: the loop's sleep, give or take the
+    cycle's work), all in ms after the first due score."""
+    first = next(((at, back, n) for at, back, n in claims if n), None)
+    if first is None:
+        return {}
+    called, back, n = first
+    plans = [(at, due_in) for at, due_in in due_ins if at < called]
+    if plans:
+        at, due_in = plans[-1]
+        planned = at + (poll_s if due_in is None else min(due_in, poll_s))
+    else:
+        planned = called
+    return {
+        "called_ms": round(called * 1000 - first_due_ms, 1),
+        "took_ms": round((back - called) * 1000, 1),
+        "claimed": n,
+        "planned_wake_ms": round(planned * 1000 - first_due_ms, 1),
+        "empty_claims_before": sum(1 for at, _, k in claims if at < called and not k),
+    }
+
+
+def _rounded_quantiles(values: Sequence[float]) -> dict[str, float]:
+    return {k: round(v, 1) for k, v in quantiles(values).items()}
+
+
+def _by_order(
+    fires: Sequence[tuple[str, float]], due_ms: Mapping[str, float], first_due: float
+) -> dict[str, Any]:
+    """Lateness apart for the window's first second and first FIRST_FIRES fires, the first
+    fire after the first due score, and the worst lateness per second of the window (the
+    `Result` fields of those names)."""
+    timed = sorted(
+        (at * 1000, at * 1000 - due_ms[uid], due_ms[uid]) for uid, at in fires if uid in due_ms
+    )
+    early = [late for _, late, due in timed if due - first_due < 1000]
+    later = [late for _, late, due in timed if due - first_due >= 1000]
+    by_second: dict[int, float] = {}
+    for _, late, due in timed:
+        second = int((due - first_due) // 1000)
+        by_second[second] = max(late, by_second.get(second, late))
+    return {
+        "lateness_first_s_ms": _rounded_quantiles(early),
+        "lateness_after_first_s_ms": _rounded_quantiles(later),
+        "lateness_first_fires_ms": _rounded_quantiles([x for _, x, _ in timed[:FIRST_FIRES]]),
+        "lateness_later_fires_ms": _rounded_quantiles([x for _, x, _ in timed[FIRST_FIRES:]]),
+        "first_fire_after_due_ms": round(timed[0][0] - first_due, 1) if timed else 0.0,
+        "lateness_max_by_second_ms": [round(by_second[k], 1) for k in sorted(by_second)],
+    }
 
 
 def run(port: int, argv: Sequence[str] = ()) -> Result:
@@ -354,8 +554,40 @@ def report(result: Result) -> None:
     print(f"{'lateness p90':<22}{late['p90']:>10,.0f} ms")
     print(f"{'lateness p99':<22}{late['p99']:>10,.0f} ms   (goal < 1,000)")
     print(f"{'lateness max':<22}{late['max']:>10,.0f} ms")
+    for label, q in (
+        ("due in the 1st second", result.lateness_first_s_ms),
+        ("due after it", result.lateness_after_first_s_ms),
+        (f"first {FIRST_FIRES:,} fires", result.lateness_first_fires_ms),
+        ("later fires", result.lateness_later_fires_ms),
+    ):
+        print(
+            f"  {label:<22}p50 / p99 / max "
+            f"{q['p50']:>6,.0f} / {q['p99']:>6,.0f} / {q['max']:>6,.0f} ms"
+        )
+    print(f"{'first fire after due':<22}{result.first_fire_after_due_ms:>10,.0f} ms")
+    worst = ", ".join(f"{v:,.0f}" for v in result.lateness_max_by_second_ms[:8])
+    print(f"{'max by second (1-8)':<22}{worst} ms")
+    for i, claim in enumerate(result.first_claims):
+        if claim and claim["planned_wake_ms"] > SLEPT_INTO_WINDOW_MS:
+            print(f"warning: loop {i} slept into the window (its poll)", file=sys.stderr)
+        if claim:
+            print(
+                f"{f'loop {i} first claim':<22}{claim['called_ms']:>10,.0f} ms after due "
+                f"(planned {claim['planned_wake_ms']:,.0f}), took {claim['took_ms']:,.1f} ms, "
+                f"{claim['claimed']:.0f} tickets"
+            )
+    print(f"{'setup done before due':<22}{result.setup_done_before_due_ms:>10,.0f} ms")
+    print(f"{'loops up before due':<22}{result.loops_ready_before_due_ms:>10,.0f} ms")
+    for label, cores in (
+        ("other processes' CPU", result.cpu_others_by_second),
+        ("CPU stolen (VM)", result.cpu_steal_by_second),
+    ):
+        if cores:
+            mean = sum(cores) / len(cores)
+            print(f"{label:<22}{mean:>10.2f} cores mean, {max(cores):.2f} max (per second)")
     print(f"{'fired':<22}{result.fired:>10,}   ({result.fire_rate_per_s:,.0f}/s, all loops)")
     print(f"{'loop CPU per fire':<22}{result.loop_cpu_us_per_fire:>10,.0f} us")
+    print(f"{'cycles, gauge reads':<22}{result.cycles:>10,} / {result.pending_reads:,}")
     print(f"{'double fires':<22}{result.double_fires:>10,}   (must be 0)")
     print(f"{'missed':<22}{result.missed:>10,}")
     print(f"{'fired, not due':<22}{result.not_due_fired:>10,}")

@@ -8,6 +8,7 @@ deletionTimestamp). The real-Redis and real-apiserver versions are in tests/e2e.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -21,7 +22,7 @@ from watcher.adapters.redis.creates import FINALIZE_GRACE_S
 from watcher.core.annotations import ANNOTATION_CREATE_TOKEN, FINALIZER_RETRY_ACK
 from watcher.core.errors import KubeConflict, KubeForbidden, KubeNotFound, KubeUnavailable
 from watcher.core.manifest import manifest_for_ticket
-from watcher.core.model import AttemptRecord, FailureClass, JobRef, RetryTicket
+from watcher.core.model import AttemptRecord, ClaimedBatch, FailureClass, JobRef, RetryTicket
 from watcher.core.rawjson import RawObject
 from watcher.core.settings import RetryLoopSettings
 from watcher.kit.metrics import Metrics
@@ -358,3 +359,59 @@ async def test_an_invalid_ticket_is_dead_lettered_with_the_reason() -> None:
     await loop(store, jobs).fire_due()
     [letter] = store.dead_letters
     assert "invalid ticket" in letter.reason and jobs.created == []
+
+
+class CountingStore(FakeRetryStore):
+    """Counts claims (cycles) and reads of the pending count (the gauge's one Redis call)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cycles = 0
+        self.pending_reads = 0
+
+    async def claim_due_retries(self, *, limit: int) -> ClaimedBatch:
+        self.cycles += 1
+        return await super().claim_due_retries(limit=limit)
+
+    async def pending_retries(self) -> int:
+        self.pending_reads += 1
+        return await super().pending_retries()
+
+
+async def test_run_reads_the_pending_gauge_about_once_a_second_and_right_after_a_burst() -> None:
+    # Given 100 due tickets, claimed 5 at a time (20 cycles back to back), and a running loop
+    # that polls only every 30 s once nothing is due
+    store, jobs, metrics = CountingStore(), FakeJobs(), Metrics()
+    for i in range(100):
+        store.add(ticket(f"burst-{i:03d}"))
+    retry = RetryLoop(
+        store=store,
+        jobs=jobs,
+        settings=RetryLoopSettings(batch_size=5, poll_interval_s=30.0),
+        cluster_name="unit",
+        metrics=metrics,
+        logger=structlog.get_logger(),
+    )
+    stop = asyncio.Event()
+    started = time.monotonic()
+    task = asyncio.create_task(retry.run(stop))
+
+    # When every ticket is fired, and the loop goes to sleep for its 30 s poll
+    def gauge() -> float | None:
+        return metrics.registry.get_sample_value("kube_dlq_retries_pending")
+
+    for _ in range(1000):  # 10 s at most
+        if len(jobs.created) == 100 and gauge() == 0:
+            break
+        await asyncio.sleep(0.01)
+    elapsed = time.monotonic() - started
+    stop.set()
+    await asyncio.wait_for(task, timeout=5)
+
+    # Then the gauge shows 0 right after the last fire, without a 30 s wait for the next cycle
+    assert len(jobs.created) == 100
+    assert gauge() == 0
+    # And it was read about once a second while the cycles followed each other, plus once as
+    # the loop went to sleep: not once per cycle
+    assert store.cycles >= 20
+    assert store.pending_reads <= 2 + int(elapsed), (store.pending_reads, store.cycles, elapsed)

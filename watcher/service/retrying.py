@@ -81,6 +81,7 @@ from watcher.core.settings import RetryLoopSettings
 from watcher.kit.aio import sleep_or_stop
 from watcher.kit.metrics import Metrics
 from watcher.service.bounded import fire_bounded
+from watcher.service.pending import PendingGauge
 from watcher.service.ports import JobsPort, RetryStore
 
 __all__ = ["Outcome", "RetryLoop"]
@@ -134,6 +135,7 @@ class RetryLoop:
         self._rng = rng if rng is not None else random.Random()
         self._deferrals: dict[str, int] = {}
         """Transient failures per ticket id in this process, for the deferral backoff."""
+        self._pending = PendingGauge(store, metrics)
 
     # --- public -------------------------------------------------------------------------------
 
@@ -156,6 +158,8 @@ class RetryLoop:
                 started = loop.time()
                 try:
                     claimed = await self._cycle(stop)
+                    wait = await self._next_wait(claimed, loop.time() - started)
+                    await self._pending.refresh(next_cycle_in=wait)
                 except SinkError as exc:
                     wait = self._error_wait(failures)
                     failures += 1
@@ -170,7 +174,6 @@ class RetryLoop:
                     self._log.exception("retry_cycle_crashed", retry_in_s=wait)
                 else:
                     failures = 0
-                    wait = await self._next_wait(claimed, loop.time() - started)
                 await sleep_or_stop(stop, wait)
         except asyncio.CancelledError:
             self._log.info("retry_loop_cancelled")
@@ -184,7 +187,9 @@ class RetryLoop:
         Returns how many tickets were claimed. Raises `SinkError` (after counting it) when
         Redis fails; tickets not settled by then come back after their lease.
         """
-        return await self._cycle(None)
+        claimed = await self._cycle(None)
+        await self._pending.refresh()  # no next cycle to wait for
+        return claimed
 
     # --- one cycle ----------------------------------------------------------------------------
 
@@ -209,8 +214,6 @@ class RetryLoop:
             give_back=self._give_back,
         )
         await self._finish_finalizers()
-        pending = await self._redis("pending_retries", self._store.pending_retries())
-        self._metrics.retries_pending.set(pending)
         return len(claimed)
 
     def _error_wait(self, failures: int) -> float:
