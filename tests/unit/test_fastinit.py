@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from watcher.core.fastinit import fast_init
-from watcher.core.model import Condition, ContainerOutcome, JobRef, PodSnapshot
+from watcher.core.model import Condition, ContainerOutcome, JobRef, OwnerRef, PodSnapshot
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -53,13 +53,25 @@ def test_the_signature_errors_are_the_generated_ones() -> None:
 
 
 def test_the_model_values_stay_frozen_dataclasses() -> None:
-    pod = PodSnapshot("p", "u", phase="Failed", containers=(ContainerOutcome("c", exit_code=2),))
+    ref = JobRef("n", "j", "u")
     with pytest.raises(dataclasses.FrozenInstanceError):
+        ref.name = "other"  # type: ignore[misc]
+    assert dataclasses.replace(ref, name="k") == JobRef(namespace="n", name="k", uid="u")
+    assert hash(ref) == hash(JobRef(namespace="n", name="j", uid="u"))
+    assert dataclasses.asdict(OwnerRef("CronJob", "c", "u")) == {
+        "kind": "CronJob",
+        "name": "c",
+        "uid": "u",
+    }
+    assert JobRef.__init__.__qualname__ == "JobRef.__init__"
+
+
+def test_the_projections_are_frozen_too() -> None:
+    pod = PodSnapshot("p", "u", phase="Failed", containers=(ContainerOutcome("c", exit_code=2),))
+    with pytest.raises(AttributeError):
         pod.phase = "Running"  # type: ignore[misc]
-    assert dataclasses.replace(pod, phase="Running").phase == "Running"
     assert pod == PodSnapshot(name="p", uid="u", phase="Failed", containers=pod.containers)
-    assert hash(JobRef("n", "j", "u")) == hash(JobRef(namespace="n", name="j", uid="u"))
-    assert PodSnapshot.__init__.__qualname__ == "PodSnapshot.__init__"
+    assert hash(pod) == hash(PodSnapshot("p", "u", "Failed", containers=pod.containers))
 
 
 def test_refuses_classes_it_would_build_wrongly() -> None:

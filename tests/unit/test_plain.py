@@ -14,6 +14,7 @@ import enum
 import json
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -88,12 +89,36 @@ jobs = st.builds(
 # --- plain ----------------------------------------------------------------------------------
 
 
+def _asdict(value: Any) -> Any:
+    """``dataclasses.asdict``, reading the model's msgspec Structs as if they were dataclasses
+    (what the evidence document held when they were)."""
+    if isinstance(value, msgspec.Struct):
+        return {name: _asdict(getattr(value, name)) for name in value.__struct_fields__}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _asdict(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if type(value) is tuple:
+        return tuple(_asdict(item) for item in value)
+    return copy.deepcopy(value)
+
+
 @given(st.one_of(pods, events, nodes, jobs, conditions, containers))
 def test_plain_is_what_asdict_returns(record: Any) -> None:
     out = plain(record)
-    assert out == dataclasses.asdict(record)
-    assert list(out) == list(dataclasses.asdict(record))  # the same key order: the same JSON
-    assert json.dumps(out) == json.dumps(dataclasses.asdict(record))
+    assert out == _asdict(record)
+    assert list(out) == list(_asdict(record))  # the same key order: the same JSON
+    assert json.dumps(out) == json.dumps(_asdict(record))
+
+
+def test_a_dataclass_holding_projections_is_read_whole() -> None:
+    ref = JobRef("n", "j", "u")
+    job = JobSnapshot(ref, conditions=(Condition("Failed", "True"),))
+    assert plain(Decision(Action.DEAD_LETTER, "r", 1)) == dataclasses.asdict(
+        Decision(Action.DEAD_LETTER, "r", 1)
+    )
+    assert plain(job)["ref"] == {"namespace": "n", "name": "j", "uid": "u"}
+    assert plain(job)["conditions"] == (
+        {"type": "Failed", "status": "True", "reason": "", "message": ""},
+    )
 
 
 def test_plain_builds_model_records_without_asdict(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -110,10 +135,7 @@ def test_plain_builds_model_records_without_asdict(monkeypatch: pytest.MonkeyPat
 
 
 def _container_fields(name: str) -> dict[str, Any]:
-    return {
-        f.name: getattr(ContainerOutcome(name), f.name)
-        for f in dataclasses.fields(ContainerOutcome)
-    }
+    return {f: getattr(ContainerOutcome(name), f) for f in ContainerOutcome.__struct_fields__}
 
 
 class Colour(enum.Enum):
@@ -183,10 +205,10 @@ def test_evidence_document_of_a_real_report_is_asdicts() -> None:
         nodes=(NodeState("n", taints=("a", "b")),),
     )
     doc = evidence_document(rep, Decision(Action.DEAD_LETTER, "why", attempt=1))
-    assert doc["pods"] == [dataclasses.asdict(p) for p in rep.pods]
-    assert doc["events"] == [dataclasses.asdict(e) for e in rep.events]
-    assert doc["nodes"] == [dataclasses.asdict(n) for n in rep.nodes]
-    assert doc["job"]["conditions"] == [dataclasses.asdict(c) for c in rep.job.conditions]
+    assert doc["pods"] == [_asdict(p) for p in rep.pods]
+    assert doc["events"] == [_asdict(e) for e in rep.events]
+    assert doc["nodes"] == [_asdict(n) for n in rep.nodes]
+    assert doc["job"]["conditions"] == [_asdict(c) for c in rep.job.conditions]
 
 
 # --- json_copy ------------------------------------------------------------------------------

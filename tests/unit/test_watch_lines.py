@@ -22,14 +22,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.fuzz.hostile import fuzz_settings, load_captured, mutate_bytes
+from tests.support.projecting import by_project
 from tests.support.watching import sample
 from watcher.adapters.kube import lines, watch
 from watcher.adapters.kube.lines import LineSplitter, LineTooLong, loads
-from watcher.core import project, wire
+from watcher.core import wire
 from watcher.core.settings import KubernetesSettings
-from watcher.core.snapshot import MalformedObject
 from watcher.kit.metrics import Metrics
-from watcher.service.pipeline import EVIDENCE_EVENT_KINDS
 
 # --- loads --------------------------------------------------------------------------------
 
@@ -413,20 +412,6 @@ _KIND_OF = {
 }
 
 
-def _projected(resource: str, obj: Any) -> object:
-    """What the pipeline makes of a yielded object, whichever form it came in."""
-    try:
-        if resource == "jobs":
-            return project.job_snapshot(obj)
-        if resource == "pods":
-            return project.job_pod(obj)
-        if resource == "events":
-            return project.event_about(obj, EVIDENCE_EVENT_KINDS)
-        return project.node_state(obj)
-    except MalformedObject:
-        return "malformed"
-
-
 async def _until_sentinel(
     resource: str, streams: list[list[bytes]], line_type: type[wire.WireLine] | None
 ) -> list[Any]:
@@ -441,9 +426,9 @@ async def _until_sentinel(
     got: list[Any] = []
     async with asyncio.timeout(10), contextlib.aclosing(w.stream()) as items:
         async for item in items:
-            if _projected(resource, item.obj) == _projected(resource, _SENTINELS[resource]):
+            if by_project(resource, item.obj) == by_project(resource, _SENTINELS[resource]):
                 return got
-            got.append((item.type, _projected(resource, item.obj)))
+            got.append((item.type, by_project(resource, item.obj)))
     raise AssertionError("the stream ended before the sentinel")
 
 

@@ -18,40 +18,9 @@ from typing import Any
 import pytest
 
 from tests.fuzz.hostile import HOSTILE_DOC_VALUES, dumps_hostile, load_captured, mutate, run_loop
+from tests.support.projecting import KINDS, by_project, by_snapshot
 from watcher.adapters.kube.lines import loads, typed_lines, watch_line
-from watcher.core import project, snapshot, wire
-from watcher.service.pipeline import EVIDENCE_EVENT_KINDS
-
-KINDS = ("jobs", "pods", "events", "nodes")
-
-
-def _by_snapshot(kind: str, raw: Any) -> object:
-    """What the pipeline got from `snapshot` before typed lines: the reference."""
-    try:
-        if kind == "jobs":
-            return snapshot.job_snapshot(raw)
-        if kind == "pods":
-            return snapshot.job_pod(raw, deleted=False)
-        if kind == "events":
-            record = snapshot.event_record_about(raw, EVIDENCE_EVENT_KINDS)
-            return None if record is None else (snapshot.namespace_of(raw), record)
-        return snapshot.node_state(raw)
-    except snapshot.MalformedObject:
-        return "malformed"
-
-
-def _by_wire(kind: str, obj: Any) -> object:
-    """What the pipeline gets now, from whichever object the watch's decoder returned."""
-    try:
-        if kind == "jobs":
-            return project.job_snapshot(obj)
-        if kind == "pods":
-            return project.job_pod(obj, deleted=False)
-        if kind == "events":
-            return project.event_about(obj, EVIDENCE_EVENT_KINDS)
-        return project.node_state(obj)
-    except snapshot.MalformedObject:
-        return "malformed"
+from watcher.core import wire
 
 
 def _captured(kind: str) -> list[tuple[str, dict[str, Any]]]:
@@ -83,8 +52,8 @@ def test_every_captured_line_is_typed_and_projects_as_snapshot_does(kind: str) -
         elif b'"Failed"' not in line:
             assert not isinstance(got, dict)
         assert rv == obj["metadata"].get("resourceVersion")
-        expected = _by_snapshot(kind, obj)
-        assert _by_wire(kind, got) == expected
+        expected = by_snapshot(kind, obj)
+        assert by_project(kind, got) == expected
         projected += expected not in (None, "malformed")
     assert projected > len(events) / 2  # most are Jobs' pods, Events about them, Nodes
 
@@ -109,7 +78,7 @@ def test_mutated_lines_project_as_snapshot_does_whichever_path_they_take(kind: s
             return
         _, got, _ = watch_line(line, decoder)
         paths["generic" if isinstance(got, dict) else "typed"] += 1
-        assert _by_wire(kind, got) == _by_snapshot(kind, reference), line[:300]
+        assert by_project(kind, got) == by_snapshot(kind, reference), line[:300]
 
     run_loop(1500, seed=hash(kind) % 1000, one=one)
     # Both paths were exercised, or the test proves nothing about one of them.
@@ -175,8 +144,8 @@ def test_mutated_lines_project_as_snapshot_does_whichever_path_they_take(kind: s
 def test_edge_lines_take_the_expected_path_and_agree(kind: str, line: bytes, typed: bool) -> None:
     _, got, _ = watch_line(line, typed_lines(wire.LINE_TYPES[kind]))
     assert isinstance(got, dict) is not typed
-    assert _by_wire(kind, got) == _by_snapshot(kind, json.loads(line)["object"])
-    assert _by_wire(kind, got) not in (None, "malformed")
+    assert by_project(kind, got) == by_snapshot(kind, json.loads(line)["object"])
+    assert by_project(kind, got) not in (None, "malformed")
 
 
 def test_an_error_line_is_never_typed_so_its_status_is_read_whole() -> None:
@@ -205,7 +174,7 @@ def test_a_terminated_state_without_the_fields_read_counts_as_absent_on_both_pat
     line = json.dumps({"type": "MODIFIED", "object": obj}).encode()
     _, typed, _ = watch_line(line, typed_lines(wire.PodLine))
     assert not isinstance(typed, dict)
-    for seen in (_by_wire("pods", typed), _by_snapshot("pods", obj)):
+    for seen in (by_project("pods", typed), by_snapshot("pods", obj)):
         assert isinstance(seen, tuple)
         (container,) = seen[2].containers
         assert (container.exit_code, container.terminated_reason) == (137, "OOMKilled")

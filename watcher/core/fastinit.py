@@ -1,12 +1,14 @@
 """A faster ``__init__`` for the frozen, slotted dataclasses built once per watch event.
 
 A frozen dataclass's generated ``__init__`` sets each field through
-``object.__setattr__(self, name, value)``, because its own ``__setattr__`` refuses; that is
-most of what building a projection costs (a PodSnapshot's eleven fields: about 2.7 us of a
-pod event's 18 on a 2-core shared VM). A slotted class has a descriptor per field whose
-``__set__`` stores the value directly; `fast_init` replaces ``__init__`` with one that calls
-those, with the same parameters and defaults. Nothing else changes: the class stays a frozen
-dataclass (``dataclasses.replace``, ``asdict``, equality, hashing, the refused assignment).
+``object.__setattr__(self, name, value)``, because its own ``__setattr__`` refuses: about 2.7
+us for ten fields on a 2-core shared VM. The projections are msgspec Structs for that reason;
+JobRef and OwnerRef stay dataclasses (dead letters hold them, and ``dataclasses.asdict`` and
+``replace`` are used on those), built per Job event. A slotted class has a descriptor per
+field whose ``__set__`` stores the value directly; `fast_init` replaces ``__init__`` with one
+that calls those, with the same parameters and defaults. Nothing else changes: the class
+stays a frozen dataclass (``dataclasses.replace``, ``asdict``, equality, hashing, the refused
+assignment).
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """Plain values that flow between the pipeline stages.
 
 watch -> correlate -> classify -> decide -> sink/retry. Every stage takes and returns these
-frozen dataclasses; none of them holds a Kubernetes client model or a Redis connection, so the
-pure stages (correlate, classify, policy, backoff, decide) are testable from tables.
+frozen values (dataclasses; the projections built per watch event are frozen msgspec Structs,
+see `_Projection`); none of them holds a Kubernetes client model or a Redis connection, so
+the pure stages (correlate, classify, policy, backoff, decide) are testable from tables.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import enum
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
+
+import msgspec
 
 from watcher.core.fastinit import fast_init
 from watcher.core.rawjson import RawObject
@@ -103,6 +106,13 @@ class Action(enum.StrEnum):
     DEAD_LETTER = "dead_letter"
 
 
+class _Projection(msgspec.Struct, frozen=True, gc=False):
+    """A projection of a watched object, built once per watch event: a frozen msgspec Struct,
+    built, hashed and compared in C (a frozen dataclass's ``__init__`` alone cost more than
+    the rest of a projection). Never part of a reference cycle, so never tracked by the
+    garbage collector. `watcher.core.plain` turns one into what ``dataclasses.asdict`` would."""
+
+
 @fast_init
 @dataclass(frozen=True, slots=True)
 class JobRef:
@@ -121,9 +131,7 @@ class OwnerRef:
     uid: str
 
 
-@fast_init
-@dataclass(frozen=True, slots=True)
-class Condition:
+class Condition(_Projection, frozen=True, gc=False):
     """A status condition of a Job, Pod or Node (only the fields we read)."""
 
     type: str
@@ -132,9 +140,7 @@ class Condition:
     message: str = ""
 
 
-@fast_init
-@dataclass(frozen=True, slots=True)
-class ContainerOutcome:
+class ContainerOutcome(_Projection, frozen=True, gc=False):
     """Last known state of one container (init or main) of a pod."""
 
     name: str
@@ -148,9 +154,7 @@ class ContainerOutcome:
     restart_count: int = 0
 
 
-@fast_init
-@dataclass(frozen=True, slots=True)
-class PodSnapshot:
+class PodSnapshot(_Projection, frozen=True, gc=False):
     """What we keep of a pod: status only, never its spec (memory must not grow with specs)."""
 
     name: str
@@ -170,9 +174,7 @@ class PodSnapshot:
         return next((c for c in self.conditions if c.type == type_), None)
 
 
-@fast_init
-@dataclass(frozen=True, slots=True)
-class EventRecord:
+class EventRecord(_Projection, frozen=True, gc=False):
     """A core/v1 Event about a Job, one of its pods, or their node."""
 
     involved_kind: str
@@ -184,9 +186,7 @@ class EventRecord:
     last_seen: float | None = None
 
 
-@fast_init
-@dataclass(frozen=True, slots=True)
-class NodeState:
+class NodeState(_Projection, frozen=True, gc=False):
     name: str
     exists: bool = True
     ready: str = "True"
@@ -196,9 +196,7 @@ class NodeState:
     taints: tuple[str, ...] = ()
 
 
-@fast_init
-@dataclass(frozen=True, slots=True)
-class JobSnapshot:
+class JobSnapshot(_Projection, frozen=True, gc=False):
     """The parts of a Job that classification and policy read."""
 
     ref: JobRef

@@ -1,6 +1,7 @@
 """Plain values, built faster than the generic library walks build them.
 
-`plain`: a frozen record as ``dataclasses.asdict`` returns it, built without its walk.
+`plain`: a frozen record as ``dataclasses.asdict`` returns it, built without its walk (for
+the model's msgspec Structs too: the dict ``asdict`` would give were they dataclasses).
 
 ``dataclasses.asdict`` recurses into every field of every record and deep-copies each leaf:
 for the evidence of one failed Job (a dozen pod, container, condition and Event records) that
@@ -23,11 +24,13 @@ import copy
 import dataclasses
 from typing import Any, Final
 
+import msgspec
+
 __all__ = ["json_copy", "plain"]
 
 _IMMUTABLE: Final = frozenset({str, int, float, bool, type(None)})
 _FIELD_NAMES: dict[type, tuple[str, ...]] = {}
-"""Field names per dataclass type, in declaration order (what asdict iterates)."""
+"""Field names per dataclass or Struct type, in declaration order (what asdict iterates)."""
 
 
 class _NotPlain(Exception):
@@ -35,20 +38,38 @@ class _NotPlain(Exception):
 
 
 def plain(record: Any) -> dict[str, Any]:
-    """``dataclasses.asdict(record)``, for a dataclass instance ``record``."""
+    """``dataclasses.asdict(record)``, for a dataclass or msgspec Struct instance ``record``."""
     try:
         return _record(record)
     except _NotPlain:
+        if isinstance(record, msgspec.Struct):
+            return {name: _asdict(getattr(record, name)) for name in record.__struct_fields__}
         return dataclasses.asdict(record)
+
+
+def _asdict(value: Any) -> Any:
+    """What ``dataclasses.asdict`` makes of a field's value, Structs read as records."""
+    if isinstance(value, msgspec.Struct) or (
+        dataclasses.is_dataclass(value) and not isinstance(value, type)
+    ):
+        return plain(value)
+    if type(value) in (list, tuple):
+        return type(value)(_asdict(item) for item in value)
+    if type(value) is dict:
+        return {_asdict(k): _asdict(v) for k, v in value.items()}
+    return copy.deepcopy(value)
 
 
 def _record(record: Any) -> dict[str, Any]:
     kind = type(record)
     names = _FIELD_NAMES.get(kind)
     if names is None:
-        if not dataclasses.is_dataclass(record) or isinstance(record, type):
+        if isinstance(record, msgspec.Struct):
+            names = _FIELD_NAMES[kind] = record.__struct_fields__
+        elif dataclasses.is_dataclass(record) and not isinstance(record, type):
+            names = _FIELD_NAMES[kind] = tuple(f.name for f in dataclasses.fields(record))
+        else:
             raise _NotPlain
-        names = _FIELD_NAMES[kind] = tuple(f.name for f in dataclasses.fields(record))
     out: dict[str, Any] = {}
     for name in names:
         value = getattr(record, name)
