@@ -340,7 +340,7 @@ def _spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
     it does not slow Python calls more than C ones, and it sees only the measured window."""
     exe = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
     if exe is None:
-        raise SystemExit("--spy needs py-spy: .venv/bin/pip install py-spy")
+        raise SystemExit("--spy needs py-spy: .venv/bin/pip install -e '.[bench]'")
     argv = [exe, "record", "--pid", str(pid), "--format", "raw", "--rate", "400"]
     sampler = subprocess.Popen([*argv, "--nonblocking", "-o", str(out)], stderr=subprocess.DEVNULL)
     time.sleep(1.0)  # attached before the stream is let go
