@@ -190,7 +190,12 @@ async def _measure(state: ClusterState, args: argparse.Namespace, work: Path) ->
                 daemon.stop()
                 if kopf is not None and kopf.poll() is None:
                     kopf.terminate()
-                    kopf.wait(30)
+                    try:
+                        kopf.wait(30)
+                    except subprocess.TimeoutExpired:
+                        # A slow exit must not hide the error that brought us here.
+                        kopf.kill()
+                        kopf.wait()
             await admin.delete_namespace(namespace)
     drift, spread = _change(d_rss)
     return Memory(

@@ -160,3 +160,30 @@ def test_a_record_without_a_memory_change_writes_no_memory_key() -> None:
     plain = dataclasses.replace(BUMPED, memory="")
     body = json.loads(codec.encode_dead_letter(dataclasses.replace(LETTER, history=(plain,))))
     assert "memory" not in body["data"]["history"][0]
+
+
+@pytest.mark.parametrize("number", [float("inf"), float("-inf"), float("nan")])
+def test_a_non_finite_number_is_stored_as_null_not_refused(number: float) -> None:
+    # Only the json.loads fallback of a watch line can hand over NaN or an infinity (1e400).
+    # The entry is still written, that one value as null (JSON has no such number), and it
+    # reads back as JSON every other reader accepts.
+    letter = dataclasses.replace(
+        LETTER, manifest={"spec": {"n": number, "ok": 1.5}}, report={"x": [number]}
+    )
+    raw = codec.encode_dead_letter(letter)
+    assert json.loads(raw, parse_constant=pytest.fail)["data"]["manifest"]["spec"]["n"] is None
+    back = codec.decode_dead_letter(raw)
+    assert back.manifest == {"spec": {"n": None, "ok": 1.5}}
+    assert back.report == {"x": [None]}
+    assert dataclasses.replace(back, manifest={}, report={}) == dataclasses.replace(
+        letter, manifest={}, report={}
+    )
+
+
+def test_the_encoding_is_compact_utf8_in_field_order() -> None:
+    letter = dataclasses.replace(LETTER, reason='exit 3 "é"\u2028\x01', manifest={"b": 1, "a": 2})
+    raw = codec.encode_dead_letter(letter)
+    assert raw.startswith(b'{"v":1,"kind":"dead_letter","data":{"queue":"batch","job":')
+    assert '"reason":"exit 3 \\"é\\"\u2028\\u0001"'.encode() in raw
+    assert b'"manifest":{"b":1,"a":2}' in raw
+    assert b", " not in raw and b'": ' not in raw

@@ -7,6 +7,7 @@ import dataclasses
 import json
 from typing import Any
 
+import msgspec
 import pytest
 
 from watcher.adapters.redis import codec
@@ -93,6 +94,10 @@ def _variants() -> list[tuple[str, str]]:
     return out
 
 
+def _refuse(raw: object) -> object:
+    raise msgspec.DecodeError("refused")
+
+
 def _outcome(raw: str) -> object:
     try:
         return codec.decode_retry_ticket(raw)
@@ -107,10 +112,13 @@ def test_the_quick_check_never_changes_what_an_entry_decodes_to(
     # Given a stored ticket, good or hostile; When decoded with the quick check, and again with
     # it never vouching (the full walk every time, as before it existed)
     fast = _outcome(raw)
-    monkeypatch.setattr(codec, "_vouched", lambda raw, body: False)
+    monkeypatch.setattr(codec, "_vouched", lambda raw, body, strict: False)
     slow = _outcome(raw)
-    # Then both say the same: the same ticket, or the same error
-    assert fast == slow
+    # And again parsed by json.loads alone (msgspec refusing everything)
+    monkeypatch.setattr(codec, "_DECODE", _refuse)
+    loaded = _outcome(raw)
+    # Then all say the same: the same ticket, or the same error
+    assert fast == slow == loaded
     if "surrogate" in name or name.endswith(("too-deep", "inf-manifest", "inf-report", "inf-due")):
         assert isinstance(fast, str), fast
     # And the bytes form decodes the same as the text form

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from watcher.adapters.redis import codec
 from watcher.adapters.redis.codec import CorruptEntry
 from watcher.adapters.redis.keyring import Keyring, read_keys
-from watcher.adapters.redis.seal import ForgedEntry, Seal
+from watcher.adapters.redis.seal import ForgedEntry, Seal, envelope_bytes
 from watcher.core.model import FailureClass, JobRef, RetryTicket
 
 KIND = codec.KIND_RETRY_TICKET
@@ -299,3 +299,23 @@ def test_sealed_bytes_are_those_of_the_dict_encoding(payload_text: str, place: s
         sealed = Seal(signing=ring, signing_key_id="k1").seal(KIND, place, payload)
         assert sealed == reference_seal(key, "k1", KIND, place, "", payload.decode())
         assert Seal(signing=ring, signing_key_id="k1").open(KIND, place, sealed) == payload
+
+
+def test_every_code_point_is_escaped_as_json_dumps_escapes_it() -> None:
+    # The envelope's string literals come from msgspec; json.dumps (ensure_ascii=False) is the
+    # reference. Every scalar value, in one payload, and each beside the quotes it may need.
+    every = "".join(chr(cp) for cp in range(0x110000) if not 0xD800 <= cp <= 0xDFFF)
+    reference = json.JSONEncoder(ensure_ascii=False).encode
+    assert (
+        envelope_bytes("k", "i", "s", "", every)
+        == json.dumps(
+            {"v": 2, "kind": "k", "kid": "i", "sig": "s", "enc": "", "payload": every},
+            ensure_ascii=False,
+            separators=(",", ":"),
+        ).encode()
+    )
+    for cp in [*range(0x100), 0x2028, 0x2029, 0xFEFF, 0xFFFF, 0x10FFFF]:
+        text = f'"\\{chr(cp)}"'
+        assert envelope_bytes(text, "", "", "", "").startswith(
+            b'{"v":2,"kind":' + reference(text).encode() + b","
+        )

