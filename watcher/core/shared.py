@@ -19,7 +19,7 @@ Pure: no I/O.
 from __future__ import annotations
 
 import sys
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Final, TypeVar, cast
 
 from watcher.core.model import (
@@ -80,10 +80,25 @@ class Shared:
         got = self._values.get(value)
         if got is not None:
             return cast(_T, got)
+        return self._keep(value)
+
+    def _keep(self, value: _T) -> _T:
         if len(self._values) >= self.max_values:
             self._values.clear()  # what already shares a value keeps it; new ones start over
         self._values[value] = value
         return value
+
+    def _small_tuple(self, value: tuple[_T, ...], small: Callable[[_T], bool]) -> tuple[_T, ...]:
+        """`tuple_of` for tuples kept only when every item is `small`: a hit was small when
+        it was kept, so the check runs on misses only."""
+        if not value:
+            return ()
+        got = self._values.get(value)
+        if got is not None:
+            return cast(tuple[_T, ...], got)
+        if not all(small(item) for item in value):
+            return value
+        return self._keep(value)
 
     def tuple_of(self, value: tuple[_T, ...]) -> tuple[_T, ...]:
         """The shared instance of a tuple of hashable values equal to `value`."""
@@ -122,24 +137,10 @@ class Shared:
         return self.tuple_of(tuple(out)) if whole else tuple(out)
 
     def conditions(self, conditions: tuple[Condition, ...]) -> tuple[Condition, ...]:
-        if not conditions:
-            return ()
-        got = self._values.get(conditions)  # a hit was small when kept: no length check again
-        if got is not None:
-            return cast(tuple[Condition, ...], got)
-        if not all(_small_condition(c) for c in conditions):
-            return conditions
-        return self._one(conditions)
+        return self._small_tuple(conditions, _small_condition)
 
     def containers(self, containers: tuple[ContainerOutcome, ...]) -> tuple[ContainerOutcome, ...]:
-        if not containers:
-            return ()
-        got = self._values.get(containers)
-        if got is not None:
-            return cast(tuple[ContainerOutcome, ...], got)
-        if not all(_small_container(c) for c in containers):
-            return containers
-        return self._one(containers)
+        return self._small_tuple(containers, _small_container)
 
     def pod(self, pod: PodSnapshot, previous: PodSnapshot | None = None) -> PodSnapshot:
         """`pod` with its repeated parts shared (an equal PodSnapshot). `previous`, the same
