@@ -31,8 +31,10 @@ import aiohttp
 import yaml
 
 from devtools.devcluster.build import ensure_binaries
-from devtools.devcluster.cluster import ClusterState, LocalCluster, cluster_running, free_port
+from devtools.devcluster.cluster import LocalCluster
 from devtools.devcluster.commands import default_rbac
+from devtools.devcluster.processes import free_port
+from devtools.devcluster.state import ClusterState, cluster_running
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONTROLLER_MANAGER_ARGS = (

@@ -39,8 +39,8 @@ from bench.coldstart import report as report_cold
 from bench.loader import REPO_ROOT, Admin, DaemonProcess, control_plane, daemon_config, vm_rss
 from bench.loader import signing_keys_dir as make_keys_dir
 from bench.loader_objects import WIDTH, create_pair, delete_pair, load
-from devtools.devcluster.cluster import ClusterState
 from devtools.devcluster.redis_server import RedisServer
+from devtools.devcluster.state import ClusterState
 
 MB = 1024 * 1024
 
