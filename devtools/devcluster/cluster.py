@@ -25,22 +25,22 @@ import yaml
 from devtools.devcluster import pki
 from devtools.devcluster.build import STAGES_FILE, Binaries
 from devtools.devcluster.kubeapi import (
-    _http_ok,
     api_get,
+    http_ok,
     kubeconfig_dict,
     kwok_configuration,
     node_manifest,
     run_kubectl,
 )
-from devtools.devcluster.processes import _tail, _terminate, free_port
+from devtools.devcluster.processes import free_port, log_tail, terminate
 from devtools.devcluster.state import (
     STATE_FILE,
     ClusterError,
     ClusterState,
     ComponentState,
     Progress,
-    _stderr,
     cluster_running,
+    to_stderr,
 )
 
 DEFAULT_NODES = 2
@@ -63,7 +63,7 @@ class LocalCluster:
         nodes: int = DEFAULT_NODES,
         node_pods: int = DEFAULT_NODE_PODS,
         rbac_manifest: Path | None = None,
-        progress: Progress = _stderr,
+        progress: Progress = to_stderr,
         start_timeout_s: float = 90.0,
         extra_apiserver_args: tuple[str, ...] = (),
         extra_controller_manager_args: tuple[str, ...] = (),
@@ -111,7 +111,7 @@ class LocalCluster:
     def stop(self) -> None:
         """Stop every component this object started, in reverse order."""
         for comp, proc in reversed(self._procs):
-            _terminate(proc.pid, comp.binary, proc)
+            terminate(proc.pid, comp.binary, proc)
         self._procs.clear()
 
     def __enter__(self) -> ClusterState:
@@ -188,7 +188,7 @@ class LocalCluster:
                 "--log-level=warn",
                 "--quota-backend-bytes=4294967296",
             ],
-            ready=lambda: _http_ok(f"{url}/health", expect=b'"health":"true"'),
+            ready=lambda: http_ok(f"{url}/health", expect=b'"health":"true"'),
         )
 
     def _start_apiserver(self, ports: dict[str, int]) -> None:
@@ -223,7 +223,7 @@ class LocalCluster:
                 "--v=1",
                 *self.extra_apiserver_args,
             ],
-            ready=lambda: _http_ok(url, token=token, ca=p / "ca.crt", expect=b"ok"),
+            ready=lambda: http_ok(url, token=token, ca=p / "ca.crt", expect=b"ok"),
         )
 
     def _bootstrap_objects(self) -> None:
@@ -268,7 +268,7 @@ class LocalCluster:
                 "--v=1",
                 *self.extra_controller_manager_args,
             ],
-            ready=lambda: _http_ok(f"https://127.0.0.1:{ports['kcm']}/healthz", expect=b"ok"),
+            ready=lambda: http_ok(f"https://127.0.0.1:{ports['kcm']}/healthz", expect=b"ok"),
         )
 
     def _start_scheduler(self, ports: dict[str, int], kubeconfig: Path) -> None:
@@ -286,7 +286,7 @@ class LocalCluster:
                 "--v=1",
                 *self.extra_scheduler_args,
             ],
-            ready=lambda: _http_ok(f"https://127.0.0.1:{ports['scheduler']}/healthz", expect=b"ok"),
+            ready=lambda: http_ok(f"https://127.0.0.1:{ports['scheduler']}/healthz", expect=b"ok"),
         )
 
     def _start_kwok(self, ports: dict[str, int], kubeconfig: Path) -> None:
@@ -359,7 +359,7 @@ class LocalCluster:
             if code is not None:
                 raise ClusterError(
                     f"{name} exited with code {code} while starting; log: {comp.log}\n"
-                    + _tail(Path(comp.log))
+                    + log_tail(Path(comp.log))
                 )
             if ready():
                 self.progress(f"{name} ready ({time.monotonic() - started:.1f}s)")
@@ -367,7 +367,7 @@ class LocalCluster:
             time.sleep(0.2)
         raise ClusterError(
             f"{name} not ready after {self.start_timeout_s:.0f}s; log: {comp.log}\n"
-            + _tail(Path(comp.log))
+            + log_tail(Path(comp.log))
         )
 
     def _nodes_ready(self) -> bool:

@@ -113,7 +113,7 @@ def api_get(state: ClusterState, path: str) -> dict[str, Any] | None:
         return None
 
 
-def _http_ok(
+def http_ok(
     url: str, *, token: str | None = None, ca: Path | None = None, expect: bytes = b""
 ) -> bool:
     if url.startswith("https://"):

@@ -31,7 +31,7 @@ def pid_alive(pid: int, binary: str) -> bool:
     return cmdline == binary and not zombie
 
 
-def _terminate(
+def terminate(
     pid: int, binary: str, proc: subprocess.Popen[bytes] | None, timeout_s: float = 10.0
 ) -> None:
     """SIGTERM, wait, then SIGKILL — only if `pid` still runs `binary`."""
@@ -59,10 +59,10 @@ def stop_child(proc: subprocess.Popen[bytes], timeout_s: float) -> None:
 
     The one way devtools stops its servers (control plane, Redis helpers, Toxiproxy,
     Prometheus); a child that already exited is left alone."""
-    _terminate(proc.pid, "", proc, timeout_s)
+    terminate(proc.pid, "", proc, timeout_s)
 
 
-def _tail(log: Path, lines: int = 15) -> str:
+def log_tail(log: Path, lines: int = 15) -> str:
     try:
         text = log.read_text(errors="replace").splitlines()
     except OSError:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from devtools.devcluster.processes import _terminate, pid_alive
+from devtools.devcluster.processes import pid_alive, terminate
 
 STATE_FILE = "state.json"
 
@@ -66,7 +66,7 @@ class ClusterState:
             raise ClusterError(f"unreadable cluster state {path}: {exc}") from exc
 
 
-def _stderr(message: str) -> None:
+def to_stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
@@ -84,13 +84,13 @@ def cluster_running(state_dir: Path) -> list[ComponentState]:
     return [c for c in comps if pid_alive(c.pid, c.binary)]
 
 
-def stop_recorded(state_dir: Path, progress: Progress = _stderr) -> list[str]:
+def stop_recorded(state_dir: Path, progress: Progress = to_stderr) -> list[str]:
     """Stop a cluster started by another process (`dev down`), by the PIDs it recorded."""
     state = ClusterState.load(state_dir)
     stopped = []
     for comp in reversed(state.components):
         if pid_alive(comp.pid, comp.binary):
-            _terminate(comp.pid, comp.binary, None)
+            terminate(comp.pid, comp.binary, None)
             stopped.append(comp.name)
             progress(f"stopped {comp.name} (pid {comp.pid})")
     return stopped
