@@ -249,14 +249,20 @@ class Admin:
                         return None
                     created: dict[str, Any] = json.loads(answer)
                     return created
-            except aiohttp.ClientError as exc:
-                self.errors.append(f"POST {path}: {exc}")
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                # Recorded, not raised: one slow answer must not end an hour-long run.
+                self.errors.append(f"POST {path}: {type(exc).__name__} {exc}")
                 return None
 
     async def delete(self, path: str) -> int:
-        async with self._width, self.session.delete(self.url(path)) as resp:
-            await resp.read()
-            return resp.status
+        """DELETE `path`: its status, or 0 (and the error kept in `.errors`) if none came."""
+        try:
+            async with self._width, self.session.delete(self.url(path)) as resp:
+                await resp.read()
+                return resp.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            self.errors.append(f"DELETE {path}: {type(exc).__name__} {exc}")
+            return 0
 
     async def get(self, path: str) -> dict[str, Any] | None:
         async with self.session.get(self.url(path)) as resp:
