@@ -29,8 +29,8 @@ import aiohttp
 from bench.loader import REPO_ROOT, Admin, DaemonProcess, control_plane, daemon_config
 from bench.loader import signing_keys_dir as make_keys_dir
 from bench.loader_objects import load
-from devtools.devcluster.cluster import ClusterState
 from devtools.devcluster.redis_server import RedisServer
+from devtools.devcluster.state import ClusterState
 
 
 @dataclass

@@ -34,7 +34,7 @@ from typing import Any
 
 import aiohttp
 
-from devtools.devcluster.cluster import ClusterState
+from devtools.devcluster.state import ClusterState
 
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s+(\S+)")
 _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')

@@ -46,8 +46,8 @@ from bench.cpmetrics import ControlPlaneMetrics
 from bench.loader import REPO_ROOT, Admin, DaemonProcess, control_plane, daemon_config, job_body
 from bench.loader import signing_keys_dir as make_keys_dir
 from bench.scheduler import quantiles
-from devtools.devcluster.cluster import ClusterState
 from devtools.devcluster.redis_server import RedisServer
+from devtools.devcluster.state import ClusterState
 from watcher.adapters.redis.keys import Keys
 from watcher.core.settings import DeadLetterSettings, RedisSettings
 

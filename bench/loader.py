@@ -31,8 +31,10 @@ import aiohttp
 import yaml
 
 from devtools.devcluster.build import ensure_binaries
-from devtools.devcluster.cluster import ClusterState, LocalCluster, cluster_running, free_port
+from devtools.devcluster.cluster import LocalCluster
 from devtools.devcluster.commands import default_rbac
+from devtools.devcluster.processes import free_port
+from devtools.devcluster.state import ClusterState, cluster_running
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONTROLLER_MANAGER_ARGS = (
@@ -54,11 +56,26 @@ SCHEDULER_ARGS = ("--kube-api-qps=500", "--kube-api-burst=1000")
 KWOK_OPTIONS = {"podPlayStageParallelism": 32}
 """kwok's 4 stage workers each wait on the apiserver for every pod status PATCH (two a pod
 here: Running, then Failed): at a loaded apiserver's ~0.3 s a PATCH they move 13 pods/s."""
-COMPONENT_ENV = {"GOGC": "400"}
+
+
+def _memory_limit() -> str:
+    """A quarter of this machine's memory, for GOMEMLIMIT (bytes; Go's default if unknown)."""
+    try:
+        pages, size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        return "off"
+    return str(pages * size // 4)
+
+
+COMPONENT_ENV = {"GOGC": "400", "GOMEMLIMIT": _memory_limit()}
 """The control plane's Go processes collect garbage a quarter as often (heap up to 5x live
 instead of 2x). Garbage collection was ~15 % of the apiserver's CPU under this load; at 15
 Jobs/s, measured in interleaved pairs, the apiserver spent 15-18 % less CPU per Job (45.6 ->
-37.3 and 36.7 -> 31.1 ms) and the whole stack 8-14 % less."""
+37.3 and 36.7 -> 31.1 ms) and the whole stack 8-14 % less. GOMEMLIMIT caps what GOGC=400
+lets each process grow to: at 100,000 Jobs and Pods (bench.memory) the apiserver reached
+13.2 GB, kwok 5.1 GB and the controller-manager 2.1 GB, and with kopf beside them the 24 GB
+machine had 50 MB left and thrashed (load average 14); near the limit Go collects more often
+instead."""
 NODE_PODS = 1000
 """A kubelet's 110 a node fills at 50 pods/s once pods wait a few seconds between bound and
 failed, and the scheduler then backs off ("Too many pods") for seconds."""
@@ -232,14 +249,20 @@ class Admin:
                         return None
                     created: dict[str, Any] = json.loads(answer)
                     return created
-            except aiohttp.ClientError as exc:
-                self.errors.append(f"POST {path}: {exc}")
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                # Recorded, not raised: one slow answer must not end an hour-long run.
+                self.errors.append(f"POST {path}: {type(exc).__name__} {exc}")
                 return None
 
     async def delete(self, path: str) -> int:
-        async with self._width, self.session.delete(self.url(path)) as resp:
-            await resp.read()
-            return resp.status
+        """DELETE `path`: its status, or 0 (and the error kept in `.errors`) if none came."""
+        try:
+            async with self._width, self.session.delete(self.url(path)) as resp:
+                await resp.read()
+                return resp.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            self.errors.append(f"DELETE {path}: {type(exc).__name__} {exc}")
+            return 0
 
     async def get(self, path: str) -> dict[str, Any] | None:
         async with self.session.get(self.url(path)) as resp:

@@ -39,8 +39,8 @@ from bench.coldstart import report as report_cold
 from bench.loader import REPO_ROOT, Admin, DaemonProcess, control_plane, daemon_config, vm_rss
 from bench.loader import signing_keys_dir as make_keys_dir
 from bench.loader_objects import WIDTH, create_pair, delete_pair, load
-from devtools.devcluster.cluster import ClusterState
 from devtools.devcluster.redis_server import RedisServer
+from devtools.devcluster.state import ClusterState
 
 MB = 1024 * 1024
 
@@ -62,6 +62,7 @@ class Memory:
     drift: float = 0.0
     spread: float = 0.0
     kopf_drift: float = 0.0
+    churn_errors: int = 0
     cold_start: ColdStart | None = None
 
 
@@ -137,6 +138,12 @@ async def _churn(
             daemon_rss.append(vm_rss(pids[0]))
             kopf_rss.append(vm_rss(pids[1]))
             next_sample += args.sample
+            # Each sample printed: a run that dies late still leaves its figures.
+            print(
+                f"  churn {time.monotonic() - started:5.0f} s: {churned:,} pairs replaced, "
+                f"daemon {daemon_rss[-1] / MB:.1f} MB, kopf {kopf_rss[-1] / MB:.1f} MB",
+                flush=True,
+            )
         await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - tick)))
     daemon_rss.append(vm_rss(pids[0]))
     kopf_rss.append(vm_rss(pids[1]))
@@ -214,6 +221,7 @@ async def _measure(state: ClusterState, args: argparse.Namespace, work: Path) ->
         drift=round(drift, 4),
         spread=round(spread, 4),
         kopf_drift=round(_change(k_rss)[0], 4),
+        churn_errors=len(admin.errors) - errors,
         cold_start=cold,
     )
 
@@ -225,7 +233,10 @@ def report(m: Memory) -> None:
     print(f"{'per Job+Pod over empty':<30}{m.bytes_per_pair:>9,.0f} B")
     print(f"{'kopf RSS, same objects':<30}{m.kopf_rss_b / MB:>9.1f} MB")
     print(f"{'daemon / kopf':<30}{m.ratio_to_kopf:>9.2f} x    (goal <= 0.5)")
-    print(f"churn: {m.churned_pairs:,} pairs replaced over {m.churn_s:g} s")
+    print(
+        f"churn: {m.churned_pairs:,} pairs replaced over {m.churn_s:g} s "
+        f"({m.churn_errors} requests failed)"
+    )
     print(f"{'daemon drift (last/first)':<30}{m.drift * 100:>+9.1f} %   (goal within 10)")
     print(f"{'daemon spread (max-min)':<30}{m.spread * 100:>9.1f} %")
     print(f"{'kopf drift':<30}{m.kopf_drift * 100:>+9.1f} %")

@@ -30,7 +30,7 @@ from typing import Any
 import aiohttp
 from redis.asyncio import Redis
 
-from devtools.devcluster.cluster import ClusterState
+from devtools.devcluster.state import ClusterState
 from watcher.adapters.redis import codec
 from watcher.adapters.redis.keys import STREAM_FIELD, Keys
 from watcher.adapters.redis.seal import dead_letter_place

@@ -30,8 +30,10 @@ from devtools.demo_view import (
     queue_line,
 )
 from devtools.devcluster.build import ensure_binaries
-from devtools.devcluster.cluster import LocalCluster, free_port, kubeconfig_dict, node_manifest
+from devtools.devcluster.cluster import LocalCluster
 from devtools.devcluster.commands import default_rbac
+from devtools.devcluster.kubeapi import kubeconfig_dict, node_manifest
+from devtools.devcluster.processes import free_port
 from devtools.devcluster.prometheus import PrometheusServer
 from devtools.devcluster.redis_server import RedisServer
 from devtools.monitoring.rules import RULES_FILE

@@ -16,9 +16,10 @@ import structlog
 from kubernetes_asyncio import client, config
 
 from devtools.devcluster.build import ensure_binaries
-from devtools.devcluster.cluster import ClusterState, LocalCluster
+from devtools.devcluster.cluster import LocalCluster
 from devtools.devcluster.commands import default_rbac
 from devtools.devcluster.redis_server import RedisServer
+from devtools.devcluster.state import ClusterState
 from tests.support.kube import raw
 from tests.support.workloads import release_retry_finalizers
 

@@ -108,21 +108,46 @@ def _copy(scenario: dict[str, Any], copy: int) -> list[tuple[str, str, dict[str,
     return out
 
 
-def build_corpus(copies: int, scenarios: list[dict[str, Any]] | None = None) -> Corpus:
-    """`copies` copies of every captured scenario, copy after copy, in captured order."""
-    if copies < 1:
-        raise ValueError("copies must be at least 1")
+def fails(scenario: dict[str, Any]) -> bool:
+    """True when one of the scenario's Jobs reaches Failed=True."""
+    return any(
+        item["resource"] == "jobs" and is_failed_job(item["object"]) for item in scenario["watch"]
+    )
+
+
+def build_corpus(
+    copies: int, scenarios: list[dict[str, Any]] | None = None, quiet_copies: int = 0
+) -> Corpus:
+    """`copies` copies of every captured scenario, copy after copy, in captured order, and
+    `quiet_copies` more of the scenarios in which no Job fails, spread evenly between them
+    (as many before each copy): more watch events per failure, as in a cluster where most
+    Jobs do not fail."""
+    if copies < 1 or quiet_copies < 0:
+        raise ValueError("copies must be at least 1 and quiet_copies at least 0")
     scenarios = scenarios if scenarios is not None else load_scenarios()
+    quiet = [s for s in scenarios if not fails(s)]
+    if quiet_copies and not quiet:
+        raise ValueError("no captured scenario without a failed Job to make quiet copies of")
     corpus = Corpus(copies=copies, scenarios=len(scenarios))
     rv = 1  # the empty initial list is at rv 1
+    tag = 0
     for copy in range(copies):
-        for scenario in scenarios:
-            failed: set[str] = set()
-            for resource, etype, obj in _copy(scenario, copy):
-                rv += 1
-                obj["metadata"]["resourceVersion"] = str(rv)
-                corpus.streams[resource].append(Stored(rv, etype, obj))
-                if resource == "jobs" and is_failed_job(obj):
-                    failed.add(obj["metadata"]["uid"])
-            corpus.failed_jobs += len(failed)
+        extra = (copy + 1) * quiet_copies // copies - copy * quiet_copies // copies
+        for chosen in [quiet] * extra + [scenarios]:
+            for scenario in chosen:
+                rv = _append(corpus, _copy(scenario, tag), rv)
+            tag += 1
     return corpus
+
+
+def _append(corpus: Corpus, items: list[tuple[str, str, dict[str, Any]]], rv: int) -> int:
+    """Add one copy of a scenario to `corpus` from resourceVersion `rv` on; the last one."""
+    failed: set[str] = set()
+    for resource, etype, obj in items:
+        rv += 1
+        obj["metadata"]["resourceVersion"] = str(rv)
+        corpus.streams[resource].append(Stored(rv, etype, obj))
+        if resource == "jobs" and is_failed_job(obj):
+            failed.add(obj["metadata"]["uid"])
+    corpus.failed_jobs += len(failed)
+    return rv

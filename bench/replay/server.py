@@ -333,8 +333,8 @@ def _announce(path: Path, info: dict[str, Any]) -> None:
     tmp.replace(path)  # the driver sees the whole file or none
 
 
-async def serve(copies: int, port: int, port_file: str | None) -> None:
-    corpus = build_corpus(copies)
+async def serve(copies: int, port: int, port_file: str | None, quiet_copies: int = 0) -> None:
+    corpus = build_corpus(copies, quiet_copies=quiet_copies)
     app = make_app(corpus)
     # Encode the streams every consumer opens before listening: encoding 100,000 lines in
     # the first watch's handler would stall the server (and its /bench/status) for seconds.
@@ -364,11 +364,14 @@ async def serve(copies: int, port: int, port_file: str | None) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--copies", type=int, default=10)
+    parser.add_argument(
+        "--quiet-copies", type=int, default=0, help="more copies of the scenarios without a failure"
+    )
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--port-file", help="write {port, events, failed_jobs} here when up")
     args = parser.parse_args()
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(args.copies, args.port, args.port_file))
+        asyncio.run(serve(args.copies, args.port, args.port_file, args.quiet_copies))
 
 
 if __name__ == "__main__":

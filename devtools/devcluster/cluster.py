@@ -1,27 +1,22 @@
-"""Start, inspect and stop a local control plane: etcd, apiserver, controllers, scheduler, kwok.
+"""Start and stop a local control plane: etcd, apiserver, controllers, scheduler, kwok.
 
 Every component is a plain process on 127.0.0.1 with ports picked at start, its log in the
 state dir, and its PID recorded in state.json, so `kube-dlq dev down` (another process) can
 stop exactly what `dev up` started, in reverse order. Any failure while starting stops what
 was already started and raises ClusterError naming the component and its log file.
+
+state.py holds state.json and stopping a recorded cluster, processes.py the process helpers,
+kubeapi.py the documents and clients for the components.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
-import signal
-import socket
-import ssl
 import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,99 +24,29 @@ import yaml
 
 from devtools.devcluster import pki
 from devtools.devcluster.build import STAGES_FILE, Binaries
+from devtools.devcluster.kubeapi import (
+    api_get,
+    http_ok,
+    kubeconfig_dict,
+    kwok_configuration,
+    node_manifest,
+    run_kubectl,
+)
+from devtools.devcluster.processes import free_port, log_tail, terminate
+from devtools.devcluster.state import (
+    STATE_FILE,
+    ClusterError,
+    ClusterState,
+    ComponentState,
+    Progress,
+    cluster_running,
+    to_stderr,
+)
 
-STATE_FILE = "state.json"
 DEFAULT_NODES = 2
 DEFAULT_NODE_PODS = 110  # a kubelet's default --max-pods
 # Why 2 nodes: the node-lifecycle controller stops evicting when every node of a zone is
 # NotReady ("full disruption"), so node-loss scenarios need a healthy node beside the lost one.
-
-Progress = Callable[[str], None]
-
-
-class ClusterError(RuntimeError):
-    """The local cluster could not start, or is not in the state asked for."""
-
-
-@dataclass(frozen=True, slots=True)
-class ComponentState:
-    name: str
-    pid: int
-    binary: str
-    log: str
-
-
-@dataclass(slots=True)
-class ClusterState:
-    """What state.json records: enough for another process to use or stop the cluster."""
-
-    state_dir: str
-    api_url: str
-    kubeconfig: str
-    """Admin identity (system:masters)."""
-    daemon_kubeconfig: str
-    """The daemon's ServiceAccount identity, limited by deploy/manifests/rbac.yaml."""
-    ca_file: str
-    admin_token: str
-    daemon_token: str
-    nodes: list[str]
-    bin_dirs: list[str]
-    components: list[ComponentState] = field(default_factory=list)
-    started_at: float = 0.0
-
-    def save(self) -> None:
-        path = Path(self.state_dir) / STATE_FILE
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2))
-        tmp.replace(path)
-
-    @classmethod
-    def load(cls, state_dir: Path) -> ClusterState:
-        path = state_dir / STATE_FILE
-        try:
-            raw = json.loads(path.read_text())
-            raw["components"] = [ComponentState(**c) for c in raw.get("components", [])]
-            return cls(**raw)
-        except FileNotFoundError as exc:
-            raise ClusterError(f"no cluster state in {state_dir} (run `kube-dlq dev up`)") from exc
-        except (ValueError, TypeError) as exc:
-            raise ClusterError(f"unreadable cluster state {path}: {exc}") from exc
-
-
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def pid_alive(pid: int, binary: str) -> bool:
-    """True if `pid` runs `binary` (guards against a recycled PID of an unrelated process)."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (OSError, UnicodeDecodeError):
-        return False
-    zombie = stat.rsplit(")", 1)[-1].split()[0] == "Z"
-    return cmdline == binary and not zombie
-
-
-def cluster_running(state_dir: Path) -> list[ComponentState]:
-    """The recorded components still alive in `state_dir` (empty: nothing running).
-
-    Reads only the component list, so a partly written or older state file still tells
-    whether processes from it are alive.
-    """
-    try:
-        raw = json.loads((state_dir / STATE_FILE).read_text())
-        comps = [ComponentState(**c) for c in raw.get("components", [])]
-    except (OSError, ValueError, TypeError, AttributeError):
-        return []
-    return [c for c in comps if pid_alive(c.pid, c.binary)]
 
 
 class LocalCluster:
@@ -138,7 +63,7 @@ class LocalCluster:
         nodes: int = DEFAULT_NODES,
         node_pods: int = DEFAULT_NODE_PODS,
         rbac_manifest: Path | None = None,
-        progress: Progress = _stderr,
+        progress: Progress = to_stderr,
         start_timeout_s: float = 90.0,
         extra_apiserver_args: tuple[str, ...] = (),
         extra_controller_manager_args: tuple[str, ...] = (),
@@ -186,7 +111,7 @@ class LocalCluster:
     def stop(self) -> None:
         """Stop every component this object started, in reverse order."""
         for comp, proc in reversed(self._procs):
-            _terminate(proc.pid, comp.binary, proc)
+            terminate(proc.pid, comp.binary, proc)
         self._procs.clear()
 
     def __enter__(self) -> ClusterState:
@@ -263,7 +188,7 @@ class LocalCluster:
                 "--log-level=warn",
                 "--quota-backend-bytes=4294967296",
             ],
-            ready=lambda: _http_ok(f"{url}/health", expect=b'"health":"true"'),
+            ready=lambda: http_ok(f"{url}/health", expect=b'"health":"true"'),
         )
 
     def _start_apiserver(self, ports: dict[str, int]) -> None:
@@ -298,7 +223,7 @@ class LocalCluster:
                 "--v=1",
                 *self.extra_apiserver_args,
             ],
-            ready=lambda: _http_ok(url, token=token, ca=p / "ca.crt", expect=b"ok"),
+            ready=lambda: http_ok(url, token=token, ca=p / "ca.crt", expect=b"ok"),
         )
 
     def _bootstrap_objects(self) -> None:
@@ -343,7 +268,7 @@ class LocalCluster:
                 "--v=1",
                 *self.extra_controller_manager_args,
             ],
-            ready=lambda: _http_ok(f"https://127.0.0.1:{ports['kcm']}/healthz", expect=b"ok"),
+            ready=lambda: http_ok(f"https://127.0.0.1:{ports['kcm']}/healthz", expect=b"ok"),
         )
 
     def _start_scheduler(self, ports: dict[str, int], kubeconfig: Path) -> None:
@@ -361,7 +286,7 @@ class LocalCluster:
                 "--v=1",
                 *self.extra_scheduler_args,
             ],
-            ready=lambda: _http_ok(f"https://127.0.0.1:{ports['scheduler']}/healthz", expect=b"ok"),
+            ready=lambda: http_ok(f"https://127.0.0.1:{ports['scheduler']}/healthz", expect=b"ok"),
         )
 
     def _start_kwok(self, ports: dict[str, int], kubeconfig: Path) -> None:
@@ -434,7 +359,7 @@ class LocalCluster:
             if code is not None:
                 raise ClusterError(
                     f"{name} exited with code {code} while starting; log: {comp.log}\n"
-                    + _tail(Path(comp.log))
+                    + log_tail(Path(comp.log))
                 )
             if ready():
                 self.progress(f"{name} ready ({time.monotonic() - started:.1f}s)")
@@ -442,7 +367,7 @@ class LocalCluster:
             time.sleep(0.2)
         raise ClusterError(
             f"{name} not ready after {self.start_timeout_s:.0f}s; log: {comp.log}\n"
-            + _tail(Path(comp.log))
+            + log_tail(Path(comp.log))
         )
 
     def _nodes_ready(self) -> bool:
@@ -469,181 +394,6 @@ class LocalCluster:
     def kubectl(self, *args: str, stdin: str | None = None) -> str:
         assert self.state is not None
         return run_kubectl(self.binaries.kubectl, Path(self.state.kubeconfig), *args, stdin=stdin)
-
-
-KWOK_OPTIONS: dict[str, Any] = {
-    # kwok applies its defaults only when no KwokConfiguration is given at all: one from a
-    # file must spell out every option whose zero value would differ (0 workers, handlers
-    # off). These are kwok v0.8.0's defaults (pkg/apis/config/v1alpha1/zz_generated.defaults.go).
-    "enableDebuggingHandlers": True,
-    "enableContentionProfiling": False,
-    "enableProfilingHandler": True,
-    "podPlayStageParallelism": 4,
-    "nodePlayStageParallelism": 4,
-    "nodeLeaseParallelism": 4,
-    "podsOnNodeSyncParallelism": 1,
-    "enablePodsOnNodeSyncListPager": True,
-    "enablePodsOnNodeSyncStreamWatch": False,
-}
-
-
-def kwok_configuration(options: dict[str, Any]) -> dict[str, Any]:
-    """kwok's KwokConfiguration document: KWOK_OPTIONS with `options` over them (command
-    line flags such as --cidr and --manage-all-nodes still win over both)."""
-    return {
-        "apiVersion": "config.kwok.x-k8s.io/v1alpha1",
-        "kind": "KwokConfiguration",
-        "options": {**KWOK_OPTIONS, **options},
-    }
-
-
-def kubeconfig_dict(api_url: str, ca: Path, token: str, *, user: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": "kube-dlq-dev",
-                "cluster": {"server": api_url, "certificate-authority": str(ca)},
-            }
-        ],
-        "users": [{"name": user, "user": {"token": token}}],
-        "contexts": [
-            {"name": f"kube-dlq-dev-{user}", "context": {"cluster": "kube-dlq-dev", "user": user}}
-        ],
-        "current-context": f"kube-dlq-dev-{user}",
-    }
-
-
-def run_kubectl(kubectl: Path, kubeconfig: Path, *args: str, stdin: str | None = None) -> str:
-    result = subprocess.run(
-        [str(kubectl), f"--kubeconfig={kubeconfig}", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise ClusterError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
-    return result.stdout
-
-
-def node_manifest(
-    name: str, *, cpu: str = "32", pods: str = "110", taints: tuple[dict[str, str], ...] = ()
-) -> dict[str, Any]:
-    """A Node for kwok to manage (kwok fills in its status). The zone label matters: the
-    scheduler's default topology spreading scores a node without one low."""
-    resources = {"cpu": cpu, "memory": "256Gi", "pods": pods}
-    node: dict[str, Any] = {
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": {
-            "name": name,
-            "annotations": {"node.alpha.kubernetes.io/ttl": "0", "kwok.x-k8s.io/node": "fake"},
-            "labels": {
-                "kubernetes.io/hostname": name,
-                "kubernetes.io/os": "linux",
-                "kubernetes.io/arch": "amd64",
-                "type": "kwok",
-                "topology.kubernetes.io/zone": "local",
-            },
-        },
-        "status": {"allocatable": resources, "capacity": resources},
-    }
-    if taints:
-        node["spec"] = {"taints": list(taints)}
-    return node
-
-
-def api_get(state: ClusterState, path: str) -> dict[str, Any] | None:
-    """GET from the apiserver as admin; None on 404 or while it is not answering."""
-    ctx = ssl.create_default_context(cafile=state.ca_file)
-    req = urllib.request.Request(
-        state.api_url + path, headers={"Authorization": f"Bearer {state.admin_token}"}
-    )
-    try:
-        with urllib.request.urlopen(req, context=ctx, timeout=5) as resp:
-            body: dict[str, Any] = json.loads(resp.read())
-            return body
-    except (urllib.error.URLError, OSError, ValueError):
-        return None
-
-
-def _http_ok(
-    url: str, *, token: str | None = None, ca: Path | None = None, expect: bytes = b""
-) -> bool:
-    if url.startswith("https://"):
-        ctx = ssl.create_default_context(cafile=str(ca)) if ca else _insecure_context()
-    else:
-        ctx = None
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    try:
-        with urllib.request.urlopen(
-            urllib.request.Request(url, headers=headers), context=ctx, timeout=2
-        ) as resp:
-            return resp.status == 200 and expect in resp.read()
-    except (urllib.error.URLError, OSError):
-        return False
-
-
-def _insecure_context() -> ssl.SSLContext:
-    # Controller-manager and scheduler serve /healthz with self-signed certs made at start.
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx
-
-
-def _tail(log: Path, lines: int = 15) -> str:
-    try:
-        text = log.read_text(errors="replace").splitlines()
-    except OSError:
-        return "(no log)"
-    return "\n".join("    " + line for line in text[-lines:])
-
-
-def _terminate(
-    pid: int, binary: str, proc: subprocess.Popen[bytes] | None, timeout_s: float = 10.0
-) -> None:
-    """SIGTERM, wait, then SIGKILL — only if `pid` still runs `binary`."""
-    if proc is not None and proc.poll() is not None:
-        return
-    if proc is None and not pid_alive(pid, binary):
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            return
-        if proc is None and not pid_alive(pid, binary):
-            return
-        time.sleep(0.1)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-    if proc is not None:
-        proc.wait(timeout=5)
-
-
-def stop_child(proc: subprocess.Popen[bytes], timeout_s: float) -> None:
-    """Stop a child this process started: SIGTERM, wait up to `timeout_s`, then SIGKILL.
-
-    The one way devtools stops its servers (control plane, Redis helpers, Toxiproxy,
-    Prometheus); a child that already exited is left alone."""
-    _terminate(proc.pid, "", proc, timeout_s)
-
-
-def stop_recorded(state_dir: Path, progress: Progress = _stderr) -> list[str]:
-    """Stop a cluster started by another process (`dev down`), by the PIDs it recorded."""
-    state = ClusterState.load(state_dir)
-    stopped = []
-    for comp in reversed(state.components):
-        if pid_alive(comp.pid, comp.binary):
-            _terminate(comp.pid, comp.binary, None)
-            stopped.append(comp.name)
-            progress(f"stopped {comp.name} (pid {comp.pid})")
-    return stopped
 
 
 @contextlib.contextmanager

@@ -10,15 +10,10 @@ from pathlib import Path
 
 from devtools.devcluster import versions
 from devtools.devcluster.build import BuildError, ensure_binaries, ensure_helm, ensure_toxiproxy
-from devtools.devcluster.cluster import (
-    ClusterError,
-    ClusterState,
-    LocalCluster,
-    api_get,
-    cluster_running,
-    stop_recorded,
-)
+from devtools.devcluster.cluster import LocalCluster
+from devtools.devcluster.kubeapi import api_get
 from devtools.devcluster.pki import PKIError
+from devtools.devcluster.state import ClusterError, ClusterState, cluster_running, stop_recorded
 
 REPO_RBAC = Path(__file__).resolve().parents[2] / "deploy" / "manifests" / "rbac.yaml"
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from devtools.devcluster.cluster import free_port, stop_child
+from devtools.devcluster.processes import free_port, stop_child
 
 DEFAULT_BINARY = "prometheus"
 START_TIMEOUT_S = 30.0

@@ -17,7 +17,7 @@ from functools import partial
 from pathlib import Path
 from types import TracebackType
 
-from devtools.devcluster.cluster import stop_child
+from devtools.devcluster.processes import stop_child
 from devtools.devcluster.redis_server import (
     START_TIMEOUT_S,
     STOP_TIMEOUT_S,

@@ -22,7 +22,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
-from devtools.devcluster.cluster import free_port, stop_child
+from devtools.devcluster.processes import free_port, stop_child
 
 START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 5.0

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bench.latency import parse_args, run
-from devtools.devcluster.cluster import ClusterState
+from devtools.devcluster.state import ClusterState
 
 THRESHOLDS = Path(__file__).resolve().parents[2] / "bench" / "thresholds-cluster.json"
 

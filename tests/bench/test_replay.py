@@ -6,7 +6,13 @@ from typing import Any
 
 import pytest
 
-from bench.replay.scenarios import RESOURCES, build_corpus, load_scenarios
+from bench.replay.scenarios import (
+    RESOURCES,
+    Stored,
+    build_corpus,
+    is_failed_job,
+    load_scenarios,
+)
 from bench.replay.server import matches
 
 POD: dict[str, Any] = {
@@ -73,3 +79,28 @@ def test_a_copy_keeps_its_references_consistent() -> None:
         if node and node.startswith("kwok-node-0"):
             assert node in nodes  # renamed with the copy's nodes
     assert owned > 0
+
+
+def test_quiet_copies_add_events_but_no_failures_spread_between_the_copies() -> None:
+    scenarios = load_scenarios()
+    plain, quiet = build_corpus(4, scenarios), build_corpus(4, scenarios, quiet_copies=10)
+
+    assert quiet.failed_jobs == plain.failed_jobs == 44
+    assert quiet.events > plain.events
+    namespaces = [s.obj["metadata"]["namespace"] for s in quiet.streams["jobs"]]
+    assert len(set(namespaces)) == 4 * len(scenarios) + 10 * 2  # two scenarios never fail
+    for resource in RESOURCES:
+        rvs = [s.rv for s in quiet.streams[resource]]
+        assert rvs == sorted(set(rvs)), resource
+
+    # Spread evenly: 10 quiet copies among 4 full ones are 2, 3, 2, 3 before each.
+    def copy_of(stored: Stored) -> int:
+        return int(stored.obj["metadata"]["namespace"].rsplit("-c", 1)[1])
+
+    full = sorted({copy_of(s) for s in quiet.streams["jobs"] if is_failed_job(s.obj)})
+    quiet_tags = sorted({copy_of(s) for s in quiet.streams["jobs"]} - set(full))
+    before = [
+        sum(prev < q < f for q in quiet_tags)
+        for prev, f in zip([-1, *full[:-1]], full, strict=True)
+    ]
+    assert before == [2, 3, 2, 3]

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from kubernetes_asyncio import client
 
-from devtools.devcluster.cluster import ClusterState
+from devtools.devcluster.state import ClusterState
 from tests.support.capture import capture, load, nodes_schedulable, replay
 
 pytestmark = pytest.mark.cluster

@@ -12,8 +12,11 @@ from pathlib import Path
 import pytest
 
 from devtools.devcluster import cluster as cluster_mod
+from devtools.devcluster import processes
 from devtools.devcluster.build import Binaries, BuildError, ensure_binaries
-from devtools.devcluster.cluster import ClusterError, LocalCluster, pid_alive
+from devtools.devcluster.cluster import LocalCluster
+from devtools.devcluster.processes import pid_alive
+from devtools.devcluster.state import ClusterError
 
 
 def fake_binaries(folder: Path, **scripts: str) -> Binaries:
@@ -158,13 +161,14 @@ def test_port_in_use_names_component_and_log(
     try:
         assert blocker.stdout is not None
         taken = int(blocker.stdout.readline())
-        real_free_port = cluster_mod.free_port
+        real_free_port = processes.free_port
         calls = iter(range(100))
 
         def fake_free_port() -> int:
             # Third port asked for is the apiserver's (etcd, etcd-peer, apiserver, ...).
             return taken if next(calls) == 2 else real_free_port()
 
+        # Patched where LocalCluster looks it up (cluster.py imports it from processes.py).
         monkeypatch.setattr(cluster_mod, "free_port", fake_free_port)
         state_dir = tmp_path / "state"
         cluster = LocalCluster(state_dir, binaries, progress=lambda _: None, start_timeout_s=60)

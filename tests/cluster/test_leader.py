@@ -25,7 +25,7 @@ from kubernetes_asyncio import client, config
 from redis.asyncio import Redis
 from structlog.typing import EventDict, FilteringBoundLogger
 
-from devtools.devcluster.cluster import ClusterState
+from devtools.devcluster.state import ClusterState
 from tests.support.daemon import (  # noqa: F401 (fixtures)
     StartDaemon,
     cluster_name,

@@ -16,7 +16,8 @@ import yaml
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from devtools.devcluster.cluster import ClusterState, node_manifest
+from devtools.devcluster.kubeapi import node_manifest
+from devtools.devcluster.state import ClusterState
 from tests.support.kube import (
     IMAGE_PULL_LABEL,
     NODE_NOT_READY_LABEL,

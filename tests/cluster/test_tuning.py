@@ -17,7 +17,8 @@ import yaml
 
 from bench.loader import job_body
 from devtools.devcluster.build import ensure_binaries
-from devtools.devcluster.cluster import KWOK_OPTIONS, LocalCluster, api_get, kwok_configuration
+from devtools.devcluster.cluster import LocalCluster
+from devtools.devcluster.kubeapi import KWOK_OPTIONS, api_get, kwok_configuration
 from tests.cluster.test_harness import fake_binaries
 
 

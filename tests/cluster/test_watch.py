@@ -24,7 +24,8 @@ from kubernetes_asyncio import client, config
 from structlog.typing import FilteringBoundLogger
 
 from devtools.devcluster.build import ensure_binaries
-from devtools.devcluster.cluster import ClusterState, LocalCluster
+from devtools.devcluster.cluster import LocalCluster
+from devtools.devcluster.state import ClusterState
 from tests.support.components import frozen_component, start_component, stop_component
 from tests.support.kube import RawObject, eventually, job_manifest, raw
 from tests.support.watching import (

@@ -22,8 +22,9 @@ import yaml
 from kubernetes_asyncio import client
 from redis.asyncio import Redis
 
-from devtools.devcluster.cluster import ClusterState, kubeconfig_dict
+from devtools.devcluster.kubeapi import kubeconfig_dict
 from devtools.devcluster.redis_server import RedisServer
+from devtools.devcluster.state import ClusterState
 from tests.support.daemon import (
     SHUTDOWN_GRACE_S,
     STUCK_DWELL_S,

@@ -22,8 +22,8 @@ import pytest
 from kubernetes_asyncio import client
 from redis.asyncio import Redis
 
-from devtools.devcluster.cluster import ClusterState
 from devtools.devcluster.redis_server import RedisServer
+from devtools.devcluster.state import ClusterState
 from tests.support.daemon import (
     REPO_ROOT,
     _cli_env,

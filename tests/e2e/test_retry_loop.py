@@ -30,8 +30,10 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from structlog.testing import capture_logs
 
-from devtools.devcluster.cluster import ClusterState, free_port, kubeconfig_dict
+from devtools.devcluster.kubeapi import kubeconfig_dict
+from devtools.devcluster.processes import free_port
 from devtools.devcluster.redis_server import RedisServer
+from devtools.devcluster.state import ClusterState
 from tests.support.kube import RawObject, condition, eventually, job_manifest, raw
 from tests.support.workloads import create_job, describe, list_jobs
 from watcher.adapters.kube.jobs import JobsAPI

@@ -19,8 +19,9 @@ from typing import Any
 import pytest
 from kubernetes_asyncio import client, config
 
-from devtools.devcluster.cluster import ClusterState, LocalCluster
+from devtools.devcluster.cluster import LocalCluster
 from devtools.devcluster.redis_server import RedisServer
+from devtools.devcluster.state import ClusterState
 from tests.faults.checker import LedgerReport
 from tests.faults.harness import Profile, fault_config, soak_requested
 from tests.support.daemon import (  # noqa: F401 (fixtures)

@@ -24,7 +24,7 @@ import yaml
 from kubernetes_asyncio import client
 from redis.asyncio import Redis
 
-from devtools.devcluster.cluster import ClusterState
+from devtools.devcluster.state import ClusterState
 from tests.faults.checker import LedgerReport, Sources, observe, settle
 from tests.faults.ledger import LoadGenerator
 from tests.faults.recorder import JobRecorder

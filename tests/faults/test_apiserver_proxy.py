@@ -39,8 +39,8 @@ from kubernetes_asyncio import client
 from redis.asyncio import Redis
 
 from devtools.devcluster.build import ensure_toxiproxy
-from devtools.devcluster.cluster import ClusterState
 from devtools.devcluster.redis_server import RedisServer
+from devtools.devcluster.state import ClusterState
 from devtools.devcluster.toxiproxy import Toxiproxy
 from tests.faults.conftest import MakeDaemon, Publish
 from tests.faults.harness import (

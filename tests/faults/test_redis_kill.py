@@ -21,8 +21,8 @@ import pytest
 from kubernetes_asyncio import client
 from redis.asyncio import Redis
 
-from devtools.devcluster.cluster import ClusterState
 from devtools.devcluster.redis_server import RedisServer
+from devtools.devcluster.state import ClusterState
 from tests.faults.conftest import MakeDaemon, Publish
 from tests.faults.harness import (
     FaultLog,

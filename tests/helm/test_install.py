@@ -20,7 +20,8 @@ from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from devtools.devcluster.build import ensure_binaries
-from devtools.devcluster.cluster import ClusterState, kubeconfig_dict, run_kubectl
+from devtools.devcluster.kubeapi import kubeconfig_dict, run_kubectl
+from devtools.devcluster.state import ClusterState
 from tests.helm.conftest import Helm
 from tests.support.daemon import StartDaemon, wait_dead_letters
 from tests.support.kube import raw

@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from devtools.devcluster.cluster import node_manifest
+from devtools.devcluster.kubeapi import node_manifest
 from tests.support.kube import (
     IMAGE_PULL_LABEL,
     NODE_NOT_READY_LABEL,

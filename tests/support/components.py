@@ -28,7 +28,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from devtools.devcluster.cluster import ClusterError, ComponentState, LocalCluster
+from devtools.devcluster.cluster import LocalCluster
+from devtools.devcluster.state import ClusterError, ComponentState
 
 READY_TIMEOUT_S = 60.0
 

@@ -44,8 +44,9 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
-from devtools.devcluster.cluster import ClusterState, free_port
+from devtools.devcluster.processes import free_port
 from devtools.devcluster.redis_server import RedisServer
+from devtools.devcluster.state import ClusterState
 from tests.support.kube import eventually
 from watcher.adapters.kube.connect import connect
 from watcher.adapters.redis.client import redis_client

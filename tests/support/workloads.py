@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 
 from kubernetes_asyncio import client
 
-from devtools.devcluster.cluster import node_manifest
+from devtools.devcluster.kubeapi import node_manifest
 from tests.support.kube import (
     IMAGE_PULL_LABEL,
     NODE_NOT_READY_LABEL,
