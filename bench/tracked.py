@@ -1,6 +1,6 @@
 """What the daemon holds per tracked Job and Running Pod, measured without a cluster.
 
-    .venv/bin/python -m bench.tracked [--n 100000] [--top 15] [--json PATH]
+    .venv/bin/python -m bench.tracked [--n 100000] [--top 15] [--churn 0] [--json PATH]
 
 (run from the repository root, as a module). Builds N Jobs and N Running Pods shaped as the
 local control plane serves them (the bench/loader_objects.py pairs: a Job with its labels, a
@@ -9,6 +9,11 @@ each one decoded from its own JSON text as a watch line is, and feeds them throu
 daemon's `Pipeline` (`on_job`, `on_pod`), its limits raised to hold them all. tracemalloc
 counts what stays allocated afterwards: bytes per Job+Pod pair, and the source lines that
 hold the most.
+
+With ``--churn K``, K pairs are then replaced as bench/memory.py's churn does (the oldest
+Job DELETED, then its Pod DELETED, as the garbage collector does after it, then a new pair
+ADDED), and what the heap grew by is reported per replaced pair: at a constant object count
+it should be none.
 
 This is the Python heap only; the daemon's RSS per pair (bench/memory.py) adds allocator
 overhead and fragmentation on top.
@@ -38,6 +43,7 @@ from watcher.service.pipeline import Pipeline
 
 NODES = 50
 NAMESPACES = 4
+_UIDS = uuid.UUID("5d3f0f4e-2c1b-4d7a-9e8f-6a5b4c3d2e1f")
 
 
 @dataclass
@@ -48,6 +54,9 @@ class Tracked:
     tracked_jobs: int
     seconds: float
     top: list[dict[str, Any]] = field(default_factory=list)
+    churn: int = 0
+    churn_bytes_per_pair: float = 0.0
+    """Heap growth over the churn, per pair replaced."""
 
 
 def job_json(i: int, namespace: str, uid: str) -> str:
@@ -98,7 +107,7 @@ def job_json(i: int, namespace: str, uid: str) -> str:
     )
 
 
-def pod_json(i: int, namespace: str, job_uid: str) -> str:
+def pod_json(i: int, namespace: str, job_uid: str, pod_uid: str | None = None) -> str:
     job = f"bench-{i:06d}"
     at = "2026-12-02T08:01:54Z"
     condition = {"lastProbeTime": None, "lastTransitionTime": at, "status": "True"}
@@ -127,7 +136,7 @@ def pod_json(i: int, namespace: str, job_uid: str) -> str:
                     }
                 ],
                 "resourceVersion": str(1001 + 3 * i),
-                "uid": str(uuid.UUID(int=random.getrandbits(128), version=4)),
+                "uid": pod_uid or str(uuid.UUID(int=random.getrandbits(128), version=4)),
             },
             "spec": {
                 "containers": [{"name": "main", "image": "registry.invalid/bench:1"}],
@@ -163,7 +172,11 @@ def pod_json(i: int, namespace: str, job_uid: str) -> str:
 def pipeline_for(n: int) -> Pipeline:
     """The daemon's Pipeline over fakes, with room for `n` Jobs."""
     settings = Settings(cluster_name="tracked")
-    limits = replace(settings.limits, max_tracked_jobs=max(n, settings.limits.max_tracked_jobs))
+    limits = replace(  # as bench/memory.py's tracking_limits: room for every pair
+        settings.limits,
+        max_tracked_jobs=max(n, settings.limits.max_tracked_jobs),
+        max_orphan_pods=max(n, settings.limits.max_orphan_pods),
+    )
     clock = FakeClock(time.time())
     metrics = Metrics()
     logger = structlog.get_logger()
@@ -179,7 +192,7 @@ def pipeline_for(n: int) -> Pipeline:
     )  # fmt: skip
 
 
-def measure(n: int, top: int = 15) -> Tracked:
+def measure(n: int, top: int = 15, churn: int = 0) -> Tracked:
     random.seed(0)
     pipeline = pipeline_for(n)
     gc.collect()
@@ -187,17 +200,24 @@ def measure(n: int, top: int = 15) -> Tracked:
     before = tracemalloc.take_snapshot()
     started = time.monotonic()
     for i in range(n):
-        namespace = f"bench-ns-{i % NAMESPACES}"
-        uid = str(uuid.UUID(int=random.getrandbits(128), version=4))
-        pipeline.on_job("ADDED", json.loads(job_json(i, namespace, uid)))
-        pipeline.on_pod("ADDED", json.loads(pod_json(i, namespace, uid)))
+        _add(pipeline, i)
     seconds = time.monotonic() - started
     gc.collect()
     after = tracemalloc.take_snapshot()
+    for i in range(churn):  # the oldest pair out, a new one in
+        job, pod = _texts(i)
+        pipeline.on_job("DELETED", json.loads(job))
+        pipeline.on_pod("DELETED", json.loads(pod))
+        _add(pipeline, n + i)
+    gc.collect()
+    churned = tracemalloc.take_snapshot()
     tracemalloc.stop()
+    grown = sum(d.size_diff for d in churned.compare_to(after, "lineno"))
     diff = after.compare_to(before, "lineno")
     total = sum(d.size_diff for d in diff)
     return Tracked(
+        churn=churn,
+        churn_bytes_per_pair=grown / churn if churn else 0.0,
         n=n,
         bytes_per_pair=total / n,
         total_bytes=total,
@@ -214,13 +234,29 @@ def measure(n: int, top: int = 15) -> Tracked:
     )
 
 
+def _texts(i: int) -> tuple[str, str]:
+    """Job and Pod of pair `i`, the same text each time (uids derived from `i`), so nothing
+    is kept to delete them later."""
+    namespace = f"bench-ns-{i % NAMESPACES}"
+    uid, pod_uid = (str(uuid.uuid5(_UIDS, f"{i}/{kind}")) for kind in ("job", "pod"))
+    return job_json(i, namespace, uid), pod_json(i, namespace, uid, pod_uid)
+
+
+def _add(pipeline: Pipeline, i: int) -> None:
+    """Pair `i` ADDED, each object decoded from its own text."""
+    job, pod = _texts(i)
+    pipeline.on_job("ADDED", json.loads(job))
+    pipeline.on_pod("ADDED", json.loads(pod))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench.tracked", description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=100_000, help="Job+Pod pairs (100,000)")
     parser.add_argument("--top", type=int, default=15, help="source lines shown")
+    parser.add_argument("--churn", type=int, default=0, help="pairs replaced after the load")
     parser.add_argument("--json", type=Path, help="write the result here")
     args = parser.parse_args(argv)
-    result = measure(args.n, args.top)
+    result = measure(args.n, args.top, args.churn)
     print(
         f"{result.n:,} Jobs + {result.n:,} Running Pods, {result.tracked_jobs:,} tracked: "
         f"{result.total_bytes / 2**20:,.1f} MiB held, {result.bytes_per_pair:,.0f} B per pair "
@@ -229,6 +265,11 @@ def main(argv: list[str] | None = None) -> int:
     for row in result.top:
         per, blocks = row["bytes_per_pair"], row["blocks_per_pair"]
         print(f"  {per:8,.0f} B {blocks:6.2f} blocks  {row['where']}")
+    if result.churn:
+        print(
+            f"churn: {result.churn:,} pairs replaced, the heap grew "
+            f"{result.churn_bytes_per_pair:,.0f} B per pair replaced"
+        )
     if args.json:
         args.json.write_text(json.dumps(asdict(result), indent=2))
     return 0

@@ -287,3 +287,31 @@ def test_pods_named_by_events_are_bounded_per_job_oldest_dropped() -> None:
     report = c.report("job-uid")
     assert report is not None
     assert sorted(e.reason for e in report.events) == ["BackOff", "SuccessfulCreate"]
+
+
+def test_pods_of_a_finished_job_do_not_crowd_out_those_still_awaited() -> None:
+    # A deleted Job's pods are deleted seconds later (pod GC): those updates are not held,
+    # so the pods of Jobs not seen yet keep their place under max_orphan_pods.
+    c = Correlator(LimitsSettings(max_orphan_pods=2))
+    c.observe_job(job("gone", "gone"))
+    c.forget("gone", finished=True)
+    c.observe_pod("b", NS, pod(name="b-1", uid="pb", phase="Failed"))
+    for i in range(5):
+        c.observe_pod("gone", NS, pod(name=f"gone-{i}", uid=f"pg{i}", deleted=True))
+    c.observe_pod("c", NS, pod(name="c-1", uid="pc", phase="Failed"))
+    c.observe_job(job("b", "b"))
+    c.observe_job(job("c", "c"))
+    reports = [c.report(uid) for uid in ("b", "c")]
+    assert [p.name for r in reports if r is not None for p in r.pods] == ["b-1", "c-1"]
+    assert c.report("gone") is None
+
+
+def test_a_job_forgotten_but_not_finished_gets_its_pods_back() -> None:
+    # Evicted (max_tracked_jobs) or out of scope is not finished: the Job can come back.
+    c = Correlator(LimitsSettings())
+    c.observe_job(job())
+    c.forget("job-uid")
+    c.observe_pod("job-uid", NS, pod(phase="Failed"))
+    c.observe_job(job())
+    report = c.report("job-uid")
+    assert report is not None and [p.phase for p in report.pods] == ["Failed"]

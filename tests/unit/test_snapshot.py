@@ -10,6 +10,7 @@ import pytest
 
 from tests.support import objects as o
 from tests.support.objects import Raw, put
+from watcher.core.annotations import ANNOTATION_ENABLED
 from watcher.core.model import (
     Condition,
     ContainerOutcome,
@@ -70,7 +71,7 @@ def test_job_snapshot_projects_a_failed_cronjob_job() -> None:
     assert snap == JobSnapshot(
         ref=JobRef(namespace="batch", name="report-nightly", uid=o.JOB_UID),
         owner=OwnerRef(kind="CronJob", name="report", uid=o.CRONJOB_UID),
-        labels=(("app", "report"), ("batch.kubernetes.io/controller-uid", o.JOB_UID)),
+        labels=(),  # app and controller-uid: read by nothing, so not kept
         annotations=(("retry.kube-dlq.io/max-attempts", "3"),),
         conditions=(
             Condition(
@@ -123,10 +124,16 @@ def _job(path: str, value: Any, **kwargs: Any) -> Raw:
         pytest.param(_job("status.failed", True), "failed", 0, id="failed-bool"),
         pytest.param(_job("status.active", 2.0), "active", 2, id="active-float"),
         pytest.param(
-            _job("metadata.labels", {"ok": "1", "n": 2, "none": None}),
-            "labels",
+            _job("metadata.annotations", {"ok": "1", "n": 2, "none": None}),
+            "annotations",
             (("ok", "1"),),
-            id="labels-non-string-dropped",
+            id="annotations-non-string-dropped",
+        ),
+        pytest.param(
+            _job("metadata.labels", {ANNOTATION_ENABLED: "false", "job-name": "x", "app": "y"}),
+            "labels",
+            ((ANNOTATION_ENABLED, "false"),),
+            id="labels-only-the-enabled-flag-kept",
         ),
         pytest.param(_job("metadata.annotations", ["a"]), "annotations", (), id="annotations-list"),
         pytest.param(

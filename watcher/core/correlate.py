@@ -29,6 +29,11 @@ STUCK_WAITING_REASONS = frozenset({
     "CreateContainerConfigError", "CreateContainerError", "RunContainerError",
 })  # fmt: skip
 
+FINISHED_MEMORY = 4_096
+"""Finished Jobs remembered so their pods' last updates are dropped: the garbage collector
+deletes a deleted Job's pods seconds after it, so this covers hundreds of deletions a second.
+A pod of a Job forgotten before that is held as an orphan, as before (max_orphan_pods)."""
+
 
 @dataclass(slots=True)
 class _JobState:
@@ -93,6 +98,9 @@ class Correlator:
         self._orphan_pod_count = 0
         self._pinned: set[str] = set()
         """Jobs whose failure is queued and not yet written: never evicted (not rebuildable)."""
+        self._finished: OrderedDict[str, None] = OrderedDict()
+        """Jobs deleted, complete or handled (newest last, at most FINISHED_MEMORY): their
+        pods' later updates are dropped, not held as orphans for a Job that never comes."""
         self.evicted_jobs = 0
         """Jobs dropped because max_jobs was reached (exported as a metric by the app)."""
 
@@ -119,6 +127,8 @@ class Correlator:
         namespace = self._shared.namespace(namespace)
         state = self._jobs.get(job_uid)
         if state is None:
+            if job_uid in self._finished:
+                return  # e.g. pod GC after the Job's deletion: nothing will read it
             # Its Job has not been seen yet (or is out of scope, or handled and forgotten):
             # hold the pod until the Job shows up; forget() or age drops it otherwise.
             self._hold_orphan_pod(job_uid, namespace, self._shared.pod(pod))
@@ -188,8 +198,15 @@ class Correlator:
     def unpin(self, job_uid: str) -> None:
         self._pinned.discard(job_uid)
 
-    def forget(self, job_uid: str) -> None:
-        """Drop everything held for a Job (handled, succeeded or deleted)."""
+    def forget(self, job_uid: str, *, finished: bool = False) -> None:
+        """Drop everything held for a Job (handled, succeeded or deleted). `finished`: the
+        Job will not be seen again (deleted, complete, handled), so its pods are not held
+        for it either."""
+        if finished:
+            self._finished[job_uid] = None
+            self._finished.move_to_end(job_uid)
+            if len(self._finished) > FINISHED_MEMORY:
+                self._finished.popitem(last=False)
         self._pinned.discard(job_uid)
         self._drop_orphan_pods(job_uid)
         state = self._jobs.pop(job_uid, None)
@@ -206,7 +223,7 @@ class Correlator:
         """After a relist: drop Jobs that no longer exist. Returns the uids dropped."""
         gone = [uid for uid in self._jobs if uid not in job_uids]
         for uid in gone:
-            self.forget(uid)
+            self.forget(uid, finished=True)
         return gone
 
     # -- queries --------------------------------------------------------------------------

@@ -202,6 +202,7 @@ class JobSnapshot(_Projection, frozen=True, gc=False):
     ref: JobRef
     owner: OwnerRef | None = None
     labels: tuple[tuple[str, str], ...] = ()
+    """Only those kube-dlq reads (`watcher.core.snapshot.JOB_LABELS_READ`)."""
     annotations: tuple[tuple[str, str], ...] = ()
     conditions: tuple[Condition, ...] = ()
     active: int = 0

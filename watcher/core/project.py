@@ -29,6 +29,7 @@ from watcher.core.model import (
 )
 from watcher.core.rawjson import RawMapping
 from watcher.core.snapshot import (
+    JOB_LABELS_READ,
     MalformedObject,
     clip,
     condition_of,
@@ -87,7 +88,9 @@ def job_snapshot(job: WireJob | RawMapping) -> JobSnapshot:
         owner=None
         if owner is None
         else OwnerRef(kind=owner.kind or "", name=owner.name or "", uid=owner.uid or ""),
-        labels=tuple(sorted(meta.labels.items())) if meta.labels else (),
+        labels=tuple(sorted((k, v) for k, v in meta.labels.items() if k in JOB_LABELS_READ))
+        if meta.labels
+        else (),
         annotations=tuple(sorted(meta.annotations.items())) if meta.annotations else (),
         conditions=_conditions(status.conditions),
         active=count_of(status.active),

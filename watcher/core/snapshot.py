@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TypeVar
 
+from watcher.core.annotations import ANNOTATION_ENABLED
 from watcher.core.model import (
     Condition,
     ContainerOutcome,
@@ -33,6 +34,7 @@ from watcher.core.model import (
 from watcher.core.rawjson import RawEvent, RawJob, RawMapping, RawNode, RawPod
 
 __all__ = [
+    "JOB_LABELS_READ",
     "MAX_MESSAGE_CHARS",
     "MalformedObject",
     "event_record",
@@ -48,6 +50,10 @@ __all__ = [
 
 # Labels the Job controller puts on its pods; the first is current, the second pre-1.27.
 JOB_UID_LABELS = ("batch.kubernetes.io/controller-uid", "controller-uid")
+JOB_LABELS_READ: frozenset[str] = frozenset({ANNOTATION_ENABLED})
+"""The Job labels a JobSnapshot keeps: what the scope check reads. The others (the four the
+Job controller defaults from the pod template hold the Job's own name and uid) are read by
+nothing and cost some 300 B a Job; a re-created Job's labels come from its kept manifest."""
 
 _EMPTY: Mapping[str, object] = {}
 _K = TypeVar("_K")
@@ -91,7 +97,7 @@ def job_snapshot(raw: RawJob | RawMapping) -> JobSnapshot:
     return JobSnapshot(
         ref=JobRef(namespace=_str(meta, "namespace"), name=name, uid=uid),
         owner=_controller_owner(meta),
-        labels=_string_pairs(meta.get("labels")),
+        labels=_string_pairs(meta.get("labels"), JOB_LABELS_READ),
         annotations=_string_pairs(meta.get("annotations")),
         conditions=_conditions(status),
         active=_count(status, "active"),
@@ -371,12 +377,19 @@ def taint_text(key: str, value: str, effect: str) -> str:
     return f"{key}:{effect}" if effect else key
 
 
-def _string_pairs(value: object) -> tuple[tuple[str, str], ...]:
+def _string_pairs(value: object, keys: frozenset[str] | None = None) -> tuple[tuple[str, str], ...]:
+    """The text pairs of a mapping, sorted; only those of `keys` if given."""
     mapping = _mapping(value)
     if not mapping:
         return ()
     pairs = mapping.items()
-    return tuple(sorted((k, v) for k, v in pairs if isinstance(k, str) and isinstance(v, str)))
+    return tuple(
+        sorted(
+            (k, v)
+            for k, v in pairs
+            if isinstance(k, str) and isinstance(v, str) and (keys is None or k in keys)
+        )
+    )
 
 
 # --- type-checked readers -----------------------------------------------------------------

@@ -122,10 +122,11 @@ class Pipeline:
         uid = job.ref.uid
         if event_type == "DELETED" or not in_scope(job, self.scope, self.selected_namespaces):
             if uid not in self._queued:
-                self.correlator.forget(uid)
+                # Out of scope is not finished: an annotation can bring the Job back in.
+                self.correlator.forget(uid, finished=event_type == "DELETED")
             return
         if job.condition("Complete") or uid in self._handled:
-            self.correlator.forget(uid)
+            self.correlator.forget(uid, finished=True)
             return
         # The raw object is kept only for failed Jobs, until handled: it is the replayable
         # manifest, and the Job may be deleted (ttlSecondsAfterFinished) before we write. The
@@ -474,7 +475,7 @@ class Pipeline:
     def _done(self, uid: str) -> None:
         """The failure is settled (written, or gone from the API): forget it for good."""
         self._dequeue(uid)
-        self.correlator.forget(uid)
+        self.correlator.forget(uid, finished=True)
         self._handled[uid] = None
         while len(self._handled) > self.limits.handled_memory:
             del self._handled[next(iter(self._handled))]
