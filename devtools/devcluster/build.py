@@ -13,13 +13,13 @@ import fcntl
 import os
 import shutil
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from devtools.devcluster import build_progress, versions
+from devtools.devcluster.processes import Progress, to_stderr
 
 GOMOD_DIR = Path(__file__).parent / "gomod"
 STAGES_FILE = Path(__file__).parent / "stages.yaml"
@@ -37,8 +37,6 @@ KWOK_UPSTREAM_STAGES = (
 )
 
 UPSTREAM_STAGES = "upstream-stages.yaml"
-
-Progress = Callable[[str], None]
 
 
 class BuildError(RuntimeError):
@@ -62,12 +60,8 @@ class Binaries:
         return tuple(dict.fromkeys(p.parent for p in (self.kubectl, self.kube_apiserver)))
 
 
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def ensure_binaries(
-    *, progress: Progress = _stderr, environ: Mapping[str, str] | None = None
+    *, progress: Progress = to_stderr, environ: Mapping[str, str] | None = None
 ) -> Binaries:
     """Return every binary the local cluster needs, building what the cache lacks."""
     env = dict(os.environ if environ is None else environ)
@@ -160,7 +154,7 @@ HELM = GoTool(
 
 
 def ensure_toxiproxy(
-    *, progress: Progress = _stderr, environ: Mapping[str, str] | None = None
+    *, progress: Progress = to_stderr, environ: Mapping[str, str] | None = None
 ) -> Path:
     """Toxiproxy's server (the fault suite's TCP fault proxy), building it if not cached.
 
@@ -169,13 +163,15 @@ def ensure_toxiproxy(
     return ensure_go_tool(TOXIPROXY, progress=progress, environ=environ)
 
 
-def ensure_helm(*, progress: Progress = _stderr, environ: Mapping[str, str] | None = None) -> Path:
+def ensure_helm(
+    *, progress: Progress = to_stderr, environ: Mapping[str, str] | None = None
+) -> Path:
     """Helm 3 (the chart tests: lint, template, install), building it if not cached."""
     return ensure_go_tool(HELM, progress=progress, environ=environ)
 
 
 def ensure_go_tool(
-    tool: GoTool, *, progress: Progress = _stderr, environ: Mapping[str, str] | None = None
+    tool: GoTool, *, progress: Progress = to_stderr, environ: Mapping[str, str] | None = None
 ) -> Path:
     """The binary of `tool`, built like the control plane from its pinned wrapper module.
 

@@ -32,15 +32,13 @@ from devtools.devcluster.kubeapi import (
     node_manifest,
     run_kubectl,
 )
-from devtools.devcluster.processes import free_port, log_tail, terminate
+from devtools.devcluster.processes import Progress, free_port, log_tail, terminate, to_stderr
 from devtools.devcluster.state import (
     STATE_FILE,
     ClusterError,
     ClusterState,
     ComponentState,
-    Progress,
     cluster_running,
-    to_stderr,
 )
 
 DEFAULT_NODES = 2

@@ -1,5 +1,5 @@
 """Process helpers shared by devtools' servers: a free local port, whether a recorded PID
-still runs its binary, and stopping a child (SIGTERM, wait, SIGKILL).
+still runs its binary, stopping a child (SIGTERM, wait, SIGKILL), and progress lines.
 """
 
 from __future__ import annotations
@@ -9,8 +9,18 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+
+Progress = Callable[[str], None]
+"""Where a long step reports what it is doing."""
+
+
+def to_stderr(message: str) -> None:
+    """The default `Progress`: one line on stderr, at once."""
+    print(message, file=sys.stderr, flush=True)
 
 
 def free_port() -> int:

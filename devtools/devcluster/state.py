@@ -5,16 +5,12 @@ process reads it: whether the recorded components are alive, and stopping them (
 from __future__ import annotations
 
 import json
-import sys
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from devtools.devcluster.processes import pid_alive, terminate
+from devtools.devcluster.processes import Progress, pid_alive, terminate, to_stderr
 
 STATE_FILE = "state.json"
-
-Progress = Callable[[str], None]
 
 
 class ClusterError(RuntimeError):
@@ -64,10 +60,6 @@ class ClusterState:
             raise ClusterError(f"no cluster state in {state_dir} (run `kube-dlq dev up`)") from exc
         except (ValueError, TypeError) as exc:
             raise ClusterError(f"unreadable cluster state {path}: {exc}") from exc
-
-
-def to_stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def cluster_running(state_dir: Path) -> list[ComponentState]:
